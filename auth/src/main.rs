@@ -1,0 +1,10 @@
+//! Entry point: everything lives in the library so tests run the same code.
+
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    auth::run(auth::Config::parse()).await
+}

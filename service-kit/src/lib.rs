@@ -1,0 +1,23 @@
+//! What every mp3converter service needs, written once: the pieces of typed configuration they
+//! share, secrets that never print, telemetry, the shutdown signal, the gRPC scaffolding
+//! (health + reflection), the ops endpoint of the workers (health + `/metrics`), and the queue
+//! names and event codec that the gateway, converter and notifier agree on.
+//!
+//! Each service's `lib.rs` follows the same shape: parse its config (flattening
+//! [`config::TelemetryConfig`]), call [`telemetry::init`], build its parts, then serve until
+//! [`shutdown::Shutdown`] fires.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod events;
+pub mod grpc;
+pub mod metrics;
+pub mod ops;
+pub mod queues;
+pub mod secret;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use secret::Secret;
+pub use shutdown::Shutdown;

