@@ -6,13 +6,8 @@
 use service_kit::grpc::GrpcServer;
 use service_kit::ops::{self, Readiness};
 use test_support::TestServer;
-use tonic_health::pb::HealthCheckRequest;
+use test_support::grpc::{health_status, reflected_services};
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 async fn grpc_server(services: &'static [&'static str]) -> TestServer {
     TestServer::start(move |listener, shutdown| {
@@ -25,40 +20,19 @@ async fn grpc_server(services: &'static [&'static str]) -> TestServer {
 #[tokio::test]
 async fn grpc_server_reports_serving_through_the_health_service() {
     let server = grpc_server(&[]).await;
-    let mut health = HealthClient::new(server.grpc_channel().await.unwrap());
-    let response = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
+    let status = health_status(server.grpc_channel().await.unwrap(), "")
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(response.status(), ServingStatus::Serving);
+        .unwrap();
+    assert_eq!(status, ServingStatus::Serving);
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn grpc_reflection_lists_the_named_services_and_the_standard_ones() {
     let server = grpc_server(&["mp3converter.auth.v1.AuthService"]).await;
-    let mut reflection = ServerReflectionClient::new(server.grpc_channel().await.unwrap());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::once(request))
+    let names = reflected_services(server.grpc_channel().await.unwrap())
         .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().expect("one answer");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!(
-            "expected a service list, got {:?}",
-            response.message_response
-        );
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
+        .unwrap();
     assert_eq!(
         names,
         [

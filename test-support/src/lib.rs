@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod grpc;
 pub mod media;
 pub mod mongo;
 pub mod mysql;
