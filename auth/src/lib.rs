@@ -1,50 +1,226 @@
-//! The auth service: the only place that knows passwords and signs tokens (gRPC).
+//! The auth service: the only place that knows passwords and signs tokens. The gateway asks it,
+//! over gRPC, to register users, log them in and validate their tokens on every request.
 //!
-//! The shape every service shares: [`Config`] from the environment, telemetry, then [`serve`]
-//! on a listener until shutdown. `main.rs` only binds the configured address; tests call
-//! [`serve`] with a listener on port 0.
+//! - [`config`]: settings from the environment, checked before anything starts.
+//! - [`store`]: accounts in MySQL or SQLite through sea-orm, with migrations.
+//! - [`password`]: argon2id on the blocking pool. [`token`]: HS256 JWTs.
+//! - [`throttle`]: brute-force protection. [`service`]: the gRPC service itself.
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-use service_kit::Shutdown;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
+pub mod config;
+pub mod email;
+pub mod error;
+pub mod password;
+pub mod service;
+pub mod store;
+pub mod throttle;
+pub mod token;
+
+pub use config::Config;
+pub use error::AuthError;
+pub use service::AuthApi;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use password::Passwords;
+use proto::auth::v1::auth_service_server::AuthServiceServer;
 use service_kit::grpc::GrpcServer;
-use std::net::SocketAddr;
+use service_kit::{Secret, Shutdown};
+use std::path::Path;
+use store::UserStore;
+use throttle::LoginThrottle;
+use token::Tokens;
 use tokio::net::TcpListener;
 
-/// The service's configuration, read from flags or the environment.
-#[derive(Debug, Clone, Parser)]
+/// The full name of the gRPC service, as reflection lists it.
+pub const SERVICE_NAME: &str = "mp3converter.auth.v1.AuthService";
+
+/// The command line: serve by default, or run one maintenance command.
+#[derive(Debug, Parser)]
 #[command(
     name = "auth",
     version,
-    about = "The auth service: the only place that knows passwords and signs tokens (gRPC)."
+    about = "The auth service of mp3converter: accounts, passwords and tokens over gRPC."
 )]
-pub struct Config {
-    /// Address (or bare port) the gRPC server listens on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051", value_parser = parse_listen_addr)]
-    pub listen_addr: SocketAddr,
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    pub config: Config,
 }
 
-/// Runs the service until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Maintenance commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create an account; the password is read from the first line of standard input.
+    CreateUser {
+        /// The account's e-mail.
+        #[arg(long)]
+        email: String,
+        /// Make the account an admin (an existing account is promoted).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Runs the command line.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    config.validate()?;
     service_kit::telemetry::init(&config.telemetry);
-    let listener = TcpListener::bind(config.listen_addr).await?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => run(config).await,
+        Command::Migrate => {
+            let users = connect(&config).await?;
+            users.migrate().await.context("applying migrations")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::CreateUser { email, admin } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            let user = create_user(&config, &email, password, admin).await?;
+            println!(
+                "created {} (id {}, admin: {})",
+                user.email, user.id, user.admin
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "auth listening");
     serve(config, listener, Shutdown::on_signals()).await
 }
 
-/// Serves gRPC on `listener` until `shutdown` fires.
+/// Builds the service (database, migrations, keys, the first admin) and serves gRPC on
+/// `listener` until `shutdown` fires.
 pub async fn serve(
-    _config: Config,
+    config: Config,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
-    GrpcServer::new(&[])
+    let api = build(&config).await?;
+    GrpcServer::new(&[SERVICE_NAME])
+        .add_service(AuthServiceServer::new(api))
+        .await
         .serve(listener, shutdown.into())
         .await?;
+    tracing::info!("auth stopped");
     Ok(())
+}
+
+/// Everything `serve` needs, ready to answer requests.
+pub async fn build(config: &Config) -> anyhow::Result<AuthApi> {
+    config.validate()?;
+    let users = connect(config).await?;
+    users.migrate().await.context("applying migrations")?;
+    let secret = jwt_secret(config)?;
+    let api = assemble(config, users, secret.expose().as_bytes())?;
+    if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+        let admin = api
+            .ensure_admin(email, password.expose().to_owned())
+            .await
+            .context("creating the ADMIN_EMAIL account")?;
+        tracing::info!(user_id = %admin.id, "admin account ready");
+    }
+    Ok(api)
+}
+
+/// Creates an account from the command line (or a test).
+pub async fn create_user(
+    config: &Config,
+    email: &str,
+    password: String,
+    admin: bool,
+) -> anyhow::Result<store::User> {
+    let users = connect(config).await?;
+    users.migrate().await.context("applying migrations")?;
+    let secret = jwt_secret(config)?;
+    let api = assemble(config, users, secret.expose().as_bytes())?;
+    let user = if admin {
+        api.ensure_admin(email, password).await?
+    } else {
+        api.register(email, password, false).await?
+    };
+    Ok(user)
+}
+
+fn assemble(config: &Config, users: UserStore, secret: &[u8]) -> anyhow::Result<AuthApi> {
+    let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
+    let tokens = Tokens::new(
+        secret,
+        &config.jwt_issuer,
+        &config.jwt_audience,
+        config.token_ttl(),
+    );
+    let throttle = LoginThrottle::new(
+        config.login_failure_window(),
+        config.login_max_failures,
+        config.login_max_failures_per_address,
+    );
+    Ok(AuthApi::new(users, passwords, tokens, throttle))
+}
+
+async fn connect(config: &Config) -> anyhow::Result<UserStore> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating DATA_DIR {}", config.data_dir.display()))?;
+    }
+    UserStore::connect(&config.database_url(), config.database_max_connections)
+        .await
+        .context("connecting to the accounts database (DATABASE_URL)")
+}
+
+/// JWT_SECRET, or for the embedded default a random key generated once and kept in DATA_DIR.
+fn jwt_secret(config: &Config) -> anyhow::Result<Secret> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.clone());
+    }
+    load_or_generate_secret(&config.data_dir.join("jwt-secret"))
+}
+
+fn load_or_generate_secret(path: &Path) -> anyhow::Result<Secret> {
+    match std::fs::read_to_string(path) {
+        Ok(existing) if existing.trim().len() >= config::JWT_SECRET_MIN_BYTES => {
+            return Ok(Secret::new(existing.trim()));
+        }
+        Ok(_) => anyhow::bail!(
+            "{} holds no usable JWT secret; remove it to generate one",
+            path.display()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    write_private_file(path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a JWT secret for the embedded default");
+    Ok(Secret::new(secret))
+}
+
+/// Writes a file only its owner can read, failing if it already exists (two replicas racing
+/// to create the secret must not overwrite each other's).
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }

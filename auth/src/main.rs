@@ -6,5 +6,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    auth::run(auth::Config::parse()).await
+    auth::main(auth::Cli::parse()).await
 }

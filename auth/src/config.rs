@@ -1,0 +1,159 @@
+//! The auth service's configuration. Everything comes from the environment (or same-named
+//! flags); [`Config::validate`] refuses combinations that would be unsafe, naming the variable.
+
+use clap::Args;
+use service_kit::Secret;
+use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// OWASP's minimum for argon2id: 19 MiB of memory, 2 iterations, 1 lane.
+pub const ARGON2_MIN_MEMORY_KIB: u32 = 19 * 1024;
+/// See [`ARGON2_MIN_MEMORY_KIB`].
+pub const ARGON2_MIN_ITERATIONS: u32 = 2;
+/// The shortest signing key accepted for HS256.
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
+
+/// The auth service's settings.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address (or bare port) the gRPC server listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051", value_parser = parse_listen_addr)]
+    pub listen_addr: SocketAddr,
+
+    /// Accounts database: `mysql://user:pass@host/db`, or unset for the embedded SQLite file
+    /// in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<Secret>,
+
+    /// Most connections kept open to the accounts database.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Where the embedded defaults keep their files (SQLite database, generated JWT secret).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// HS256 signing key, at least 32 bytes. Required when DATABASE_URL is set; the embedded
+    /// default generates one and keeps it in DATA_DIR.
+    #[arg(long, env = "JWT_SECRET")]
+    pub jwt_secret: Option<Secret>,
+
+    /// `iss` claim of issued tokens, and the only issuer accepted.
+    #[arg(long, env = "JWT_ISSUER", default_value = "mp3converter-auth")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim of issued tokens, and the only audience accepted.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "mp3converter")]
+    pub jwt_audience: String,
+
+    /// Lifetime of an access token, in seconds (default 24 h).
+    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub token_ttl_seconds: u64,
+
+    /// argon2id memory cost in KiB (at least 19456, OWASP's minimum).
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = ARGON2_MIN_MEMORY_KIB)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations (at least 2).
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = ARGON2_MIN_ITERATIONS)]
+    pub argon2_iterations: u32,
+
+    /// Failed logins for one e-mail within the window before further attempts are refused.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures: u32,
+
+    /// Failed logins from one client address within the window before it is refused.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures_per_address: u32,
+
+    /// The login throttle's window, in seconds.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_failure_window_seconds: u64,
+
+    /// E-mail of an admin account to create (or promote) at start-up.
+    #[arg(long, env = "ADMIN_EMAIL", requires = "admin_password")]
+    pub admin_email: Option<String>,
+
+    /// Password for ADMIN_EMAIL when the account is created.
+    #[arg(long, env = "ADMIN_PASSWORD", requires = "admin_email")]
+    pub admin_password: Option<Secret>,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// A configuration the service refuses to start with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {variable} {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Config {
+    /// Checks what clap cannot check one value at a time.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.jwt_secret {
+            Some(secret) if secret.expose().len() < JWT_SECRET_MIN_BYTES => {
+                return Err(ConfigError {
+                    variable: "JWT_SECRET",
+                    problem: format!("must be at least {JWT_SECRET_MIN_BYTES} bytes"),
+                });
+            }
+            None if self.database_url.is_some() => {
+                return Err(ConfigError {
+                    variable: "JWT_SECRET",
+                    problem: "is required when DATABASE_URL is set (only the embedded default generates one)".into(),
+                });
+            }
+            _ => {}
+        }
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("mysql://") || url.starts_with("sqlite:")) {
+                return Err(ConfigError {
+                    variable: "DATABASE_URL",
+                    problem: "must start with mysql:// or sqlite:".into(),
+                });
+            }
+        }
+        if self.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB {
+            return Err(ConfigError {
+                variable: "ARGON2_MEMORY_KIB",
+                problem: format!("must be at least {ARGON2_MIN_MEMORY_KIB} (OWASP minimum)"),
+            });
+        }
+        if self.argon2_iterations < ARGON2_MIN_ITERATIONS {
+            return Err(ConfigError {
+                variable: "ARGON2_ITERATIONS",
+                problem: format!("must be at least {ARGON2_MIN_ITERATIONS} (OWASP minimum)"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The database to use: DATABASE_URL, or the SQLite file in DATA_DIR.
+    pub fn database_url(&self) -> Secret {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => Secret::new(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("auth.sqlite").display()
+            )),
+        }
+    }
+
+    /// The token lifetime.
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_seconds)
+    }
+
+    /// The login throttle's window.
+    pub fn login_failure_window(&self) -> Duration {
+        Duration::from_secs(self.login_failure_window_seconds)
+    }
+}

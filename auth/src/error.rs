@@ -1,0 +1,79 @@
+//! The auth service's one error type and its one mapping to gRPC statuses. Messages that reach
+//! clients say what happened without internal detail; the detail goes to the log.
+
+use tonic::{Code, Status};
+
+/// Everything an auth request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The request is malformed; the message says how, in client-safe words.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Registration for an e-mail that already has an account.
+    #[error("an account with this e-mail already exists")]
+    EmailTaken,
+    /// Wrong password or unknown e-mail: deliberately the same answer.
+    #[error("invalid e-mail or password")]
+    InvalidCredentials,
+    /// A token that is not valid for any reason (signature, algorithm, expiry, issuer, ...).
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// Too many failed logins; the caller must wait.
+    #[error("too many failed logins; try again in {retry_after_seconds} s")]
+    Throttled {
+        /// Seconds until a new attempt is accepted.
+        retry_after_seconds: u64,
+    },
+    /// The database could not be reached.
+    #[error("accounts database unavailable: {0}")]
+    DatabaseUnavailable(#[source] sea_orm::DbErr),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(#[source] sea_orm::DbErr),
+    /// A bug or an environment failure (a hashing task that panicked, say).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sea_orm::DbErr> for AuthError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        use sea_orm::DbErr;
+        match error {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::DatabaseUnavailable(error),
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match &error {
+            AuthError::InvalidArgument(_) => Status::invalid_argument(error.to_string()),
+            AuthError::EmailTaken => Status::already_exists(error.to_string()),
+            AuthError::InvalidCredentials | AuthError::InvalidToken => {
+                Status::unauthenticated(error.to_string())
+            }
+            AuthError::Throttled {
+                retry_after_seconds,
+            } => {
+                let mut status = Status::resource_exhausted(error.to_string());
+                if let Ok(value) = retry_after_seconds.to_string().parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+                }
+                status
+            }
+            AuthError::DatabaseUnavailable(_) => {
+                tracing::error!(error = %error, "request failed");
+                Status::new(Code::Unavailable, "auth service temporarily unavailable")
+            }
+            AuthError::Database(_) | AuthError::Internal(_) => {
+                tracing::error!(error = %error, "request failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// Response metadata carrying the seconds to wait on RESOURCE_EXHAUSTED, so the gateway can
+/// answer 429 with `Retry-After`.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";

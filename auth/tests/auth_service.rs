@@ -1,0 +1,694 @@
+//! The auth service over real gRPC on loopback, against real MariaDB and SQLite: the same
+//! scenarios run on both databases.
+
+use auth::Cli;
+use clap::Parser;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::auth::v1::{LoginRequest, LoginResponse, RegisterRequest, ValidateRequest};
+use std::time::{Duration, Instant};
+use test_support::{TempDir, TestMysql, TestServer, temp_dir};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const SECRET: &str = "test-signing-key-that-is-at-least-32-bytes-long";
+const PASSWORD: &str = "correct horse battery";
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Mysql,
+    Sqlite,
+}
+
+/// One auth service on port 0 with its own database.
+struct RunningAuth {
+    server: TestServer,
+    client: AuthServiceClient<Channel>,
+    args: Vec<String>,
+    _mysql: Option<TestMysql>,
+    _dir: TempDir,
+}
+
+impl RunningAuth {
+    async fn start(backend: Backend, extra: &[&str]) -> Self {
+        let dir = temp_dir();
+        let mysql = match backend {
+            Backend::Mysql => Some(TestMysql::create().await.unwrap()),
+            Backend::Sqlite => None,
+        };
+        let mut args: Vec<String> = vec![
+            "auth".into(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+            "--jwt-secret".into(),
+            SECRET.into(),
+            "--log-format".into(),
+            "pretty".into(),
+        ];
+        if let Some(mysql) = &mysql {
+            args.extend(["--database-url".into(), mysql.url()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (server, client) = serve(&args).await;
+        Self {
+            server,
+            client,
+            args,
+            _mysql: mysql,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the service and starts it again on the same database and data directory.
+    async fn restart(self) -> Self {
+        let Self {
+            server,
+            args,
+            _mysql,
+            _dir,
+            ..
+        } = self;
+        server.stop().await.unwrap();
+        let (server, client) = serve(&args).await;
+        Self {
+            server,
+            client,
+            args,
+            _mysql,
+            _dir,
+        }
+    }
+
+    async fn register(&mut self, email: &str, password: &str) -> Result<String, tonic::Status> {
+        let response = self
+            .client
+            .register(RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await?;
+        Ok(response.into_inner().user.unwrap().id)
+    }
+
+    async fn login(&mut self, email: &str, password: &str) -> Result<LoginResponse, tonic::Status> {
+        self.login_from(email, password, "").await
+    }
+
+    async fn login_from(
+        &mut self,
+        email: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<LoginResponse, tonic::Status> {
+        let request = LoginRequest {
+            email: email.into(),
+            password: password.into(),
+            client_address: address.into(),
+        };
+        Ok(self.client.login(request).await?.into_inner())
+    }
+
+    async fn validate(&mut self, token: &str) -> Result<proto::auth::v1::Claims, tonic::Status> {
+        let response = self
+            .client
+            .validate(ValidateRequest {
+                token: token.into(),
+            })
+            .await?;
+        Ok(response.into_inner().claims.unwrap())
+    }
+}
+
+async fn serve(args: &[String]) -> (TestServer, AuthServiceClient<Channel>) {
+    test_support::init_tracing();
+    let config = Cli::try_parse_from(args).unwrap().config;
+    let server = TestServer::start(|listener, shutdown| auth::serve(config, listener, shutdown))
+        .await
+        .unwrap();
+    // The server builds (migrations, admin) before accepting; retry until it answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(channel) = server.grpc_channel().await {
+            return (server, AuthServiceClient::new(channel));
+        }
+        assert!(Instant::now() < deadline, "auth did not start listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs each scenario once per database.
+macro_rules! on_both_databases {
+    ($($scenario:ident),* $(,)?) => {
+        mod mysql { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Mysql).await } )* }
+        mod sqlite { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Sqlite).await } )* }
+    };
+}
+
+on_both_databases!(
+    register_login_validate_round_trip,
+    duplicate_registration_is_already_exists_whatever_the_case,
+    wrong_password_and_unknown_user_get_identical_answers,
+    migrations_are_idempotent_across_restarts,
+    admin_from_the_environment_gets_admin_claims,
+);
+
+async fn register_login_validate_round_trip(backend: Backend) {
+    let mut auth = RunningAuth::start(backend, &[]).await;
+    let user_id = auth
+        .register("  Alice@Example.com ", PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(user_id.len(), 36, "a UUID");
+
+    let login = auth.login("alice@example.com", PASSWORD).await.unwrap();
+    assert_eq!(login.token_type, "Bearer");
+    assert_eq!(login.expires_in, 86_400);
+
+    let claims = auth.validate(&login.access_token).await.unwrap();
+    assert_eq!(claims.user_id, user_id);
+    assert_eq!(claims.email, "alice@example.com");
+    assert!(!claims.admin);
+    let issued = claims.issued_at.unwrap().seconds;
+    let expires = claims.expires_at.unwrap().seconds;
+    assert_eq!(expires - issued, 86_400);
+}
+
+async fn duplicate_registration_is_already_exists_whatever_the_case(backend: Backend) {
+    let mut auth = RunningAuth::start(backend, &[]).await;
+    auth.register("bob@example.com", PASSWORD).await.unwrap();
+    let duplicate = auth
+        .register("BOB@example.com", "another password")
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    assert_eq!(
+        duplicate.message(),
+        "an account with this e-mail already exists"
+    );
+    // The first account's password still works.
+    auth.login("bob@example.com", PASSWORD).await.unwrap();
+}
+
+async fn wrong_password_and_unknown_user_get_identical_answers(backend: Backend) {
+    let mut auth = RunningAuth::start(backend, &["--login-max-failures", "100"]).await;
+    auth.register("carol@example.com", PASSWORD).await.unwrap();
+
+    let wrong = auth
+        .login("carol@example.com", "wrong password")
+        .await
+        .unwrap_err();
+    let unknown = auth
+        .login("nobody@example.com", "wrong password")
+        .await
+        .unwrap_err();
+    let malformed = auth
+        .login("not an email", "wrong password")
+        .await
+        .unwrap_err();
+    for status in [&wrong, &unknown, &malformed] {
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), "invalid e-mail or password");
+    }
+
+    // Unknown accounts still pay for a password verification, so timing does not tell them
+    // apart (without it they would answer in a small fraction of the time).
+    let mut known_times = Vec::new();
+    let mut unknown_times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let _ = auth.login("carol@example.com", "wrong password").await;
+        known_times.push(started.elapsed());
+        let started = Instant::now();
+        let _ = auth.login("nobody@example.com", "wrong password").await;
+        unknown_times.push(started.elapsed());
+    }
+    known_times.sort();
+    unknown_times.sort();
+    let (known, unknown) = (known_times[2], unknown_times[2]);
+    assert!(
+        unknown.as_secs_f64() >= known.as_secs_f64() * 0.5,
+        "unknown e-mail answered in {unknown:?}, wrong password in {known:?}"
+    );
+}
+
+async fn migrations_are_idempotent_across_restarts(backend: Backend) {
+    let mut auth = RunningAuth::start(backend, &[]).await;
+    let id = auth.register("dave@example.com", PASSWORD).await.unwrap();
+    let mut auth = auth.restart().await;
+    let mut auth_again = {
+        let token = auth
+            .login("dave@example.com", PASSWORD)
+            .await
+            .unwrap()
+            .access_token;
+        assert_eq!(auth.validate(&token).await.unwrap().user_id, id);
+        auth.restart().await
+    };
+    auth_again
+        .login("dave@example.com", PASSWORD)
+        .await
+        .unwrap();
+}
+
+async fn admin_from_the_environment_gets_admin_claims(backend: Backend) {
+    let admin_args = [
+        "--admin-email",
+        "Root@Example.com",
+        "--admin-password",
+        "admin password 1",
+    ];
+    let mut auth = RunningAuth::start(backend, &admin_args).await;
+    let token = auth
+        .login("root@example.com", "admin password 1")
+        .await
+        .unwrap()
+        .access_token;
+    assert!(auth.validate(&token).await.unwrap().admin);
+
+    let id = auth.register("eve@example.com", PASSWORD).await.unwrap();
+    let token = auth
+        .login("eve@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let claims = auth.validate(&token).await.unwrap();
+    assert_eq!(claims.user_id, id);
+    assert!(!claims.admin, "ordinary accounts are not admins");
+
+    // A restart with the same variables neither fails nor duplicates the admin.
+    let mut auth = auth.restart().await;
+    let token = auth
+        .login("root@example.com", "admin password 1")
+        .await
+        .unwrap()
+        .access_token;
+    assert!(auth.validate(&token).await.unwrap().admin);
+}
+
+#[tokio::test]
+async fn create_user_command_makes_an_admin_who_can_log_in() {
+    let dir = temp_dir();
+    let args = [
+        "auth",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--log-format",
+        "pretty",
+    ];
+    let config = Cli::try_parse_from(args).unwrap().config;
+    let user = auth::create_user(&config, "Ops@Example.com", "ops password 1".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(user.email, "ops@example.com");
+    assert!(user.admin);
+
+    // The embedded default generated a secret and kept it: the server started afterwards on
+    // the same data directory issues tokens with it.
+    let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).unwrap();
+    assert_eq!(secret.len(), 64);
+    let (_server, mut client) = serve(&args.map(String::from)).await;
+    let token = client
+        .login(LoginRequest {
+            email: "ops@example.com".into(),
+            password: "ops password 1".into(),
+            client_address: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let claims = client
+        .validate(ValidateRequest { token })
+        .await
+        .unwrap()
+        .into_inner()
+        .claims
+        .unwrap();
+    assert!(claims.admin);
+}
+
+#[tokio::test]
+async fn embedded_secret_survives_a_restart_so_tokens_stay_valid() {
+    let dir = temp_dir();
+    let args: Vec<String> = [
+        "auth",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--log-format",
+        "pretty",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (server, mut client) = serve(&args).await;
+    client
+        .register(RegisterRequest {
+            email: "fay@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    let token = client
+        .login(LoginRequest {
+            email: "fay@example.com".into(),
+            password: PASSWORD.into(),
+            client_address: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    server.stop().await.unwrap();
+
+    let (_server, mut client) = serve(&args).await;
+    client.validate(ValidateRequest { token }).await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_registrations_are_invalid_argument() {
+    let mut auth = RunningAuth::start(Backend::Sqlite, &[]).await;
+    for (email, password, message) in [
+        ("not-an-email", PASSWORD, "e-mail address is not valid"),
+        ("a@example", PASSWORD, "e-mail address is not valid"),
+        ("", PASSWORD, "e-mail address is not valid"),
+        (
+            "gil@example.com",
+            "short",
+            "password must be between 8 and 1024 bytes",
+        ),
+        (
+            "gil@example.com",
+            &"x".repeat(1025),
+            "password must be between 8 and 1024 bytes",
+        ),
+    ] {
+        let status = auth.register(email, password).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{email:?}");
+        assert_eq!(status.message(), message);
+    }
+}
+
+mod tokens {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn claims() -> Value {
+        json!({
+            "sub": "8d4bd0a4-3a5e-4c1e-9a53-7d1c8e0f2b11", "email": "h@example.com", "admin": false,
+            "iat": now(), "exp": now() + 3600, "iss": "mp3converter-auth", "aud": "mp3converter",
+        })
+    }
+
+    fn sign(claims: &Value, algorithm: Algorithm, key: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(algorithm),
+            claims,
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn with(mut claims: Value, key: &str, value: Value) -> Value {
+        claims[key] = value;
+        claims
+    }
+
+    fn without(mut claims: Value, key: &str) -> Value {
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_bad_token_is_unauthenticated() {
+        let mut auth = RunningAuth::start(Backend::Sqlite, &[]).await;
+        let good = sign(&claims(), Algorithm::HS256, SECRET);
+        auth.validate(&good)
+            .await
+            .expect("a correctly signed token is valid");
+
+        let parts: Vec<&str> = good.split('.').collect();
+        let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let alg_none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT"})),
+            parts[1]
+        );
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&with(claims(), "admin", json!(true))),
+            parts[2]
+        );
+
+        let cases = [
+            ("alg none", alg_none),
+            (
+                "HS384 with the right key",
+                sign(&claims(), Algorithm::HS384, SECRET),
+            ),
+            (
+                "HS512 with the right key",
+                sign(&claims(), Algorithm::HS512, SECRET),
+            ),
+            (
+                "signed with another key",
+                sign(
+                    &claims(),
+                    Algorithm::HS256,
+                    "another-key-another-key-another-key!",
+                ),
+            ),
+            ("tampered payload", tampered),
+            ("signature stripped", format!("{}.{}.", parts[0], parts[1])),
+            (
+                "expired",
+                sign(
+                    &with(claims(), "exp", json!(now() - 1)),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+            ),
+            (
+                "not yet valid",
+                sign(
+                    &with(claims(), "nbf", json!(now() + 600)),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+            ),
+            (
+                "wrong issuer",
+                sign(
+                    &with(claims(), "iss", json!("someone-else")),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+            ),
+            (
+                "wrong audience",
+                sign(
+                    &with(claims(), "aud", json!("another-app")),
+                    Algorithm::HS256,
+                    SECRET,
+                ),
+            ),
+            (
+                "no expiry",
+                sign(&without(claims(), "exp"), Algorithm::HS256, SECRET),
+            ),
+            (
+                "no subject",
+                sign(&without(claims(), "sub"), Algorithm::HS256, SECRET),
+            ),
+            (
+                "no issuer",
+                sign(&without(claims(), "iss"), Algorithm::HS256, SECRET),
+            ),
+            ("garbage", "not.a.token".into()),
+            ("empty", String::new()),
+            ("random bytes", "\u{1}\u{2}\u{3}".into()),
+        ];
+        for (case, token) in cases {
+            let status = auth.validate(&token).await.unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{case}");
+            assert_eq!(status.message(), "invalid or expired token", "{case}");
+        }
+    }
+}
+
+mod throttling {
+    use super::*;
+
+    fn retry_after(status: &tonic::Status) -> u64 {
+        status
+            .metadata()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_for_one_email_are_refused_even_with_the_right_password() {
+        let mut auth = RunningAuth::start(Backend::Sqlite, &["--login-max-failures", "3"]).await;
+        auth.register("ivy@example.com", PASSWORD).await.unwrap();
+        for _ in 0..3 {
+            let status = auth
+                .login("ivy@example.com", "wrong password")
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated);
+        }
+        let throttled = auth.login("ivy@example.com", PASSWORD).await.unwrap_err();
+        assert_eq!(throttled.code(), Code::ResourceExhausted);
+        let wait = retry_after(&throttled);
+        assert!((1..=900).contains(&wait), "retry-after {wait}");
+        assert!(
+            throttled
+                .message()
+                .contains(&format!("try again in {wait} s"))
+        );
+        // Other accounts are not affected.
+        auth.register("jay@example.com", PASSWORD).await.unwrap();
+        auth.login("jay@example.com", PASSWORD).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_successful_login_resets_the_count() {
+        let mut auth = RunningAuth::start(Backend::Sqlite, &["--login-max-failures", "3"]).await;
+        auth.register("kim@example.com", PASSWORD).await.unwrap();
+        for _ in 0..2 {
+            auth.login("kim@example.com", "wrong password")
+                .await
+                .unwrap_err();
+        }
+        auth.login("kim@example.com", PASSWORD).await.unwrap();
+        for _ in 0..2 {
+            let status = auth
+                .login("kim@example.com", "wrong password")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "the count started again"
+            );
+        }
+        auth.login("kim@example.com", PASSWORD).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_throttle_lifts_when_the_window_passes() {
+        let args = [
+            "--login-max-failures",
+            "2",
+            "--login-failure-window-seconds",
+            "1",
+        ];
+        let mut auth = RunningAuth::start(Backend::Sqlite, &args).await;
+        auth.register("lee@example.com", PASSWORD).await.unwrap();
+        for _ in 0..2 {
+            auth.login("lee@example.com", "wrong password")
+                .await
+                .unwrap_err();
+        }
+        let status = auth.login("lee@example.com", PASSWORD).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        auth.login("lee@example.com", PASSWORD).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_client_address_spraying_many_emails_is_refused() {
+        let args = [
+            "--login-max-failures",
+            "100",
+            "--login-max-failures-per-address",
+            "4",
+        ];
+        let mut auth = RunningAuth::start(Backend::Sqlite, &args).await;
+        auth.register("mia@example.com", PASSWORD).await.unwrap();
+        for i in 0..4 {
+            let status = auth
+                .login_from(&format!("victim{i}@example.com"), "guess", "203.0.113.7")
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated);
+        }
+        let refused = auth
+            .login_from("mia@example.com", PASSWORD, "203.0.113.7")
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        // The same account from another address is fine.
+        auth.login_from("mia@example.com", PASSWORD, "198.51.100.1")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn answers_health_and_reflection_through_real_grpc_clients() {
+    use test_support::grpc::{health_status, reflected_services};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let auth = RunningAuth::start(Backend::Sqlite, &[]).await;
+    let channel = auth.server.grpc_channel().await.unwrap();
+    assert_eq!(
+        health_status(channel.clone(), "").await.unwrap(),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        health_status(channel.clone(), auth::SERVICE_NAME)
+            .await
+            .unwrap(),
+        ServingStatus::Serving
+    );
+    let services = reflected_services(channel).await.unwrap();
+    assert!(
+        services.contains(&auth::SERVICE_NAME.to_owned()),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"grpc.health.v1.Health".to_owned()),
+        "{services:?}"
+    );
+}
+
+#[test]
+fn refuses_unsafe_configurations_naming_the_variable() {
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from([&["auth"], args].concat())
+            .unwrap()
+            .config
+            .validate()
+    };
+    let short = parse(&["--jwt-secret", "too-short"]).unwrap_err();
+    assert_eq!(short.variable, "JWT_SECRET");
+    let missing = parse(&["--database-url", "mysql://root@127.0.0.1/x"]).unwrap_err();
+    assert_eq!(missing.variable, "JWT_SECRET");
+    assert!(
+        missing
+            .to_string()
+            .contains("required when DATABASE_URL is set")
+    );
+    let weak = parse(&["--argon2-memory-kib", "1024"]).unwrap_err();
+    assert_eq!(weak.variable, "ARGON2_MEMORY_KIB");
+    let scheme = parse(&["--database-url", "postgres://x", "--jwt-secret", SECRET]).unwrap_err();
+    assert_eq!(scheme.variable, "DATABASE_URL");
+    assert!(parse(&[]).is_ok(), "the embedded default needs nothing");
+    // Secrets never print, even through the config's Debug.
+    let config = Cli::try_parse_from(["auth", "--jwt-secret", SECRET])
+        .unwrap()
+        .config;
+    assert!(!format!("{config:?}").contains(SECRET));
+}
