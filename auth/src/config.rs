@@ -22,6 +22,10 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051", value_parser = parse_listen_addr)]
     pub listen_addr: SocketAddr,
 
+    /// Address (or bare port) of the health (`/healthz`, `/readyz`) and `/metrics` endpoint.
+    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9092", value_parser = parse_listen_addr)]
+    pub ops_listen_addr: SocketAddr,
+
     /// Accounts database: `mysql://user:pass@host/db`, or unset for the embedded SQLite file
     /// in DATA_DIR.
     #[arg(long, env = "DATABASE_URL")]

@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 use password::Passwords;
 use proto::auth::v1::auth_service_server::AuthServiceServer;
 use service_kit::grpc::GrpcServer;
+use service_kit::ops::{self, Readiness};
 use service_kit::{Secret, Shutdown};
 use std::path::Path;
 use store::UserStore;
@@ -108,18 +109,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Builds the service (database, migrations, keys, the first admin) and serves gRPC on
-/// `listener` until `shutdown` fires.
+/// `listener` until `shutdown` fires, with the ops endpoint on OPS_LISTEN_ADDR.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
+    let ops = TcpListener::bind(config.ops_listen_addr)
+        .await
+        .with_context(|| format!("binding OPS_LISTEN_ADDR {}", config.ops_listen_addr))?;
+    serve_with_ops(config, listener, ops, shutdown).await
+}
+
+/// [`serve`] with the ops endpoint (`/healthz`, `/readyz`, `/metrics`) on a given listener.
+pub async fn serve_with_ops(
+    config: Config,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+    shutdown: impl Into<Shutdown>,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown.into();
+    let readiness = Readiness::new();
+    tracing::info!(addr = %ops_listener.local_addr()?, "auth health and metrics listening");
+    let ops = tokio::spawn(ops::serve(
+        ops_listener,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     let api = build(&config).await?;
-    GrpcServer::new(&[SERVICE_NAME])
+    readiness.set(true);
+    let served = GrpcServer::new(&[SERVICE_NAME])
         .add_service(AuthServiceServer::new(api))
         .await
-        .serve(listener, shutdown.into())
-        .await?;
+        .serve(listener, shutdown.clone())
+        .await;
+    readiness.set(false);
+    shutdown.trigger();
+    ops.await??;
+    served?;
     tracing::info!("auth stopped");
     Ok(())
 }

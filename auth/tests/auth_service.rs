@@ -43,6 +43,8 @@ impl RunningAuth {
             SECRET.into(),
             "--log-format".into(),
             "pretty".into(),
+            "--ops-listen-addr".into(),
+            "127.0.0.1:0".into(),
         ];
         if let Some(mysql) = &mysql {
             args.extend(["--database-url".into(), mysql.url()]);
@@ -121,18 +123,15 @@ impl RunningAuth {
 async fn serve(args: &[String]) -> (TestServer, AuthServiceClient<Channel>) {
     test_support::init_tracing();
     let config = Cli::try_parse_from(args).unwrap().config;
-    let server = TestServer::start(|listener, shutdown| auth::serve(config, listener, shutdown))
+    let mut server =
+        TestServer::start(|listener, shutdown| auth::serve(config, listener, shutdown))
+            .await
+            .unwrap();
+    let channel = server
+        .ready_grpc_channel(Duration::from_secs(20))
         .await
         .unwrap();
-    // The server builds (migrations, admin) before accepting; retry until it answers.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(channel) = server.grpc_channel().await {
-            return (server, AuthServiceClient::new(channel));
-        }
-        assert!(Instant::now() < deadline, "auth did not start listening");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    (server, AuthServiceClient::new(channel))
 }
 
 /// Runs each scenario once per database.
@@ -293,6 +292,8 @@ async fn create_user_command_makes_an_admin_who_can_log_in() {
         dir.path().to_str().unwrap(),
         "--log-format",
         "pretty",
+        "--ops-listen-addr",
+        "127.0.0.1:0",
     ];
     let config = Cli::try_parse_from(args).unwrap().config;
     let user = auth::create_user(&config, "Ops@Example.com", "ops password 1".into(), true)
@@ -335,6 +336,8 @@ async fn embedded_secret_survives_a_restart_so_tokens_stay_valid() {
         dir.path().to_str().unwrap(),
         "--log-format",
         "pretty",
+        "--ops-listen-addr",
+        "127.0.0.1:0",
     ]
     .map(String::from)
     .to_vec();
@@ -691,4 +694,97 @@ fn refuses_unsafe_configurations_naming_the_variable() {
         .unwrap()
         .config;
     assert!(!format!("{config:?}").contains(SECRET));
+}
+
+#[tokio::test]
+async fn ops_endpoint_reports_readiness_and_login_metrics() {
+    test_support::init_tracing();
+    let dir = temp_dir();
+    let args = [
+        "auth",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--log-format",
+        "pretty",
+        "--login-max-failures",
+        "1",
+    ];
+    let config = Cli::try_parse_from(args).unwrap().config;
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_url = format!("http://{}", ops_listener.local_addr().unwrap());
+    let server = TestServer::start(|listener, shutdown| {
+        auth::serve_with_ops(config, listener, ops_listener, shutdown)
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http
+        .get(format!("{ops_url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "auth never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        http.get(format!("{ops_url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let mut client = AuthServiceClient::new(server.grpc_channel().await.unwrap());
+    client
+        .register(RegisterRequest {
+            email: "ops@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    let login = |password: &str| LoginRequest {
+        email: "ops@example.com".into(),
+        password: password.into(),
+        client_address: String::new(),
+    };
+    let token = client
+        .login(login(PASSWORD))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    client.validate(ValidateRequest { token }).await.unwrap();
+    client.login(login("wrong password")).await.unwrap_err();
+    assert_eq!(
+        client.login(login(PASSWORD)).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+
+    let metrics = http
+        .get(format!("{ops_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "auth_logins_total{outcome=\"ok\"}",
+        "auth_logins_total{outcome=\"failed\"}",
+        "auth_logins_total{outcome=\"throttled\"}",
+        "auth_validations_total{outcome=\"valid\"}",
+        "auth_registrations_total",
+        "auth_rpc_duration_seconds_bucket{method=\"Validate\"",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+
+    server.stop().await.unwrap();
+    assert!(
+        http.get(format!("{ops_url}/healthz")).send().await.is_err(),
+        "ops endpoint stops with the service"
+    );
 }

@@ -53,6 +53,32 @@ impl TestServer {
             .await?)
     }
 
+    /// A gRPC channel once the service answers, for services that do work (migrations, say)
+    /// before they serve. If the service stops first, its error is returned.
+    pub async fn ready_grpc_channel(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.task.as_ref().is_some_and(|task| task.is_finished()) {
+                let task = self.task.take().expect("checked above");
+                return Err(match task.await {
+                    Ok(Err(error)) => error.context("the service stopped before serving"),
+                    Ok(Ok(())) => anyhow::anyhow!("the service returned before serving"),
+                    Err(join) => anyhow::anyhow!("the service panicked: {join}"),
+                });
+            }
+            if let Ok(channel) = self.grpc_channel().await {
+                return Ok(channel);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("the service did not answer within {timeout:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Fires the shutdown signal and waits for the service to return, with its result.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
