@@ -44,25 +44,32 @@ impl AuthApi {
         }
     }
 
-    /// Creates an account (used by `Register` and by the admin bootstrap).
+    /// Creates an account (used by `Register` and by `create-user`).
     pub async fn register(
         &self,
         email: &str,
         password: String,
         admin: bool,
     ) -> Result<User, AuthError> {
-        let email = normalize_email(email)?;
-        check_password(&password)?;
-        let hash = self.inner.passwords.hash(password).await?;
+        let (email, hash) = self.new_credentials(email, password).await?;
         self.inner.users.create(&email, hash, admin).await
     }
 
     /// Creates an admin account, or makes an existing account an admin.
     pub async fn ensure_admin(&self, email: &str, password: String) -> Result<User, AuthError> {
+        let (email, hash) = self.new_credentials(email, password).await?;
+        self.inner.users.ensure_admin(&email, hash).await
+    }
+
+    /// The normalized e-mail and the password's hash, after checking both.
+    async fn new_credentials(
+        &self,
+        email: &str,
+        password: String,
+    ) -> Result<(String, String), AuthError> {
         let email = normalize_email(email)?;
         check_password(&password)?;
-        let hash = self.inner.passwords.hash(password).await?;
-        self.inner.users.ensure_admin(&email, hash).await
+        Ok((email, self.inner.passwords.hash(password).await?))
     }
 
     /// Checks credentials and issues a token.

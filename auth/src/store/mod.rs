@@ -53,13 +53,7 @@ impl UserStore {
         password_hash: String,
         admin: bool,
     ) -> Result<User, AuthError> {
-        let user = user::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
-            email: Set(email.to_owned()),
-            password_hash: Set(password_hash),
-            admin: Set(admin),
-            created_at: Set(chrono::Utc::now()),
-        };
+        let user = new_user(email, password_hash, admin);
         match user::Entity::insert(user)
             .exec_with_returning(&self.db)
             .await
@@ -87,13 +81,7 @@ impl UserStore {
         email: &str,
         password_hash: String,
     ) -> Result<User, AuthError> {
-        let user = user::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
-            email: Set(email.to_owned()),
-            password_hash: Set(password_hash),
-            admin: Set(true),
-            created_at: Set(chrono::Utc::now()),
-        };
+        let user = new_user(email, password_hash, true);
         user::Entity::insert(user)
             .on_conflict(
                 OnConflict::column(user::Column::Email)
@@ -105,5 +93,16 @@ impl UserStore {
         self.find_by_email(email)
             .await?
             .ok_or_else(|| AuthError::Internal("admin account vanished after upsert".into()))
+    }
+}
+
+/// A row for a new account with a fresh id.
+fn new_user(email: &str, password_hash: String, admin: bool) -> user::ActiveModel {
+    user::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        email: Set(email.to_owned()),
+        password_hash: Set(password_hash),
+        admin: Set(admin),
+        created_at: Set(chrono::Utc::now()),
     }
 }
