@@ -153,11 +153,7 @@ pub async fn serve_with_ops(
 
 /// Everything `serve` needs, ready to answer requests.
 pub async fn build(config: &Config) -> anyhow::Result<AuthApi> {
-    config.validate()?;
-    let users = connect(config).await?;
-    users.migrate().await.context("applying migrations")?;
-    let secret = jwt_secret(config)?;
-    let api = assemble(config, users, secret.expose().as_bytes())?;
+    let api = prepare(config).await?;
     if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
         let admin = api
             .ensure_admin(email, password.expose().to_owned())
@@ -175,16 +171,22 @@ pub async fn create_user(
     password: String,
     admin: bool,
 ) -> anyhow::Result<store::User> {
-    let users = connect(config).await?;
-    users.migrate().await.context("applying migrations")?;
-    let secret = jwt_secret(config)?;
-    let api = assemble(config, users, secret.expose().as_bytes())?;
+    let api = prepare(config).await?;
     let user = if admin {
         api.ensure_admin(email, password).await?
     } else {
         api.register(email, password, false).await?
     };
     Ok(user)
+}
+
+/// The checked config's parts, connected and migrated, without serving anything.
+async fn prepare(config: &Config) -> anyhow::Result<AuthApi> {
+    config.validate()?;
+    let users = connect(config).await?;
+    users.migrate().await.context("applying migrations")?;
+    let secret = jwt_secret(config)?;
+    assemble(config, users, secret.expose().as_bytes())
 }
 
 fn assemble(config: &Config, users: UserStore, secret: &[u8]) -> anyhow::Result<AuthApi> {
