@@ -76,7 +76,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     config.validate()?;
     service_kit::telemetry::init(&config.telemetry);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => run(config).await,
+        // Boxed: the server's future nests deeply enough to overflow rustc's layout query
+        // depth inside `main`; one allocation at start-up keeps its size off the stack too.
+        Command::Serve => Box::pin(run(config)).await,
         Command::Migrate => {
             let users = connect(&config).await?;
             users.migrate().await.context("applying migrations")?;
