@@ -28,27 +28,44 @@ struct RunningAuth {
     _dir: TempDir,
 }
 
+/// Arguments every test service gets: its own data directory, readable logs, and an ops
+/// endpoint on a free port.
+fn base_args(dir: &TempDir) -> Vec<String> {
+    ["auth", "--data-dir", dir.path().to_str().unwrap()]
+        .into_iter()
+        .chain(["--log-format", "pretty", "--ops-listen-addr", "127.0.0.1:0"])
+        .map(String::from)
+        .collect()
+}
+
 impl RunningAuth {
+    /// A service with a fixed JWT secret on a fresh database of `backend`.
     async fn start(backend: Backend, extra: &[&str]) -> Self {
         let dir = temp_dir();
         let mysql = match backend {
             Backend::Mysql => Some(TestMysql::create().await.unwrap()),
             Backend::Sqlite => None,
         };
-        let mut args: Vec<String> = vec![
-            "auth".into(),
-            "--data-dir".into(),
-            dir.path().display().to_string(),
-            "--jwt-secret".into(),
-            SECRET.into(),
-            "--log-format".into(),
-            "pretty".into(),
-            "--ops-listen-addr".into(),
-            "127.0.0.1:0".into(),
-        ];
+        let mut args = base_args(&dir);
+        args.extend(["--jwt-secret".into(), SECRET.into()]);
         if let Some(mysql) = &mysql {
             args.extend(["--database-url".into(), mysql.url()]);
         }
+        Self::launch(args, extra, mysql, dir).await
+    }
+
+    /// The embedded default exactly as a newcomer runs it: SQLite and a generated JWT secret,
+    /// both in `dir`.
+    async fn start_embedded(dir: TempDir, extra: &[&str]) -> Self {
+        Self::launch(base_args(&dir), extra, None, dir).await
+    }
+
+    async fn launch(
+        mut args: Vec<String>,
+        extra: &[&str],
+        mysql: Option<TestMysql>,
+        dir: TempDir,
+    ) -> Self {
         args.extend(extra.iter().map(|s| s.to_string()));
         let (server, client) = serve(&args).await;
         Self {
@@ -286,16 +303,7 @@ async fn admin_from_the_environment_gets_admin_claims(backend: Backend) {
 #[tokio::test]
 async fn create_user_command_makes_an_admin_who_can_log_in() {
     let dir = temp_dir();
-    let args = [
-        "auth",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--log-format",
-        "pretty",
-        "--ops-listen-addr",
-        "127.0.0.1:0",
-    ];
-    let config = Cli::try_parse_from(args).unwrap().config;
+    let config = Cli::try_parse_from(base_args(&dir)).unwrap().config;
     let user = auth::create_user(&config, "Ops@Example.com", "ops password 1".into(), true)
         .await
         .unwrap();
@@ -306,63 +314,26 @@ async fn create_user_command_makes_an_admin_who_can_log_in() {
     // the same data directory issues tokens with it.
     let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).unwrap();
     assert_eq!(secret.len(), 64);
-    let (_server, mut client) = serve(&args.map(String::from)).await;
-    let token = client
-        .login(LoginRequest {
-            email: "ops@example.com".into(),
-            password: "ops password 1".into(),
-            client_address: String::new(),
-        })
+    let mut auth = RunningAuth::start_embedded(dir, &[]).await;
+    let token = auth
+        .login("ops@example.com", "ops password 1")
         .await
         .unwrap()
-        .into_inner()
         .access_token;
-    let claims = client
-        .validate(ValidateRequest { token })
-        .await
-        .unwrap()
-        .into_inner()
-        .claims
-        .unwrap();
-    assert!(claims.admin);
+    assert!(auth.validate(&token).await.unwrap().admin);
 }
 
 #[tokio::test]
 async fn embedded_secret_survives_a_restart_so_tokens_stay_valid() {
-    let dir = temp_dir();
-    let args: Vec<String> = [
-        "auth",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--log-format",
-        "pretty",
-        "--ops-listen-addr",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
-    let (server, mut client) = serve(&args).await;
-    client
-        .register(RegisterRequest {
-            email: "fay@example.com".into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap();
-    let token = client
-        .login(LoginRequest {
-            email: "fay@example.com".into(),
-            password: PASSWORD.into(),
-            client_address: String::new(),
-        })
+    let mut auth = RunningAuth::start_embedded(temp_dir(), &[]).await;
+    auth.register("fay@example.com", PASSWORD).await.unwrap();
+    let token = auth
+        .login("fay@example.com", PASSWORD)
         .await
         .unwrap()
-        .into_inner()
         .access_token;
-    server.stop().await.unwrap();
-
-    let (_server, mut client) = serve(&args).await;
-    client.validate(ValidateRequest { token }).await.unwrap();
+    let mut auth = auth.restart().await;
+    auth.validate(&token).await.unwrap();
 }
 
 #[tokio::test]
