@@ -25,8 +25,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use password::Passwords;
 use proto::auth::v1::auth_service_server::AuthServiceServer;
-use service_kit::grpc::GrpcServer;
-use service_kit::ops::{self, Readiness};
 use service_kit::{Secret, Shutdown};
 use std::path::Path;
 use store::UserStore;
@@ -130,27 +128,15 @@ pub async fn serve_with_ops(
     ops_listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
-    let shutdown = shutdown.into();
-    let readiness = Readiness::new();
-    tracing::info!(addr = %ops_listener.local_addr()?, "auth health and metrics listening");
-    let ops = tokio::spawn(ops::serve(
+    service_kit::grpc::serve_with_ops(
+        "auth",
+        SERVICE_NAME,
+        listener,
         ops_listener,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
-    let api = build(&config).await?;
-    readiness.set(true);
-    let served = GrpcServer::new(&[SERVICE_NAME])
-        .add_service(AuthServiceServer::new(api))
-        .await
-        .serve(listener, shutdown.clone())
-        .await;
-    readiness.set(false);
-    shutdown.trigger();
-    ops.await??;
-    served?;
-    tracing::info!("auth stopped");
-    Ok(())
+        shutdown.into(),
+        async { Ok(AuthServiceServer::new(build(&config).await?)) },
+    )
+    .await
 }
 
 /// Everything `serve` needs, ready to answer requests.

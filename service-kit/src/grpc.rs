@@ -3,6 +3,8 @@
 //! drains in-flight calls when [`Shutdown`] fires.
 
 use crate::Shutdown;
+use crate::ops::{self, Readiness};
+use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
@@ -89,4 +91,59 @@ impl GrpcServer {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
             .await
     }
+}
+
+/// Runs a gRPC service the way every server of ours runs: the ops endpoint (`/healthz`,
+/// `/readyz`, `/metrics`) on `ops_listener` answers from the start, `build` prepares the service
+/// (connecting, migrating), then gRPC serves on `listener` and `/readyz` says ready until
+/// `shutdown` fires, when calls in flight drain.
+pub async fn serve_with_ops<S, F>(
+    label: &str,
+    service_name: &str,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+    shutdown: Shutdown,
+    build: F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<S>>,
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let readiness = Readiness::new();
+    tracing::info!(addr = %ops_listener.local_addr()?, "{label} health and metrics listening");
+    let ops = tokio::spawn(ops::serve(
+        ops_listener,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let service = match build.await {
+        Ok(service) => service,
+        Err(error) => {
+            shutdown.trigger();
+            let _ = ops.await;
+            return Err(error);
+        }
+    };
+    readiness.set(true);
+    tracing::info!(addr = %listener.local_addr()?, "{label} serving gRPC");
+    let served = GrpcServer::new(&[service_name])
+        .add_service(service)
+        .await
+        .serve(listener, shutdown.clone())
+        .await;
+    readiness.set(false);
+    shutdown.trigger();
+    ops.await??;
+    served?;
+    tracing::info!("{label} stopped");
+    Ok(())
 }

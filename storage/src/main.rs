@@ -6,5 +6,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    storage::run(storage::Config::parse()).await
+    storage::main(storage::Cli::parse()).await
 }

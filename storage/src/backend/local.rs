@@ -1,0 +1,302 @@
+//! The embedded default: files and job records in a local directory, for running the whole
+//! system on one machine without MongoDB.
+//!
+//! ```text
+//! root/incoming/{id}          uploads in progress (emptied at start-up)
+//! root/{bucket}/{id}          a file's bytes
+//! root/{bucket}/{id}.json     its record: written last, so a file without one is not there
+//! root/jobs/{id}.json         a job record
+//! ```
+//! Every record is written to a temporary file, flushed to disk and renamed into place, so a
+//! crash leaves the old record or the new one, never half of either. One process owns the
+//! directory; a lock inside it serialises the compare-and-set of job records.
+
+use super::ByteStream;
+use crate::error::{StorageError, StorageResult};
+use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId};
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::{ErrorKind, SeekFrom};
+use std::path::{Path, PathBuf};
+use tokio::fs;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+use tokio_util::io::ReaderStream;
+
+/// Bytes per chunk when reading a file out.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A directory holding files and job records.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+    job_lock: Mutex<()>,
+}
+
+impl LocalBackend {
+    /// Opens (creating if needed) the directory at `root`, and clears what a crash left behind:
+    /// uploads that never finished, and bytes whose record was never written.
+    pub async fn open(root: impl Into<PathBuf>) -> StorageResult<Self> {
+        let backend = Self {
+            root: root.into(),
+            job_lock: Mutex::new(()),
+        };
+        let incoming = backend.incoming_dir();
+        if fs::try_exists(&incoming).await? {
+            fs::remove_dir_all(&incoming).await?;
+        }
+        fs::create_dir_all(&incoming).await?;
+        fs::create_dir_all(backend.jobs_dir()).await?;
+        for bucket in Bucket::ALL {
+            let dir = backend.bucket_dir(bucket);
+            fs::create_dir_all(&dir).await?;
+            backend.remove_unrecorded_bytes(&dir).await?;
+        }
+        Ok(backend)
+    }
+
+    async fn remove_unrecorded_bytes(&self, dir: &Path) -> StorageResult<()> {
+        let mut entries = fs::read_dir(dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            if path.extension().is_none() && !fs::try_exists(path.with_extension("json")).await? {
+                tracing::warn!(path = %path.display(), "removing a file whose upload never finished");
+                fs::remove_file(&path).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn incoming_dir(&self) -> PathBuf {
+        self.root.join("incoming")
+    }
+
+    fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
+    fn bucket_dir(&self, bucket: Bucket) -> PathBuf {
+        self.root.join(bucket.name())
+    }
+
+    fn bytes_path(&self, bucket: Bucket, id: ObjectId) -> PathBuf {
+        self.bucket_dir(bucket).join(id.to_hex())
+    }
+
+    fn record_path(&self, bucket: Bucket, id: ObjectId) -> PathBuf {
+        self.bucket_dir(bucket)
+            .join(format!("{}.json", id.to_hex()))
+    }
+
+    fn job_path(&self, id: ObjectId) -> PathBuf {
+        self.jobs_dir().join(format!("{}.json", id.to_hex()))
+    }
+
+    async fn write_record(&self, path: &Path, value: &impl Serialize) -> StorageResult<()> {
+        write_json_atomically(&self.incoming_dir(), path, value).await
+    }
+
+    pub(super) async fn ping(&self) -> StorageResult<()> {
+        fs::metadata(&self.root)
+            .await
+            .map(|_| ())
+            .map_err(|error| StorageError::Unavailable(format!("data directory: {error}")))
+    }
+
+    pub(super) async fn begin_upload(&self, file: NewFile) -> StorageResult<LocalUpload> {
+        let path = self.incoming_dir().join(file.id.to_hex());
+        let out = fs::File::create(&path).await?;
+        Ok(LocalUpload {
+            out,
+            path,
+            bytes_path: self.bytes_path(file.bucket, file.id),
+            record_path: self.record_path(file.bucket, file.id),
+            incoming: self.incoming_dir(),
+            file,
+        })
+    }
+
+    pub(super) async fn find_file(
+        &self,
+        bucket: Bucket,
+        id: ObjectId,
+    ) -> StorageResult<Option<FileRecord>> {
+        read_json(&self.record_path(bucket, id)).await
+    }
+
+    pub(super) async fn read_file(
+        &self,
+        file: &FileRecord,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<ByteStream> {
+        let mut bytes = fs::File::open(self.bytes_path(file.bucket, file.id)).await?;
+        bytes.seek(SeekFrom::Start(offset)).await?;
+        let stream = ReaderStream::with_capacity(bytes.take(length), READ_CHUNK_BYTES)
+            .map(|chunk| chunk.map_err(StorageError::from));
+        Ok(stream.boxed())
+    }
+
+    pub(super) async fn delete_file(&self, bucket: Bucket, id: ObjectId) -> StorageResult<bool> {
+        // The record goes first: from then on the file is not there, whatever happens next.
+        match fs::remove_file(self.record_path(bucket, id)).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+        match fs::remove_file(self.bytes_path(bucket, id)).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(true),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub(super) async fn list_files(
+        &self,
+        bucket: Bucket,
+        owner_id: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<FileRecord>> {
+        let mut files: Vec<FileRecord> = read_all_json(&self.bucket_dir(bucket)).await?;
+        files.retain(|file| owner_id.is_empty() || file.owner_id == owner_id);
+        files.sort_by(|a, b| b.uploaded_at.cmp(&a.uploaded_at).then(b.id.cmp(&a.id)));
+        files.truncate(limit);
+        Ok(files)
+    }
+
+    pub(super) async fn insert_job(&self, job: &JobRecord) -> StorageResult<()> {
+        let _guard = self.job_lock.lock().await;
+        self.write_record(&self.job_path(job.id), job).await
+    }
+
+    pub(super) async fn find_job(&self, id: ObjectId) -> StorageResult<Option<JobRecord>> {
+        read_json(&self.job_path(id)).await
+    }
+
+    pub(super) async fn list_jobs(
+        &self,
+        owner_id: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<JobRecord>> {
+        let mut jobs: Vec<JobRecord> = read_all_json(&self.jobs_dir()).await?;
+        jobs.retain(|job| owner_id.is_empty() || job.owner_id == owner_id);
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
+    pub(super) async fn replace_job(
+        &self,
+        job: &JobRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let _guard = self.job_lock.lock().await;
+        let path = self.job_path(job.id);
+        match read_json::<JobRecord>(&path).await? {
+            Some(current) if current.revision == expected_revision => {
+                self.write_record(&path, job).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(super) async fn delete_job(&self, id: ObjectId) -> StorageResult<bool> {
+        let _guard = self.job_lock.lock().await;
+        match fs::remove_file(self.job_path(id)).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// A file being written into the `incoming` directory.
+#[derive(Debug)]
+pub struct LocalUpload {
+    out: fs::File,
+    path: PathBuf,
+    bytes_path: PathBuf,
+    record_path: PathBuf,
+    incoming: PathBuf,
+    file: NewFile,
+}
+
+impl LocalUpload {
+    pub(super) async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
+        Ok(self.out.write_all(bytes).await?)
+    }
+
+    pub(super) async fn commit(mut self, size: u64, sha256: String) -> StorageResult<FileRecord> {
+        self.out.flush().await?;
+        self.out.sync_all().await?;
+        fs::rename(&self.path, &self.bytes_path).await?;
+        let record = self.file.into_record(size, sha256);
+        write_json_atomically(&self.incoming, &self.record_path, &record).await?;
+        Ok(record)
+    }
+
+    pub(super) async fn abort(self) -> StorageResult<()> {
+        drop(self.out);
+        match fs::remove_file(&self.path).await {
+            Err(error) if error.kind() != ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes `value` as JSON at `path` so that readers see the old file or the new one: first to
+/// a temporary file in `scratch` (on the same file system), flushed, then renamed into place.
+async fn write_json_atomically(
+    scratch: &Path,
+    path: &Path,
+    value: &impl Serialize,
+) -> StorageResult<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(StorageError::internal)?;
+    let temporary = scratch.join(format!("{}.json", ObjectId::new().to_hex()));
+    let mut file = fs::File::create(&temporary).await?;
+    file.write_all(&json).await?;
+    file.sync_all().await?;
+    drop(file);
+    fs::rename(&temporary, path).await?;
+    sync_dir(path).await
+}
+
+async fn read_json<T: DeserializeOwned>(path: &Path) -> StorageResult<Option<T>> {
+    match fs::read(path).await {
+        Ok(json) => serde_json::from_slice(&json)
+            .map(Some)
+            .map_err(|error| StorageError::Internal(format!("{}: {error}", path.display()))),
+        Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn read_all_json<T: DeserializeOwned>(dir: &Path) -> StorageResult<Vec<T>> {
+    let mut records = Vec::new();
+    let mut entries = fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "json")
+            && let Some(record) = read_json(&path).await?
+        {
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+/// Flushes the directory holding `path`, so a rename into it survives a power cut.
+async fn sync_dir(path: &Path) -> StorageResult<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(StorageError::internal)??;
+    Ok(())
+}

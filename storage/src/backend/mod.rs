@@ -1,0 +1,170 @@
+//! Where bytes and job records live. Two backends answer the same questions: MongoDB (files in
+//! GridFS, jobs in a collection) and a local directory (the embedded default). The gRPC service
+//! sits on top and holds every rule (ownership, size limit, checksums, job life cycle), so the
+//! backends only store, find and compare-and-set.
+
+pub mod local;
+pub mod mongo;
+
+use crate::error::StorageResult;
+use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// The bytes of a file (or a range of it), in chunks of a few hundred KiB.
+pub type ByteStream = BoxStream<'static, StorageResult<Bytes>>;
+
+/// The backend chosen by configuration.
+#[derive(Debug)]
+pub enum Backend {
+    /// MongoDB: GridFS buckets and a `jobs` collection.
+    Mongo(mongo::MongoBackend),
+    /// A local directory.
+    Local(local::LocalBackend),
+}
+
+/// An upload in progress: bytes go in, then it is committed (the file appears whole) or
+/// aborted (nothing is left).
+#[derive(Debug)]
+pub enum UploadSink {
+    /// Into GridFS.
+    Mongo(mongo::GridFsUpload),
+    /// Into a file in the local directory.
+    Local(local::LocalUpload),
+}
+
+impl Backend {
+    /// Whether the backend answers.
+    pub async fn ping(&self) -> StorageResult<()> {
+        match self {
+            Backend::Mongo(mongo) => mongo.ping().await,
+            Backend::Local(local) => local.ping().await,
+        }
+    }
+
+    /// Starts storing a new file.
+    pub async fn begin_upload(&self, file: NewFile) -> StorageResult<UploadSink> {
+        Ok(match self {
+            Backend::Mongo(mongo) => UploadSink::Mongo(mongo.begin_upload(file).await?),
+            Backend::Local(local) => UploadSink::Local(local.begin_upload(file).await?),
+        })
+    }
+
+    /// A complete file's record, whoever owns it.
+    pub async fn find_file(
+        &self,
+        bucket: Bucket,
+        id: ObjectId,
+    ) -> StorageResult<Option<FileRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.find_file(bucket, id).await,
+            Backend::Local(local) => local.find_file(bucket, id).await,
+        }
+    }
+
+    /// `length` bytes of `file` from `offset` (the range is already checked).
+    pub async fn read_file(
+        &self,
+        file: &FileRecord,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<ByteStream> {
+        match self {
+            Backend::Mongo(mongo) => mongo.read_file(file, offset, length).await,
+            Backend::Local(local) => local.read_file(file, offset, length).await,
+        }
+    }
+
+    /// Removes a file; `false` if there was none.
+    pub async fn delete_file(&self, bucket: Bucket, id: ObjectId) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.delete_file(bucket, id).await,
+            Backend::Local(local) => local.delete_file(bucket, id).await,
+        }
+    }
+
+    /// An owner's complete files in a bucket, newest first (every owner's if `owner_id` is
+    /// empty).
+    pub async fn list_files(
+        &self,
+        bucket: Bucket,
+        owner_id: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<FileRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.list_files(bucket, owner_id, limit).await,
+            Backend::Local(local) => local.list_files(bucket, owner_id, limit).await,
+        }
+    }
+
+    /// Stores a new job.
+    pub async fn insert_job(&self, job: &JobRecord) -> StorageResult<()> {
+        match self {
+            Backend::Mongo(mongo) => mongo.insert_job(job).await,
+            Backend::Local(local) => local.insert_job(job).await,
+        }
+    }
+
+    /// A job, whoever owns it.
+    pub async fn find_job(&self, id: ObjectId) -> StorageResult<Option<JobRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.find_job(id).await,
+            Backend::Local(local) => local.find_job(id).await,
+        }
+    }
+
+    /// An owner's jobs, newest first (every owner's if `owner_id` is empty).
+    pub async fn list_jobs(&self, owner_id: &str, limit: usize) -> StorageResult<Vec<JobRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.list_jobs(owner_id, limit).await,
+            Backend::Local(local) => local.list_jobs(owner_id, limit).await,
+        }
+    }
+
+    /// Stores `job` only if the stored record's revision is still `expected_revision`;
+    /// `false` if someone else changed (or removed) it first.
+    pub async fn replace_job(
+        &self,
+        job: &JobRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.replace_job(job, expected_revision).await,
+            Backend::Local(local) => local.replace_job(job, expected_revision).await,
+        }
+    }
+
+    /// Removes a job record; `false` if there was none.
+    pub async fn delete_job(&self, id: ObjectId) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.delete_job(id).await,
+            Backend::Local(local) => local.delete_job(id).await,
+        }
+    }
+}
+
+impl UploadSink {
+    /// Appends bytes.
+    pub async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
+        match self {
+            UploadSink::Mongo(upload) => upload.write(bytes).await,
+            UploadSink::Local(upload) => upload.write(bytes).await,
+        }
+    }
+
+    /// Makes the file visible, whole, with its size and checksum.
+    pub async fn commit(self, size: u64, sha256: String) -> StorageResult<FileRecord> {
+        match self {
+            UploadSink::Mongo(upload) => upload.commit(size, sha256).await,
+            UploadSink::Local(upload) => upload.commit(size, sha256).await,
+        }
+    }
+
+    /// Removes whatever was written.
+    pub async fn abort(self) -> StorageResult<()> {
+        match self {
+            UploadSink::Mongo(upload) => upload.abort().await,
+            UploadSink::Local(upload) => upload.abort().await,
+        }
+    }
+}

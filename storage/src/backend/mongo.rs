@@ -1,0 +1,351 @@
+//! The MongoDB backend: files in GridFS (one bucket each for videos and MP3s, owner, content
+//! type and checksum in the file's metadata) and jobs in a `jobs` collection.
+//!
+//! Uploads go through the driver's GridFS upload stream. The checksum is only known at the end,
+//! after the driver wrote the files document, so it is set in a second step and a file without
+//! one is treated as not there (an upload that died between the two steps stays invisible).
+//! Downloads read the chunks collection directly: the driver's download stream always starts at
+//! byte 0, and a ranged request must not read through everything before its range.
+
+use super::ByteStream;
+use crate::error::{StorageError, StorageResult};
+use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId};
+use bytes::Bytes;
+use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
+use mongodb::error::{ErrorKind, GridFsErrorKind};
+use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket, GridFsUploadStream};
+use mongodb::options::{ClientOptions, GridFsBucketOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use std::time::Duration;
+
+/// How long an operation waits for a reachable server before failing as unavailable.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Chunks fetched per round trip when reading (GridFS chunks are 255 KiB).
+const READ_BATCH_CHUNKS: u32 = 4;
+/// Filter matching only files whose upload finished (the checksum is written last).
+fn complete() -> Document {
+    doc! { "metadata.sha256": { "$exists": true } }
+}
+
+/// A connection to one database on a MongoDB server.
+#[derive(Debug, Clone)]
+pub struct MongoBackend {
+    database: Database,
+    jobs: Collection<JobRecord>,
+}
+
+impl MongoBackend {
+    /// Connects to `uri`, uses `database`, and makes sure the indexes exist.
+    pub async fn connect(uri: &str, database: &str) -> StorageResult<Self> {
+        let mut options = ClientOptions::parse(uri).await?;
+        options.app_name = Some("mp3converter-storage".into());
+        options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        let database = Client::with_options(options)?.database(database);
+        let backend = Self {
+            jobs: database.collection("jobs"),
+            database,
+        };
+        backend.create_indexes().await?;
+        Ok(backend)
+    }
+
+    async fn create_indexes(&self) -> StorageResult<()> {
+        self.jobs
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "owner_id": 1, "created_at": -1 })
+                    .build(),
+            )
+            .await?;
+        for bucket in Bucket::ALL {
+            self.files(bucket)
+                .create_index(
+                    IndexModel::builder()
+                        .keys(doc! { "metadata.owner_id": 1, "uploadDate": -1 })
+                        .build(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn bucket(&self, bucket: Bucket) -> GridFsBucket {
+        self.database.gridfs_bucket(
+            GridFsBucketOptions::builder()
+                .bucket_name(bucket.name().to_owned())
+                .build(),
+        )
+    }
+
+    fn files(&self, bucket: Bucket) -> Collection<FilesCollectionDocument> {
+        self.database
+            .collection(&format!("{}.files", bucket.name()))
+    }
+
+    fn chunks(&self, bucket: Bucket) -> Collection<RawDocumentBuf> {
+        self.database
+            .collection(&format!("{}.chunks", bucket.name()))
+    }
+
+    pub(super) async fn ping(&self) -> StorageResult<()> {
+        self.database.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    pub(super) async fn begin_upload(&self, file: NewFile) -> StorageResult<GridFsUpload> {
+        let stream = self
+            .bucket(file.bucket)
+            .open_upload_stream(&file.filename)
+            .id(Bson::ObjectId(file.id))
+            .metadata(doc! {
+                "owner_id": &file.owner_id,
+                "content_type": &file.content_type,
+            })
+            .await?;
+        Ok(GridFsUpload {
+            stream,
+            files: self.files(file.bucket),
+            bucket: self.bucket(file.bucket),
+            file,
+        })
+    }
+
+    pub(super) async fn find_file(
+        &self,
+        bucket: Bucket,
+        id: ObjectId,
+    ) -> StorageResult<Option<FileRecord>> {
+        let mut filter = complete();
+        filter.insert("_id", id);
+        let found = self.files(bucket).find_one(filter).await?;
+        found.map(|file| record(bucket, file)).transpose()
+    }
+
+    pub(super) async fn read_file(
+        &self,
+        file: &FileRecord,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<ByteStream> {
+        if length == 0 {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let stored = self
+            .files(file.bucket)
+            .find_one(doc! { "_id": file.id })
+            .await?
+            .ok_or(StorageError::NotFound("file"))?;
+        let chunk_size = u64::from(stored.chunk_size_bytes.max(1));
+        let end = offset + length;
+        let first = offset / chunk_size;
+        let last = (end - 1) / chunk_size;
+        let cursor = self
+            .chunks(file.bucket)
+            .find(doc! {
+                "files_id": file.id,
+                "n": { "$gte": first as i64, "$lte": last as i64 },
+            })
+            .sort(doc! { "n": 1 })
+            .batch_size(READ_BATCH_CHUNKS)
+            .await?;
+        let id = file.id;
+        let chunks =
+            futures::stream::try_unfold((cursor, first), move |(mut cursor, n)| async move {
+                if n > last {
+                    return Ok(None);
+                }
+                let missing = || StorageError::Internal(format!("file {id} is missing chunk {n}"));
+                let chunk = cursor.try_next().await?.ok_or_else(missing)?;
+                let number = chunk
+                    .get("n")
+                    .ok()
+                    .flatten()
+                    .and_then(|value| value.as_i32().map(i64::from).or_else(|| value.as_i64()));
+                if number != Some(n as i64) {
+                    return Err(missing());
+                }
+                let data = chunk
+                    .get_binary("data")
+                    .map_err(|_| {
+                        StorageError::Internal(format!("file {id} chunk {n} has no data"))
+                    })?
+                    .bytes;
+                let chunk_start = n * chunk_size;
+                let from = offset.saturating_sub(chunk_start) as usize;
+                let to = ((end - chunk_start) as usize).min(data.len());
+                if from > to {
+                    return Err(StorageError::Internal(format!(
+                        "file {id} chunk {n} is short"
+                    )));
+                }
+                Ok(Some((
+                    Bytes::copy_from_slice(&data[from..to]),
+                    (cursor, n + 1),
+                )))
+            });
+        Ok(chunks.boxed())
+    }
+
+    pub(super) async fn delete_file(&self, bucket: Bucket, id: ObjectId) -> StorageResult<bool> {
+        match self.bucket(bucket).delete(Bson::ObjectId(id)).await {
+            Ok(()) => Ok(true),
+            Err(error)
+                if matches!(
+                    *error.kind,
+                    ErrorKind::GridFs(GridFsErrorKind::FileNotFound { .. })
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub(super) async fn list_files(
+        &self,
+        bucket: Bucket,
+        owner_id: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<FileRecord>> {
+        let mut filter = complete();
+        if !owner_id.is_empty() {
+            filter.insert("metadata.owner_id", owner_id);
+        }
+        let files: Vec<FilesCollectionDocument> = self
+            .files(bucket)
+            .find(filter)
+            .sort(doc! { "uploadDate": -1 })
+            .limit(limit as i64)
+            .await?
+            .try_collect()
+            .await?;
+        files.into_iter().map(|file| record(bucket, file)).collect()
+    }
+
+    pub(super) async fn insert_job(&self, job: &JobRecord) -> StorageResult<()> {
+        self.jobs.insert_one(job).await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_job(&self, id: ObjectId) -> StorageResult<Option<JobRecord>> {
+        Ok(self.jobs.find_one(doc! { "_id": id }).await?)
+    }
+
+    pub(super) async fn list_jobs(
+        &self,
+        owner_id: &str,
+        limit: usize,
+    ) -> StorageResult<Vec<JobRecord>> {
+        let filter = if owner_id.is_empty() {
+            doc! {}
+        } else {
+            doc! { "owner_id": owner_id }
+        };
+        Ok(self
+            .jobs
+            .find(filter)
+            .sort(doc! { "created_at": -1 })
+            .limit(limit as i64)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    pub(super) async fn replace_job(
+        &self,
+        job: &JobRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let result = self
+            .jobs
+            .replace_one(doc! { "_id": job.id, "revision": expected_revision }, job)
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    pub(super) async fn delete_job(&self, id: ObjectId) -> StorageResult<bool> {
+        Ok(self
+            .jobs
+            .delete_one(doc! { "_id": id })
+            .await?
+            .deleted_count
+            == 1)
+    }
+}
+
+/// A file being written into GridFS.
+pub struct GridFsUpload {
+    stream: GridFsUploadStream,
+    files: Collection<FilesCollectionDocument>,
+    bucket: GridFsBucket,
+    file: NewFile,
+}
+
+impl std::fmt::Debug for GridFsUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GridFsUpload")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GridFsUpload {
+    pub(super) async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
+        self.stream.write_all(bytes).await.map_err(gridfs_io_error)
+    }
+
+    pub(super) async fn commit(mut self, size: u64, sha256: String) -> StorageResult<FileRecord> {
+        self.stream.close().await.map_err(gridfs_io_error)?;
+        let id = self.file.id;
+        let marked = self
+            .files
+            .find_one_and_update(
+                doc! { "_id": id, "length": size as i64 },
+                doc! { "$set": { "metadata.sha256": &sha256 } },
+            )
+            .return_document(ReturnDocument::After)
+            .await;
+        match marked {
+            Ok(Some(stored)) => record(self.file.bucket, stored),
+            outcome => {
+                // The file is in GridFS but unfinished: take it out again.
+                if let Err(error) = self.bucket.delete(Bson::ObjectId(id)).await {
+                    tracing::warn!(%id, %error, "could not remove an unfinished upload");
+                }
+                Err(match outcome {
+                    Err(error) => error.into(),
+                    Ok(_) => StorageError::Internal(format!(
+                        "upload {id}: GridFS stored a length other than {size}"
+                    )),
+                })
+            }
+        }
+    }
+
+    pub(super) async fn abort(mut self) -> StorageResult<()> {
+        Ok(self.stream.abort().await?)
+    }
+}
+
+fn gridfs_io_error(error: std::io::Error) -> StorageError {
+    StorageError::Unavailable(format!("writing to GridFS: {error}"))
+}
+
+fn record(bucket: Bucket, file: FilesCollectionDocument) -> StorageResult<FileRecord> {
+    let id = file.id.as_object_id().ok_or_else(|| {
+        StorageError::Internal(format!("GridFS file id {} is not an ObjectId", file.id))
+    })?;
+    let metadata = file.metadata.unwrap_or_default();
+    let text = |key: &str| metadata.get_str(key).unwrap_or_default().to_owned();
+    Ok(FileRecord {
+        id,
+        bucket,
+        owner_id: text("owner_id"),
+        filename: file.filename.unwrap_or_default(),
+        content_type: text("content_type"),
+        size: file.length,
+        sha256: text("sha256"),
+        uploaded_at: file.upload_date,
+    })
+}

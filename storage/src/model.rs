@@ -1,0 +1,591 @@
+//! The records the storage service keeps, whichever backend keeps them, and the rules for
+//! changing a job. The rules are pure functions of a record, so they are tested without a
+//! database and both backends only need a compare-and-set on the record's revision.
+
+use crate::error::{StorageError, StorageResult};
+use proto::storage::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+pub use mongodb::bson::DateTime;
+pub use mongodb::bson::oid::ObjectId;
+
+/// Longest original file name kept, in bytes.
+pub const MAX_FILENAME_BYTES: usize = 1024;
+/// Longest failure reason kept, in characters.
+pub const MAX_ERROR_REASON_CHARS: usize = 2000;
+
+/// Which kind of file: the uploaded videos, or the MP3s made from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    /// Uploaded videos.
+    Videos,
+    /// Converted MP3s.
+    Mp3s,
+}
+
+impl Bucket {
+    /// Every bucket, for set-up and sweeps.
+    pub const ALL: [Bucket; 2] = [Bucket::Videos, Bucket::Mp3s];
+
+    /// The bucket's name on disk and in MongoDB.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bucket::Videos => "videos",
+            Bucket::Mp3s => "mp3s",
+        }
+    }
+
+    /// The bucket a request names; it must name one.
+    pub fn from_proto(value: i32) -> StorageResult<Self> {
+        match pb::Bucket::try_from(value) {
+            Ok(pb::Bucket::Videos) => Ok(Bucket::Videos),
+            Ok(pb::Bucket::Mp3s) => Ok(Bucket::Mp3s),
+            _ => Err(StorageError::InvalidArgument(
+                "bucket must be BUCKET_VIDEOS or BUCKET_MP3S".into(),
+            )),
+        }
+    }
+
+    fn to_proto(self) -> pb::Bucket {
+        match self {
+            Bucket::Videos => pb::Bucket::Videos,
+            Bucket::Mp3s => pb::Bucket::Mp3s,
+        }
+    }
+}
+
+/// Parses a 24-character hex id; anything else is the caller's mistake.
+pub fn parse_id(value: &str, what: &str) -> StorageResult<ObjectId> {
+    ObjectId::parse_str(value).map_err(|_| {
+        StorageError::InvalidArgument(format!("malformed {what} id: expected 24 hex characters"))
+    })
+}
+
+/// Whether a record owned by `owner_id` may be seen by a request naming `requester` (empty
+/// means a trusted caller that may see everything).
+pub fn visible_to(owner_id: &str, requester: &str) -> bool {
+    requester.is_empty() || requester == owner_id
+}
+
+/// A file about to be uploaded: what the upload's header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFile {
+    /// The file's id, chosen before the first byte is stored.
+    pub id: ObjectId,
+    /// Where it goes.
+    pub bucket: Bucket,
+    /// Who owns it.
+    pub owner_id: String,
+    /// The name the user gave it.
+    pub filename: String,
+    /// The content type the uploader declared.
+    pub content_type: String,
+}
+
+impl NewFile {
+    /// Checks an upload header.
+    pub fn from_header(header: pb::UploadHeader) -> StorageResult<Self> {
+        let bucket = Bucket::from_proto(header.bucket)?;
+        if header.owner_id.is_empty() {
+            return Err(StorageError::InvalidArgument(
+                "owner_id is required for an upload".into(),
+            ));
+        }
+        if header.filename.len() > MAX_FILENAME_BYTES {
+            return Err(StorageError::InvalidArgument(format!(
+                "filename is longer than {MAX_FILENAME_BYTES} bytes"
+            )));
+        }
+        Ok(Self {
+            id: ObjectId::new(),
+            bucket,
+            owner_id: header.owner_id,
+            filename: header.filename,
+            content_type: header.content_type,
+        })
+    }
+
+    /// The stored file's record once all `size` bytes with digest `sha256` are in.
+    pub fn into_record(self, size: u64, sha256: String) -> FileRecord {
+        FileRecord {
+            id: self.id,
+            bucket: self.bucket,
+            owner_id: self.owner_id,
+            filename: self.filename,
+            content_type: self.content_type,
+            size,
+            sha256,
+            uploaded_at: DateTime::now(),
+        }
+    }
+}
+
+/// A stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Its id.
+    pub id: ObjectId,
+    /// The bucket it is in.
+    pub bucket: Bucket,
+    /// Who owns it.
+    pub owner_id: String,
+    /// The name the user gave it.
+    pub filename: String,
+    /// The content type the uploader declared.
+    pub content_type: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of its bytes.
+    pub sha256: String,
+    /// When the upload finished.
+    pub uploaded_at: DateTime,
+}
+
+impl FileRecord {
+    /// The record as the API shows it.
+    pub fn to_proto(&self) -> pb::FileInfo {
+        pb::FileInfo {
+            id: self.id.to_hex(),
+            bucket: self.bucket.to_proto().into(),
+            owner_id: self.owner_id.clone(),
+            filename: self.filename.clone(),
+            content_type: self.content_type.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            uploaded_at: Some(timestamp(self.uploaded_at)),
+        }
+    }
+}
+
+/// A job's place in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a converter.
+    Queued,
+    /// A converter claimed it.
+    Converting,
+    /// The MP3 is stored.
+    Done,
+    /// It ended without an MP3.
+    Failed,
+}
+
+impl JobState {
+    /// The state a request names; it must name one.
+    pub fn from_proto(value: i32, field: &str) -> StorageResult<Self> {
+        match pb::JobState::try_from(value) {
+            Ok(pb::JobState::Queued) => Ok(JobState::Queued),
+            Ok(pb::JobState::Converting) => Ok(JobState::Converting),
+            Ok(pb::JobState::Done) => Ok(JobState::Done),
+            Ok(pb::JobState::Failed) => Ok(JobState::Failed),
+            _ => Err(StorageError::InvalidArgument(format!(
+                "{field} must be a job state other than JOB_STATE_UNSPECIFIED"
+            ))),
+        }
+    }
+
+    fn to_proto(self) -> pb::JobState {
+        match self {
+            JobState::Queued => pb::JobState::Queued,
+            JobState::Converting => pb::JobState::Converting,
+            JobState::Done => pb::JobState::Done,
+            JobState::Failed => pb::JobState::Failed,
+        }
+    }
+
+    fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Converting => "converting",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// The moves a job may make: claimed, finished either way, handed back by a worker that
+    /// stops, or failed before any worker claimed it (a message that could not be processed).
+    fn may_become(self, to: JobState) -> bool {
+        use JobState::*;
+        matches!(
+            (self, to),
+            (Queued, Converting)
+                | (Converting, Done)
+                | (Converting, Failed)
+                | (Converting, Queued)
+                | (Queued, Failed)
+        )
+    }
+}
+
+/// A conversion job. `revision` grows with every change; backends store a change only if the
+/// revision they hold is still the one the change was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Its id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Compare-and-set counter.
+    pub revision: i64,
+    /// Who owns it.
+    pub owner_id: String,
+    /// Where the outcome is e-mailed.
+    pub owner_email: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// How many times a worker claimed it.
+    pub attempts: u32,
+    /// 0..=100.
+    pub progress_percent: u32,
+    /// Why it failed; empty unless failed.
+    pub error_reason: String,
+    /// The uploaded video.
+    pub video_id: String,
+    /// The MP3, once done.
+    pub mp3_id: String,
+    /// The video's original name.
+    pub original_filename: String,
+    /// Whether the user was told the outcome.
+    pub notified: bool,
+    /// When it was created.
+    pub created_at: DateTime,
+    /// When it last changed.
+    pub updated_at: DateTime,
+}
+
+/// A change asked of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobChange {
+    /// Move from one state to another (compare-and-set on `from`).
+    Transition {
+        /// The state the job must be in now.
+        from: JobState,
+        /// The state it moves to.
+        to: JobState,
+        /// The MP3's id, for DONE.
+        mp3_id: String,
+        /// Why, for FAILED.
+        error_reason: String,
+    },
+    /// Record conversion progress.
+    Progress(u32),
+    /// Record that the user was told.
+    MarkNotified,
+}
+
+/// What applying a change gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The record after the change, to be stored.
+    Changed(JobRecord),
+    /// Nothing to store: the change was already made (the user was already notified).
+    AlreadyDone,
+}
+
+impl JobRecord {
+    /// A new job in QUEUED.
+    pub fn new(
+        owner_id: String,
+        owner_email: String,
+        video_id: ObjectId,
+        original_filename: String,
+    ) -> Self {
+        let now = DateTime::now();
+        Self {
+            id: ObjectId::new(),
+            revision: 0,
+            owner_id,
+            owner_email,
+            state: JobState::Queued,
+            attempts: 0,
+            progress_percent: 0,
+            error_reason: String::new(),
+            video_id: video_id.to_hex(),
+            mp3_id: String::new(),
+            original_filename,
+            notified: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The job after `change`, or why the change is not allowed now.
+    pub fn apply(&self, change: &JobChange) -> StorageResult<Applied> {
+        let mut next = self.clone();
+        match change {
+            JobChange::Transition {
+                from,
+                to,
+                mp3_id,
+                error_reason,
+            } => {
+                if !from.may_become(*to) {
+                    return Err(StorageError::InvalidArgument(format!(
+                        "a job cannot go from {} to {}",
+                        from.name(),
+                        to.name()
+                    )));
+                }
+                if self.state != *from {
+                    return Err(StorageError::FailedPrecondition(format!(
+                        "job is {}, not {}",
+                        self.state.name(),
+                        from.name()
+                    )));
+                }
+                next.state = *to;
+                match to {
+                    JobState::Converting => {
+                        next.attempts += 1;
+                        next.progress_percent = 0;
+                    }
+                    JobState::Queued => next.progress_percent = 0,
+                    JobState::Done => {
+                        parse_id(mp3_id, "mp3")?;
+                        next.mp3_id = mp3_id.clone();
+                        next.progress_percent = 100;
+                    }
+                    JobState::Failed => {
+                        let reason = error_reason.trim();
+                        if reason.is_empty() {
+                            return Err(StorageError::InvalidArgument(
+                                "error_reason is required to fail a job".into(),
+                            ));
+                        }
+                        next.error_reason = reason.chars().take(MAX_ERROR_REASON_CHARS).collect();
+                    }
+                }
+            }
+            JobChange::Progress(percent) => {
+                if *percent > 100 {
+                    return Err(StorageError::InvalidArgument(
+                        "progress_percent must be at most 100".into(),
+                    ));
+                }
+                if self.state != JobState::Converting {
+                    return Err(StorageError::FailedPrecondition(format!(
+                        "job is {}, not converting",
+                        self.state.name()
+                    )));
+                }
+                next.progress_percent = *percent;
+            }
+            JobChange::MarkNotified => {
+                if !self.state.is_final() {
+                    return Err(StorageError::FailedPrecondition(format!(
+                        "job is {}; only a finished job can be notified",
+                        self.state.name()
+                    )));
+                }
+                if self.notified {
+                    return Ok(Applied::AlreadyDone);
+                }
+                next.notified = true;
+            }
+        }
+        next.revision += 1;
+        next.updated_at = DateTime::now();
+        Ok(Applied::Changed(next))
+    }
+
+    /// The record as the API shows it.
+    pub fn to_proto(&self) -> pb::Job {
+        pb::Job {
+            id: self.id.to_hex(),
+            owner_id: self.owner_id.clone(),
+            owner_email: self.owner_email.clone(),
+            state: self.state.to_proto().into(),
+            attempts: self.attempts,
+            progress_percent: self.progress_percent,
+            error_reason: self.error_reason.clone(),
+            video_id: self.video_id.clone(),
+            mp3_id: self.mp3_id.clone(),
+            original_filename: self.original_filename.clone(),
+            notified: self.notified,
+            created_at: Some(timestamp(self.created_at)),
+            updated_at: Some(timestamp(self.updated_at)),
+        }
+    }
+}
+
+fn timestamp(time: DateTime) -> prost_types::Timestamp {
+    let millis = time.timestamp_millis();
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> JobRecord {
+        JobRecord::new(
+            "user-1".into(),
+            "a@example.com".into(),
+            ObjectId::new(),
+            "clip.mp4".into(),
+        )
+    }
+
+    fn transition(from: JobState, to: JobState) -> JobChange {
+        JobChange::Transition {
+            from,
+            to,
+            mp3_id: ObjectId::new().to_hex(),
+            error_reason: "not a video".into(),
+        }
+    }
+
+    fn changed(applied: Applied) -> JobRecord {
+        match applied {
+            Applied::Changed(record) => record,
+            Applied::AlreadyDone => panic!("expected a change"),
+        }
+    }
+
+    #[test]
+    fn claiming_counts_an_attempt_and_bumps_the_revision() {
+        let claimed = changed(
+            job()
+                .apply(&transition(JobState::Queued, JobState::Converting))
+                .unwrap(),
+        );
+        assert_eq!(claimed.state, JobState::Converting);
+        assert_eq!(claimed.attempts, 1);
+        assert_eq!(claimed.revision, 1);
+    }
+
+    #[test]
+    fn a_second_claim_loses_the_compare_and_set() {
+        let claimed = changed(
+            job()
+                .apply(&transition(JobState::Queued, JobState::Converting))
+                .unwrap(),
+        );
+        let error = claimed
+            .apply(&transition(JobState::Queued, JobState::Converting))
+            .unwrap_err();
+        assert!(
+            matches!(&error, StorageError::FailedPrecondition(m) if m == "job is converting, not queued"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn moves_outside_the_life_cycle_are_refused() {
+        for (from, to) in [
+            (JobState::Done, JobState::Queued),
+            (JobState::Failed, JobState::Converting),
+            (JobState::Queued, JobState::Done),
+            (JobState::Converting, JobState::Converting),
+        ] {
+            let error = job().apply(&transition(from, to)).unwrap_err();
+            assert!(
+                matches!(error, StorageError::InvalidArgument(_)),
+                "{from:?}->{to:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn done_needs_a_well_formed_mp3_id_and_failed_a_reason() {
+        let claimed = changed(
+            job()
+                .apply(&transition(JobState::Queued, JobState::Converting))
+                .unwrap(),
+        );
+        let bad_mp3 = JobChange::Transition {
+            from: JobState::Converting,
+            to: JobState::Done,
+            mp3_id: "nope".into(),
+            error_reason: String::new(),
+        };
+        assert!(matches!(
+            claimed.apply(&bad_mp3),
+            Err(StorageError::InvalidArgument(_))
+        ));
+        let no_reason = JobChange::Transition {
+            from: JobState::Converting,
+            to: JobState::Failed,
+            mp3_id: String::new(),
+            error_reason: "  ".into(),
+        };
+        assert!(matches!(
+            claimed.apply(&no_reason),
+            Err(StorageError::InvalidArgument(_))
+        ));
+        let done = changed(
+            claimed
+                .apply(&transition(JobState::Converting, JobState::Done))
+                .unwrap(),
+        );
+        assert_eq!(done.progress_percent, 100);
+        assert!(!done.mp3_id.is_empty());
+    }
+
+    #[test]
+    fn notifying_happens_once_and_only_for_finished_jobs() {
+        assert!(matches!(
+            job().apply(&JobChange::MarkNotified),
+            Err(StorageError::FailedPrecondition(_))
+        ));
+        let failed = changed(
+            job()
+                .apply(&transition(JobState::Queued, JobState::Failed))
+                .unwrap(),
+        );
+        assert_eq!(failed.error_reason, "not a video");
+        let notified = changed(failed.apply(&JobChange::MarkNotified).unwrap());
+        assert!(notified.notified);
+        assert_eq!(
+            notified.apply(&JobChange::MarkNotified).unwrap(),
+            Applied::AlreadyDone
+        );
+    }
+
+    #[test]
+    fn progress_is_only_for_converting_jobs_and_at_most_100() {
+        assert!(matches!(
+            job().apply(&JobChange::Progress(10)),
+            Err(StorageError::FailedPrecondition(_))
+        ));
+        let claimed = changed(
+            job()
+                .apply(&transition(JobState::Queued, JobState::Converting))
+                .unwrap(),
+        );
+        assert!(matches!(
+            claimed.apply(&JobChange::Progress(101)),
+            Err(StorageError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            changed(claimed.apply(&JobChange::Progress(42)).unwrap()).progress_percent,
+            42
+        );
+    }
+
+    #[test]
+    fn records_round_trip_through_json_for_the_local_backend() {
+        let record = job();
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<JobRecord>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn malformed_ids_are_invalid_arguments() {
+        assert!(parse_id("0123456789abcdef01234567", "file").is_ok());
+        for bad in ["", "xyz", "0123456789abcdef0123456", "../../etc/passwd"] {
+            assert!(matches!(
+                parse_id(bad, "file"),
+                Err(StorageError::InvalidArgument(_))
+            ));
+        }
+    }
+}

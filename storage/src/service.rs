@@ -1,0 +1,508 @@
+//! The gRPC service: every rule about files and jobs lives here, once, above whichever backend
+//! stores them: ownership (another owner's record is NOT_FOUND), the size limit, checksums,
+//! ranges, and the job life cycle as compare-and-set.
+
+use crate::backend::{Backend, UploadSink};
+use crate::error::{StorageError, StorageResult};
+use crate::model::{
+    Applied, Bucket, FileRecord, JobChange, JobRecord, JobState, NewFile, parse_id, visible_to,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_server::StorageService;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+/// Bytes gathered from the stream before one write to the backend (four GridFS chunks, so the
+/// driver stores them in one round trip).
+const WRITE_BATCH_BYTES: usize = 4 * 255 * 1024;
+/// Batches waiting for the backend while the next ones arrive: receiving and storing overlap,
+/// and memory per upload stays a few MiB whatever the file's size.
+const WRITE_QUEUE_DEPTH: usize = 2;
+/// Records listed when a request does not say how many.
+const DEFAULT_LIST_LIMIT: usize = 100;
+/// The most records one list request returns.
+const MAX_LIST_LIMIT: usize = 1000;
+/// Times a job change is recomputed when another writer changed the job in between.
+const MAX_CHANGE_ATTEMPTS: usize = 16;
+
+/// The storage service over a backend.
+#[derive(Debug, Clone)]
+pub struct StorageApi {
+    backend: Arc<Backend>,
+    max_file_bytes: u64,
+}
+
+impl StorageApi {
+    /// Serves `backend`, refusing files larger than `max_file_bytes`.
+    pub fn new(backend: Backend, max_file_bytes: u64) -> Self {
+        Self {
+            backend: Arc::new(backend),
+            max_file_bytes,
+        }
+    }
+
+    /// The backend, for readiness checks.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    #[instrument(skip_all, fields(file_id, bucket))]
+    async fn receive_upload(
+        &self,
+        mut stream: Streaming<pb::UploadRequest>,
+    ) -> StorageResult<FileRecord> {
+        use pb::upload_request::Content;
+        let header = match stream.message().await {
+            Ok(Some(pb::UploadRequest {
+                content: Some(Content::Header(header)),
+            })) => header,
+            Ok(_) => {
+                return Err(StorageError::InvalidArgument(
+                    "the first message of an upload must be its header".into(),
+                ));
+            }
+            Err(status) => return Err(StorageError::UploadAborted(status.message().into())),
+        };
+        let file = NewFile::from_header(header)?;
+        let bucket = file.bucket;
+        let span = tracing::Span::current();
+        span.record("file_id", tracing::field::display(file.id));
+        span.record("bucket", bucket.name());
+        let _active = ActiveStream::start("upload");
+
+        let sink = self.backend.begin_upload(file).await?;
+        let (batches, queued) = mpsc::channel(WRITE_QUEUE_DEPTH);
+        let (received, (sink, written)) = tokio::join!(
+            self.receive_chunks(&mut stream, batches, bucket),
+            write_batches(sink, queued),
+        );
+        // A backend failure explains a receive that stopped because the writer went away.
+        let outcome = written.and(received);
+        match outcome {
+            Ok((size, sha256)) => {
+                let record = sink.commit(size, sha256).await?;
+                metrics::counter!("storage_uploads_total", "bucket" => bucket.name(), "outcome" => "stored")
+                    .increment(1);
+                tracing::info!(size, "upload stored");
+                Ok(record)
+            }
+            Err(error) => {
+                if let Err(cleanup) = sink.abort().await {
+                    tracing::warn!(error = %cleanup, "could not remove a failed upload");
+                }
+                metrics::counter!("storage_uploads_total", "bucket" => bucket.name(), "outcome" => "refused")
+                    .increment(1);
+                tracing::info!(error = %error, "upload not stored");
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads chunks, enforcing the size limit and hashing as they pass, and hands them to the
+    /// writer in batches. Returns the size and hex SHA-256.
+    async fn receive_chunks(
+        &self,
+        stream: &mut Streaming<pb::UploadRequest>,
+        batches: mpsc::Sender<Vec<u8>>,
+        bucket: Bucket,
+    ) -> StorageResult<(u64, String)> {
+        use pb::upload_request::Content;
+        let writer_gone = || StorageError::Internal("upload writer stopped".into());
+        let bytes_in = metrics::counter!("storage_bytes_in_total", "bucket" => bucket.name());
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+        loop {
+            let message = stream
+                .message()
+                .await
+                .map_err(|status| StorageError::UploadAborted(status.message().into()))?
+                .ok_or_else(|| {
+                    StorageError::UploadAborted("the stream ended without `finish`".into())
+                })?;
+            let chunk = match message.content {
+                Some(Content::Chunk(chunk)) => chunk,
+                Some(Content::Finish(_)) => break,
+                Some(Content::Header(_)) | None => {
+                    return Err(StorageError::InvalidArgument(
+                        "only the first message of an upload may be a header".into(),
+                    ));
+                }
+            };
+            size += chunk.len() as u64;
+            if size > self.max_file_bytes {
+                return Err(StorageError::TooLarge {
+                    limit: self.max_file_bytes,
+                });
+            }
+            hasher.update(&chunk);
+            bytes_in.increment(chunk.len() as u64);
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= WRITE_BATCH_BYTES {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH_BYTES));
+                batches.send(full).await.map_err(|_| writer_gone())?;
+            }
+        }
+        if stream.message().await.ok().flatten().is_some() {
+            return Err(StorageError::InvalidArgument(
+                "nothing may follow `finish`".into(),
+            ));
+        }
+        if !batch.is_empty() {
+            batches.send(batch).await.map_err(|_| writer_gone())?;
+        }
+        Ok((size, hex::encode(hasher.finalize())))
+    }
+
+    /// A complete file the requester may see.
+    async fn visible_file(
+        &self,
+        bucket: i32,
+        id: &str,
+        requester: &str,
+    ) -> StorageResult<FileRecord> {
+        let bucket = Bucket::from_proto(bucket)?;
+        let id = parse_id(id, "file")?;
+        match self.backend.find_file(bucket, id).await? {
+            Some(file) if visible_to(&file.owner_id, requester) => Ok(file),
+            _ => Err(StorageError::NotFound("file")),
+        }
+    }
+
+    /// A job the requester may see.
+    async fn visible_job(&self, id: &str, requester: &str) -> StorageResult<JobRecord> {
+        let id = parse_id(id, "job")?;
+        match self.backend.find_job(id).await? {
+            Some(job) if visible_to(&job.owner_id, requester) => Ok(job),
+            _ => Err(StorageError::NotFound("job")),
+        }
+    }
+
+    /// Applies `change` to a job as a compare-and-set on its revision, recomputing it if
+    /// another writer got there first. `None` when the change had already been made.
+    async fn change_job(&self, id: &str, change: JobChange) -> StorageResult<Option<JobRecord>> {
+        for _ in 0..MAX_CHANGE_ATTEMPTS {
+            let current = self.visible_job(id, "").await?;
+            match current.apply(&change)? {
+                Applied::AlreadyDone => return Ok(None),
+                Applied::Changed(next) => {
+                    if self.backend.replace_job(&next, current.revision).await? {
+                        return Ok(Some(next));
+                    }
+                }
+            }
+        }
+        Err(StorageError::Unavailable(format!(
+            "job {id} kept changing under {MAX_CHANGE_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn remove_file_if_there(&self, bucket: Bucket, id: &str) -> StorageResult<()> {
+        if let Ok(id) = parse_id(id, "file") {
+            self.backend.delete_file(bucket, id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Stores batches as they come; gives the sink back (to commit or abort) with the outcome.
+async fn write_batches(
+    mut sink: UploadSink,
+    mut batches: mpsc::Receiver<Vec<u8>>,
+) -> (UploadSink, StorageResult<()>) {
+    while let Some(batch) = batches.recv().await {
+        if let Err(error) = sink.write(&batch).await {
+            return (sink, Err(error));
+        }
+    }
+    (sink, Ok(()))
+}
+
+fn list_limit(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_LIST_LIMIT,
+        n => n.min(MAX_LIST_LIMIT),
+    }
+}
+
+/// The byte range a download asks for, checked against the file's size.
+fn checked_range(size: u64, offset: u64, length: Option<u64>) -> StorageResult<(u64, u64)> {
+    let length = length.unwrap_or(size.saturating_sub(offset));
+    match offset.checked_add(length) {
+        Some(end) if end <= size => Ok((offset, length)),
+        _ => Err(StorageError::RangeOutOfBounds {
+            offset,
+            length,
+            size,
+        }),
+    }
+}
+
+/// Counts a stream in the `storage_active_streams` gauge for as long as it lives.
+#[derive(Debug)]
+struct ActiveStream(&'static str);
+
+impl ActiveStream {
+    fn start(direction: &'static str) -> Self {
+        metrics::gauge!("storage_active_streams", "direction" => direction).increment(1.0);
+        Self(direction)
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        metrics::gauge!("storage_active_streams", "direction" => self.0).decrement(1.0);
+    }
+}
+
+#[tonic::async_trait]
+impl StorageService for StorageApi {
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::UploadRequest>>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
+        let api = self.clone();
+        // On its own task: if the caller goes away mid-stream, the upload still runs to its
+        // end (an error), and that end removes what was written.
+        let record = tokio::spawn(async move { api.receive_upload(request.into_inner()).await })
+            .await
+            .map_err(StorageError::internal)??;
+        Ok(Response::new(pb::UploadResponse {
+            file: Some(record.to_proto()),
+        }))
+    }
+
+    type DownloadStream = BoxStream<'static, Result<pb::DownloadResponse, Status>>;
+
+    #[instrument(skip_all, fields(file_id = %request.get_ref().id))]
+    async fn download(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        use pb::download_response::Content;
+        let request = request.into_inner();
+        let file = self
+            .visible_file(request.bucket, &request.id, &request.owner_id)
+            .await?;
+        let (offset, length) = checked_range(file.size, request.offset, request.length)?;
+        let bytes = self.backend.read_file(&file, offset, length).await?;
+        let active = ActiveStream::start("download");
+        let bytes_out =
+            metrics::counter!("storage_bytes_out_total", "bucket" => file.bucket.name());
+        let info = pb::DownloadResponse {
+            content: Some(Content::Info(file.to_proto())),
+        };
+        let chunks = bytes.map(move |chunk: StorageResult<Bytes>| {
+            let _streaming = &active;
+            let chunk = chunk.map_err(|error| {
+                tracing::error!(error = %error, "download failed mid-stream");
+                Status::from(error)
+            })?;
+            bytes_out.increment(chunk.len() as u64);
+            Ok(pb::DownloadResponse {
+                content: Some(Content::Chunk(chunk)),
+            })
+        });
+        Ok(Response::new(
+            futures::stream::once(async { Ok(info) })
+                .chain(chunks)
+                .boxed(),
+        ))
+    }
+
+    async fn stat(
+        &self,
+        request: Request<pb::StatRequest>,
+    ) -> Result<Response<pb::StatResponse>, Status> {
+        let request = request.into_inner();
+        let file = self
+            .visible_file(request.bucket, &request.id, &request.owner_id)
+            .await?;
+        Ok(Response::new(pb::StatResponse {
+            file: Some(file.to_proto()),
+        }))
+    }
+
+    #[instrument(skip_all, fields(file_id = %request.get_ref().id))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let file = self
+            .visible_file(request.bucket, &request.id, &request.owner_id)
+            .await?;
+        if !self.backend.delete_file(file.bucket, file.id).await? {
+            return Err(StorageError::NotFound("file").into());
+        }
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn list_files(
+        &self,
+        request: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        let request = request.into_inner();
+        let bucket = Bucket::from_proto(request.bucket)?;
+        let files = self
+            .backend
+            .list_files(bucket, &request.owner_id, list_limit(request.limit))
+            .await?;
+        Ok(Response::new(pb::ListFilesResponse {
+            files: files.iter().map(FileRecord::to_proto).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(video_id = %request.get_ref().video_id))]
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::CreateJobResponse>, Status> {
+        let request = request.into_inner();
+        if request.owner_id.is_empty() || request.owner_email.is_empty() {
+            return Err(StorageError::InvalidArgument(
+                "owner_id and owner_email are required".into(),
+            )
+            .into());
+        }
+        // The video must exist and belong to the job's owner.
+        let video = self
+            .visible_file(
+                pb::Bucket::Videos.into(),
+                &request.video_id,
+                &request.owner_id,
+            )
+            .await?;
+        let job = JobRecord::new(
+            request.owner_id,
+            request.owner_email,
+            video.id,
+            request.original_filename,
+        );
+        self.backend.insert_job(&job).await?;
+        metrics::counter!("storage_jobs_created_total").increment(1);
+        tracing::info!(job_id = %job.id, "job created");
+        Ok(Response::new(pb::CreateJobResponse {
+            job: Some(job.to_proto()),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let request = request.into_inner();
+        let job = self.visible_job(&request.id, &request.owner_id).await?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job.to_proto()),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let jobs = self
+            .backend
+            .list_jobs(&request.owner_id, list_limit(request.limit))
+            .await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(JobRecord::to_proto).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().id))]
+    async fn transition_job(
+        &self,
+        request: Request<pb::TransitionJobRequest>,
+    ) -> Result<Response<pb::TransitionJobResponse>, Status> {
+        let request = request.into_inner();
+        let change = JobChange::Transition {
+            from: JobState::from_proto(request.from, "from")?,
+            to: JobState::from_proto(request.to, "to")?,
+            mp3_id: request.mp3_id,
+            error_reason: request.error_reason,
+        };
+        let job = self
+            .change_job(&request.id, change)
+            .await?
+            .ok_or_else(|| StorageError::Internal("a transition is never a no-op".into()))?;
+        tracing::info!(state = ?job.state, "job moved");
+        Ok(Response::new(pb::TransitionJobResponse {
+            job: Some(job.to_proto()),
+        }))
+    }
+
+    async fn update_job_progress(
+        &self,
+        request: Request<pb::UpdateJobProgressRequest>,
+    ) -> Result<Response<pb::UpdateJobProgressResponse>, Status> {
+        let request = request.into_inner();
+        self.change_job(&request.id, JobChange::Progress(request.progress_percent))
+            .await?;
+        Ok(Response::new(pb::UpdateJobProgressResponse {}))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().id))]
+    async fn mark_job_notified(
+        &self,
+        request: Request<pb::MarkJobNotifiedRequest>,
+    ) -> Result<Response<pb::MarkJobNotifiedResponse>, Status> {
+        let request = request.into_inner();
+        let changed = self
+            .change_job(&request.id, JobChange::MarkNotified)
+            .await?;
+        Ok(Response::new(pb::MarkJobNotifiedResponse {
+            already_notified: changed.is_none(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(job_id = %request.get_ref().id))]
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let request = request.into_inner();
+        let job = self.visible_job(&request.id, &request.owner_id).await?;
+        // The record goes first: a crash afterwards leaves unreferenced files, never a job
+        // pointing at files that are gone.
+        if !self.backend.delete_job(job.id).await? {
+            return Err(StorageError::NotFound("job").into());
+        }
+        self.remove_file_if_there(Bucket::Videos, &job.video_id)
+            .await?;
+        self.remove_file_if_there(Bucket::Mp3s, &job.mp3_id).await?;
+        tracing::info!("job deleted with its files");
+        Ok(Response::new(pb::DeleteJobResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_must_lie_inside_the_file() {
+        assert_eq!(checked_range(10, 0, None).unwrap(), (0, 10));
+        assert_eq!(checked_range(10, 4, None).unwrap(), (4, 6));
+        assert_eq!(checked_range(10, 4, Some(6)).unwrap(), (4, 6));
+        assert_eq!(checked_range(10, 10, None).unwrap(), (10, 0));
+        assert!(checked_range(10, 4, Some(7)).is_err());
+        assert!(checked_range(10, 11, None).is_err());
+        assert!(checked_range(10, u64::MAX, Some(2)).is_err());
+    }
+
+    #[test]
+    fn list_limits_default_and_cap() {
+        assert_eq!(list_limit(0), DEFAULT_LIST_LIMIT);
+        assert_eq!(list_limit(5), 5);
+        assert_eq!(list_limit(1_000_000), MAX_LIST_LIMIT);
+    }
+}

@@ -1,0 +1,928 @@
+//! The storage contract over real gRPC on loopback: every scenario runs against both backends,
+//! MongoDB GridFS (on the MongoDB-wire server) and the embedded local directory.
+
+use clap::Parser;
+use futures::StreamExt;
+use mongodb::bson::doc;
+use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use storage::Cli;
+use test_support::{TempDir, TestMongo, TestServer, pseudo_random_bytes, temp_dir};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const ALICE: &str = "user-alice";
+const BOB: &str = "user-bob";
+/// GridFS's chunk size: ranges that cross it exercise the chunk arithmetic.
+const GRIDFS_CHUNK: u64 = 255 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Mongo,
+    Local,
+}
+
+/// One storage service on port 0 with its own database or directory.
+struct RunningStorage {
+    server: TestServer,
+    client: StorageServiceClient<Channel>,
+    args: Vec<String>,
+    mongo: Option<TestMongo>,
+    dir: TempDir,
+}
+
+impl RunningStorage {
+    async fn start(backend: Backend, extra: &[&str]) -> Self {
+        let dir = temp_dir();
+        let mongo = match backend {
+            Backend::Mongo => Some(TestMongo::create().await.unwrap()),
+            Backend::Local => None,
+        };
+        let mut args: Vec<String> = ["storage", "--data-dir", dir.path().to_str().unwrap()]
+            .into_iter()
+            .chain(["--log-format", "pretty", "--ops-listen-addr", "127.0.0.1:0"])
+            .map(String::from)
+            .collect();
+        if let Some(mongo) = &mongo {
+            args.extend([
+                "--mongodb-uri".into(),
+                mongo.uri().into(),
+                "--mongodb-database".into(),
+                mongo.name().into(),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (server, client) = serve(&args).await;
+        Self {
+            server,
+            client,
+            args,
+            mongo,
+            dir,
+        }
+    }
+
+    async fn restart(self) -> Self {
+        let Self {
+            server,
+            args,
+            mongo,
+            dir,
+            ..
+        } = self;
+        server.stop().await.unwrap();
+        let (server, client) = serve(&args).await;
+        Self {
+            server,
+            client,
+            args,
+            mongo,
+            dir,
+        }
+    }
+
+    async fn upload(
+        &mut self,
+        bucket: pb::Bucket,
+        owner: &str,
+        data: &[u8],
+    ) -> Result<pb::FileInfo, tonic::Status> {
+        let mut messages = vec![header(bucket, owner)];
+        messages.extend(data.chunks(64 * 1024).map(chunk));
+        messages.push(finish());
+        let response = self.client.upload(tokio_stream::iter(messages)).await?;
+        Ok(response.into_inner().file.unwrap())
+    }
+
+    async fn download(
+        &mut self,
+        bucket: pb::Bucket,
+        id: &str,
+        owner: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<(pb::FileInfo, Vec<u8>), tonic::Status> {
+        use pb::download_response::Content;
+        let request = pb::DownloadRequest {
+            bucket: bucket.into(),
+            id: id.into(),
+            owner_id: owner.into(),
+            offset,
+            length,
+        };
+        let mut stream = self.client.download(request).await?.into_inner();
+        let info = match stream.next().await.unwrap()?.content {
+            Some(Content::Info(info)) => info,
+            other => panic!("the first message must be the info, got {other:?}"),
+        };
+        let mut bytes = Vec::new();
+        while let Some(message) = stream.next().await {
+            match message?.content {
+                Some(Content::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+                other => panic!("only chunks may follow the info, got {other:?}"),
+            }
+        }
+        Ok((info, bytes))
+    }
+
+    async fn stat(&mut self, id: &str, owner: &str) -> Result<pb::FileInfo, tonic::Status> {
+        let request = pb::StatRequest {
+            bucket: pb::Bucket::Videos.into(),
+            id: id.into(),
+            owner_id: owner.into(),
+        };
+        Ok(self.client.stat(request).await?.into_inner().file.unwrap())
+    }
+
+    async fn list(&mut self, owner: &str) -> Vec<pb::FileInfo> {
+        let request = pb::ListFilesRequest {
+            bucket: pb::Bucket::Videos.into(),
+            owner_id: owner.into(),
+            limit: 0,
+        };
+        self.client
+            .list_files(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .files
+    }
+
+    async fn create_job(&mut self, owner: &str, video_id: &str) -> Result<pb::Job, tonic::Status> {
+        let request = pb::CreateJobRequest {
+            owner_id: owner.into(),
+            owner_email: format!("{owner}@example.com"),
+            video_id: video_id.into(),
+            original_filename: "holiday clip.mp4".into(),
+        };
+        Ok(self
+            .client
+            .create_job(request)
+            .await?
+            .into_inner()
+            .job
+            .unwrap())
+    }
+
+    async fn get_job(&mut self, id: &str, owner: &str) -> Result<pb::Job, tonic::Status> {
+        let request = pb::GetJobRequest {
+            id: id.into(),
+            owner_id: owner.into(),
+        };
+        Ok(self
+            .client
+            .get_job(request)
+            .await?
+            .into_inner()
+            .job
+            .unwrap())
+    }
+
+    async fn transition(
+        &mut self,
+        id: &str,
+        from: pb::JobState,
+        to: pb::JobState,
+        mp3_id: &str,
+        reason: &str,
+    ) -> Result<pb::Job, tonic::Status> {
+        let request = transition_request(id, from, to, mp3_id, reason);
+        Ok(self
+            .client
+            .transition_job(request)
+            .await?
+            .into_inner()
+            .job
+            .unwrap())
+    }
+
+    /// Files and chunks the backend holds, complete or not, for "nothing left behind" checks.
+    async fn stored_objects(&self) -> usize {
+        match &self.mongo {
+            Some(mongo) => {
+                let database = mongo.database();
+                let mut total = 0;
+                for collection in ["videos.files", "videos.chunks", "mp3s.files", "mp3s.chunks"] {
+                    total += database
+                        .collection::<mongodb::bson::Document>(collection)
+                        .count_documents(doc! {})
+                        .await
+                        .unwrap() as usize;
+                }
+                total
+            }
+            None => {
+                let root = self.dir.path().join("storage");
+                ["incoming", "videos", "mp3s"]
+                    .iter()
+                    .map(|dir| std::fs::read_dir(root.join(dir)).unwrap().count())
+                    .sum()
+            }
+        }
+    }
+
+    /// Waits until the backend holds `expected` objects (an aborted upload is cleaned up just
+    /// after the client sees its error).
+    async fn wait_for_stored_objects(&self, expected: usize) {
+        let mut stored = usize::MAX;
+        for _ in 0..100 {
+            stored = self.stored_objects().await;
+            if stored == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the backend holds {stored} objects, expected {expected}");
+    }
+}
+
+async fn serve(args: &[String]) -> (TestServer, StorageServiceClient<Channel>) {
+    test_support::init_tracing();
+    let config = Cli::try_parse_from(args).unwrap().config;
+    let mut server =
+        TestServer::start(|listener, shutdown| storage::serve(config, listener, shutdown))
+            .await
+            .unwrap();
+    let channel = server
+        .ready_grpc_channel(Duration::from_secs(20))
+        .await
+        .unwrap();
+    (server, StorageServiceClient::new(channel))
+}
+
+fn header(bucket: pb::Bucket, owner: &str) -> pb::UploadRequest {
+    pb::UploadRequest {
+        content: Some(pb::upload_request::Content::Header(pb::UploadHeader {
+            bucket: bucket.into(),
+            owner_id: owner.into(),
+            filename: "holiday clip.mp4".into(),
+            content_type: "video/mp4".into(),
+        })),
+    }
+}
+
+fn chunk(bytes: &[u8]) -> pb::UploadRequest {
+    pb::UploadRequest {
+        content: Some(pb::upload_request::Content::Chunk(bytes.to_vec().into())),
+    }
+}
+
+fn finish() -> pb::UploadRequest {
+    pb::UploadRequest {
+        content: Some(pb::upload_request::Content::Finish(pb::UploadFinish {})),
+    }
+}
+
+fn transition_request(
+    id: &str,
+    from: pb::JobState,
+    to: pb::JobState,
+    mp3_id: &str,
+    reason: &str,
+) -> pb::TransitionJobRequest {
+    pb::TransitionJobRequest {
+        id: id.into(),
+        from: from.into(),
+        to: to.into(),
+        mp3_id: mp3_id.into(),
+        error_reason: reason.into(),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Runs each scenario once per backend.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod mongo { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Mongo).await } )* }
+        mod local { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Local).await } )* }
+    };
+}
+
+on_both_backends!(
+    upload_reports_size_and_checksum_and_downloads_byte_identical,
+    ranged_downloads_return_exactly_the_requested_bytes,
+    other_owners_missing_and_malformed_ids_are_told_apart_without_leaking,
+    an_upload_broken_off_midway_leaves_nothing_behind,
+    the_size_limit_is_enforced_while_streaming,
+    an_upload_must_start_with_one_header,
+    files_are_listed_per_owner_newest_first_and_deleted,
+    job_claims_are_compare_and_set_so_only_one_worker_wins,
+    a_job_lives_through_progress_done_and_one_notification,
+    deleting_a_job_removes_its_files,
+    files_and_jobs_survive_a_restart,
+);
+
+async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let data = pseudo_random_bytes(3 * 1024 * 1024 + 17, 1);
+    let info = storage
+        .upload(pb::Bucket::Videos, ALICE, &data)
+        .await
+        .unwrap();
+    assert_eq!(info.id.len(), 24);
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.sha256, sha256_hex(&data));
+    assert_eq!(info.owner_id, ALICE);
+    assert_eq!(info.filename, "holiday clip.mp4");
+    assert_eq!(info.content_type, "video/mp4");
+    assert_eq!(info.bucket, i32::from(pb::Bucket::Videos));
+
+    assert_eq!(storage.stat(&info.id, ALICE).await.unwrap(), info);
+    let (downloaded_info, bytes) = storage
+        .download(pb::Bucket::Videos, &info.id, ALICE, 0, None)
+        .await
+        .unwrap();
+    assert_eq!(downloaded_info, info);
+    assert!(bytes == data, "downloaded bytes differ from the upload");
+
+    // An empty file is a file too.
+    let empty = storage.upload(pb::Bucket::Mp3s, ALICE, &[]).await.unwrap();
+    assert_eq!(
+        (empty.size, empty.sha256.as_str()),
+        (0, sha256_hex(&[]).as_str())
+    );
+    let (_, bytes) = storage
+        .download(pb::Bucket::Mp3s, &empty.id, ALICE, 0, None)
+        .await
+        .unwrap();
+    assert!(bytes.is_empty());
+}
+
+async fn ranged_downloads_return_exactly_the_requested_bytes(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let data = pseudo_random_bytes(3 * GRIDFS_CHUNK as usize + 1000, 2);
+    let size = data.len() as u64;
+    let id = storage
+        .upload(pb::Bucket::Videos, ALICE, &data)
+        .await
+        .unwrap()
+        .id;
+    for (offset, length) in [
+        (0, Some(1)),
+        (GRIDFS_CHUNK - 1, Some(2)),
+        (GRIDFS_CHUNK, Some(GRIDFS_CHUNK)),
+        (100, Some(2 * GRIDFS_CHUNK + 500)),
+        (size - 10, None),
+        (size, None),
+        (12_345, None),
+    ] {
+        let (info, bytes) = storage
+            .download(pb::Bucket::Videos, &id, ALICE, offset, length)
+            .await
+            .unwrap();
+        assert_eq!(info.size, size, "the info always describes the whole file");
+        let end = length.map_or(size, |length| offset + length) as usize;
+        assert!(
+            bytes == data[offset as usize..end],
+            "range {offset}+{length:?} came back wrong"
+        );
+    }
+    for (offset, length) in [(size - 1, Some(2)), (size + 1, None), (0, Some(size + 1))] {
+        let status = storage
+            .download(pb::Bucket::Videos, &id, ALICE, offset, length)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange, "{offset}+{length:?}");
+    }
+}
+
+async fn other_owners_missing_and_malformed_ids_are_told_apart_without_leaking(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let id = storage
+        .upload(pb::Bucket::Videos, ALICE, b"alice's video")
+        .await
+        .unwrap()
+        .id;
+    let missing = "0123456789abcdef01234567";
+
+    let not_yours = storage.stat(&id, BOB).await.unwrap_err();
+    let not_there = storage.stat(missing, BOB).await.unwrap_err();
+    assert_eq!(not_yours.code(), Code::NotFound);
+    assert_eq!(
+        not_yours.message(),
+        not_there.message(),
+        "another owner's file looks exactly like a missing one"
+    );
+    let status = storage
+        .download(pb::Bucket::Videos, &id, BOB, 0, None)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let delete = pb::DeleteRequest {
+        bucket: pb::Bucket::Videos.into(),
+        id: id.clone(),
+        owner_id: BOB.into(),
+    };
+    assert_eq!(
+        storage.client.delete(delete).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        storage.stat(&id, ALICE).await.unwrap().id,
+        id,
+        "still there"
+    );
+    assert_eq!(
+        storage.stat(&id, "").await.unwrap().id,
+        id,
+        "trusted callers see all"
+    );
+
+    for malformed in ["", "nope", "../../etc/passwd", "0123456789abcdef0123456Z"] {
+        let status = storage.stat(malformed, ALICE).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{malformed:?}");
+    }
+    let wrong_bucket = storage
+        .download(pb::Bucket::Mp3s, &id, ALICE, 0, None)
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_bucket.code(), Code::NotFound);
+    let unspecified = storage
+        .download(pb::Bucket::Unspecified, &id, ALICE, 0, None)
+        .await
+        .unwrap_err();
+    assert_eq!(unspecified.code(), Code::InvalidArgument);
+
+    let job = storage.create_job(ALICE, &id).await.unwrap();
+    assert_eq!(
+        storage.get_job(&job.id, BOB).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        storage.create_job(BOB, &id).await.unwrap_err().code(),
+        Code::NotFound,
+        "a job cannot be made from someone else's video"
+    );
+    assert_eq!(
+        storage.get_job("bad", ALICE).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+}
+
+async fn an_upload_broken_off_midway_leaves_nothing_behind(backend: Backend) {
+    let storage = RunningStorage::start(backend, &[]).await;
+    let (messages, outgoing) = mpsc::channel(4);
+    let mut client = storage.client.clone();
+    let call = tokio::spawn(async move { client.upload(ReceiverStream::new(outgoing)).await });
+    messages
+        .send(header(pb::Bucket::Videos, ALICE))
+        .await
+        .unwrap();
+    let block = pseudo_random_bytes(256 * 1024, 3);
+    for _ in 0..8 {
+        messages.send(chunk(&block)).await.unwrap();
+    }
+    // Give the server time to store some of it, then stop without `finish`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(messages);
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    storage.wait_for_stored_objects(0).await;
+    let mut storage = storage;
+    assert!(storage.list(ALICE).await.is_empty());
+}
+
+async fn the_size_limit_is_enforced_while_streaming(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &["--max-file-bytes", "1000000"]).await;
+    let at_limit = pseudo_random_bytes(1_000_000, 4);
+    storage
+        .upload(pb::Bucket::Videos, ALICE, &at_limit)
+        .await
+        .unwrap();
+    let before = storage.stored_objects().await;
+    let over = pseudo_random_bytes(1_500_000, 5);
+    let status = storage
+        .upload(pb::Bucket::Videos, ALICE, &over)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("1000000"), "{}", status.message());
+    storage.wait_for_stored_objects(before).await;
+    assert_eq!(storage.list(ALICE).await.len(), 1);
+}
+
+async fn an_upload_must_start_with_one_header(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let cases = [
+        vec![chunk(b"no header")],
+        vec![],
+        vec![
+            header(pb::Bucket::Videos, ALICE),
+            header(pb::Bucket::Videos, ALICE),
+        ],
+        vec![
+            header(pb::Bucket::Unspecified, ALICE),
+            chunk(b"x"),
+            finish(),
+        ],
+        vec![header(pb::Bucket::Videos, ""), chunk(b"x"), finish()],
+        vec![header(pb::Bucket::Videos, ALICE), finish(), chunk(b"late")],
+    ];
+    for (case, messages) in cases.into_iter().enumerate() {
+        let status = storage
+            .client
+            .upload(tokio_stream::iter(messages))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "case {case}");
+    }
+    storage.wait_for_stored_objects(0).await;
+}
+
+async fn files_are_listed_per_owner_newest_first_and_deleted(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut alices = Vec::new();
+    for n in 0..3u8 {
+        alices.push(
+            storage
+                .upload(pb::Bucket::Videos, ALICE, &[n])
+                .await
+                .unwrap()
+                .id,
+        );
+        // Upload times are kept to the millisecond.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    storage
+        .upload(pb::Bucket::Videos, BOB, b"bob")
+        .await
+        .unwrap();
+    let listed: Vec<String> = storage
+        .list(ALICE)
+        .await
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    alices.reverse();
+    assert_eq!(listed, alices);
+    assert_eq!(storage.list(BOB).await.len(), 1);
+
+    let delete = pb::DeleteRequest {
+        bucket: pb::Bucket::Videos.into(),
+        id: alices[0].clone(),
+        owner_id: ALICE.into(),
+    };
+    storage.client.delete(delete.clone()).await.unwrap();
+    assert_eq!(
+        storage.client.delete(delete).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(storage.list(ALICE).await.len(), 2);
+    assert_eq!(
+        storage.stat(&alices[0], ALICE).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+async fn job_claims_are_compare_and_set_so_only_one_worker_wins(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let video = storage
+        .upload(pb::Bucket::Videos, ALICE, b"v")
+        .await
+        .unwrap();
+    let job = storage.create_job(ALICE, &video.id).await.unwrap();
+    assert_eq!(job.state, i32::from(pb::JobState::Queued));
+    assert_eq!(job.video_id, video.id);
+
+    let claims = (0..8).map(|_| {
+        let mut client = storage.client.clone();
+        let request = transition_request(
+            &job.id,
+            pb::JobState::Queued,
+            pb::JobState::Converting,
+            "",
+            "",
+        );
+        tokio::spawn(async move { client.transition_job(request).await })
+    });
+    let outcomes = futures::future::join_all(claims).await;
+    let (won, lost): (Vec<_>, Vec<_>) = outcomes
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .partition(|outcome| outcome.is_ok());
+    assert_eq!(won.len(), 1, "exactly one claim wins");
+    for outcome in lost {
+        let status = outcome.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status.message().contains("converting"),
+            "{}",
+            status.message()
+        );
+    }
+    let claimed = storage.get_job(&job.id, ALICE).await.unwrap();
+    assert_eq!(claimed.state, i32::from(pb::JobState::Converting));
+    assert_eq!(claimed.attempts, 1);
+
+    // A worker that stops hands the job back, and the next claim counts a second attempt.
+    storage
+        .transition(
+            &job.id,
+            pb::JobState::Converting,
+            pb::JobState::Queued,
+            "",
+            "",
+        )
+        .await
+        .unwrap();
+    let reclaimed = storage
+        .transition(
+            &job.id,
+            pb::JobState::Queued,
+            pb::JobState::Converting,
+            "",
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(reclaimed.attempts, 2);
+    let illegal = storage
+        .transition(&job.id, pb::JobState::Done, pb::JobState::Queued, "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(illegal.code(), Code::InvalidArgument);
+}
+
+async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let video = storage
+        .upload(pb::Bucket::Videos, ALICE, b"v")
+        .await
+        .unwrap();
+    let job = storage.create_job(ALICE, &video.id).await.unwrap();
+    let notify = pb::MarkJobNotifiedRequest { id: job.id.clone() };
+    assert_eq!(
+        storage
+            .client
+            .mark_job_notified(notify.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition,
+        "an unfinished job cannot be notified"
+    );
+    storage
+        .transition(
+            &job.id,
+            pb::JobState::Queued,
+            pb::JobState::Converting,
+            "",
+            "",
+        )
+        .await
+        .unwrap();
+    let progress = pb::UpdateJobProgressRequest {
+        id: job.id.clone(),
+        progress_percent: 40,
+    };
+    storage.client.update_job_progress(progress).await.unwrap();
+    assert_eq!(
+        storage
+            .get_job(&job.id, ALICE)
+            .await
+            .unwrap()
+            .progress_percent,
+        40
+    );
+
+    let mp3 = storage
+        .upload(pb::Bucket::Mp3s, ALICE, b"mp3")
+        .await
+        .unwrap();
+    let done = storage
+        .transition(
+            &job.id,
+            pb::JobState::Converting,
+            pb::JobState::Done,
+            &mp3.id,
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, i32::from(pb::JobState::Done));
+    assert_eq!(
+        (done.mp3_id.as_str(), done.progress_percent),
+        (mp3.id.as_str(), 100)
+    );
+    assert!(done.updated_at.unwrap().seconds >= done.created_at.unwrap().seconds);
+
+    let first = storage
+        .client
+        .mark_job_notified(notify.clone())
+        .await
+        .unwrap();
+    let second = storage.client.mark_job_notified(notify).await.unwrap();
+    assert!(!first.into_inner().already_notified);
+    assert!(second.into_inner().already_notified);
+    assert!(storage.get_job(&job.id, ALICE).await.unwrap().notified);
+
+    let listed = storage
+        .client
+        .list_jobs(pb::ListJobsRequest {
+            owner_id: ALICE.into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 1);
+    let bobs = pb::ListJobsRequest {
+        owner_id: BOB.into(),
+        limit: 0,
+    };
+    assert!(
+        storage
+            .client
+            .list_jobs(bobs)
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .is_empty()
+    );
+
+    // A failed job carries its reason.
+    let other = storage.create_job(ALICE, &video.id).await.unwrap();
+    let failed = storage
+        .transition(
+            &other.id,
+            pb::JobState::Queued,
+            pb::JobState::Failed,
+            "",
+            "no audio stream",
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.error_reason, "no audio stream");
+}
+
+async fn deleting_a_job_removes_its_files(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let video = storage
+        .upload(pb::Bucket::Videos, ALICE, b"v")
+        .await
+        .unwrap();
+    let mp3 = storage.upload(pb::Bucket::Mp3s, ALICE, b"m").await.unwrap();
+    let job = storage.create_job(ALICE, &video.id).await.unwrap();
+    storage
+        .transition(
+            &job.id,
+            pb::JobState::Queued,
+            pb::JobState::Converting,
+            "",
+            "",
+        )
+        .await
+        .unwrap();
+    storage
+        .transition(
+            &job.id,
+            pb::JobState::Converting,
+            pb::JobState::Done,
+            &mp3.id,
+            "",
+        )
+        .await
+        .unwrap();
+    let by_bob = pb::DeleteJobRequest {
+        id: job.id.clone(),
+        owner_id: BOB.into(),
+    };
+    assert_eq!(
+        storage.client.delete_job(by_bob).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let by_alice = pb::DeleteJobRequest {
+        id: job.id.clone(),
+        owner_id: ALICE.into(),
+    };
+    storage.client.delete_job(by_alice).await.unwrap();
+    assert_eq!(
+        storage.get_job(&job.id, ALICE).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    storage.wait_for_stored_objects(0).await;
+}
+
+async fn files_and_jobs_survive_a_restart(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let data = pseudo_random_bytes(600_000, 6);
+    let video = storage
+        .upload(pb::Bucket::Videos, ALICE, &data)
+        .await
+        .unwrap();
+    let job = storage.create_job(ALICE, &video.id).await.unwrap();
+    let mut storage = storage.restart().await;
+    let (_, bytes) = storage
+        .download(pb::Bucket::Videos, &video.id, ALICE, 0, None)
+        .await
+        .unwrap();
+    assert!(bytes == data);
+    assert_eq!(storage.get_job(&job.id, ALICE).await.unwrap(), job);
+}
+
+#[tokio::test]
+async fn the_local_backend_clears_what_a_crash_left_behind_at_start_up() {
+    let mut storage = RunningStorage::start(Backend::Local, &[]).await;
+    let kept = storage
+        .upload(pb::Bucket::Videos, ALICE, b"kept")
+        .await
+        .unwrap();
+    let root = storage.dir.path().join("storage");
+    // What a crash can leave: an upload still in `incoming`, bytes moved in without a record.
+    std::fs::write(
+        root.join("incoming").join("0123456789abcdef01234567"),
+        b"half",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("videos").join("76543210fedcba9876543210"),
+        b"orphan",
+    )
+    .unwrap();
+    let mut storage = storage.restart().await;
+    // Answering a call means the start-up sweep has run.
+    assert_eq!(storage.stat(&kept.id, ALICE).await.unwrap().id, kept.id);
+    assert_eq!(std::fs::read_dir(root.join("incoming")).unwrap().count(), 0);
+    assert!(
+        !root
+            .join("videos")
+            .join("76543210fedcba9876543210")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn serves_health_reflection_and_counts_bytes_in_metrics() {
+    test_support::init_tracing();
+    let dir = temp_dir();
+    let config = Cli::try_parse_from([
+        "storage",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--log-format",
+        "pretty",
+    ])
+    .unwrap()
+    .config;
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_url = format!("http://{}", ops.local_addr().unwrap());
+    let mut server = TestServer::start(|listener, shutdown| {
+        storage::serve_with_ops(config, listener, ops, shutdown)
+    })
+    .await
+    .unwrap();
+    let channel = server
+        .ready_grpc_channel(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let services = test_support::grpc::reflected_services(channel.clone())
+        .await
+        .unwrap();
+    assert!(
+        services.contains(&storage::SERVICE_NAME.to_string()),
+        "{services:?}"
+    );
+    let status = test_support::grpc::health_status(channel.clone(), storage::SERVICE_NAME)
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    let mut client = StorageServiceClient::new(channel);
+    let messages = vec![
+        header(pb::Bucket::Videos, ALICE),
+        chunk(&[7; 1234]),
+        finish(),
+    ];
+    client.upload(tokio_stream::iter(messages)).await.unwrap();
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{ops_url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = http
+        .get(format!("{ops_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bytes_in = metrics
+        .lines()
+        .find(|line| line.starts_with("storage_bytes_in_total{bucket=\"videos\"}"))
+        .unwrap_or_else(|| panic!("no bytes-in counter in:\n{metrics}"));
+    let counted: f64 = bytes_in.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted >= 1234.0, "{bytes_in}");
+    assert!(metrics.contains("storage_active_streams"), "{metrics}");
+    server.stop().await.unwrap();
+}
