@@ -1,56 +1,112 @@
 //! The REST edge: the only part of mp3converter that faces users. It authenticates every
-//! request through the auth service and streams bytes to and from the storage service.
+//! request through the auth service, streams bytes to and from the storage service, and queues
+//! accepted uploads for the converters.
 //!
-//! The shape every service shares: [`Config`] from the environment, telemetry, then [`serve`]
-//! on a listener until shutdown. `main.rs` only binds the configured address; tests call
-//! [`serve`] with a listener on port 0.
+//! - [`config`]: settings from the environment. [`error`]: the one error type and its JSON.
+//! - [`caller`]: bearer-token authentication. [`routes`]: the handlers and middleware.
+//! - [`sniff`]: recognising media from its first bytes. [`http_util`]: ranges, ETags and
+//!   safe download names. [`publisher`]: the broker link.
 
 #![forbid(unsafe_code)]
 
-use axum::Router;
-use axum::routing::get;
+pub mod caller;
+pub mod config;
+pub mod error;
+pub mod http_util;
+pub mod publisher;
+pub mod routes;
+pub mod sniff;
+
+pub use config::Config;
+
+use anyhow::Context;
 use clap::Parser;
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use publisher::JobPublisher;
+use routes::{AppState, Channels};
 use service_kit::Shutdown;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
 
-/// The gateway's configuration, read from flags or the environment.
-#[derive(Debug, Clone, Parser)]
+/// Largest gRPC message the gateway accepts from storage (chunks are a few hundred KiB).
+const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The command line: the gateway's settings.
+#[derive(Debug, Parser)]
 #[command(name = "gateway", version, about = "The REST edge of mp3converter.")]
-pub struct Config {
-    /// Address (or bare port) the HTTP server listens on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080", value_parser = parse_listen_addr)]
-    pub listen_addr: SocketAddr,
-
+pub struct Cli {
     #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    pub config: Config,
 }
 
-/// Runs the gateway until SIGTERM or Ctrl-C.
+/// Runs the command line.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    cli.config.validate()?;
+    service_kit::telemetry::init(&cli.config.telemetry);
+    // Boxed: the server's future nests deeply enough to overflow rustc's layout query depth.
+    Box::pin(run(cli.config)).await
+}
+
+/// Serves until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    service_kit::telemetry::init(&config.telemetry);
-    let listener = TcpListener::bind(config.listen_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
     serve(config, listener, Shutdown::on_signals()).await
-}
-
-/// The gateway's routes.
-pub fn router() -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(service_kit::ops::metrics))
 }
 
 /// Serves HTTP on `listener` until `shutdown` fires, then drains open requests.
 pub async fn serve(
-    _config: Config,
+    config: Config,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
+    config.validate()?;
     let shutdown = shutdown.into();
-    axum::serve(listener, router())
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
+    let state = build(&config)?;
+    let app = routes::router(state, &config);
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .await?;
+    tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The shared state: lazy gRPC channels (the gateway starts whether or not its dependencies
+/// are up yet, and `/readyz` says when they are) and the broker link.
+pub fn build(config: &Config) -> anyhow::Result<AppState> {
+    let auth = channel(&config.auth_url).context("AUTH_URL")?;
+    let storage = channel(&config.storage_url).context("STORAGE_URL")?;
+    Ok(AppState {
+        auth: AuthServiceClient::new(auth.clone()),
+        storage: StorageServiceClient::new(storage.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        channels: Channels { auth, storage },
+        publisher: Arc::new(JobPublisher::new(
+            config.amqp_url.clone(),
+            config.queues.clone(),
+        )),
+        max_upload_bytes: config.max_upload_bytes,
+    })
+}
+
+fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        // Windows wide enough that a stream of file chunks is not throttled by round trips.
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .initial_connection_window_size(Some(8 * 1024 * 1024))
+        .connect_lazy())
 }

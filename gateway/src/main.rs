@@ -6,5 +6,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    gateway::run(gateway::Config::parse()).await
+    gateway::main(gateway::Cli::parse()).await
 }

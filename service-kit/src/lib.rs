@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod config;
 pub mod events;
 pub mod grpc;

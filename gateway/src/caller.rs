@@ -1,0 +1,78 @@
+//! Who is calling: every protected route takes a [`Caller`], which exists only once the auth
+//! service has validated the request's bearer token.
+
+use crate::error::ApiError;
+use crate::routes::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use proto::auth::v1::ValidateRequest;
+use std::time::Duration;
+
+/// Longest bearer token looked at; anything longer is refused without a call to auth.
+const MAX_TOKEN_BYTES: usize = 4096;
+/// Deadline of calls that do not stream.
+pub const UNARY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A gRPC request with the deadline every non-streaming call gets.
+pub fn unary<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(UNARY_DEADLINE);
+    request
+}
+
+/// An authenticated user.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The account's id.
+    pub user_id: String,
+    /// The account's e-mail.
+    pub email: String,
+    /// Whether the account may read everyone's files.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The owner filter for reads: admins see every owner's records.
+    pub fn readable_owner(&self) -> &str {
+        if self.admin { "" } else { &self.user_id }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthenticated("missing bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_BYTES)
+            .ok_or(ApiError::Unauthenticated(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
+        let claims = state
+            .auth
+            .clone()
+            .validate(unary(ValidateRequest {
+                token: token.to_owned(),
+            }))
+            .await
+            .map_err(|status| ApiError::from_status("the auth service", "account", status))?
+            .into_inner()
+            .claims
+            .ok_or_else(|| ApiError::Internal("Validate answered without claims".into()))?;
+        tracing::Span::current().record("user_id", claims.user_id.as_str());
+        Ok(Caller {
+            user_id: claims.user_id,
+            email: claims.email,
+            admin: claims.admin,
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! The gateway's configuration, from the environment (or same-named flags).
+
+use clap::Args;
+use service_kit::Secret;
+use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::queues::QueueConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The gateway's settings.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address (or bare port) the HTTP server listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080", value_parser = parse_listen_addr)]
+    pub listen_addr: SocketAddr,
+
+    /// The auth service's gRPC address.
+    #[arg(long, env = "AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    pub auth_url: String,
+
+    /// The storage service's gRPC address.
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
+    pub storage_url: String,
+
+    /// RabbitMQ, where accepted uploads are queued for conversion.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: Secret,
+
+    #[command(flatten)]
+    pub queues: QueueConfig,
+
+    /// Largest upload accepted, in bytes (the multipart body as a whole).
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_upload_bytes: u64,
+
+    /// Time limit for requests that do not stream a file, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_seconds: u64,
+
+    /// Origins allowed to call the API from a browser (comma-separated); empty: no CORS.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_allowed_origins: Vec<String>,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Time limit for requests that do not stream a file.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
+
+    /// Checks what clap cannot, naming the variable at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (variable, url) in [
+            ("AUTH_URL", &self.auth_url),
+            ("STORAGE_URL", &self.storage_url),
+        ] {
+            if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
+                anyhow::bail!("{variable} `{url}` is not a valid http:// URL");
+            }
+        }
+        if !self.amqp_url.expose().starts_with("amqp://")
+            && !self.amqp_url.expose().starts_with("amqps://")
+        {
+            anyhow::bail!("AMQP_URL must start with amqp:// or amqps://");
+        }
+        for origin in self.cors_allowed_origins.iter().filter(|o| !o.is_empty()) {
+            if http::HeaderValue::from_str(origin).is_err() {
+                anyhow::bail!("CORS_ALLOWED_ORIGINS holds an invalid origin `{origin}`");
+            }
+        }
+        Ok(())
+    }
+}

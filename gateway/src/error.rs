@@ -1,0 +1,194 @@
+//! The gateway's one error type and its one mapping to HTTP: every error is a JSON body
+//! `{"error": {"code", "message"}}` with the status that fits. What went wrong inside (a gRPC
+//! status, a broker error) is logged, never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tonic::Code;
+
+/// Seconds a client is told to wait when a dependency is down.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: the message says what, in the client's terms.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No usable bearer token.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// Login with a wrong e-mail or password (or no usable Basic credentials).
+    #[error("{0}")]
+    BadCredentials(&'static str),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// No such thing, or not the caller's.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The thing exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The upload is over the limit.
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// Not a kind of content the endpoint takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A `Range` outside the file.
+    #[error("the requested range is outside the file's {size} bytes")]
+    RangeNotSatisfiable {
+        /// The file's size.
+        size: u64,
+    },
+    /// Too many attempts; try again later.
+    #[error("too many attempts; try again in {retry_after_seconds} s")]
+    TooManyRequests {
+        /// Seconds to wait.
+        retry_after_seconds: u64,
+    },
+    /// A service the request needs is down or overloaded.
+    #[error("{dependency} is temporarily unavailable: {detail}")]
+    Unavailable {
+        /// Which one, in words for the client.
+        dependency: &'static str,
+        /// What happened, for the log.
+        detail: String,
+    },
+    /// A bug, or a dependency answering nonsense.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The error a failed gRPC call to `dependency` means for the client. Our services word
+    /// INVALID_ARGUMENT messages for clients, so those are passed on.
+    pub fn from_status(
+        dependency: &'static str,
+        what: &'static str,
+        status: tonic::Status,
+    ) -> Self {
+        match status.code() {
+            Code::InvalidArgument => Self::BadRequest(status.message().to_owned()),
+            Code::NotFound => Self::NotFound(what),
+            Code::AlreadyExists => Self::Conflict(status.message().to_owned()),
+            Code::Unauthenticated => Self::Unauthenticated("invalid or expired token"),
+            Code::PermissionDenied => Self::Forbidden("not allowed"),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                Self::Unavailable {
+                    dependency,
+                    detail: format!("{:?}: {}", status.code(), status.message()),
+                }
+            }
+            _ => Self::Internal(format!(
+                "{dependency}: {:?}: {}",
+                status.code(),
+                status.message()
+            )),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::BadCredentials(_) => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn client_message(&self) -> String {
+        match self {
+            Self::Unavailable { dependency, .. } => {
+                format!("{dependency} is temporarily unavailable; try again shortly")
+            }
+            Self::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code (`bad_request`, `unauthenticated`, `not_found`, ...).
+    pub code: String,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Unavailable { .. } => tracing::warn!(error = %self, "dependency unavailable"),
+            Self::Internal(_) => tracing::error!(error = %self, "request failed"),
+            _ => tracing::debug!(error = %self, "request refused"),
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.client_message(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::BadCredentials(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"mp3converter\", charset=\"UTF-8\""),
+                );
+            }
+            Self::Unavailable { .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
+            }
+            Self::TooManyRequests {
+                retry_after_seconds,
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            Self::RangeNotSatisfiable { size } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,161 @@
+//! `GET /download/{mp3_id}` (and the original tutorial's `GET /download?fid=…`): the MP3
+//! streams from storage to the client, with ranges and conditional requests.
+
+use super::{AppState, check_id};
+use crate::caller::{Caller, unary};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http_util::{RangeRequest, attachment_disposition, etag_matches, parse_range};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures::StreamExt;
+use proto::storage::v1 as pb;
+use serde::Deserialize;
+use tracing::instrument;
+use utoipa::IntoParams;
+
+/// The tutorial's query form.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FileQuery {
+    /// The MP3's id (24 hex characters).
+    pub fid: String,
+}
+
+/// Downloads an MP3 of the caller's.
+#[utoipa::path(get, path = "/download/{mp3_id}", tag = "files", security(("bearer" = [])),
+    params(
+        ("mp3_id" = String, Path, description = "The MP3's id (24 hex characters)"),
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023`"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier download"),
+    ),
+    responses(
+        (status = 200, description = "The whole MP3", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 206, description = "The requested range", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 304, description = "Unchanged since the ETag given"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such MP3 of the caller's", body = ErrorBody),
+        (status = 416, description = "The range is outside the file", body = ErrorBody),
+        (status = 503, description = "Storage is down", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(user_id, mp3_id = %id))]
+pub async fn download_by_path(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    serve_mp3(&state, &caller, id, &headers).await
+}
+
+/// Downloads an MP3 of the caller's (the original tutorial's form).
+#[utoipa::path(get, path = "/download", tag = "files", security(("bearer" = [])),
+    params(FileQuery),
+    responses(
+        (status = 200, description = "The whole MP3", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 206, description = "The requested range", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 400, description = "Missing or malformed `fid`", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such MP3 of the caller's", body = ErrorBody),
+        (status = 416, description = "The range is outside the file", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(user_id))]
+pub async fn download_by_query(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<FileQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Query(query) = query
+        .map_err(|_| ApiError::BadRequest("the query must name the MP3 as `fid=<id>`".into()))?;
+    serve_mp3(&state, &caller, query.fid, &headers).await
+}
+
+async fn serve_mp3(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    check_id(&id, "file")?;
+    let owner_id = caller.readable_owner().to_owned();
+    let mut storage = state.storage.clone();
+    let file = storage
+        .stat(unary(pb::StatRequest {
+            bucket: pb::Bucket::Mp3s.into(),
+            id: id.clone(),
+            owner_id: owner_id.clone(),
+        }))
+        .await
+        .map_err(|status| ApiError::from_status("storage", "file", status))?
+        .into_inner()
+        .file
+        .ok_or_else(|| ApiError::Internal("Stat answered without a file".into()))?;
+
+    let etag = format!("\"{}\"", file.sha256);
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut response = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if etag_matches(text(header::IF_NONE_MATCH), &etag) {
+        return response
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .map_err(|error| ApiError::Internal(error.to_string()));
+    }
+    let (status, offset, length) = match parse_range(text(header::RANGE), file.size) {
+        RangeRequest::Whole => (StatusCode::OK, 0, file.size),
+        RangeRequest::Partial { start, end } => {
+            response = response.header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{}", file.size),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            return Err(ApiError::RangeNotSatisfiable { size: file.size });
+        }
+    };
+
+    let stream = storage
+        .download(pb::DownloadRequest {
+            bucket: pb::Bucket::Mp3s.into(),
+            id,
+            owner_id,
+            offset,
+            length: Some(length),
+        })
+        .await
+        .map_err(|status| ApiError::from_status("storage", "file", status))?
+        .into_inner();
+    let body = stream.filter_map(|message| async move {
+        use pb::download_response::Content;
+        match message {
+            Ok(pb::DownloadResponse {
+                content: Some(Content::Chunk(chunk)),
+            }) => Some(Ok(chunk)),
+            Ok(_) => None,
+            Err(status) => {
+                // Headers are gone already: all that is left is to cut the body short, which
+                // the client sees as a download shorter than Content-Length.
+                tracing::warn!(%status, "download broke off");
+                Some(Err(std::io::Error::other(status.message().to_owned())))
+            }
+        }
+    });
+    metrics::counter!("gateway_download_bytes_total").increment(length);
+    response
+        .status(status)
+        .header(header::CONTENT_TYPE, "audio/mpeg")
+        .header(header::CONTENT_LENGTH, length)
+        .header(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&attachment_disposition(&file.filename, "mp3")).unwrap_or(
+                HeaderValue::from_static("attachment; filename=\"audio.mp3\""),
+            ),
+        )
+        .body(Body::from_stream(body))
+        .map_err(|error| ApiError::Internal(error.to_string()))
+}

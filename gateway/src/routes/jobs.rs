@@ -1,0 +1,162 @@
+//! `GET /jobs`, `GET /jobs/{id}` and `DELETE /jobs/{id}`: the caller's conversion jobs.
+
+use super::{AppState, check_id};
+use crate::caller::{Caller, unary};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use proto::storage::v1 as pb;
+use serde::Serialize;
+use tracing::instrument;
+use utoipa::ToSchema;
+
+/// A conversion job as users see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    /// The job's id.
+    pub id: String,
+    /// `queued`, `converting`, `done` or `failed`.
+    pub status: &'static str,
+    /// 0 to 100.
+    pub progress_percent: u32,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The uploaded video.
+    pub video_id: String,
+    /// The MP3, once done.
+    pub mp3_id: Option<String>,
+    /// Where to download the MP3, once done.
+    pub download_url: Option<String>,
+    /// The video's original file name.
+    pub original_filename: String,
+    /// Whether the outcome was e-mailed.
+    pub notified: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// The caller's jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<JobView>,
+}
+
+impl From<pb::Job> for JobView {
+    fn from(job: pb::Job) -> Self {
+        let status = match pb::JobState::try_from(job.state) {
+            Ok(pb::JobState::Queued) => "queued",
+            Ok(pb::JobState::Converting) => "converting",
+            Ok(pb::JobState::Done) => "done",
+            Ok(pb::JobState::Failed) => "failed",
+            _ => "unknown",
+        };
+        let mp3_id = (!job.mp3_id.is_empty()).then_some(job.mp3_id);
+        Self {
+            status,
+            progress_percent: job.progress_percent,
+            error: (!job.error_reason.is_empty()).then_some(job.error_reason),
+            video_id: job.video_id,
+            download_url: mp3_id.as_ref().map(|id| format!("/download/{id}")),
+            mp3_id,
+            original_filename: job.original_filename,
+            notified: job.notified,
+            created_at: rfc3339(job.created_at),
+            updated_at: rfc3339(job.updated_at),
+            id: job.id,
+        }
+    }
+}
+
+fn rfc3339(time: Option<prost_types::Timestamp>) -> String {
+    time.map(|time| time.to_string()).unwrap_or_default()
+}
+
+/// Lists the caller's jobs, newest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's jobs", body = JobList),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 503, description = "Storage is down", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(user_id))]
+pub async fn list_jobs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<JobList>> {
+    let jobs = state
+        .storage
+        .clone()
+        .list_jobs(unary(pb::ListJobsRequest {
+            owner_id: caller.user_id,
+            limit: 0,
+        }))
+        .await
+        .map_err(|status| ApiError::from_status("storage", "job", status))?
+        .into_inner()
+        .jobs;
+    Ok(Json(JobList {
+        jobs: jobs.into_iter().map(JobView::from).collect(),
+    }))
+}
+
+/// One of the caller's jobs.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id (24 hex characters)")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such job of the caller's", body = ErrorBody),
+        (status = 503, description = "Storage is down", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(user_id, job_id = %id))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    check_id(&id, "job")?;
+    let job = state
+        .storage
+        .clone()
+        .get_job(unary(pb::GetJobRequest {
+            id,
+            owner_id: caller.readable_owner().to_owned(),
+        }))
+        .await
+        .map_err(|status| ApiError::from_status("storage", "job", status))?
+        .into_inner()
+        .job
+        .ok_or_else(|| ApiError::Internal("GetJob answered without a job".into()))?;
+    Ok(Json(job.into()))
+}
+
+/// Deletes one of the caller's jobs with its video and MP3.
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The job's id (24 hex characters)")),
+    responses(
+        (status = 204, description = "Deleted with its files"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such job of the caller's", body = ErrorBody),
+        (status = 503, description = "Storage is down", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(user_id, job_id = %id))]
+pub async fn delete_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_id(&id, "job")?;
+    state
+        .storage
+        .clone()
+        .delete_job(unary(pb::DeleteJobRequest {
+            id,
+            owner_id: caller.readable_owner().to_owned(),
+        }))
+        .await
+        .map_err(|status| ApiError::from_status("storage", "job", status))?;
+    Ok(StatusCode::NO_CONTENT)
+}

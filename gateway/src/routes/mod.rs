@@ -1,0 +1,219 @@
+//! The HTTP surface: one router, the state every handler shares, the middleware every request
+//! passes (request id, tracing, metrics, security headers, timeouts, CORS), and the OpenAPI
+//! document generated from the handlers.
+
+pub mod accounts;
+pub mod download;
+pub mod health;
+pub mod jobs;
+pub mod upload;
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+use crate::publisher::JobPublisher;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use proto::auth::v1::auth_service_client::AuthServiceClient;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::transport::Channel;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The auth service.
+    pub auth: AuthServiceClient<Channel>,
+    /// The storage service.
+    pub storage: StorageServiceClient<Channel>,
+    /// The channels themselves, for health checks.
+    pub channels: Channels,
+    /// The video queue.
+    pub publisher: Arc<JobPublisher>,
+    /// Largest upload accepted.
+    pub max_upload_bytes: u64,
+}
+
+/// The gRPC channels to the services the gateway calls.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    /// To auth.
+    pub auth: Channel,
+    /// To storage.
+    pub storage: Channel,
+}
+
+/// A malformed id is the client's mistake (400), caught before any call.
+pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
+    if id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "malformed {what} id: expected 24 hex characters"
+        )))
+    }
+}
+
+/// The OpenAPI document of the REST API.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "mp3converter", description = "Upload a video, get an e-mail when its MP3 is ready, download it."),
+    paths(
+        accounts::register, accounts::login, upload::upload, jobs::list_jobs, jobs::get_job,
+        jobs::delete_job, download::download_by_path, download::download_by_query,
+        health::healthz, health::readyz,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&SecuritySchemes),
+)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// The gateway's routes with their middleware.
+pub fn router(state: AppState, config: &Config) -> Router {
+    // Install the recorder now, so metrics recorded before the first scrape are kept.
+    service_kit::metrics::prometheus();
+    let request_id = HeaderName::from_static("x-request-id");
+
+    // Routes that stream a file have no overall time limit: a large file on a slow link takes
+    // as long as it takes (idle connections are the ingress's business).
+    let streaming = Router::new()
+        .route("/upload", post(upload::upload))
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(config.max_upload_bytes).unwrap_or(usize::MAX),
+        ))
+        .route("/download", get(download::download_by_query))
+        .route("/download/{mp3_id}", get(download::download_by_path));
+    let bounded = Router::new()
+        .route("/register", post(accounts::register))
+        .route("/login", post(accounts::login))
+        .route("/jobs", get(jobs::list_jobs))
+        .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(service_kit::ops::metrics))
+        .route("/openapi.json", get(openapi))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            config.request_timeout(),
+        ));
+
+    Router::new()
+        .merge(streaming)
+        .merge(bounded)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(cors(&config.cors_allowed_origins))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id, user_id = tracing::field::Empty)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                )),
+        )
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter(|origin| !origin.is_empty())
+        .filter_map(|origin| origin.parse().ok())
+        .collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE])
+        .expose_headers([
+            header::CONTENT_DISPOSITION,
+            header::CONTENT_RANGE,
+            header::ETAG,
+            header::LOCATION,
+        ])
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+async fn method_not_allowed() -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "method_not_allowed".into(),
+            message: "this route does not take that method".into(),
+        },
+    };
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Counts requests and their latency by route and status.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("gateway_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("gateway_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

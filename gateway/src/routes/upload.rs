@@ -1,0 +1,352 @@
+//! `POST /upload`: the video streams from the multipart body straight into the storage service
+//! as it arrives, then a job is recorded and queued. Memory stays flat whatever the size.
+//!
+//! The promise: an upload answered 2xx is stored, recorded and queued; one that fails leaves
+//! nothing behind. The storage stream only ends with `finish` once every byte arrived and the
+//! body held exactly one file, so a failure before that (or the client going away, which drops
+//! this handler) makes storage discard the bytes. After that, each later failure undoes the
+//! steps before it.
+
+use super::AppState;
+use crate::caller::{Caller, unary};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::sniff::{SNIFF_BYTES, media_container};
+use axum::Json;
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use proto::events::v1::{VideoUploaded, event::Payload};
+use proto::storage::v1 as pb;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::instrument;
+use utoipa::ToSchema;
+
+/// Bytes per message sent to storage: big enough to keep per-message costs low, small enough
+/// that a few in flight cost little memory.
+const MESSAGE_BYTES: usize = 256 * 1024;
+/// Messages queued towards storage before reading the body waits.
+const MESSAGES_IN_FLIGHT: usize = 4;
+/// Longest original file name kept.
+const MAX_FILENAME_CHARS: usize = 255;
+
+/// An accepted upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadAccepted {
+    /// The conversion job.
+    pub job_id: String,
+    /// The stored video.
+    pub video_id: String,
+    /// Where to follow the job.
+    pub status_url: String,
+}
+
+/// Why forwarding the body stopped.
+enum Forwarding {
+    /// The client's body was at fault (or broke off).
+    Client(ApiError),
+    /// Storage stopped reading; its answer says why.
+    StorageGone,
+}
+
+/// Uploads a video (one file in a multipart body) and queues its conversion.
+#[utoipa::path(post, path = "/upload", tag = "files",
+    security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data",
+        description = "Exactly one file part (conventionally named `file`): a video or audio container."),
+    responses(
+        (status = 202, description = "Stored and queued", body = UploadAccepted),
+        (status = 400, description = "Malformed multipart body, no file, two files, or an empty file", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Larger than the limit", body = ErrorBody),
+        (status = 415, description = "Not multipart, or the file is not a video/audio container", body = ErrorBody),
+        (status = 503, description = "Storage, auth or the queue is down; nothing was kept", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(user_id, video_id, job_id))]
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    let is_multipart = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    if !is_multipart {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the video as multipart/form-data".into(),
+        ));
+    }
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "malformed multipart body: {}",
+            rejection.body_text()
+        ))
+    })?;
+    let limit = state.max_upload_bytes;
+    let body_error = |error: MultipartError| multipart_error(error, limit);
+
+    let mut field = loop {
+        match multipart.next_field().await.map_err(body_error)? {
+            Some(field) if is_file(&field) => break field,
+            Some(_) => continue,
+            None => {
+                return Err(ApiError::BadRequest(
+                    "the body holds no file; send it as a multipart part named `file`".into(),
+                ));
+            }
+        }
+    };
+    let filename = clean_filename(field.file_name().unwrap_or_default());
+    let declared_type = field
+        .content_type()
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+
+    let mut pending = BytesMut::with_capacity(MESSAGE_BYTES);
+    while pending.len() < SNIFF_BYTES {
+        match field.chunk().await.map_err(body_error)? {
+            Some(chunk) => pending.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    if pending.is_empty() {
+        return Err(ApiError::BadRequest("the file is empty".into()));
+    }
+    let Some(container) = media_container(&pending) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "the file is not a video or audio file (its first bytes match no known container)"
+                .into(),
+        ));
+    };
+    tracing::debug!(container, "upload recognised");
+
+    let (messages, outgoing) = mpsc::channel(MESSAGES_IN_FLIGHT);
+    let mut storage = state.storage.clone();
+    let call = tokio::spawn(async move { storage.upload(ReceiverStream::new(outgoing)).await });
+    let header = pb::UploadHeader {
+        bucket: pb::Bucket::Videos.into(),
+        owner_id: caller.user_id.clone(),
+        filename: filename.clone(),
+        content_type: declared_type,
+    };
+    let mut forwarded = send(&messages, pb::upload_request::Content::Header(header)).await;
+    if forwarded.is_ok() {
+        forwarded = forward_field(field, pending, &messages, limit).await;
+    }
+    if forwarded.is_ok() {
+        forwarded = refuse_more_files(&mut multipart, limit).await;
+    }
+    if forwarded.is_ok() {
+        forwarded = send(
+            &messages,
+            pb::upload_request::Content::Finish(pb::UploadFinish {}),
+        )
+        .await;
+    }
+    // Closing the stream: after `finish` storage keeps the file, without it storage drops it.
+    drop(messages);
+    let stored = call
+        .await
+        .map_err(|error| ApiError::Internal(format!("upload task: {error}")))?;
+    let video = match (forwarded, stored) {
+        (Ok(()), Ok(response)) => response
+            .into_inner()
+            .file
+            .ok_or_else(|| ApiError::Internal("Upload answered without a file".into()))?,
+        (Err(Forwarding::Client(error)), _) => return Err(error),
+        (_, Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        (_, Err(status)) => return Err(ApiError::from_status("storage", "file", status)),
+        (Err(Forwarding::StorageGone), Ok(_)) => {
+            return Err(ApiError::Internal(
+                "storage answered before the upload ended".into(),
+            ));
+        }
+    };
+    tracing::Span::current().record("video_id", video.id.as_str());
+
+    let accepted = record_and_queue(&state, &caller, &video, &filename).await?;
+    metrics::counter!("gateway_uploads_accepted_total").increment(1);
+    metrics::counter!("gateway_upload_bytes_total").increment(video.size);
+    tracing::info!(size = video.size, "upload accepted");
+    let mut response = (StatusCode::ACCEPTED, Json(&accepted)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Records the job and queues it; undoes what was done if a step fails.
+async fn record_and_queue(
+    state: &AppState,
+    caller: &Caller,
+    video: &pb::FileInfo,
+    filename: &str,
+) -> ApiResult<UploadAccepted> {
+    let mut storage = state.storage.clone();
+    let created = storage
+        .create_job(unary(pb::CreateJobRequest {
+            owner_id: caller.user_id.clone(),
+            owner_email: caller.email.clone(),
+            video_id: video.id.clone(),
+            original_filename: filename.to_owned(),
+        }))
+        .await;
+    let job = match created {
+        Ok(response) => response
+            .into_inner()
+            .job
+            .ok_or_else(|| ApiError::Internal("CreateJob answered without a job".into()))?,
+        Err(status) => {
+            let delete = pb::DeleteRequest {
+                bucket: pb::Bucket::Videos.into(),
+                id: video.id.clone(),
+                owner_id: caller.user_id.clone(),
+            };
+            if let Err(error) = storage.delete(unary(delete)).await {
+                tracing::error!(%error, video_id = %video.id, "could not remove the video of a job that was never recorded");
+            }
+            return Err(ApiError::from_status("storage", "file", status));
+        }
+    };
+    tracing::Span::current().record("job_id", job.id.as_str());
+
+    let event = service_kit::events::new_event(Payload::VideoUploaded(VideoUploaded {
+        job_id: job.id.clone(),
+        video_id: video.id.clone(),
+        owner_id: caller.user_id.clone(),
+        owner_email: caller.email.clone(),
+        original_filename: filename.to_owned(),
+    }));
+    if let Err(error) = state.publisher.publish_video(&event).await {
+        let delete = pb::DeleteJobRequest {
+            id: job.id.clone(),
+            owner_id: caller.user_id.clone(),
+        };
+        if let Err(cleanup) = storage.delete_job(unary(delete)).await {
+            tracing::error!(error = %cleanup, job_id = %job.id, "could not remove a job that was never queued");
+        }
+        return Err(ApiError::Unavailable {
+            dependency: "the job queue",
+            detail: format!("{error:#}"),
+        });
+    }
+    Ok(UploadAccepted {
+        status_url: format!("/jobs/{}", job.id),
+        job_id: job.id,
+        video_id: video.id.clone(),
+    })
+}
+
+/// Sends the rest of the file part to storage in messages of about [`MESSAGE_BYTES`].
+async fn forward_field(
+    mut field: Field<'_>,
+    mut pending: BytesMut,
+    messages: &mpsc::Sender<pb::UploadRequest>,
+    limit: u64,
+) -> Result<(), Forwarding> {
+    loop {
+        if pending.len() >= MESSAGE_BYTES {
+            let chunk = pending.split().freeze();
+            send(messages, pb::upload_request::Content::Chunk(chunk)).await?;
+        }
+        match field.chunk().await {
+            Ok(Some(chunk)) => pending.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(error) => return Err(Forwarding::Client(multipart_error(error, limit))),
+        }
+    }
+    if !pending.is_empty() {
+        send(
+            messages,
+            pb::upload_request::Content::Chunk(pending.freeze()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reads the rest of the body: other form fields are ignored, a second file is refused.
+async fn refuse_more_files(multipart: &mut Multipart, limit: u64) -> Result<(), Forwarding> {
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if is_file(&field) => {
+                return Err(Forwarding::Client(ApiError::BadRequest(
+                    "the body holds more than one file; send exactly one".into(),
+                )));
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(Forwarding::Client(multipart_error(error, limit))),
+        }
+    }
+}
+
+async fn send(
+    messages: &mpsc::Sender<pb::UploadRequest>,
+    content: pb::upload_request::Content,
+) -> Result<(), Forwarding> {
+    messages
+        .send(pb::UploadRequest {
+            content: Some(content),
+        })
+        .await
+        .map_err(|_| Forwarding::StorageGone)
+}
+
+/// Whether a part is the file: one with a file name, or (like the original tutorial's
+/// clients) one named `file`.
+fn is_file(field: &Field<'_>) -> bool {
+    field.file_name().is_some() || field.name() == Some("file")
+}
+
+fn multipart_error(error: MultipartError, limit: u64) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::BadRequest(format!("malformed multipart body: {}", error.body_text()))
+    }
+}
+
+/// The file name as kept: the last path component, without control characters, bounded.
+fn clean_filename(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_FILENAME_CHARS)
+        .collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
+        "upload".to_owned()
+    } else {
+        cleaned.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_filename;
+
+    #[test]
+    fn file_names_lose_paths_and_control_characters() {
+        assert_eq!(clean_filename("clip.mp4"), "clip.mp4");
+        assert_eq!(clean_filename("C:\\videos\\clip.mp4"), "clip.mp4");
+        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
+        assert_eq!(clean_filename("a\r\nb\u{0}.mp4"), "ab.mp4");
+        assert_eq!(clean_filename(""), "upload");
+        assert_eq!(clean_filename(".."), "upload");
+        assert_eq!(clean_filename(&"x".repeat(1000)).len(), 255);
+    }
+}
