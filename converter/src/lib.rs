@@ -1,49 +1,98 @@
-//! The converter worker: turns uploaded videos into MP3s with ffmpeg, competing with its peers on the video queue.
+//! The converter worker: turns uploaded videos into MP3s with ffmpeg, competing with its peers
+//! on the video queue.
 //!
-//! The shape every service shares: [`Config`] from the environment, telemetry, then [`serve`]
-//! on a listener until shutdown. `main.rs` only binds the configured address; tests call
-//! [`serve`] with a listener on port 0.
+//! - [`config`]: settings from the environment.
+//! - [`job`]: one event from claim to announcement (the pipeline's rules live here).
+//! - [`media`]: ffprobe and ffmpeg as child processes.
+//! - [`transfer`]: streaming files from and to the storage service.
+//!
+//! The shape every service shares: [`Cli`] from the environment, telemetry, then [`serve`] on a
+//! listener until shutdown. `main.rs` only calls [`main`]; tests call [`serve`] with a listener
+//! on port 0.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod error;
+pub mod job;
+pub mod media;
+pub mod transfer;
+
+pub use config::Config;
+
+use anyhow::Context;
 use clap::Parser;
+use job::Converter;
+use media::{Encoding, Tools};
+use proto::storage::v1::storage_service_client::StorageServiceClient;
 use service_kit::Shutdown;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::ops::{self, Readiness};
-use std::net::SocketAddr;
+use service_kit::consumer::{self, ConsumerSettings};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// The worker's configuration, read from flags or the environment.
-#[derive(Debug, Clone, Parser)]
+/// The command line: the worker's settings.
+#[derive(Debug, Parser)]
 #[command(
     name = "converter",
     version,
-    about = "The converter worker: turns uploaded videos into MP3s with ffmpeg, competing with its peers on the video queue."
+    about = "The converter worker of mp3converter: turns uploaded videos into MP3s with ffmpeg."
 )]
-pub struct Config {
-    /// Address (or bare port) of the health and metrics endpoint.
-    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_listen_addr)]
-    pub ops_listen_addr: SocketAddr,
-
+pub struct Cli {
     #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    pub config: Config,
 }
 
-/// Runs the worker until SIGTERM or Ctrl-C.
+/// Runs the command line.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    service_kit::telemetry::init(&cli.config.telemetry);
+    run(cli.config).await
+}
+
+/// Works until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    service_kit::telemetry::init(&config.telemetry);
-    let listener = TcpListener::bind(config.ops_listen_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "converter health and metrics listening");
-    serve(config, listener, Shutdown::on_signals()).await
+    let ops = TcpListener::bind(config.ops_listen_addr)
+        .await
+        .with_context(|| format!("binding OPS_LISTEN_ADDR {}", config.ops_listen_addr))?;
+    tracing::info!(addr = %ops.local_addr()?, "converter health and metrics listening");
+    serve(config, ops, Shutdown::on_signals()).await
 }
 
-/// Serves the health and metrics endpoint on `ops_listener` until `shutdown` fires.
+/// Consumes the video queue, with health and metrics on `ops_listener`, until `shutdown`
+/// fires; then stops consuming and finishes (or hands back) the jobs in flight.
 pub async fn serve(
-    _config: Config,
+    config: Config,
     ops_listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
-    let readiness = Readiness::new();
-    ops::serve(ops_listener, readiness, shutdown.into()).await?;
-    Ok(())
+    config.validate()?;
+    let shutdown = shutdown.into();
+    let storage =
+        StorageServiceClient::new(service_kit::grpc::client_channel(&config.storage_url)?)
+            .max_decoding_message_size(8 * 1024 * 1024);
+    let tools = Tools {
+        ffmpeg: config.ffmpeg.clone(),
+        ffprobe: config.ffprobe.clone(),
+        encoding: match config.mp3_bitrate_kbps {
+            Some(kbps) => Encoding::Cbr(kbps),
+            None => Encoding::Vbr(config.mp3_quality),
+        },
+        max_duration: Duration::from_secs(config.max_duration_seconds),
+        timeout: config.job_timeout(),
+    };
+    let converter = Converter::new(
+        storage,
+        tools,
+        config.work_dir.clone(),
+        config.queues.mp3_queue.clone(),
+    );
+    let settings = ConsumerSettings {
+        service: "converter",
+        url: config.amqp_url.clone(),
+        queue: config.queues.video_queue.clone(),
+        queues: config.queues.clone(),
+        concurrency: config.effective_concurrency(),
+        retry: config.retry.clone(),
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
+    };
+    consumer::serve_worker(settings, converter, ops_listener, shutdown).await
 }

@@ -6,5 +6,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    converter::run(converter::Config::parse()).await
+    converter::main(converter::Cli::parse()).await
 }

@@ -16,85 +16,15 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use mongodb::bson::doc;
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::free_port;
+use test_support::process::{ServiceProcess, wait_for_port};
 
 const PIECE: usize = 1024 * 1024;
 const PASSWORD: &str = "benchmark password";
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn peak_rss_mib(&self) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
-        status
-            .lines()
-            .find(|line| line.starts_with("VmHWM:"))
-            .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    }
-}
-
-fn binary(name: &str) -> PathBuf {
-    // target/release/deps/this-bench -> target/release/NAME
-    let exe = std::env::current_exe().expect("current exe");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --bins` first",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(name: &'static str, envs: &[(&str, String)]) -> Process {
-    let child = Command::new(binary(name))
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("LOG_FORMAT", "pretty")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("service starts");
-    Process(child)
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on {port}");
 }
 
 fn pieces(total: usize, seed: u64) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
@@ -165,7 +95,7 @@ async fn run() -> anyhow::Result<()> {
         free_port(),
     );
     let data_dir = data.path().display().to_string();
-    let _auth = spawn(
+    let _auth = ServiceProcess::spawn_release(
         "auth",
         &[
             ("LISTEN_ADDR", format!("127.0.0.1:{auth_port}")),
@@ -173,7 +103,7 @@ async fn run() -> anyhow::Result<()> {
             ("DATA_DIR", data_dir.clone()),
         ],
     );
-    let storage = spawn(
+    let storage = ServiceProcess::spawn_release(
         "storage",
         &[
             ("LISTEN_ADDR", format!("127.0.0.1:{storage_port}")),
@@ -183,7 +113,7 @@ async fn run() -> anyhow::Result<()> {
             ("DATA_DIR", data_dir.clone()),
         ],
     );
-    let gateway = spawn(
+    let gateway = ServiceProcess::spawn_release(
         "gateway",
         &[
             ("LISTEN_ADDR", format!("127.0.0.1:{gateway_port}")),
@@ -290,6 +220,7 @@ async fn run() -> anyhow::Result<()> {
                 to: to.into(),
                 mp3_id: mp3.id.clone(),
                 error_reason: String::new(),
+                claim: None,
             })
             .await?;
     }

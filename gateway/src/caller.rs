@@ -7,19 +7,10 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use proto::auth::v1::ValidateRequest;
-use std::time::Duration;
 
 /// Longest bearer token looked at; anything longer is refused without a call to auth.
 const MAX_TOKEN_BYTES: usize = 4096;
-/// Deadline of calls that do not stream.
-pub const UNARY_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A gRPC request with the deadline every non-streaming call gets.
-pub fn unary<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(UNARY_DEADLINE);
-    request
-}
+pub use service_kit::grpc::unary;
 
 /// An authenticated user.
 #[derive(Debug, Clone)]

@@ -28,9 +28,8 @@ use routes::{AppState, Channels};
 use service_kit::Shutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Largest gRPC message the gateway accepts from storage (chunks are a few hundred KiB).
 const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
@@ -100,13 +99,5 @@ pub fn build(config: &Config) -> anyhow::Result<AppState> {
 }
 
 fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        // Windows wide enough that a stream of file chunks is not throttled by round trips.
-        .initial_stream_window_size(Some(4 * 1024 * 1024))
-        .initial_connection_window_size(Some(8 * 1024 * 1024))
-        .connect_lazy())
+    Ok(service_kit::grpc::client_channel(url)?)
 }

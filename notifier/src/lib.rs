@@ -1,49 +1,107 @@
-//! The notifier worker: e-mails users when their conversion finished or failed.
+//! The notifier worker: e-mails users when their conversion succeeded or failed, once per job.
 //!
-//! The shape every service shares: [`Config`] from the environment, telemetry, then [`serve`]
-//! on a listener until shutdown. `main.rs` only binds the configured address; tests call
-//! [`serve`] with a listener on port 0.
+//! - [`config`]: settings from the environment.
+//! - [`mail`]: the e-mails' wording (pure).
+//! - [`mailer`]: SMTP, or the outbox directory of the embedded default.
+//! - [`notify`]: one event, from the job's record to the e-mail and back.
+//!
+//! The shape every service shares: [`Cli`] from the environment, telemetry, then [`serve`] on a
+//! listener until shutdown. `main.rs` only calls [`main`]; tests call [`serve`] with a listener
+//! on port 0.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod mail;
+pub mod mailer;
+pub mod notify;
+
+pub use config::Config;
+
+use anyhow::Context;
 use clap::Parser;
+use mailer::Mailer;
+use notify::Notifier;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
 use service_kit::Shutdown;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::ops::{self, Readiness};
-use std::net::SocketAddr;
+use service_kit::consumer::{self, ConsumerSettings};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// The worker's configuration, read from flags or the environment.
-#[derive(Debug, Clone, Parser)]
+/// The command line: the worker's settings.
+#[derive(Debug, Parser)]
 #[command(
     name = "notifier",
     version,
-    about = "The notifier worker: e-mails users when their conversion finished or failed."
+    about = "The notifier worker of mp3converter: e-mails users when their conversion ended."
 )]
-pub struct Config {
-    /// Address (or bare port) of the health and metrics endpoint.
-    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091", value_parser = parse_listen_addr)]
-    pub ops_listen_addr: SocketAddr,
-
+pub struct Cli {
     #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    pub config: Config,
 }
 
-/// Runs the worker until SIGTERM or Ctrl-C.
+/// Runs the command line.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    service_kit::telemetry::init(&cli.config.telemetry);
+    run(cli.config).await
+}
+
+/// Works until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    service_kit::telemetry::init(&config.telemetry);
-    let listener = TcpListener::bind(config.ops_listen_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "notifier health and metrics listening");
-    serve(config, listener, Shutdown::on_signals()).await
+    let ops = TcpListener::bind(config.ops_listen_addr)
+        .await
+        .with_context(|| format!("binding OPS_LISTEN_ADDR {}", config.ops_listen_addr))?;
+    tracing::info!(addr = %ops.local_addr()?, "notifier health and metrics listening");
+    serve(config, ops, Shutdown::on_signals()).await
 }
 
-/// Serves the health and metrics endpoint on `ops_listener` until `shutdown` fires.
+/// Consumes the mp3 queue, with health and metrics on `ops_listener`, until `shutdown` fires.
 pub async fn serve(
-    _config: Config,
+    config: Config,
     ops_listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
-    let readiness = Readiness::new();
-    ops::serve(ops_listener, readiness, shutdown.into()).await?;
-    Ok(())
+    let shutdown = shutdown.into();
+    let storage = StorageServiceClient::new(
+        service_kit::grpc::client_channel(&config.storage_url)
+            .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?,
+    );
+    let timeout = Duration::from_secs(config.smtp_timeout_seconds);
+    let mailer = match &config.smtp_url {
+        Some(url) => Mailer::smtp(url.expose(), timeout)?,
+        None => {
+            let outbox = config.outbox_dir();
+            tracing::info!(outbox = %outbox.display(), "no SMTP_URL: writing e-mails to the outbox");
+            Mailer::outbox(outbox)?
+        }
+    };
+    // Refuse a bad sender at start-up rather than on the first e-mail.
+    mail::message(
+        mail::letter(
+            &mail::News::Failed {
+                reason: String::new(),
+            },
+            "",
+            "",
+        ),
+        &config.mail_from,
+        "check@example.com",
+    )
+    .context("MAIL_FROM")?;
+    let notifier = Notifier::new(
+        storage,
+        mailer,
+        config.mail_from.clone(),
+        config.public_base_url.clone(),
+    );
+    let settings = ConsumerSettings {
+        service: "notifier",
+        url: config.amqp_url.clone(),
+        queue: config.queues.mp3_queue.clone(),
+        queues: config.queues.clone(),
+        concurrency: config.concurrency,
+        retry: config.retry.clone(),
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
+    };
+    consumer::serve_worker(settings, notifier, ops_listener, shutdown).await
 }

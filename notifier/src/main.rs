@@ -6,5 +6,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    notifier::run(notifier::Config::parse()).await
+    notifier::main(notifier::Cli::parse()).await
 }

@@ -5,12 +5,18 @@
 use crate::Shutdown;
 use crate::ops::{self, Readiness};
 use std::future::Future;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
-use tonic::transport::Server;
 use tonic::transport::server::Router;
+use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::HealthReporter;
+
+/// Bytes one stream may have in flight towards a client before it must wait.
+const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// Bytes all streams of one connection may have in flight towards a client.
+const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
 /// A tonic router that already serves health and reflection for the named gRPC services.
 #[derive(Debug)]
@@ -146,4 +152,28 @@ where
     served?;
     tracing::info!("{label} stopped");
     Ok(())
+}
+
+/// Deadline of calls that do not stream.
+pub const UNARY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A gRPC request with the deadline every non-streaming call gets.
+pub fn unary<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(UNARY_DEADLINE);
+    request
+}
+
+/// A client channel to one of our gRPC services. It connects on first use and again after the
+/// server went away, so a client can start before its server.
+pub fn client_channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        // Windows wide enough that a stream of file chunks is not throttled by round trips.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+        .connect_lazy())
 }

@@ -218,6 +218,7 @@ impl JobState {
                 | (Converting, Done)
                 | (Converting, Failed)
                 | (Converting, Queued)
+                | (Converting, Converting)
                 | (Queued, Failed)
         )
     }
@@ -271,9 +272,17 @@ pub enum JobChange {
         mp3_id: String,
         /// Why, for FAILED.
         error_reason: String,
+        /// The `attempts` the caller's claim left; when set, another claim since then
+        /// refuses the change.
+        claim: Option<u32>,
     },
     /// Record conversion progress.
-    Progress(u32),
+    Progress {
+        /// 0..=100.
+        percent: u32,
+        /// As for [`JobChange::Transition`].
+        claim: Option<u32>,
+    },
     /// Record that the user was told.
     MarkNotified,
 }
@@ -323,6 +332,7 @@ impl JobRecord {
                 to,
                 mp3_id,
                 error_reason,
+                claim,
             } => {
                 if !from.may_become(*to) {
                     return Err(StorageError::InvalidArgument(format!(
@@ -338,6 +348,7 @@ impl JobRecord {
                         from.name()
                     )));
                 }
+                self.check_claim(*claim)?;
                 next.state = *to;
                 match to {
                     JobState::Converting => {
@@ -361,7 +372,7 @@ impl JobRecord {
                     }
                 }
             }
-            JobChange::Progress(percent) => {
+            JobChange::Progress { percent, claim } => {
                 if *percent > 100 {
                     return Err(StorageError::InvalidArgument(
                         "progress_percent must be at most 100".into(),
@@ -373,6 +384,7 @@ impl JobRecord {
                         self.state.name()
                     )));
                 }
+                self.check_claim(*claim)?;
                 next.progress_percent = *percent;
             }
             JobChange::MarkNotified => {
@@ -391,6 +403,19 @@ impl JobRecord {
         next.revision += 1;
         next.updated_at = DateTime::now();
         Ok(Applied::Changed(next))
+    }
+
+    /// Refuses a change from a worker whose claim was taken over since.
+    fn check_claim(&self, claim: Option<u32>) -> StorageResult<()> {
+        match claim {
+            Some(claim) if claim != self.attempts => {
+                Err(StorageError::FailedPrecondition(format!(
+                    "job was claimed again (attempt {}, not {claim})",
+                    self.attempts
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The record as the API shows it.
@@ -440,6 +465,14 @@ mod tests {
             to,
             mp3_id: ObjectId::new().to_hex(),
             error_reason: "not a video".into(),
+            claim: None,
+        }
+    }
+
+    fn progress(percent: u32) -> JobChange {
+        JobChange::Progress {
+            percent,
+            claim: None,
         }
     }
 
@@ -484,7 +517,7 @@ mod tests {
             (JobState::Done, JobState::Queued),
             (JobState::Failed, JobState::Converting),
             (JobState::Queued, JobState::Done),
-            (JobState::Converting, JobState::Converting),
+            (JobState::Done, JobState::Done),
         ] {
             let error = job().apply(&transition(from, to)).unwrap_err();
             assert!(
@@ -492,6 +525,62 @@ mod tests {
                 "{from:?}->{to:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_takeover_is_a_new_claim_that_fences_off_the_previous_worker() {
+        let first = changed(
+            job()
+                .apply(&transition(JobState::Queued, JobState::Converting))
+                .unwrap(),
+        );
+        let taken_over = changed(
+            first
+                .apply(&transition(JobState::Converting, JobState::Converting))
+                .unwrap(),
+        );
+        assert_eq!(taken_over.attempts, 2);
+        let stale = |change: JobChange| match change {
+            JobChange::Transition {
+                from,
+                to,
+                mp3_id,
+                error_reason,
+                ..
+            } => JobChange::Transition {
+                from,
+                to,
+                mp3_id,
+                error_reason,
+                claim: Some(first.attempts),
+            },
+            JobChange::Progress { percent, .. } => JobChange::Progress {
+                percent,
+                claim: Some(first.attempts),
+            },
+            other => other,
+        };
+        for change in [
+            stale(transition(JobState::Converting, JobState::Done)),
+            stale(progress(50)),
+        ] {
+            let error = taken_over.apply(&change).unwrap_err();
+            assert!(
+                matches!(&error, StorageError::FailedPrecondition(m) if m.contains("claimed again")),
+                "{error:?}"
+            );
+        }
+        let current = JobChange::Transition {
+            from: JobState::Converting,
+            to: JobState::Done,
+            mp3_id: ObjectId::new().to_hex(),
+            error_reason: String::new(),
+            claim: Some(taken_over.attempts),
+        };
+        assert_eq!(
+            changed(taken_over.apply(&current).unwrap()).state,
+            JobState::Done
+        );
     }
 
     #[test]
@@ -506,6 +595,7 @@ mod tests {
             to: JobState::Done,
             mp3_id: "nope".into(),
             error_reason: String::new(),
+            claim: None,
         };
         assert!(matches!(
             claimed.apply(&bad_mp3),
@@ -516,6 +606,7 @@ mod tests {
             to: JobState::Failed,
             mp3_id: String::new(),
             error_reason: "  ".into(),
+            claim: None,
         };
         assert!(matches!(
             claimed.apply(&no_reason),
@@ -553,7 +644,7 @@ mod tests {
     #[test]
     fn progress_is_only_for_converting_jobs_and_at_most_100() {
         assert!(matches!(
-            job().apply(&JobChange::Progress(10)),
+            job().apply(&progress(10)),
             Err(StorageError::FailedPrecondition(_))
         ));
         let claimed = changed(
@@ -562,11 +653,11 @@ mod tests {
                 .unwrap(),
         );
         assert!(matches!(
-            claimed.apply(&JobChange::Progress(101)),
+            claimed.apply(&progress(101)),
             Err(StorageError::InvalidArgument(_))
         ));
         assert_eq!(
-            changed(claimed.apply(&JobChange::Progress(42)).unwrap()).progress_percent,
+            changed(claimed.apply(&progress(42)).unwrap()).progress_percent,
             42
         );
     }

@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
 /// Bytes gathered from the stream before one write to the backend (four GridFS chunks, so the
-/// driver stores them in one round trip).
+/// driver stores them in one round trip). Eight chunks, with wider HTTP/2 windows, measured no
+/// faster and pushed storage's peak memory past 64 MiB.
 const WRITE_BATCH_BYTES: usize = 4 * 255 * 1024;
 /// Batches waiting for the backend while the next ones arrive: receiving and storing overlap,
 /// and memory per upload stays a few MiB whatever the file's size.
@@ -429,6 +430,7 @@ impl StorageService for StorageApi {
             to: JobState::from_proto(request.to, "to")?,
             mp3_id: request.mp3_id,
             error_reason: request.error_reason,
+            claim: request.claim,
         };
         let job = self
             .change_job(&request.id, change)
@@ -445,8 +447,11 @@ impl StorageService for StorageApi {
         request: Request<pb::UpdateJobProgressRequest>,
     ) -> Result<Response<pb::UpdateJobProgressResponse>, Status> {
         let request = request.into_inner();
-        self.change_job(&request.id, JobChange::Progress(request.progress_percent))
-            .await?;
+        let change = JobChange::Progress {
+            percent: request.progress_percent,
+            claim: request.claim,
+        };
+        self.change_job(&request.id, change).await?;
         Ok(Response::new(pb::UpdateJobProgressResponse {}))
     }
 

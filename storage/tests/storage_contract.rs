@@ -290,6 +290,7 @@ fn transition_request(
         to: to.into(),
         mp3_id: mp3_id.into(),
         error_reason: reason.into(),
+        claim: None,
     }
 }
 
@@ -681,6 +682,7 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
     let progress = pb::UpdateJobProgressRequest {
         id: job.id.clone(),
         progress_percent: 40,
+        claim: None,
     };
     storage.client.update_job_progress(progress).await.unwrap();
     assert_eq!(

@@ -21,6 +21,8 @@ pub mod grpc;
 pub mod media;
 pub mod mongo;
 pub mod mysql;
+pub mod process;
+pub mod proxy;
 pub mod rabbitmq;
 pub mod server;
 pub mod smtp;
@@ -28,6 +30,7 @@ pub mod smtp;
 pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video};
 pub use mongo::TestMongo;
 pub use mysql::TestMysql;
+pub use proxy::TcpProxy;
 pub use rabbitmq::TestBroker;
 pub use server::TestServer;
 pub use smtp::{CapturedMail, SmtpCapture};
@@ -37,6 +40,14 @@ pub use tempfile::TempDir;
 /// lower-case hex, safe in MySQL, Mongo and AMQP names.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A port of 127.0.0.1 that nothing listens on right now (for "the server is down" tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
 }
 
 /// A fresh temporary directory, removed when dropped.

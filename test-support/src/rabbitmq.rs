@@ -41,15 +41,23 @@ impl TestBroker {
         &self.prefix
     }
 
-    /// The prefixed name for `queue`, remembered for deletion (with its dead-letter and retry
-    /// queues, `{name}.dead` and `{name}.retry`).
+    /// The prefixed name for `queue`, remembered for deletion (with its dead-letter queue,
+    /// `{name}.dead`; see [`TestBroker::remember`] for others).
     pub fn queue(&self, queue: &str) -> String {
         let name = format!("{}{queue}", self.prefix);
         let mut named = self.named.lock().expect("queue list lock");
-        for suffix in ["", ".dead", ".retry"] {
+        for suffix in ["", ".dead"] {
             named.push(format!("{name}{suffix}"));
         }
         name
+    }
+
+    /// Remembers another queue to delete at the end (a retry queue, say).
+    pub fn remember(&self, name: impl Into<String>) {
+        self.named
+            .lock()
+            .expect("queue list lock")
+            .push(name.into());
     }
 
     /// A new connection to the broker.

@@ -32,9 +32,15 @@ pub struct SmtpCapture {
 }
 
 impl SmtpCapture {
-    /// Starts the server.
+    /// Starts the server on a free port.
     pub fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts the server on `addr` (a port a service was already told about, to test a mail
+    /// server that comes up late).
+    pub fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let mails = Arc::new(Mutex::new(Vec::new()));
         let handler = CaptureHandler {

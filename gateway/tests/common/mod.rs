@@ -1,4 +1,5 @@
-//! The system under test for the gateway: real auth (on MariaDB), real storage (on the
+//! The system under test for the gateway (and, with the workers added, for the pipeline
+//! tests of the converter crate): real auth (on MariaDB), real storage (on the
 //! MongoDB-wire server or the embedded directory), a real broker, and the gateway itself, all
 //! in this process on port 0, talking gRPC and AMQP over loopback.
 
@@ -51,6 +52,7 @@ pub struct Mesh {
     pub storage: StorageServiceClient<Channel>,
     pub broker: TestBroker,
     pub video_queue: String,
+    pub mp3_queue: String,
     pub http: reqwest::Client,
     _mysql: TestMysql,
     _mongo: Option<TestMongo>,
@@ -157,11 +159,17 @@ impl Mesh {
             storage,
             broker,
             video_queue,
+            mp3_queue,
             http: reqwest::Client::new(),
             _mysql: mysql,
             _mongo: mongo,
             _dir: dir,
         }
+    }
+
+    /// The directory the services keep local data in.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -282,6 +290,7 @@ impl Mesh {
                     to: to.into(),
                     mp3_id: mp3.id.clone(),
                     error_reason: String::new(),
+                    claim: None,
                 })
                 .await
                 .unwrap();

@@ -1,0 +1,268 @@
+//! The converter against raw ffmpeg in the same run: the time from "upload complete" (video
+//! stored, job recorded, event published) to "MP3 stored" for one job, next to
+//! `ffmpeg -i in.mp4 -vn -c:a libmp3lame -q:a 2 out.mp3` on a local file; jobs per minute with one
+//! and with two worker processes; and the converter's peak memory (its own process, the ffmpeg
+//! children not included).
+//!
+//! ```text
+//! cargo build --release --bins && cargo bench -p converter --bench conversion
+//! ```
+//! Needs the MongoDB-wire server and RabbitMQ (`scripts/test --services-only` starts them).
+//! `BENCH_SECONDS` sets the video's length (default 60), `BENCH_JOBS` the burst size for the
+//! throughput rows (default 6).
+
+use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use service_kit::broker;
+use service_kit::events::{Payload, VideoUploaded, new_event};
+use service_kit::queues::QueueConfig;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use test_support::process::{ServiceProcess, wait_for_port};
+use test_support::{VideoSpec, free_port, generate_video};
+use tonic::transport::Channel;
+
+const SINGLE_JOB_RUNS: usize = 3;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs raw ffmpeg on a local file; seconds taken.
+fn raw_ffmpeg(input: &Path, output: &Path) -> f64 {
+    let started = Instant::now();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(input)
+        .args(["-vn", "-c:a", "libmp3lame", "-q:a", "2"])
+        .arg(output)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    started.elapsed().as_secs_f64()
+}
+
+/// Stores the video once; every job of the benchmark converts it.
+async fn store_video(
+    storage: &mut StorageServiceClient<Channel>,
+    path: &Path,
+) -> anyhow::Result<String> {
+    use pb::upload_request::Content;
+    let bytes = tokio::fs::read(path).await?;
+    let mut messages = vec![Content::Header(pb::UploadHeader {
+        bucket: pb::Bucket::Videos.into(),
+        owner_id: "bench".into(),
+        filename: "bench.mp4".into(),
+        content_type: "video/mp4".into(),
+    })];
+    messages.extend(
+        bytes
+            .chunks(256 * 1024)
+            .map(|chunk| Content::Chunk(chunk.to_vec().into())),
+    );
+    messages.push(Content::Finish(pb::UploadFinish {}));
+    let requests = messages.into_iter().map(|content| pb::UploadRequest {
+        content: Some(content),
+    });
+    let file = storage
+        .upload(tokio_stream::iter(requests))
+        .await?
+        .into_inner()
+        .file
+        .expect("a stored file");
+    Ok(file.id)
+}
+
+/// What the gateway does after an upload: record the job and publish the event.
+async fn queue_job(
+    storage: &mut StorageServiceClient<Channel>,
+    channel: &lapin::Channel,
+    queue: &str,
+    video_id: &str,
+) -> anyhow::Result<String> {
+    let job = storage
+        .create_job(pb::CreateJobRequest {
+            owner_id: "bench".into(),
+            owner_email: "bench@example.com".into(),
+            video_id: video_id.into(),
+            original_filename: "bench.mp4".into(),
+        })
+        .await?
+        .into_inner()
+        .job
+        .expect("a job");
+    let event = new_event(Payload::VideoUploaded(VideoUploaded {
+        job_id: job.id.clone(),
+        video_id: video_id.into(),
+        owner_id: "bench".into(),
+        owner_email: "bench@example.com".into(),
+        original_filename: "bench.mp4".into(),
+    }));
+    broker::publish(channel, queue, &event).await?;
+    Ok(job.id)
+}
+
+async fn wait_done(storage: &mut StorageServiceClient<Channel>, job_id: &str) {
+    loop {
+        let job = storage
+            .get_job(pb::GetJobRequest {
+                id: job_id.into(),
+                owner_id: String::new(),
+            })
+            .await
+            .expect("job readable")
+            .into_inner()
+            .job
+            .expect("a job");
+        match job.state() {
+            pb::JobState::Done => return,
+            pb::JobState::Failed => panic!("job failed: {}", job.error_reason),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+fn converter(
+    storage_url: &str,
+    broker: &test_support::TestBroker,
+    queues: &QueueConfig,
+    work_dir: &Path,
+) -> (ServiceProcess, u16) {
+    let ops = free_port();
+    let process = ServiceProcess::spawn_release(
+        "converter",
+        &[
+            ("OPS_LISTEN_ADDR", format!("127.0.0.1:{ops}")),
+            ("STORAGE_URL", storage_url.to_owned()),
+            ("AMQP_URL", broker.url().to_owned()),
+            ("VIDEO_QUEUE", queues.video_queue.clone()),
+            ("MP3_QUEUE", queues.mp3_queue.clone()),
+            ("CONCURRENCY", "1".into()),
+            ("WORK_DIR", work_dir.display().to_string()),
+        ],
+    );
+    (process, ops)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let seconds = env_number("BENCH_SECONDS", 60);
+    let jobs = env_number("BENCH_JOBS", 6);
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("input.mp4");
+    let spec = VideoSpec {
+        seconds: seconds as f32,
+        size: (1280, 720),
+        fps: 25,
+        ..VideoSpec::small(1.0)
+    };
+    eprintln!("generating a {seconds} s 720p video...");
+    generate_video(&input, spec).await?;
+    let video_mb = std::fs::metadata(&input)?.len() as f64 / 1e6;
+
+    let mongo = test_support::TestMongo::create().await?;
+    let broker = test_support::TestBroker::create().await?;
+    let queues = QueueConfig {
+        video_queue: broker.queue("video"),
+        mp3_queue: broker.queue("mp3"),
+    };
+    for queue in [&queues.video_queue, &queues.mp3_queue] {
+        for (_, name) in broker::RetryConfig::default().retry_queues(queue) {
+            broker.remember(name);
+        }
+    }
+    let (storage_port, storage_ops) = (free_port(), free_port());
+    let _storage = ServiceProcess::spawn_release(
+        "storage",
+        &[
+            ("LISTEN_ADDR", format!("127.0.0.1:{storage_port}")),
+            ("OPS_LISTEN_ADDR", format!("127.0.0.1:{storage_ops}")),
+            ("MONGODB_URI", mongo.uri().to_owned()),
+            ("MONGODB_DATABASE", mongo.name().to_owned()),
+            ("DATA_DIR", dir.path().display().to_string()),
+        ],
+    );
+    wait_for_port(storage_port).await;
+    let storage_url = format!("http://127.0.0.1:{storage_port}");
+    let mut storage = StorageServiceClient::new(service_kit::grpc::client_channel(&storage_url)?)
+        .max_decoding_message_size(8 * 1024 * 1024);
+    let video_id = store_video(&mut storage, &input).await?;
+    let connection = broker::connect(broker.url(), "bench").await?;
+    let channel = broker::confirmed_channel(&connection).await?;
+    broker::declare_topology(&channel, &queues).await?;
+
+    // One job at a time, next to raw ffmpeg, interleaved so both see the same machine.
+    let (first, first_ops) = converter(&storage_url, &broker, &queues, dir.path());
+    wait_for_port(first_ops).await;
+    let mut raw = Vec::new();
+    let mut through = Vec::new();
+    for _ in 0..SINGLE_JOB_RUNS {
+        raw.push(raw_ffmpeg(&input, &dir.path().join("raw.mp3")));
+        let job_id = queue_job(&mut storage, &channel, &queues.video_queue, &video_id).await?;
+        let started = Instant::now();
+        wait_done(&mut storage, &job_id).await;
+        through.push(started.elapsed().as_secs_f64());
+    }
+    let (raw, through) = (median(raw), median(through));
+
+    // Bursts: all jobs queued at once, to one worker process, then to two.
+    let mut per_minute = Vec::new();
+    let mut second = None;
+    for workers in [1, 2] {
+        if workers == 2 {
+            let (process, ops) = converter(&storage_url, &broker, &queues, dir.path());
+            wait_for_port(ops).await;
+            second = Some(process);
+        }
+        let mut ids = Vec::new();
+        for _ in 0..jobs {
+            ids.push(queue_job(&mut storage, &channel, &queues.video_queue, &video_id).await?);
+        }
+        let started = Instant::now();
+        for id in &ids {
+            wait_done(&mut storage, id).await;
+        }
+        per_minute.push(jobs as f64 / started.elapsed().as_secs_f64() * 60.0);
+    }
+    let second_peak = second.as_ref().map_or(0.0, ServiceProcess::peak_rss_mib);
+    let peak = first.peak_rss_mib().max(second_peak);
+
+    println!();
+    println!(
+        "converter vs raw ffmpeg ({seconds} s 1280x720 H.264/AAC video, {video_mb:.1} MB; median of {SINGLE_JOB_RUNS})"
+    );
+    println!("| measure                                         | value    | goal |");
+    println!("|-------------------------------------------------|----------|------|");
+    println!("| raw ffmpeg on a local file (s)                  | {raw:>8.2} |      |");
+    println!("| converter: upload complete → MP3 stored (s)     | {through:>8.2} |      |");
+    println!(
+        "| ratio converter / raw                           | {:>8.2} | ≤ 1.5 |",
+        through / raw
+    );
+    println!(
+        "| jobs/min, 1 worker process (burst of {jobs})        | {:>8.1} |      |",
+        per_minute[0]
+    );
+    println!(
+        "| jobs/min, 2 worker processes (burst of {jobs})      | {:>8.1} |      |",
+        per_minute[1]
+    );
+    println!("| converter peak RSS, ffmpeg excluded (MiB)       | {peak:>8.1} | < 64 |");
+    println!(
+        "(each worker process runs CONCURRENCY=1 on this {}-core machine)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}

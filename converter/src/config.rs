@@ -1,0 +1,104 @@
+//! The converter's settings, from flags or the environment. clap refuses to start on a bad
+//! value and names the variable.
+
+use clap::Args;
+use service_kit::Secret;
+use service_kit::broker::RetryConfig;
+use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::queues::QueueConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the converter reads from its environment.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address (or bare port) of the health and metrics endpoint.
+    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_listen_addr)]
+    pub ops_listen_addr: SocketAddr,
+
+    /// The storage service's gRPC URL.
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
+    pub storage_url: String,
+
+    /// The RabbitMQ URL (it may hold a password, so it never prints).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: Secret,
+
+    #[command(flatten)]
+    pub queues: QueueConfig,
+
+    #[command(flatten)]
+    pub retry: RetryConfig,
+
+    /// Jobs converted at once by this process (0: one per CPU core).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 0)]
+    pub concurrency: u16,
+
+    /// Where each job's temporary files go (its own directory, removed when the job ends).
+    #[arg(long, env = "WORK_DIR", default_value_os_t = std::env::temp_dir())]
+    pub work_dir: PathBuf,
+
+    /// The ffmpeg program.
+    #[arg(long, env = "FFMPEG_PATH", default_value = "ffmpeg")]
+    pub ffmpeg: PathBuf,
+
+    /// The ffprobe program.
+    #[arg(long, env = "FFPROBE_PATH", default_value = "ffprobe")]
+    pub ffprobe: PathBuf,
+
+    /// LAME VBR quality, 0 (best) to 9; ignored when MP3_BITRATE_KBPS is set.
+    #[arg(long, env = "MP3_QUALITY", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub mp3_quality: u8,
+
+    /// A constant bitrate in kbit/s instead of VBR (for example 192).
+    #[arg(long, env = "MP3_BITRATE_KBPS", value_parser = clap::value_parser!(u16).range(32..=320))]
+    pub mp3_bitrate_kbps: Option<u16>,
+
+    /// Longest video accepted, in seconds; longer ones fail with a reason.
+    #[arg(long, env = "MAX_DURATION_SECONDS", default_value_t = 4 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_duration_seconds: u64,
+
+    /// Longest one conversion may run, in seconds, before ffmpeg is killed and the job retried.
+    #[arg(long, env = "JOB_TIMEOUT_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_timeout_seconds: u64,
+
+    /// How long in-flight jobs may go on after SIGTERM before they are handed back.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Jobs at once: the configured number, or one per core.
+    pub fn effective_concurrency(&self) -> u16 {
+        if self.concurrency > 0 {
+            return self.concurrency;
+        }
+        std::thread::available_parallelism()
+            .map(|cores| u16::try_from(cores.get()).unwrap_or(u16::MAX))
+            .unwrap_or(1)
+    }
+
+    /// The per-job time limit.
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_seconds)
+    }
+
+    /// Refuses settings that parse but cannot work, naming the variable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if tonic::transport::Endpoint::from_shared(self.storage_url.clone()).is_err() {
+            anyhow::bail!("STORAGE_URL `{}` is not a URL", self.storage_url);
+        }
+        if !self.work_dir.is_dir() {
+            anyhow::bail!("WORK_DIR `{}` is not a directory", self.work_dir.display());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,462 @@
+//! One "video uploaded" event, start to end: claim the job, convert, store the MP3, mark the job
+//! done and announce it, and only then let the message go. Each step is safe to repeat, so a
+//! redelivered message (a worker died, the broker dropped a connection) finishes the job
+//! instead of doing it twice:
+//!
+//! - a job that is already DONE or FAILED is only announced again if the user was not told yet
+//!   (the notifier ignores a second announcement of a notified job);
+//! - a job left CONVERTING by a dead worker is taken over with a new claim, which fences the old
+//!   worker off: its later updates are refused, and it deletes the MP3 it may have made.
+
+use crate::error::ConversionError;
+use crate::media::Tools;
+use crate::transfer;
+use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use service_kit::broker;
+use service_kit::consumer::{Handler, Outcome, Received};
+use service_kit::events::{ConversionFailed, ConversionSucceeded, Payload, VideoUploaded};
+use service_kit::grpc::unary;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tracing::Instrument;
+
+/// The least time between two progress updates of one job.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Times a claim is tried again when the job changed under it.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// The converter's handler of the video queue.
+#[derive(Debug, Clone)]
+pub struct Converter {
+    storage: StorageServiceClient<Channel>,
+    tools: Tools,
+    work_dir: PathBuf,
+    mp3_queue: String,
+}
+
+/// What claiming a job found.
+enum Claim {
+    /// This worker owns the job now (its `attempts` is the claim).
+    Claimed(pb::Job),
+    /// The job had already ended.
+    Finished(pb::Job),
+    /// The job was deleted.
+    Gone,
+}
+
+impl Handler for Converter {
+    async fn handle(&self, received: Received) -> Outcome {
+        let Some(Payload::VideoUploaded(uploaded)) = received.event.payload.clone() else {
+            return Outcome::DeadLetter("the video queue carries only VideoUploaded events".into());
+        };
+        let span = tracing::info_span!(
+            "conversion",
+            job_id = %uploaded.job_id,
+            attempt = received.attempt,
+            redelivered = received.redelivered
+        );
+        self.run(uploaded, received).instrument(span).await
+    }
+}
+
+impl Converter {
+    /// A converter storing through `storage`, converting with `tools` in `work_dir`, and
+    /// announcing outcomes on `mp3_queue`.
+    pub fn new(
+        storage: StorageServiceClient<Channel>,
+        tools: Tools,
+        work_dir: PathBuf,
+        mp3_queue: String,
+    ) -> Self {
+        Self {
+            storage,
+            tools,
+            work_dir,
+            mp3_queue,
+        }
+    }
+
+    async fn run(&self, uploaded: VideoUploaded, received: Received) -> Outcome {
+        let job = match self.claim(&uploaded.job_id).await {
+            Ok(Claim::Claimed(job)) => job,
+            Ok(Claim::Finished(job)) => {
+                tracing::info!(state = ?job.state(), "job already ended");
+                return self.announce(&job, &received).await;
+            }
+            Ok(Claim::Gone) => {
+                tracing::info!("job was deleted; nothing to do");
+                return Outcome::Ack;
+            }
+            Err(error) => return Outcome::Retry(error.to_string()),
+        };
+        tracing::info!(claim = job.attempts, "converting");
+        metrics::counter!("converter_jobs_started_total").increment(1);
+        let started = Instant::now();
+        match self.convert(&job, &received.cancel).await {
+            Ok(mp3) => {
+                let outcome = self.finish(&job, mp3, &received).await;
+                if outcome == Outcome::Ack {
+                    metrics::histogram!("converter_conversion_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
+                outcome
+            }
+            Err(error) => self.give_up_or_retry(&job, error, &received).await,
+        }
+    }
+
+    /// Takes the job: QUEUED → CONVERTING, or CONVERTING → CONVERTING (taking over from a
+    /// worker that went away; its message came back because its connection closed).
+    async fn claim(&self, job_id: &str) -> Result<Claim, ConversionError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let job = match self.get_job(job_id).await {
+                Ok(job) => job,
+                Err(status) if status.code() == Code::NotFound => return Ok(Claim::Gone),
+                Err(status) => return Err(ConversionError::storage("reading the job", &status)),
+            };
+            let from = match job.state() {
+                pb::JobState::Queued => pb::JobState::Queued,
+                pb::JobState::Converting => {
+                    tracing::warn!(
+                        previous_claim = job.attempts,
+                        "job was left converting; taking it over"
+                    );
+                    pb::JobState::Converting
+                }
+                pb::JobState::Done | pb::JobState::Failed => return Ok(Claim::Finished(job)),
+                pb::JobState::Unspecified => {
+                    return Err(ConversionError::Transient("job has no state".into()));
+                }
+            };
+            let claimed = self
+                .transition(
+                    &job,
+                    from,
+                    pb::JobState::Converting,
+                    None,
+                    String::new(),
+                    String::new(),
+                )
+                .await;
+            match claimed {
+                Ok(job) => return Ok(Claim::Claimed(job)),
+                // Someone changed the job in between: look again.
+                Err(status) if status.code() == Code::FailedPrecondition => continue,
+                Err(status) if status.code() == Code::NotFound => return Ok(Claim::Gone),
+                Err(status) => return Err(ConversionError::storage("claiming the job", &status)),
+            }
+        }
+        Err(ConversionError::Transient(
+            "the job kept changing while it was claimed".into(),
+        ))
+    }
+
+    /// Fetches the video, checks it, converts it and stores the MP3. The job's temporary
+    /// directory goes when this returns, whatever happened.
+    async fn convert(
+        &self,
+        job: &pb::Job,
+        cancel: &CancellationToken,
+    ) -> Result<pb::FileInfo, ConversionError> {
+        let workspace = tempfile::Builder::new()
+            .prefix("mp3converter-job-")
+            .tempdir_in(&self.work_dir)?;
+        let input = workspace.path().join("input");
+        let output = workspace.path().join("output.mp3");
+        let size = transfer::download_video(&self.storage, &job.video_id, &input, cancel).await?;
+        tracing::debug!(size, "video fetched");
+        let probe = self.tools.probe(&input).await?;
+
+        let (progress, progress_seen) = watch::channel(0);
+        let superseded = CancellationToken::new();
+        let stop = cancel.child_token();
+        let reporter = tokio::spawn(
+            report_progress(
+                self.storage.clone(),
+                job.id.clone(),
+                job.attempts,
+                progress_seen,
+                superseded.clone(),
+                stop.clone(),
+            )
+            .in_current_span(),
+        );
+        let transcoded = self
+            .tools
+            .transcode(&input, &output, probe.duration, &progress, &stop)
+            .await;
+        reporter.abort();
+        if superseded.is_cancelled() {
+            return Err(ConversionError::Superseded);
+        }
+        transcoded?;
+        if cancel.is_cancelled() {
+            return Err(ConversionError::Cancelled);
+        }
+        let name = mp3_filename(&job.original_filename);
+        transfer::upload_mp3(&self.storage, &job.owner_id, &name, &output).await
+    }
+
+    /// Marks the job done with its MP3 and announces it.
+    async fn finish(&self, job: &pb::Job, mp3: pb::FileInfo, received: &Received) -> Outcome {
+        let done = self
+            .transition(
+                job,
+                pb::JobState::Converting,
+                pb::JobState::Done,
+                Some(job.attempts),
+                mp3.id.clone(),
+                String::new(),
+            )
+            .await;
+        let done = match done {
+            Ok(done) => done,
+            Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+                // Another worker owns the job now, or the user deleted it: this MP3 is nobody's.
+                tracing::info!(
+                    reason = status.message(),
+                    "job moved on without us; dropping our MP3"
+                );
+                self.delete_mp3(&mp3.id).await;
+                return Outcome::Ack;
+            }
+            // The MP3 stays: the change may have been applied before the answer was lost.
+            Err(status) => {
+                return Outcome::Retry(
+                    ConversionError::storage("finishing the job", &status).to_string(),
+                );
+            }
+        };
+        metrics::counter!("converter_jobs_succeeded_total").increment(1);
+        tracing::info!(mp3_id = %mp3.id, size = mp3.size, "job done");
+        self.announce(&done, received).await
+    }
+
+    /// Maps a failed conversion to what happens next.
+    async fn give_up_or_retry(
+        &self,
+        job: &pb::Job,
+        error: ConversionError,
+        received: &Received,
+    ) -> Outcome {
+        match error {
+            ConversionError::Unconvertible(reason) => {
+                metrics::counter!("converter_jobs_failed_total", "reason" => "unconvertible")
+                    .increment(1);
+                tracing::info!(%reason, "the file cannot be converted");
+                self.fail(job, &reason, received).await
+            }
+            ConversionError::Transient(reason) if received.last_attempt => {
+                metrics::counter!("converter_jobs_failed_total", "reason" => "attempts_exhausted")
+                    .increment(1);
+                tracing::error!(%reason, "last attempt failed; failing the job");
+                let told = format!(
+                    "we could not convert your file after {} attempts because of a problem on \
+                     our side; please upload it again later",
+                    received.attempt
+                );
+                match self.fail(job, &told, received).await {
+                    Outcome::Ack => Outcome::DeadLetter(reason),
+                    other => other,
+                }
+            }
+            ConversionError::Transient(reason) => {
+                metrics::counter!("converter_jobs_retried_total").increment(1);
+                self.hand_back(job).await;
+                Outcome::Retry(reason)
+            }
+            ConversionError::Cancelled => {
+                tracing::info!("conversion cancelled; handing the job back");
+                self.hand_back(job).await;
+                Outcome::HandBack
+            }
+            ConversionError::Superseded => {
+                tracing::info!("another worker took the job over; leaving it to them");
+                Outcome::Ack
+            }
+        }
+    }
+
+    /// Marks the job failed for `reason` and announces it.
+    async fn fail(&self, job: &pb::Job, reason: &str, received: &Received) -> Outcome {
+        let failed = self
+            .transition(
+                job,
+                pb::JobState::Converting,
+                pb::JobState::Failed,
+                Some(job.attempts),
+                String::new(),
+                reason.to_owned(),
+            )
+            .await;
+        match failed {
+            Ok(failed) => self.announce(&failed, received).await,
+            Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+                tracing::info!(reason = status.message(), "job moved on without us");
+                Outcome::Ack
+            }
+            Err(status) => {
+                Outcome::Retry(ConversionError::storage("failing the job", &status).to_string())
+            }
+        }
+    }
+
+    /// Puts the job back to QUEUED so the next delivery can claim it; if that fails, the next
+    /// delivery takes it over instead.
+    async fn hand_back(&self, job: &pb::Job) {
+        let handed = self
+            .transition(
+                job,
+                pb::JobState::Converting,
+                pb::JobState::Queued,
+                Some(job.attempts),
+                String::new(),
+                String::new(),
+            )
+            .await;
+        if let Err(status) = handed {
+            tracing::warn!(error = status.message(), "could not hand the job back");
+        }
+    }
+
+    /// Publishes the outcome of an ended job, unless the user was already told.
+    async fn announce(&self, job: &pb::Job, received: &Received) -> Outcome {
+        if job.notified {
+            return Outcome::Ack;
+        }
+        let payload = match job.state() {
+            pb::JobState::Done => Payload::ConversionSucceeded(ConversionSucceeded {
+                job_id: job.id.clone(),
+                mp3_id: job.mp3_id.clone(),
+                owner_id: job.owner_id.clone(),
+                owner_email: job.owner_email.clone(),
+                original_filename: job.original_filename.clone(),
+            }),
+            pb::JobState::Failed => Payload::ConversionFailed(ConversionFailed {
+                job_id: job.id.clone(),
+                owner_id: job.owner_id.clone(),
+                owner_email: job.owner_email.clone(),
+                original_filename: job.original_filename.clone(),
+                reason: job.error_reason.clone(),
+            }),
+            _ => return Outcome::Ack,
+        };
+        let event = service_kit::events::new_event(payload);
+        match broker::publish(&received.channel, &self.mp3_queue, &event).await {
+            Ok(()) => Outcome::Ack,
+            Err(error) => Outcome::Retry(format!("announcing the outcome: {error}")),
+        }
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<pb::Job, tonic::Status> {
+        let request = pb::GetJobRequest {
+            id: job_id.to_owned(),
+            owner_id: String::new(),
+        };
+        let response = self.storage.clone().get_job(unary(request)).await?;
+        response
+            .into_inner()
+            .job
+            .ok_or_else(|| tonic::Status::internal("GetJob answered without a job"))
+    }
+
+    async fn transition(
+        &self,
+        job: &pb::Job,
+        from: pb::JobState,
+        to: pb::JobState,
+        claim: Option<u32>,
+        mp3_id: String,
+        error_reason: String,
+    ) -> Result<pb::Job, tonic::Status> {
+        let request = pb::TransitionJobRequest {
+            id: job.id.clone(),
+            from: from.into(),
+            to: to.into(),
+            mp3_id,
+            error_reason,
+            claim,
+        };
+        let response = self.storage.clone().transition_job(unary(request)).await?;
+        response
+            .into_inner()
+            .job
+            .ok_or_else(|| tonic::Status::internal("TransitionJob answered without a job"))
+    }
+
+    async fn delete_mp3(&self, mp3_id: &str) {
+        let request = pb::DeleteRequest {
+            bucket: pb::Bucket::Mp3s.into(),
+            id: mp3_id.to_owned(),
+            owner_id: String::new(),
+        };
+        if let Err(status) = self.storage.clone().delete(unary(request)).await {
+            tracing::warn!(
+                mp3_id,
+                error = status.message(),
+                "could not delete an unneeded MP3"
+            );
+        }
+    }
+}
+
+/// Sends progress to the job, at most once per [`PROGRESS_INTERVAL`]. A refused update means
+/// another worker claimed the job: fire `superseded` and `stop` so this one stops converting.
+async fn report_progress(
+    mut storage: StorageServiceClient<Channel>,
+    job_id: String,
+    claim: u32,
+    mut progress: watch::Receiver<u32>,
+    superseded: CancellationToken,
+    stop: CancellationToken,
+) {
+    while progress.changed().await.is_ok() {
+        let percent = *progress.borrow_and_update();
+        let request = pb::UpdateJobProgressRequest {
+            id: job_id.clone(),
+            progress_percent: percent,
+            claim: Some(claim),
+        };
+        match storage.update_job_progress(unary(request)).await {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                superseded.cancel();
+                stop.cancel();
+                return;
+            }
+            // Progress is for the user's eyes only; conversion goes on without it.
+            Err(status) => tracing::debug!(error = status.message(), "progress not recorded"),
+        }
+        tokio::time::sleep(PROGRESS_INTERVAL).await;
+    }
+}
+
+/// The MP3's file name: the video's name with `.mp3` instead of its extension.
+fn mp3_filename(original: &str) -> String {
+    let stem = Path::new(original)
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .map(str::trim)
+        .filter(|stem| !stem.is_empty())
+        .unwrap_or("audio");
+    format!("{stem}.mp3")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mp3_filename;
+
+    #[test]
+    fn the_mp3_is_named_after_the_video() {
+        assert_eq!(mp3_filename("holiday.mp4"), "holiday.mp3");
+        assert_eq!(mp3_filename("talk.final.mkv"), "talk.final.mp3");
+        assert_eq!(mp3_filename("noext"), "noext.mp3");
+        assert_eq!(mp3_filename(""), "audio.mp3");
+        assert_eq!(mp3_filename(".mp4"), ".mp4.mp3");
+    }
+}

@@ -1,0 +1,80 @@
+//! The notifier's settings, from flags or the environment. clap refuses to start on a bad
+//! value and names the variable.
+
+use clap::Args;
+use service_kit::Secret;
+use service_kit::broker::RetryConfig;
+use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::queues::QueueConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the notifier reads from its environment.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address (or bare port) of the health and metrics endpoint.
+    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091", value_parser = parse_listen_addr)]
+    pub ops_listen_addr: SocketAddr,
+
+    /// The storage service's gRPC URL (jobs record whether the user was told).
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
+    pub storage_url: String,
+
+    /// The RabbitMQ URL (it may hold a password, so it never prints).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: Secret,
+
+    #[command(flatten)]
+    pub queues: QueueConfig,
+
+    #[command(flatten)]
+    pub retry: RetryConfig,
+
+    /// Where mail goes: `smtp://host:port` (no TLS), `smtp://host:587?tls=required`
+    /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` for a login. Unset: mail is
+    /// written as `.eml` files to the outbox in DATA_DIR.
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<Secret>,
+
+    /// How long one SMTP conversation may take, in seconds.
+    #[arg(long, env = "SMTP_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub smtp_timeout_seconds: u64,
+
+    /// The sender of every e-mail.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "mp3converter <no-reply@mp3converter.localhost>"
+    )]
+    pub mail_from: String,
+
+    /// The gateway's address as users reach it; download links start with it.
+    #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
+    pub public_base_url: String,
+
+    /// Root of local data; the outbox is `DATA_DIR/outbox` when SMTP_URL is unset.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// E-mails sent at once (and the prefetch).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// How long in-flight e-mails may go on after SIGTERM before they are handed back.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// The outbox directory of the embedded default.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+}

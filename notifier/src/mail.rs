@@ -1,0 +1,179 @@
+//! The e-mails themselves: what a user reads when a conversion succeeded or failed, in plain
+//! text and HTML. Pure functions, so the wording is tested without a mail server.
+
+use lettre::Message;
+use lettre::message::{Mailbox, MultiPart};
+
+/// Why an e-mail could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The recipient is not an e-mail address.
+    #[error("`{0}` is not an e-mail address")]
+    Recipient(String),
+    /// The sender (MAIL_FROM) is not an e-mail address.
+    #[error("MAIL_FROM `{0}` is not an e-mail address")]
+    Sender(String),
+    /// lettre refused the message.
+    #[error("the message could not be built: {0}")]
+    Build(#[from] lettre::error::Error),
+}
+
+/// What the user is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum News {
+    /// The MP3 is ready.
+    Ready {
+        /// The MP3's id.
+        mp3_id: String,
+    },
+    /// The conversion failed.
+    Failed {
+        /// Why, in words the user can read.
+        reason: String,
+    },
+}
+
+/// The same e-mail as text and as HTML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Letter {
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body.
+    pub html: String,
+}
+
+/// Writes the e-mail about `filename`. Download links start with `public_base_url`.
+pub fn letter(news: &News, filename: &str, public_base_url: &str) -> Letter {
+    let name = if filename.trim().is_empty() {
+        "your video"
+    } else {
+        filename
+    };
+    match news {
+        News::Ready { mp3_id } => {
+            let url = format!(
+                "{}/download/{mp3_id}",
+                public_base_url.trim_end_matches('/')
+            );
+            let curl = format!("curl -fOJ -H \"Authorization: Bearer $TOKEN\" {url}");
+            Letter {
+                subject: format!("Your MP3 of {name} is ready"),
+                text: format!(
+                    "Hello,\n\nthe MP3 of {name} is ready.\n\nMP3 id: {mp3_id}\nDownload it \
+                     (after logging in): {url}\n\nWith curl, using the access token from \
+                     POST /login:\n\n    {curl}\n\n-- mp3converter\n"
+                ),
+                html: format!(
+                    "<p>Hello,</p><p>the MP3 of <b>{}</b> is ready.</p>\
+                     <p>MP3 id: <code>{}</code><br>Download it (after logging in): \
+                     <a href=\"{url_attr}\">{}</a></p>\
+                     <p>With curl, using the access token from <code>POST /login</code>:</p>\
+                     <pre>{}</pre><p>-- mp3converter</p>",
+                    escape(name),
+                    escape(mp3_id),
+                    escape(&url),
+                    escape(&curl),
+                    url_attr = escape(&url),
+                ),
+            }
+        }
+        News::Failed { reason } => Letter {
+            subject: format!("We could not convert {name}"),
+            text: format!(
+                "Hello,\n\nwe could not turn {name} into an MP3: {reason}\n\n-- mp3converter\n"
+            ),
+            html: format!(
+                "<p>Hello,</p><p>we could not turn <b>{}</b> into an MP3: {}</p>\
+                 <p>-- mp3converter</p>",
+                escape(name),
+                escape(reason)
+            ),
+        },
+    }
+}
+
+/// The message to send: `letter` from `from` to `to`.
+pub fn message(letter: Letter, from: &str, to: &str) -> Result<Message, ComposeError> {
+    let from: Mailbox = from
+        .parse()
+        .map_err(|_| ComposeError::Sender(from.to_owned()))?;
+    let to: Mailbox = to
+        .parse()
+        .map_err(|_| ComposeError::Recipient(to.to_owned()))?;
+    Ok(Message::builder()
+        .from(from)
+        .to(to)
+        .subject(letter.subject)
+        .multipart(MultiPart::alternative_plain_html(letter.text, letter.html))?)
+}
+
+/// Text made safe to place in HTML.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ready_letter_gives_the_id_the_download_url_and_a_curl_example() {
+        let news = News::Ready {
+            mp3_id: "0123456789abcdef01234567".into(),
+        };
+        let letter = letter(&news, "holiday.mp4", "https://mp3.example.com/");
+        assert_eq!(letter.subject, "Your MP3 of holiday.mp4 is ready");
+        let url = "https://mp3.example.com/download/0123456789abcdef01234567";
+        assert!(letter.text.contains("MP3 id: 0123456789abcdef01234567"));
+        assert!(letter.text.contains(&format!(
+            "curl -fOJ -H \"Authorization: Bearer $TOKEN\" {url}"
+        )));
+        assert!(letter.html.contains(&format!("<a href=\"{url}\">")));
+    }
+
+    #[test]
+    fn a_failure_letter_gives_the_reason_and_the_html_escapes_what_users_chose() {
+        let news = News::Failed {
+            reason: "your video has no sound track".into(),
+        };
+        let letter = letter(&news, "<script>.mp4", "http://localhost:8080");
+        assert_eq!(letter.subject, "We could not convert <script>.mp4");
+        assert!(letter.text.contains("your video has no sound track"));
+        assert!(letter.html.contains("&lt;script&gt;.mp4"));
+        assert!(!letter.html.contains("<script>"));
+    }
+
+    #[test]
+    fn a_message_needs_real_addresses() {
+        let letter = letter(&News::Failed { reason: "x".into() }, "a.mp4", "http://h");
+        assert!(
+            message(
+                letter.clone(),
+                "mp3converter <no-reply@example.com>",
+                "user@example.com"
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            message(letter.clone(), "no-reply@example.com", "not an address"),
+            Err(ComposeError::Recipient(_))
+        ));
+        assert!(matches!(
+            message(letter, "nobody", "user@example.com"),
+            Err(ComposeError::Sender(_))
+        ));
+    }
+}

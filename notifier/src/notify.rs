@@ -1,0 +1,143 @@
+//! One "conversion finished" event: e-mail the user once. The job records whether the user was
+//! told; a redelivered or repeated event for a notified job sends nothing.
+
+use crate::mail::{self, News};
+use crate::mailer::{Mailer, SendError};
+use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use service_kit::consumer::{Handler, Outcome, Received};
+use service_kit::events::Payload;
+use service_kit::grpc::unary;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+use tracing::Instrument;
+
+/// Times recording "notified" is tried after the e-mail went out: a failure here would send the
+/// e-mail again on the next delivery, so it is worth a few quick tries.
+const MARK_ATTEMPTS: u32 = 3;
+
+/// The notifier's handler of the mp3 queue.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    storage: StorageServiceClient<Channel>,
+    mailer: Mailer,
+    mail_from: String,
+    public_base_url: String,
+}
+
+impl Handler for Notifier {
+    async fn handle(&self, received: Received) -> Outcome {
+        let (job_id, news) = match received.event.payload {
+            Some(Payload::ConversionSucceeded(done)) => (
+                done.job_id,
+                News::Ready {
+                    mp3_id: done.mp3_id,
+                },
+            ),
+            Some(Payload::ConversionFailed(failed)) => (
+                failed.job_id,
+                News::Failed {
+                    reason: failed.reason,
+                },
+            ),
+            _ => {
+                return Outcome::DeadLetter(
+                    "the mp3 queue carries only conversion outcomes".into(),
+                );
+            }
+        };
+        let span = tracing::info_span!("notification", %job_id, attempt = received.attempt);
+        self.notify(&job_id, news).instrument(span).await
+    }
+}
+
+impl Notifier {
+    /// A notifier sending through `mailer` from `mail_from`, linking to `public_base_url`.
+    pub fn new(
+        storage: StorageServiceClient<Channel>,
+        mailer: Mailer,
+        mail_from: String,
+        public_base_url: String,
+    ) -> Self {
+        Self {
+            storage,
+            mailer,
+            mail_from,
+            public_base_url,
+        }
+    }
+
+    async fn notify(&self, job_id: &str, news: News) -> Outcome {
+        let request = pb::GetJobRequest {
+            id: job_id.to_owned(),
+            owner_id: String::new(),
+        };
+        let job = match self.storage.clone().get_job(unary(request)).await {
+            Ok(response) => match response.into_inner().job {
+                Some(job) => job,
+                None => return Outcome::Retry("GetJob answered without a job".into()),
+            },
+            Err(status) if status.code() == Code::NotFound => {
+                tracing::info!("job was deleted; no e-mail");
+                return Outcome::Ack;
+            }
+            Err(status) => return Outcome::Retry(format!("reading the job: {}", status.message())),
+        };
+        if job.notified {
+            metrics::counter!("notifier_duplicates_skipped_total").increment(1);
+            tracing::info!("user was already told; no second e-mail");
+            return Outcome::Ack;
+        }
+        let letter = mail::letter(&news, &job.original_filename, &self.public_base_url);
+        let message = match mail::message(letter, &self.mail_from, &job.owner_email) {
+            Ok(message) => message,
+            Err(error) => {
+                metrics::counter!("notifier_emails_failed_total", "reason" => "unaddressable")
+                    .increment(1);
+                return Outcome::DeadLetter(error.to_string());
+            }
+        };
+        match self.mailer.send(message).await {
+            Ok(()) => {
+                metrics::counter!("notifier_emails_sent_total").increment(1);
+                tracing::info!("e-mail sent");
+            }
+            Err(SendError::Permanent(reason)) => {
+                metrics::counter!("notifier_emails_failed_total", "reason" => "refused")
+                    .increment(1);
+                return Outcome::DeadLetter(reason);
+            }
+            Err(SendError::Transient(reason)) => {
+                metrics::counter!("notifier_emails_failed_total", "reason" => "transient")
+                    .increment(1);
+                return Outcome::Retry(reason);
+            }
+        }
+        self.mark_notified(job_id).await;
+        Outcome::Ack
+    }
+
+    async fn mark_notified(&self, job_id: &str) {
+        for attempt in 1..=MARK_ATTEMPTS {
+            let request = pb::MarkJobNotifiedRequest {
+                id: job_id.to_owned(),
+            };
+            match self.storage.clone().mark_job_notified(unary(request)).await {
+                Ok(_) => return,
+                Err(status) if status.code() == Code::NotFound => return,
+                Err(status) => {
+                    tracing::warn!(
+                        attempt,
+                        error = status.message(),
+                        "could not record the notification"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+        }
+        tracing::error!(
+            "the e-mail went out but the job does not say so; a redelivery would send it again"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! The release binaries as separate processes, for benchmarks that measure a service's own
+//! memory (VmHWM of its process, not of the benchmark).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running service; killed when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess(Child);
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ServiceProcess {
+    /// Starts the release binary `name` (beside the running benchmark in `target/release`)
+    /// with `envs`.
+    pub fn spawn_release(name: &str, envs: &[(&str, String)]) -> Self {
+        let child = Command::new(release_binary(name))
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("LOG_FORMAT", "pretty")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("service starts");
+        Self(child)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in MiB; its children not included.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))
+            .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    }
+}
+
+/// `target/release/NAME`, found from the running benchmark (`target/release/deps/...`).
+pub fn release_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Waits until something listens on `port` of 127.0.0.1.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
