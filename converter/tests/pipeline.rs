@@ -83,9 +83,14 @@ impl Pipeline {
 
     /// A converter in this process.
     async fn converter(&self, amqp_url: &str, concurrency: u16) -> TestServer {
-        let config = converter::Cli::try_parse_from(self.converter_args(amqp_url, concurrency))
-            .unwrap()
-            .config;
+        self.converter_with(amqp_url, concurrency, &[]).await
+    }
+
+    /// A converter in this process, with extra flags.
+    async fn converter_with(&self, amqp_url: &str, concurrency: u16, extra: &[&str]) -> TestServer {
+        let mut args = self.converter_args(amqp_url, concurrency);
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let config = converter::Cli::try_parse_from(args).unwrap().config;
         TestServer::start(|ops, shutdown| converter::serve(config, ops, shutdown))
             .await
             .unwrap()
@@ -420,6 +425,50 @@ async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
     assert_eq!(mp3s.len(), 1, "{mp3s:?}");
     assert_eq!(mp3s[0].id, job.mp3_id);
     assert_eq!(smtp.wait_for(1, Duration::from_secs(30)).await.len(), 1);
+    assert_mail_count_stays(&smtp, 1).await;
+}
+
+/// Long enough that a conversion is surely still running when a test interrupts it.
+fn long_video() -> VideoSpec {
+    VideoSpec {
+        seconds: 1200.0,
+        size: (64, 48),
+        fps: 1,
+        ..VideoSpec::small(1.0)
+    }
+}
+
+#[tokio::test]
+async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_another() {
+    let pipeline = Pipeline::start().await;
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp.url()).await;
+    let stopping = pipeline
+        .converter_with(&pipeline.amqp_url(), 1, &["--shutdown-grace-seconds", "0"])
+        .await;
+    let user = pipeline.mesh.user("handed-back@example.com").await;
+    let job_id = pipeline
+        .upload(&user, "lecture.mp4", video(long_video()).await)
+        .await;
+    pipeline
+        .wait_for_job(&job_id, JOB_WAIT, |job| {
+            job.state() == pb::JobState::Converting && job.progress_percent > 0
+        })
+        .await;
+
+    stopping.stop().await.unwrap();
+    let job = pipeline.job(&job_id).await;
+    assert_eq!(job.state(), pb::JobState::Queued, "handed back: {job:?}");
+    assert_eq!(pipeline.waiting(&pipeline.mesh.video_queue).await, 1);
+    let leftovers: Vec<_> = std::fs::read_dir(pipeline.work_dir.path())
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "temp files removed: {leftovers:?}");
+
+    let _next = pipeline.converter(&pipeline.amqp_url(), 1).await;
+    let job = pipeline.wait_until_ended(&job_id).await;
+    assert_eq!(job.state(), pb::JobState::Done, "{job:?}");
+    assert_eq!(pipeline.stored_mp3s(&user.id).await.len(), 1);
     assert_mail_count_stays(&smtp, 1).await;
 }
 
