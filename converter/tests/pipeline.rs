@@ -181,18 +181,7 @@ impl Pipeline {
 
     /// The MP3s storage holds for `owner`.
     async fn stored_mp3s(&self, owner: &str) -> Vec<pb::FileInfo> {
-        self.mesh
-            .storage
-            .clone()
-            .list_files(pb::ListFilesRequest {
-                bucket: pb::Bucket::Mp3s.into(),
-                owner_id: owner.into(),
-                limit: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .files
+        self.mesh.stored_files(pb::Bucket::Mp3s, owner).await
     }
 
     /// Messages waiting in `queue`.

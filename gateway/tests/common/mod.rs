@@ -227,10 +227,16 @@ impl Mesh {
     }
 
     /// The videos storage holds for `owner`.
-    pub async fn stored_videos(&mut self, owner: &str) -> Vec<pb::FileInfo> {
+    pub async fn stored_videos(&self, owner: &str) -> Vec<pb::FileInfo> {
+        self.stored_files(pb::Bucket::Videos, owner).await
+    }
+
+    /// The files of `bucket` storage holds for `owner`.
+    pub async fn stored_files(&self, bucket: pb::Bucket, owner: &str) -> Vec<pb::FileInfo> {
         self.storage
+            .clone()
             .list_files(pb::ListFilesRequest {
-                bucket: pb::Bucket::Videos.into(),
+                bucket: bucket.into(),
                 owner_id: owner.into(),
                 limit: 0,
             })
