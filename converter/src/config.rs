@@ -2,10 +2,8 @@
 //! value and names the variable.
 
 use clap::Args;
-use service_kit::Secret;
-use service_kit::broker::RetryConfig;
 use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::queues::QueueConfig;
+use service_kit::consumer::WorkerLinks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,23 +15,9 @@ pub struct Config {
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_listen_addr)]
     pub ops_listen_addr: SocketAddr,
 
-    /// The storage service's gRPC URL.
-    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
-    pub storage_url: String,
-
-    /// The RabbitMQ URL (it may hold a password, so it never prints).
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: Secret,
-
+    /// Storage, the broker, queues and retries.
     #[command(flatten)]
-    pub queues: QueueConfig,
-
-    #[command(flatten)]
-    pub retry: RetryConfig,
+    pub links: WorkerLinks,
 
     /// Jobs converted at once by this process (0: one per CPU core).
     #[arg(long, env = "CONCURRENCY", default_value_t = 0)]
@@ -93,9 +77,6 @@ impl Config {
 
     /// Refuses settings that parse but cannot work, naming the variable.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if tonic::transport::Endpoint::from_shared(self.storage_url.clone()).is_err() {
-            anyhow::bail!("STORAGE_URL `{}` is not a URL", self.storage_url);
-        }
         if !self.work_dir.is_dir() {
             anyhow::bail!("WORK_DIR `{}` is not a directory", self.work_dir.display());
         }

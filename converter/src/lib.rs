@@ -26,7 +26,7 @@ use job::Converter;
 use media::{Encoding, Tools};
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use service_kit::Shutdown;
-use service_kit::consumer::{self, ConsumerSettings};
+use service_kit::consumer;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -66,9 +66,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let shutdown = shutdown.into();
-    let storage =
-        StorageServiceClient::new(service_kit::grpc::client_channel(&config.storage_url)?)
-            .max_decoding_message_size(8 * 1024 * 1024);
+    let storage = StorageServiceClient::new(config.links.storage_channel()?)
+        .max_decoding_message_size(8 * 1024 * 1024);
     let tools = Tools {
         ffmpeg: config.ffmpeg.clone(),
         ffprobe: config.ffprobe.clone(),
@@ -83,16 +82,13 @@ pub async fn serve(
         storage,
         tools,
         config.work_dir.clone(),
-        config.queues.mp3_queue.clone(),
+        config.links.queues.mp3_queue.clone(),
     );
-    let settings = ConsumerSettings {
-        service: "converter",
-        url: config.amqp_url.clone(),
-        queue: config.queues.video_queue.clone(),
-        queues: config.queues.clone(),
-        concurrency: config.effective_concurrency(),
-        retry: config.retry.clone(),
-        grace: Duration::from_secs(config.shutdown_grace_seconds),
-    };
+    let settings = config.links.consumer_settings(
+        "converter",
+        &config.links.queues.video_queue,
+        config.effective_concurrency(),
+        Duration::from_secs(config.shutdown_grace_seconds),
+    );
     consumer::serve_worker(settings, converter, ops_listener, shutdown).await
 }

@@ -3,9 +3,8 @@
 
 use clap::Args;
 use service_kit::Secret;
-use service_kit::broker::RetryConfig;
 use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::queues::QueueConfig;
+use service_kit::consumer::WorkerLinks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -16,23 +15,9 @@ pub struct Config {
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091", value_parser = parse_listen_addr)]
     pub ops_listen_addr: SocketAddr,
 
-    /// The storage service's gRPC URL (jobs record whether the user was told).
-    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
-    pub storage_url: String,
-
-    /// The RabbitMQ URL (it may hold a password, so it never prints).
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: Secret,
-
+    /// Storage (jobs record whether the user was told), the broker, queues and retries.
     #[command(flatten)]
-    pub queues: QueueConfig,
-
-    #[command(flatten)]
-    pub retry: RetryConfig,
+    pub links: WorkerLinks,
 
     /// Where mail goes: `smtp://host:port` (no TLS), `smtp://host:587?tls=required`
     /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` for a login. Unset: mail is

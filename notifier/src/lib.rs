@@ -24,7 +24,7 @@ use mailer::Mailer;
 use notify::Notifier;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use service_kit::Shutdown;
-use service_kit::consumer::{self, ConsumerSettings};
+use service_kit::consumer;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -62,10 +62,7 @@ pub async fn serve(
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.into();
-    let storage = StorageServiceClient::new(
-        service_kit::grpc::client_channel(&config.storage_url)
-            .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?,
-    );
+    let storage = StorageServiceClient::new(config.links.storage_channel()?);
     let timeout = Duration::from_secs(config.smtp_timeout_seconds);
     let mailer = match &config.smtp_url {
         Some(url) => Mailer::smtp(url.expose(), timeout)?,
@@ -94,14 +91,11 @@ pub async fn serve(
         config.mail_from.clone(),
         config.public_base_url.clone(),
     );
-    let settings = ConsumerSettings {
-        service: "notifier",
-        url: config.amqp_url.clone(),
-        queue: config.queues.mp3_queue.clone(),
-        queues: config.queues.clone(),
-        concurrency: config.concurrency,
-        retry: config.retry.clone(),
-        grace: Duration::from_secs(config.shutdown_grace_seconds),
-    };
+    let settings = config.links.consumer_settings(
+        "notifier",
+        &config.links.queues.mp3_queue,
+        config.concurrency,
+        Duration::from_secs(config.shutdown_grace_seconds),
+    );
     consumer::serve_worker(settings, notifier, ops_listener, shutdown).await
 }

@@ -67,6 +67,57 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, received: Received) -> impl Future<Output = Outcome> + Send;
 }
 
+/// What both workers are linked to: the storage service, the broker and its queues, and the
+/// retry policy. Flattened into each worker's config, so the variables mean the same in both.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerLinks {
+    /// The storage service's gRPC URL.
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
+    pub storage_url: String,
+
+    /// The RabbitMQ URL (it may hold a password, so it never prints).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: Secret,
+
+    #[command(flatten)]
+    pub queues: QueueConfig,
+
+    #[command(flatten)]
+    pub retry: RetryConfig,
+}
+
+impl WorkerLinks {
+    /// A channel to the storage service (it connects on first use).
+    pub fn storage_channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        crate::grpc::client_channel(&self.storage_url)
+            .with_context(|| format!("STORAGE_URL `{}` is not a URL", self.storage_url))
+    }
+
+    /// How `service` consumes `queue`, `concurrency` messages at once, allowing `grace` for
+    /// in-flight work at shutdown.
+    pub fn consumer_settings(
+        &self,
+        service: &'static str,
+        queue: &str,
+        concurrency: u16,
+        grace: Duration,
+    ) -> ConsumerSettings {
+        ConsumerSettings {
+            service,
+            url: self.amqp_url.clone(),
+            queues: self.queues.clone(),
+            queue: queue.to_owned(),
+            concurrency,
+            retry: self.retry.clone(),
+            grace,
+        }
+    }
+}
+
 /// Where and how a worker consumes.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
