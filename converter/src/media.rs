@@ -128,12 +128,17 @@ impl Tools {
         let stderr = child.stderr.take().expect("stderr is piped");
         let report = report_progress(stdout, duration, progress);
         let errors = async {
-            let mut text = String::new();
-            let _ = stderr
+            // Keep the start for the log, but read to the end: closing the pipe early would
+            // kill ffmpeg with SIGPIPE (a damaged file can make it print an error per frame),
+            // and a killed ffmpeg counts as transient, so the file would be retried.
+            let mut stderr = stderr;
+            let mut head = Vec::new();
+            let _ = (&mut stderr)
                 .take(MAX_STDERR_BYTES)
-                .read_to_string(&mut text)
+                .read_to_end(&mut head)
                 .await;
-            text
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            String::from_utf8_lossy(&head).into_owned()
         };
         let run = async {
             let (status, (), errors) = tokio::join!(child.wait(), report, errors);
@@ -314,5 +319,42 @@ mod tests {
         );
         assert_eq!(percent_from_progress_line("progress=continue", total), None);
         assert_eq!(percent_from_progress_line("out_time_us=N/A", total), None);
+    }
+
+    /// A program standing in for ffmpeg only to test the pipe handling: it prints far more
+    /// than a pipe holds to stderr, then fails as ffmpeg does on a damaged file. Had its stderr
+    /// been closed early, SIGPIPE would kill it and the damaged file would look transient.
+    #[tokio::test]
+    async fn a_flood_of_error_output_is_read_to_the_end_so_a_damaged_file_stays_unconvertible() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("noisy-ffmpeg");
+        std::fs::write(
+            &program,
+            "#!/bin/sh\ni=0\nwhile [ $i -lt 20000 ]; do echo \"error in frame $i\" >&2; i=$((i+1)); done\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tools = Tools {
+            ffmpeg: program,
+            ffprobe: "ffprobe".into(),
+            encoding: Encoding::Vbr(2),
+            max_duration: Duration::from_secs(60),
+            timeout: Duration::from_secs(20),
+        };
+        let (progress, _seen) = watch::channel(0);
+        let result = tools
+            .transcode(
+                &dir.path().join("in.mp4"),
+                &dir.path().join("out.mp3"),
+                Some(Duration::from_secs(1)),
+                &progress,
+                &CancellationToken::new(),
+            )
+            .await;
+        assert!(
+            matches!(&result, Err(ConversionError::Unconvertible(_))),
+            "{result:?}"
+        );
     }
 }
