@@ -20,7 +20,6 @@ pub mod transfer;
 
 pub use config::Config;
 
-use anyhow::Context;
 use clap::Parser;
 use job::Converter;
 use media::{Encoding, Tools};
@@ -50,9 +49,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 /// Works until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let ops = TcpListener::bind(config.ops_listen_addr)
-        .await
-        .with_context(|| format!("binding OPS_LISTEN_ADDR {}", config.ops_listen_addr))?;
+    let ops = service_kit::ops::bind(config.ops_listen_addr).await?;
     tracing::info!(addr = %ops.local_addr()?, "converter health and metrics listening");
     serve(config, ops, Shutdown::on_signals()).await
 }

@@ -48,9 +48,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 
 /// Works until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let ops = TcpListener::bind(config.ops_listen_addr)
-        .await
-        .with_context(|| format!("binding OPS_LISTEN_ADDR {}", config.ops_listen_addr))?;
+    let ops = service_kit::ops::bind(config.ops_listen_addr).await?;
     tracing::info!(addr = %ops.local_addr()?, "notifier health and metrics listening");
     serve(config, ops, Shutdown::on_signals()).await
 }

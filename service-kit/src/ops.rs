@@ -43,6 +43,14 @@ pub fn router(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
+/// Binds the ops endpoint at `addr` (OPS_LISTEN_ADDR), naming the variable if it cannot.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding OPS_LISTEN_ADDR {addr}"))
+}
+
 /// Serves the ops routes on `listener` until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,

@@ -67,9 +67,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
-    let ops = TcpListener::bind(config.ops_listen_addr)
-        .await
-        .with_context(|| format!("binding OPS_LISTEN_ADDR {}", config.ops_listen_addr))?;
+    let ops = service_kit::ops::bind(config.ops_listen_addr).await?;
     serve_with_ops(config, listener, ops, shutdown).await
 }
 
