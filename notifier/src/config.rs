@@ -2,6 +2,7 @@
 //! value and names the variable.
 
 use clap::Args;
+use lettre::message::Mailbox;
 use service_kit::Secret;
 use service_kit::config::{TelemetryConfig, parse_listen_addr};
 use service_kit::consumer::WorkerLinks;
@@ -35,7 +36,7 @@ pub struct Config {
         env = "MAIL_FROM",
         default_value = "mp3converter <no-reply@mp3converter.localhost>"
     )]
-    pub mail_from: String,
+    pub mail_from: Mailbox,
 
     /// The gateway's address as users reach it; download links start with it.
     #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
@@ -61,5 +62,22 @@ impl Config {
     /// The outbox directory of the embedded default.
     pub fn outbox_dir(&self) -> PathBuf {
         self.data_dir.join("outbox")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn a_sender_that_is_not_an_address_is_refused_at_start_up_by_name() {
+        let good = Cli::try_parse_from(["notifier", "--mail-from", "Ops <ops@example.com>"]);
+        assert_eq!(
+            good.unwrap().config.mail_from.email.to_string(),
+            "ops@example.com"
+        );
+        let error = Cli::try_parse_from(["notifier", "--mail-from", "nobody"]).unwrap_err();
+        assert!(error.to_string().contains("--mail-from"), "{error}");
     }
 }

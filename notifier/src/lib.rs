@@ -18,7 +18,6 @@ pub mod notify;
 
 pub use config::Config;
 
-use anyhow::Context;
 use clap::Parser;
 use mailer::Mailer;
 use notify::Notifier;
@@ -70,19 +69,6 @@ pub async fn serve(
             Mailer::outbox(outbox)?
         }
     };
-    // Refuse a bad sender at start-up rather than on the first e-mail.
-    mail::message(
-        mail::letter(
-            &mail::News::Failed {
-                reason: String::new(),
-            },
-            "",
-            "",
-        ),
-        &config.mail_from,
-        "check@example.com",
-    )
-    .context("MAIL_FROM")?;
     let notifier = Notifier::new(
         storage,
         mailer,

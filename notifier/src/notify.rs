@@ -3,6 +3,7 @@
 
 use crate::mail::{self, News};
 use crate::mailer::{Mailer, SendError};
+use lettre::message::Mailbox;
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use service_kit::consumer::{Handler, Outcome, Received};
@@ -22,7 +23,7 @@ const MARK_ATTEMPTS: u32 = 3;
 pub struct Notifier {
     storage: StorageServiceClient<Channel>,
     mailer: Mailer,
-    mail_from: String,
+    mail_from: Mailbox,
     public_base_url: String,
 }
 
@@ -57,7 +58,7 @@ impl Notifier {
     pub fn new(
         storage: StorageServiceClient<Channel>,
         mailer: Mailer,
-        mail_from: String,
+        mail_from: Mailbox,
         public_base_url: String,
     ) -> Self {
         Self {
