@@ -80,16 +80,13 @@ pub async fn upload_mp3(
         content_type: "audio/mpeg".into(),
     };
     let sent = async {
-        let send = |content| {
-            let messages = messages.clone();
-            async move {
-                messages
-                    .send(pb::UploadRequest {
-                        content: Some(content),
-                    })
-                    .await
-                    .is_ok()
-            }
+        let send = async |content| {
+            messages
+                .send(pb::UploadRequest {
+                    content: Some(content),
+                })
+                .await
+                .is_ok()
         };
         if !send(Content::Header(header)).await {
             return Ok(false);
