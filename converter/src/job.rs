@@ -13,7 +13,6 @@ use crate::media::Tools;
 use crate::transfer;
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
-use service_kit::broker;
 use service_kit::consumer::{Handler, Outcome, Received};
 use service_kit::events::{ConversionFailed, ConversionSucceeded, Payload, VideoUploaded};
 use service_kit::grpc::unary;
@@ -347,7 +346,7 @@ impl Converter {
             _ => return Outcome::Ack,
         };
         let event = service_kit::events::new_event(payload);
-        match broker::publish(&received.channel, &self.mp3_queue, &event).await {
+        match received.publisher.publish(&self.mp3_queue, &event).await {
             Ok(()) => Outcome::Ack,
             Err(error) => Outcome::Retry(format!("announcing the outcome: {error}")),
         }

@@ -79,11 +79,11 @@ pub async fn serve(
         storage,
         tools,
         config.work_dir.clone(),
-        config.links.queues.mp3_queue.clone(),
+        config.links.broker.queues.mp3_queue.clone(),
     );
     let settings = config.links.consumer_settings(
         "converter",
-        &config.links.queues.video_queue,
+        &config.links.broker.queues.video_queue,
         config.effective_concurrency(),
         Duration::from_secs(config.shutdown_grace_seconds),
     );

@@ -1,9 +1,8 @@
 //! The gateway's configuration, from the environment (or same-named flags).
 
 use clap::Args;
-use service_kit::Secret;
 use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::queues::QueueConfig;
+use service_kit::messaging::BrokerConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,16 +21,9 @@ pub struct Config {
     #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
     pub storage_url: String,
 
-    /// RabbitMQ, where accepted uploads are queued for conversion.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: Secret,
-
+    /// Where accepted uploads are queued for conversion: RabbitMQ, or the embedded queue.
     #[command(flatten)]
-    pub queues: QueueConfig,
+    pub broker: BrokerConfig,
 
     /// Largest upload accepted, in bytes (the multipart body as a whole).
     #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
@@ -70,11 +62,7 @@ impl Config {
                 anyhow::bail!("{variable} `{url}` is not a valid http:// URL");
             }
         }
-        if !self.amqp_url.expose().starts_with("amqp://")
-            && !self.amqp_url.expose().starts_with("amqps://")
-        {
-            anyhow::bail!("AMQP_URL must start with amqp:// or amqps://");
-        }
+        self.broker.validate()?;
         for origin in self.cors_allowed_origins.iter().filter(|o| !o.is_empty()) {
             if http::HeaderValue::from_str(origin).is_err() {
                 anyhow::bail!("CORS_ALLOWED_ORIGINS holds an invalid origin `{origin}`");

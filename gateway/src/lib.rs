@@ -90,10 +90,7 @@ pub fn build(config: &Config) -> anyhow::Result<AppState> {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         channels: Channels { auth, storage },
-        publisher: Arc::new(JobPublisher::new(
-            config.amqp_url.clone(),
-            config.queues.clone(),
-        )),
+        publisher: Arc::new(JobPublisher::new(&config.broker)),
         max_upload_bytes: config.max_upload_bytes,
     })
 }

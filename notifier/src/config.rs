@@ -22,7 +22,7 @@ pub struct Config {
 
     /// Where mail goes: `smtp://host:port` (no TLS), `smtp://host:587?tls=required`
     /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` for a login. Unset: mail is
-    /// written as `.eml` files to the outbox in DATA_DIR.
+    /// written as `.eml` files to the outbox, `DATA_DIR/outbox`.
     #[arg(long, env = "SMTP_URL")]
     pub smtp_url: Option<Secret>,
 
@@ -42,10 +42,6 @@ pub struct Config {
     #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
     pub public_base_url: String,
 
-    /// Root of local data; the outbox is `DATA_DIR/outbox` when SMTP_URL is unset.
-    #[arg(long, env = "DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
-
     /// E-mails sent at once (and the prefetch).
     #[arg(long, env = "CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
@@ -59,9 +55,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The outbox directory of the embedded default.
+    /// The outbox directory of the embedded default (`DATA_DIR/outbox`).
     pub fn outbox_dir(&self) -> PathBuf {
-        self.data_dir.join("outbox")
+        self.links.broker.data_dir.join("outbox")
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn serve(
     );
     let settings = config.links.consumer_settings(
         "notifier",
-        &config.links.queues.mp3_queue,
+        &config.links.broker.queues.mp3_queue,
         config.concurrency,
         Duration::from_secs(config.shutdown_grace_seconds),
     );

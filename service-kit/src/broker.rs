@@ -85,6 +85,9 @@ pub enum PublishError {
     /// The broker refused to take responsibility for the message.
     #[error("the broker did not accept the message ({0})")]
     NotAccepted(&'static str),
+    /// The embedded queue's file could not take the message.
+    #[error(transparent)]
+    Embedded(#[from] crate::embedded_queue::QueueError),
 }
 
 /// Connects to the broker at `url`, naming the connection after `service` (it shows in the

@@ -1,15 +1,20 @@
-//! The consuming half of a worker, written once for the converter and the notifier: connect,
-//! declare the topology, consume with a prefetch equal to the concurrency, hand each event to a
-//! [`Handler`] on its own task, and settle the message by what the handler answers. When the
-//! broker drops the connection the in-flight work is cancelled (its messages are redelivered
-//! anyway) and the consumer connects again with a growing pause; on shutdown it stops
-//! consuming, lets in-flight work finish within a grace period, and hands back what is left.
+//! The consuming half of a worker, written once for the converter and the notifier: take
+//! messages, at most the concurrency at once, hand each event to a [`Handler`] on its own task,
+//! and settle the message by what the handler answers. On shutdown it stops taking messages,
+//! lets in-flight work finish within a grace period, and hands back what is left.
+//!
+//! Two transports behind the same rules. RabbitMQ: connect, declare the topology, consume with
+//! a prefetch equal to the concurrency; when the broker drops the connection the in-flight work
+//! is cancelled (its messages are redelivered anyway) and the consumer connects again with a
+//! growing pause. The embedded queue: lease messages from the shared file, renew the leases
+//! while the work runs, and cancel the work if a lease is lost.
 
+use crate::Shutdown;
 use crate::broker::{self, RetryConfig};
+use crate::embedded_queue::{EmbeddedQueue, Leased};
 use crate::events::{self, Event};
+use crate::messaging::{BrokerConfig, Publisher};
 use crate::ops::Readiness;
-use crate::queues::QueueConfig;
-use crate::{Secret, Shutdown};
 use anyhow::Context;
 use futures::StreamExt;
 use lapin::Channel;
@@ -27,6 +32,8 @@ use tokio_util::task::TaskTracker;
 /// The first pause before connecting again; it doubles up to [`MAX_RECONNECT_PAUSE`].
 const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(10);
+/// How often an idle worker looks at the embedded queue again.
+const EMBEDDED_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What a handler decided about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,11 +59,11 @@ pub struct Received {
     pub attempt: u32,
     /// Whether a failure now is final ([`Outcome::Retry`] would dead-letter).
     pub last_attempt: bool,
-    /// Whether the broker delivered this message before (its consumer went away).
+    /// Whether the message was delivered before (its consumer went away).
     pub redelivered: bool,
-    /// The channel the message came on: publish the next event on it, so that the
-    /// acknowledgement follows the confirm.
-    pub channel: Channel,
+    /// Where to publish the next event: with RabbitMQ, the channel the message came on, so
+    /// that the acknowledgement follows the confirm.
+    pub publisher: Publisher,
     /// Fires when the work must stop (shutdown past the grace period, or the connection lost).
     pub cancel: CancellationToken,
 }
@@ -75,16 +82,9 @@ pub struct WorkerLinks {
     #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
     pub storage_url: String,
 
-    /// The RabbitMQ URL (it may hold a password, so it never prints).
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: Secret,
-
+    /// The broker (or the embedded queue) and the queue names.
     #[command(flatten)]
-    pub queues: QueueConfig,
+    pub broker: BrokerConfig,
 
     #[command(flatten)]
     pub retry: RetryConfig,
@@ -108,8 +108,7 @@ impl WorkerLinks {
     ) -> ConsumerSettings {
         ConsumerSettings {
             service,
-            url: self.amqp_url.clone(),
-            queues: self.queues.clone(),
+            broker: self.broker.clone(),
             queue: queue.to_owned(),
             concurrency,
             retry: self.retry.clone(),
@@ -123,10 +122,8 @@ impl WorkerLinks {
 pub struct ConsumerSettings {
     /// The service's name (connection name, consumer tag, metric label).
     pub service: &'static str,
-    /// The broker's URL.
-    pub url: Secret,
-    /// The queue names (all of them are declared).
-    pub queues: QueueConfig,
+    /// The broker or embedded queue, and the queue names (all of them are declared).
+    pub broker: BrokerConfig,
     /// The queue this worker consumes.
     pub queue: String,
     /// Messages handled at once (and the prefetch).
@@ -158,14 +155,19 @@ pub async fn serve_worker<H: Handler>(
     consumed
 }
 
-/// Consumes until `shutdown` fires, reconnecting whenever the broker goes away.
+/// Consumes until `shutdown` fires: from RabbitMQ when `AMQP_URL` is set, reconnecting
+/// whenever the broker goes away; otherwise from the embedded queue.
 pub async fn consume<H: Handler>(
     settings: ConsumerSettings,
     handler: Arc<H>,
     readiness: Readiness,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    settings.broker.validate()?;
     let settings = Arc::new(settings);
+    if settings.broker.amqp_url.is_none() {
+        return consume_embedded(settings, handler, readiness, shutdown).await;
+    }
     let mut pause = FIRST_RECONNECT_PAUSE;
     loop {
         if shutdown.is_triggered() {
@@ -218,11 +220,16 @@ struct Session {
 
 impl Session {
     async fn open(settings: &ConsumerSettings) -> anyhow::Result<Self> {
-        let connection = broker::connect(settings.url.expose(), settings.service)
+        let url = settings
+            .broker
+            .amqp_url
+            .as_ref()
+            .context("AMQP_URL is not set")?;
+        let connection = broker::connect(url.expose(), settings.service)
             .await
             .context("connecting to the broker")?;
         let channel = broker::confirmed_channel(&connection).await?;
-        broker::declare_topology(&channel, &settings.queues).await?;
+        broker::declare_topology(&channel, &settings.broker.queues).await?;
         broker::declare_retry_queues(&channel, &settings.queue, &settings.retry)
             .await
             .context("declaring the retry queues")?;
@@ -303,7 +310,58 @@ impl Session {
     }
 }
 
-/// Handles one delivery and settles it by the outcome.
+/// What to do with a message once its handler answered.
+enum Settlement {
+    Ack,
+    RetryAfter(Duration),
+    DeadLetter(String),
+    HandBack,
+}
+
+/// Decodes and handles one message's body; a body that is not an event is dead-lettered.
+async fn handle_message<H: Handler>(
+    body: &[u8],
+    content_type: Option<&str>,
+    handler: &H,
+    service: &'static str,
+    received: impl FnOnce(Event) -> Received,
+) -> Outcome {
+    match events::decode(body, content_type) {
+        Ok(event) => {
+            record_lag(service, &event);
+            handler.handle(received(event)).await
+        }
+        Err(error) => Outcome::DeadLetter(error.to_string()),
+    }
+}
+
+/// Turns the handler's outcome into what happens to the message, counting and logging it.
+fn settlement(outcome: Outcome, attempt: u32, settings: &ConsumerSettings) -> Settlement {
+    let retries_left = attempt < settings.retry.max_attempts;
+    let label = match &outcome {
+        Outcome::Ack => "acked",
+        Outcome::Retry(_) if retries_left => "retried",
+        Outcome::Retry(_) | Outcome::DeadLetter(_) => "dead_lettered",
+        Outcome::HandBack => "handed_back",
+    };
+    metrics::counter!("worker_messages_total", "service" => settings.service, "outcome" => label)
+        .increment(1);
+    match outcome {
+        Outcome::Ack => Settlement::Ack,
+        Outcome::Retry(reason) if retries_left => {
+            let delay = settings.retry.delay_after(attempt);
+            tracing::warn!(%reason, attempt, ?delay, "retrying later");
+            Settlement::RetryAfter(delay)
+        }
+        Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
+            tracing::error!(%reason, attempt, "dead-lettering the message");
+            Settlement::DeadLetter(reason)
+        }
+        Outcome::HandBack => Settlement::HandBack,
+    }
+}
+
+/// Handles one RabbitMQ delivery and settles it by the outcome.
 async fn settle<H: Handler>(
     delivery: Delivery,
     channel: Channel,
@@ -311,45 +369,31 @@ async fn settle<H: Handler>(
     handler: Arc<H>,
     cancel: CancellationToken,
 ) {
-    let service = settings.service;
     let attempt = broker::attempt_of(&delivery.properties);
     let content_type = delivery
         .properties
         .content_type()
         .as_ref()
         .map(|value| value.as_str().to_owned());
-    let outcome = match events::decode(&delivery.data, content_type.as_deref()) {
-        Ok(event) => {
-            record_lag(service, &event);
-            let received = Received {
-                event,
-                attempt,
-                last_attempt: attempt >= settings.retry.max_attempts,
-                redelivered: delivery.redelivered,
-                channel: channel.clone(),
-                cancel,
-            };
-            handler.handle(received).await
-        }
-        Err(error) => Outcome::DeadLetter(error.to_string()),
-    };
-    let label = match &outcome {
-        Outcome::Ack => "acked",
-        Outcome::Retry(_) if attempt < settings.retry.max_attempts => "retried",
-        Outcome::Retry(_) | Outcome::DeadLetter(_) => "dead_lettered",
-        Outcome::HandBack => "handed_back",
-    };
-    metrics::counter!("worker_messages_total", "service" => service, "outcome" => label)
-        .increment(1);
-    let settled = match outcome {
-        Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Outcome::Retry(reason) if attempt < settings.retry.max_attempts => {
-            let delay = settings.retry.delay_after(attempt);
-            tracing::warn!(%reason, attempt, ?delay, "retrying later");
-            retry_later(&delivery, &channel, &settings, attempt).await
-        }
-        Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
-            tracing::error!(%reason, attempt, "dead-lettering the message");
+    let outcome = handle_message(
+        &delivery.data,
+        content_type.as_deref(),
+        handler.as_ref(),
+        settings.service,
+        |event| Received {
+            event,
+            attempt,
+            last_attempt: attempt >= settings.retry.max_attempts,
+            redelivered: delivery.redelivered,
+            publisher: Publisher::Amqp(channel.clone()),
+            cancel,
+        },
+    )
+    .await;
+    let settled = match settlement(outcome, attempt, &settings) {
+        Settlement::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Settlement::RetryAfter(_) => retry_later(&delivery, &channel, &settings, attempt).await,
+        Settlement::DeadLetter(_) => {
             delivery
                 .acker
                 .nack(BasicNackOptions {
@@ -358,11 +402,144 @@ async fn settle<H: Handler>(
                 })
                 .await
         }
-        Outcome::HandBack => delivery.acker.nack(requeue()).await,
+        Settlement::HandBack => delivery.acker.nack(requeue()).await,
     };
     if let Err(error) = settled {
         // The channel is gone: the broker redelivers the message to whoever consumes next.
         tracing::warn!(%error, "could not settle a message; it will be redelivered");
+    }
+}
+
+/// Consumes the embedded queue until `shutdown` fires: leases up to the concurrency at once,
+/// polling while the queue is empty.
+async fn consume_embedded<H: Handler>(
+    settings: Arc<ConsumerSettings>,
+    handler: Arc<H>,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let path = settings.broker.embedded_queue_path();
+    let queue = EmbeddedQueue::open(&path)
+        .await
+        .with_context(|| format!("opening the embedded queue {}", path.display()))?;
+    let lease = settings.broker.embedded_queue_lease();
+    tracing::info!(queue = %settings.queue, file = %path.display(), concurrency = settings.concurrency, "consuming the embedded queue");
+    readiness.set(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(usize::from(
+        settings.concurrency.max(1),
+    )));
+    let in_flight = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let mut pause = EMBEDDED_POLL_INTERVAL;
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.wait() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        match queue.lease(&settings.queue, lease).await {
+            Ok(Some(leased)) => {
+                pause = EMBEDDED_POLL_INTERVAL;
+                let (queue, settings, handler) = (queue.clone(), settings.clone(), handler.clone());
+                let cancel = cancel.child_token();
+                in_flight.spawn(async move {
+                    settle_leased(leased, queue, settings, handler, cancel).await;
+                    drop(slot);
+                });
+                continue;
+            }
+            Ok(None) => pause = EMBEDDED_POLL_INTERVAL,
+            Err(error) => {
+                tracing::warn!(%error, ?pause, "cannot read the embedded queue; retrying");
+                pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
+            }
+        }
+        drop(slot);
+        tokio::select! {
+            () = shutdown.wait() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    readiness.set(false);
+    in_flight.close();
+    if tokio::time::timeout(settings.grace, in_flight.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?settings.grace, "grace period over; handing back in-flight work");
+        cancel.cancel();
+        in_flight.wait().await;
+    }
+    Ok(())
+}
+
+/// Handles one leased message, renewing its lease meanwhile, and settles it by the outcome.
+async fn settle_leased<H: Handler>(
+    leased: Leased,
+    queue: EmbeddedQueue,
+    settings: Arc<ConsumerSettings>,
+    handler: Arc<H>,
+    cancel: CancellationToken,
+) {
+    let lease = settings.broker.embedded_queue_lease();
+    let renewing = tokio::spawn(renew_until_done(
+        queue.clone(),
+        leased.clone(),
+        lease,
+        cancel.clone(),
+    ));
+    let outcome = handle_message(
+        &leased.body,
+        None,
+        handler.as_ref(),
+        settings.service,
+        |event| Received {
+            event,
+            attempt: leased.attempt,
+            last_attempt: leased.attempt >= settings.retry.max_attempts,
+            redelivered: leased.deliveries > 1,
+            publisher: Publisher::Embedded(queue.clone()),
+            cancel,
+        },
+    )
+    .await;
+    renewing.abort();
+    let settled = match settlement(outcome, leased.attempt, &settings) {
+        Settlement::Ack => queue.ack(&leased).await,
+        Settlement::RetryAfter(delay) => queue.retry_later(&leased, delay).await,
+        Settlement::DeadLetter(reason) => queue.dead_letter(&leased, &reason).await,
+        Settlement::HandBack => queue.release(&leased).await,
+    };
+    match settled {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the message's lease ran out before it was settled; it will be delivered again"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "could not settle a message; it will be delivered again when its lease runs out")
+        }
+    }
+}
+
+/// Keeps a lease alive while its work runs; cancels the work when the lease is lost.
+async fn renew_until_done(
+    queue: EmbeddedQueue,
+    leased: Leased,
+    lease: Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(lease / 3);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match queue.renew(&leased, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("lost the lease on a message (another worker has it now); stopping");
+                cancel.cancel();
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "could not renew a lease; trying again"),
+        }
     }
 }
 

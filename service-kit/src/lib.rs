@@ -1,8 +1,8 @@
 //! What every mp3converter service needs, written once: the pieces of typed configuration they
 //! share, secrets that never print, telemetry, the shutdown signal, the gRPC scaffolding
 //! (health + reflection), the ops endpoint of the workers (health + `/metrics`), the queue
-//! names and event codec that the gateway, converter and notifier agree on, and the consumer
-//! loop the two workers share.
+//! names and event codec that the gateway, converter and notifier agree on, the choice between
+//! RabbitMQ and the embedded queue, and the consumer loop the two workers share.
 //!
 //! Each service's `lib.rs` follows the same shape: parse its config (flattening
 //! [`config::TelemetryConfig`]), call [`telemetry::init`], build its parts, then serve until
@@ -13,8 +13,10 @@
 pub mod broker;
 pub mod config;
 pub mod consumer;
+pub mod embedded_queue;
 pub mod events;
 pub mod grpc;
+pub mod messaging;
 pub mod metrics;
 pub mod ops;
 pub mod queues;

@@ -1,0 +1,192 @@
+//! The consumer loop on the embedded queue: the same rules as on RabbitMQ (retries count
+//! attempts and end in the dead-letter queue, shutdown hands unfinished work back, a body that
+//! is not an event is dead-lettered), against the real queue file.
+
+use service_kit::Shutdown;
+use service_kit::broker::RetryConfig;
+use service_kit::consumer::{self, ConsumerSettings, Handler, Outcome, Received};
+use service_kit::embedded_queue::EmbeddedQueue;
+use service_kit::events::{self, Payload, VideoUploaded};
+use service_kit::messaging::BrokerConfig;
+use service_kit::ops::Readiness;
+use service_kit::queues::QueueConfig;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a handler saw of each delivery: its attempt, and whether it was the last.
+type Seen = Arc<Mutex<Vec<(u32, bool)>>>;
+
+/// Answers from a script, one per delivery, and remembers what it saw.
+struct Scripted {
+    answers: Mutex<Vec<Outcome>>,
+    seen: Seen,
+    wait_for_cancel: bool,
+}
+
+impl Handler for Scripted {
+    async fn handle(&self, received: Received) -> Outcome {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((received.attempt, received.last_attempt));
+        if self.wait_for_cancel {
+            received.cancel.cancelled().await;
+            return Outcome::HandBack;
+        }
+        let mut answers = self.answers.lock().unwrap();
+        if answers.is_empty() {
+            Outcome::Ack
+        } else {
+            answers.remove(0)
+        }
+    }
+}
+
+fn settings(dir: &std::path::Path, max_attempts: u32) -> ConsumerSettings {
+    ConsumerSettings {
+        service: "test",
+        broker: BrokerConfig {
+            amqp_url: None,
+            data_dir: dir.to_owned(),
+            embedded_queue_lease_seconds: 30,
+            queues: QueueConfig::default(),
+        },
+        queue: "video".into(),
+        concurrency: 2,
+        retry: RetryConfig {
+            max_attempts,
+            retry_base_delay_ms: 50,
+            retry_max_delay_ms: 50,
+        },
+        grace: Duration::from_millis(200),
+    }
+}
+
+fn event_body() -> Vec<u8> {
+    events::encode(&events::new_event(Payload::VideoUploaded(
+        VideoUploaded::default(),
+    )))
+}
+
+/// Runs the consumer over `dir` until `done` holds for the queue file, then stops it.
+async fn consume_until(
+    dir: &std::path::Path,
+    settings: ConsumerSettings,
+    handler: Scripted,
+    done: impl AsyncFn(&EmbeddedQueue) -> bool,
+) {
+    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
+        .await
+        .unwrap();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(consumer::consume(
+        settings,
+        Arc::new(handler),
+        Readiness::new(),
+        shutdown.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done(&queue).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the consumer did not finish in {}", dir.display()));
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+}
+
+fn scripted(answers: Vec<Outcome>) -> (Scripted, Seen) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = Scripted {
+        answers: Mutex::new(answers),
+        seen: seen.clone(),
+        wait_for_cancel: false,
+    };
+    (handler, seen)
+}
+
+#[tokio::test]
+async fn a_retried_message_comes_back_as_the_next_attempt_and_is_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), 3);
+    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
+        .await
+        .unwrap();
+    queue.publish("video", &event_body()).await.unwrap();
+    let (handler, seen) = scripted(vec![Outcome::Retry("storage is down".into())]);
+    consume_until(dir.path(), settings, handler, async |queue| {
+        queue.depth("video").await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(*seen.lock().unwrap(), [(1, false), (2, false)]);
+    assert_eq!(queue.depth("video.dead").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_ends_in_the_dead_letter_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), 2);
+    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
+        .await
+        .unwrap();
+    queue.publish("video", &event_body()).await.unwrap();
+    let failing = vec![
+        Outcome::Retry("down".into()),
+        Outcome::Retry("still down".into()),
+    ];
+    let (handler, seen) = scripted(failing);
+    consume_until(dir.path(), settings, handler, async |queue| {
+        queue.depth("video.dead").await.unwrap() == 1
+    })
+    .await;
+    assert_eq!(*seen.lock().unwrap(), [(1, false), (2, true)]);
+    assert_eq!(queue.depth("video").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_an_event_is_dead_lettered_without_reaching_the_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), 3);
+    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
+        .await
+        .unwrap();
+    queue
+        .publish("video", b"\xff\xff not protobuf")
+        .await
+        .unwrap();
+    let (handler, seen) = scripted(Vec::new());
+    consume_until(dir.path(), settings, handler, async |queue| {
+        queue.depth("video.dead").await.unwrap() == 1
+    })
+    .await;
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn work_unfinished_at_shutdown_is_handed_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(dir.path(), 3);
+    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
+        .await
+        .unwrap();
+    queue.publish("video", &event_body()).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stuck = Scripted {
+        answers: Mutex::new(Vec::new()),
+        seen: seen.clone(),
+        wait_for_cancel: true,
+    };
+    let seen_by_check = seen.clone();
+    consume_until(dir.path(), settings, stuck, async move |_| {
+        !seen_by_check.lock().unwrap().is_empty()
+    })
+    .await;
+    // Handed back, not left leased for 30 s: the next worker gets it now, as a redelivery.
+    let again = queue
+        .lease("video", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the message is available again");
+    assert_eq!((again.attempt, again.deliveries), (1, 2));
+}
