@@ -1,4 +1,4 @@
-//! The HTTP surface: one router, the state every handler shares, the middleware every request
+//! The HTTP surface (the REST API and the web page that uses it): one router, the state every handler shares, the middleware every request
 //! passes (request id, tracing, metrics, security headers, timeouts, CORS), and the OpenAPI
 //! document generated from the handlers.
 
@@ -7,6 +7,7 @@ pub mod download;
 pub mod health;
 pub mod jobs;
 pub mod upload;
+pub mod web;
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
@@ -130,6 +131,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(service_kit::ops::metrics))
         .route("/openapi.json", get(openapi))
+        .route("/", get(web::index))
+        .route("/assets/app.js", get(web::script))
+        .route("/assets/style.css", get(web::stylesheet))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             config.request_timeout(),

@@ -1,0 +1,784 @@
+// MP3 Converter web page: sign up, log in, upload a video, watch the conversion, download the MP3.
+// Plain JavaScript, no dependencies; served as /assets/app.js under a strict Content-Security-Policy
+// (no inline scripts or styles), so all behaviour lives here and all styling in style.css.
+'use strict';
+
+(function () {
+  const POLL_INTERVAL_MS = 2000;
+  const REVOKE_DELAY_MS = 10000;
+  const TOKEN_KEY = 'mp3converter.token';
+  const EMAIL_KEY = 'mp3converter.email';
+  const EXPIRES_KEY = 'mp3converter.expires_at';
+
+  const STATUS_TEXT = {
+    queued: 'Queued',
+    converting: 'Converting',
+    done: 'Ready',
+    failed: 'Failed',
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    message: $('message'),
+    session: $('session'),
+    whoami: $('whoami'),
+    logoutButton: $('logout-button'),
+    authSection: $('auth-section'),
+    appSection: $('app-section'),
+    loginForm: $('login-form'),
+    loginEmail: $('login-email'),
+    loginPassword: $('login-password'),
+    loginButton: $('login-button'),
+    signupForm: $('signup-form'),
+    signupEmail: $('signup-email'),
+    signupPassword: $('signup-password'),
+    signupButton: $('signup-button'),
+    uploadHeading: $('upload-heading'),
+    dropZone: $('drop-zone'),
+    fileInput: $('file-input'),
+    uploadStatus: $('upload-status'),
+    uploadLabel: $('upload-label'),
+    uploadCancel: $('upload-cancel'),
+    uploadProgress: $('upload-progress'),
+    uploadProgressText: $('upload-progress-text'),
+    jobsHeading: $('jobs-heading'),
+    jobsUpdated: $('jobs-updated'),
+    jobsEmpty: $('jobs-empty'),
+    jobs: $('jobs'),
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // Small helpers
+
+  /** Thrown for any non-2xx API answer; carries the server's message. */
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  function formatBytes(bytes) {
+    if (!Number.isFinite(bytes) || bytes < 0) return '?';
+    if (bytes < 1024) return `${bytes} B`;
+    const units = ['KB', 'MB', 'GB', 'TB'];
+    let value = bytes / 1024;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+  }
+
+  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  function formatDate(iso) {
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? String(iso || '') : dateFormat.format(date);
+  }
+
+  function clampPercent(value) {
+    const number = Number(value);
+    if (!Number.isFinite(number)) return 0;
+    return Math.max(0, Math.min(100, Math.round(number)));
+  }
+
+  /** UTF-8 safe base64 (btoa only takes Latin-1). */
+  function base64Utf8(text) {
+    const bytes = new TextEncoder().encode(text);
+    let binary = '';
+    for (const byte of bytes) binary += String.fromCharCode(byte);
+    return btoa(binary);
+  }
+
+  /** Pulls the server's `{"error":{"message"}}` out of a response body, with a fallback. */
+  function errorFromBody(status, text) {
+    let code = 'http_' + status;
+    let message = '';
+    try {
+      const body = JSON.parse(text);
+      if (body && body.error) {
+        code = body.error.code || code;
+        message = body.error.message || '';
+      }
+    } catch (_) {
+      // Not JSON (a proxy's error page, say): fall through to the generic message.
+    }
+    if (!message) {
+      message = status === 0
+        ? 'Could not reach the server. Check your connection and try again.'
+        : `The server answered with an error (HTTP ${status}).`;
+    }
+    return new ApiError(status, code, message);
+  }
+
+  /** A file name safe to offer to the browser's download (no path separators or controls). */
+  function safeFileName(name) {
+    // eslint-disable-next-line no-control-regex
+    const cleaned = String(name || '').replace(/[\u0000-\u001f\u007f/\\]/g, '_').trim();
+    return cleaned || 'audio.mp3';
+  }
+
+  function mp3NameFor(originalName) {
+    const base = String(originalName || '').split(/[/\\]/).pop() || '';
+    const dot = base.lastIndexOf('.');
+    const stem = dot > 0 ? base.slice(0, dot) : base;
+    return safeFileName((stem || 'audio') + '.mp3');
+  }
+
+  /** The file name from a Content-Disposition header: `filename*` (RFC 5987) first, then `filename`. */
+  function filenameFromDisposition(header) {
+    if (!header) return null;
+    const extended = /filename\*\s*=\s*([^;]+)/i.exec(header);
+    if (extended) {
+      let value = extended[1].trim().replace(/^"(.*)"$/, '$1');
+      const parts = /^([\w!#$%&+^`{}~-]*)'[^']*'(.*)$/.exec(value);
+      if (parts) value = parts[2];
+      try {
+        const decoded = decodeURIComponent(value);
+        if (decoded) return decoded;
+      } catch (_) {
+        // Malformed percent-encoding: try the plain filename instead.
+      }
+    }
+    const quoted = /filename\s*=\s*"((?:\\.|[^"\\])*)"/i.exec(header);
+    if (quoted) return quoted[1].replace(/\\(.)/g, '$1');
+    const token = /filename\s*=\s*([^;\s]+)/i.exec(header);
+    return token ? token[1] : null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Messages (the aria-live region)
+
+  let messageTimer = 0;
+  function showMessage(text, kind) {
+    clearTimeout(messageTimer);
+    // Empty the region first so assistive technology announces a repeated message again.
+    el.message.textContent = '';
+    el.message.className = 'message';
+    messageTimer = setTimeout(() => {
+      el.message.textContent = text;
+      el.message.className = `message ${kind || 'info'}`;
+    }, 50);
+  }
+  const showError = (text) => showMessage(text, 'error');
+  const showSuccess = (text) => showMessage(text, 'success');
+  const showInfo = (text) => showMessage(text, 'info');
+  function clearMessage() {
+    clearTimeout(messageTimer);
+    el.message.textContent = '';
+    el.message.className = 'message';
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Session
+
+  function getToken() {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (!token) return null;
+    const expiresAt = Number(sessionStorage.getItem(EXPIRES_KEY) || 0);
+    if (expiresAt && Date.now() >= expiresAt) return null;
+    return token;
+  }
+
+  function storeSession(token, email, expiresIn) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    sessionStorage.setItem(EMAIL_KEY, email);
+    const seconds = Number(expiresIn);
+    if (Number.isFinite(seconds) && seconds > 0) {
+      sessionStorage.setItem(EXPIRES_KEY, String(Date.now() + seconds * 1000));
+    } else {
+      sessionStorage.removeItem(EXPIRES_KEY);
+    }
+  }
+
+  function clearSession() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(EMAIL_KEY);
+    sessionStorage.removeItem(EXPIRES_KEY);
+  }
+
+  // Bumped on every log in / log out, so answers to requests of an earlier session are ignored.
+  let sessionGeneration = 0;
+
+  function showLoggedIn() {
+    el.whoami.textContent = sessionStorage.getItem(EMAIL_KEY) || '';
+    el.session.hidden = false;
+    el.authSection.hidden = true;
+    el.appSection.hidden = false;
+    startPolling();
+  }
+
+  function showLoggedOut() {
+    sessionGeneration += 1;
+    stopPolling();
+    cancelUploads();
+    clearSession();
+    resetJobs();
+    el.session.hidden = true;
+    el.appSection.hidden = true;
+    el.authSection.hidden = false;
+    el.loginPassword.value = '';
+  }
+
+  function logOut() {
+    showLoggedOut();
+    showInfo('You have been logged out.');
+    el.loginEmail.focus();
+  }
+
+  function sessionExpired() {
+    if (el.appSection.hidden) return;
+    const email = sessionStorage.getItem(EMAIL_KEY) || '';
+    showLoggedOut();
+    if (email) el.loginEmail.value = email;
+    showError('Your session has expired. Please log in again.');
+    (email ? el.loginPassword : el.loginEmail).focus();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // API calls (fetch; uploads use XMLHttpRequest for progress events)
+
+  /**
+   * Calls the API. `credentials: 'omit'`: authentication is by header only, and omitting cookies
+   * also stops the browser from popping its own password dialog on a 401 with
+   * `WWW-Authenticate: Basic`.
+   */
+  async function api(method, path, options = {}) {
+    const headers = new Headers(options.headers || {});
+    if (!headers.has('Accept')) headers.set('Accept', 'application/json');
+    if (options.auth !== false) {
+      const token = getToken();
+      if (!token) {
+        sessionExpired();
+        throw new ApiError(401, 'unauthenticated', 'Please log in again.');
+      }
+      headers.set('Authorization', `Bearer ${token}`);
+    }
+    let body;
+    if (options.json !== undefined) {
+      headers.set('Content-Type', 'application/json');
+      body = JSON.stringify(options.json);
+    }
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body,
+        credentials: 'omit',
+        cache: 'no-store',
+        signal: options.signal,
+      });
+    } catch (error) {
+      if (error && error.name === 'AbortError') throw error;
+      throw errorFromBody(0, '');
+    }
+    if (response.status === 401 && options.auth !== false) {
+      sessionExpired();
+    }
+    if (!response.ok) {
+      throw errorFromBody(response.status, await response.text().catch(() => ''));
+    }
+    return response;
+  }
+
+  async function apiJson(method, path, options) {
+    const response = await api(method, path, options);
+    if (response.status === 204) return null;
+    const text = await response.text();
+    return text ? JSON.parse(text) : null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Forms
+
+  function setBusy(button, busy, busyText) {
+    if (busy) {
+      button.dataset.label = button.textContent;
+      button.textContent = busyText;
+      button.setAttribute('aria-disabled', 'true');
+    } else {
+      if (button.dataset.label) button.textContent = button.dataset.label;
+      button.removeAttribute('aria-disabled');
+    }
+  }
+  const isBusy = (button) => button.getAttribute('aria-disabled') === 'true';
+
+  /** Checks fields; marks the invalid ones and focuses the first. Returns an error text or null. */
+  function validate(fields) {
+    let firstError = null;
+    for (const { input, check } of fields) {
+      const problem = check(input.value);
+      if (problem) {
+        input.setAttribute('aria-invalid', 'true');
+        if (!firstError) {
+          firstError = problem;
+          input.focus();
+        }
+      } else {
+        input.removeAttribute('aria-invalid');
+      }
+    }
+    return firstError;
+  }
+
+  const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+$/;
+  const checkEmail = (value) => {
+    if (!value.trim()) return 'Please enter your email address.';
+    if (!EMAIL_PATTERN.test(value.trim())) return 'Please enter a valid email address, like name@example.com.';
+    return null;
+  };
+
+  async function onSignup(event) {
+    event.preventDefault();
+    if (isBusy(el.signupButton)) return;
+    const problem = validate([
+      { input: el.signupEmail, check: checkEmail },
+      {
+        input: el.signupPassword,
+        check: (value) => (value.length < 8 ? 'Your password must be at least 8 characters long.' : null),
+      },
+    ]);
+    if (problem) {
+      showError(problem);
+      return;
+    }
+    const email = el.signupEmail.value.trim();
+    const password = el.signupPassword.value;
+    setBusy(el.signupButton, true, 'Creating account…');
+    try {
+      await apiJson('POST', '/register', { auth: false, json: { email, password } });
+      el.signupForm.reset();
+      el.loginEmail.value = email;
+      el.loginPassword.value = '';
+      showSuccess(`Account created for ${email}. You can log in now.`);
+      el.loginPassword.focus();
+    } catch (error) {
+      showError(error.message);
+      if (error.status === 409) el.signupEmail.setAttribute('aria-invalid', 'true');
+    } finally {
+      setBusy(el.signupButton, false);
+    }
+  }
+
+  async function onLogin(event) {
+    event.preventDefault();
+    if (isBusy(el.loginButton)) return;
+    const problem = validate([
+      { input: el.loginEmail, check: checkEmail },
+      { input: el.loginPassword, check: (value) => (value ? null : 'Please enter your password.') },
+    ]);
+    if (problem) {
+      showError(problem);
+      return;
+    }
+    const email = el.loginEmail.value.trim();
+    const password = el.loginPassword.value;
+    setBusy(el.loginButton, true, 'Logging in…');
+    try {
+      const body = await apiJson('POST', '/login', {
+        auth: false,
+        headers: { Authorization: `Basic ${base64Utf8(`${email}:${password}`)}` },
+      });
+      if (!body || !body.access_token) throw new ApiError(500, 'bad_response', 'The server sent an unexpected answer.');
+      sessionGeneration += 1;
+      storeSession(body.access_token, email, body.expires_in);
+      el.loginForm.reset();
+      showLoggedIn();
+      showSuccess(`Logged in as ${email}.`);
+      el.uploadHeading.focus();
+    } catch (error) {
+      showError(error.message);
+      if (error.status === 401) el.loginPassword.select();
+    } finally {
+      setBusy(el.loginButton, false);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Upload: a queue of files sent one at a time, each with a progress bar
+
+  const uploadQueue = [];
+  let currentUpload = null;
+
+  function enqueueFiles(fileList) {
+    const files = Array.from(fileList || []);
+    if (!files.length) return;
+    const rejected = files.filter((file) => file.type && !/^(video|audio)\//.test(file.type));
+    const accepted = files.filter((file) => !rejected.includes(file));
+    if (rejected.length) {
+      showError(`${rejected.map((file) => file.name).join(', ')}: not a video or audio file.`);
+    }
+    uploadQueue.push(...accepted);
+    pumpUploads();
+  }
+
+  function setUploadProgress(file, loaded, total) {
+    const percent = total > 0 ? clampPercent((loaded / total) * 100) : 0;
+    el.uploadProgress.value = percent;
+    el.uploadProgressText.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} (${percent}%)`;
+  }
+
+  function uploadLabelFor(file) {
+    const waiting = uploadQueue.length ? ` (${uploadQueue.length} more waiting)` : '';
+    return `Uploading ${file.name}${waiting}`;
+  }
+
+  function pumpUploads() {
+    if (currentUpload || !uploadQueue.length) return;
+    const file = uploadQueue.shift();
+    const token = getToken();
+    if (!token) {
+      uploadQueue.length = 0;
+      sessionExpired();
+      return;
+    }
+    const generation = sessionGeneration;
+    const xhr = new XMLHttpRequest();
+    currentUpload = xhr;
+
+    el.uploadStatus.hidden = false;
+    el.uploadStatus.classList.remove('finished');
+    el.uploadCancel.hidden = false;
+    el.uploadLabel.textContent = uploadLabelFor(file);
+    setUploadProgress(file, 0, file.size);
+
+    const finish = () => {
+      currentUpload = null;
+      el.uploadCancel.hidden = true;
+      if (generation === sessionGeneration) pumpUploads();
+    };
+
+    xhr.upload.addEventListener('progress', (event) => {
+      if (generation !== sessionGeneration) return;
+      setUploadProgress(file, event.loaded, event.lengthComputable ? event.total : file.size);
+    });
+    xhr.addEventListener('load', () => {
+      if (generation !== sessionGeneration) return;
+      if (xhr.status === 202 || (xhr.status >= 200 && xhr.status < 300)) {
+        setUploadProgress(file, file.size, file.size);
+        el.uploadStatus.classList.add('finished');
+        el.uploadLabel.textContent = `Uploaded ${file.name}`;
+        showSuccess(`${file.name} uploaded. The conversion has been queued.`);
+        refreshJobs();
+      } else if (xhr.status === 401) {
+        sessionExpired();
+      } else {
+        el.uploadLabel.textContent = `Upload of ${file.name} failed`;
+        showError(`${file.name}: ${errorFromBody(xhr.status, xhr.responseText).message}`);
+      }
+      finish();
+    });
+    xhr.addEventListener('error', () => {
+      if (generation !== sessionGeneration) return;
+      el.uploadLabel.textContent = `Upload of ${file.name} failed`;
+      showError(`${file.name}: the upload was interrupted. Check your connection and try again.`);
+      finish();
+    });
+    xhr.addEventListener('abort', () => {
+      if (generation !== sessionGeneration) return;
+      el.uploadLabel.textContent = `Upload of ${file.name} cancelled`;
+      showInfo(`Upload of ${file.name} cancelled.`);
+      finish();
+    });
+
+    const form = new FormData();
+    form.append('file', file, file.name);
+    xhr.open('POST', '/upload');
+    xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.send(form);
+  }
+
+  function cancelUploads() {
+    uploadQueue.length = 0;
+    if (currentUpload) {
+      const xhr = currentUpload;
+      currentUpload = null;
+      xhr.abort();
+    }
+    el.uploadStatus.hidden = true;
+    el.uploadProgress.value = 0;
+    el.uploadProgressText.textContent = '';
+  }
+
+  function setUpDropZone() {
+    let depth = 0;
+    const hasFiles = (event) => Array.from(event.dataTransfer ? event.dataTransfer.types : []).includes('Files');
+    el.dropZone.addEventListener('dragenter', (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      depth += 1;
+      el.dropZone.classList.add('dragover');
+    });
+    el.dropZone.addEventListener('dragover', (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      event.dataTransfer.dropEffect = 'copy';
+    });
+    el.dropZone.addEventListener('dragleave', () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) el.dropZone.classList.remove('dragover');
+    });
+    el.dropZone.addEventListener('drop', (event) => {
+      event.preventDefault();
+      depth = 0;
+      el.dropZone.classList.remove('dragover');
+      enqueueFiles(event.dataTransfer && event.dataTransfer.files);
+    });
+    // A file dropped next to the zone would make the browser navigate away to it: don't.
+    window.addEventListener('dragover', (event) => {
+      if (hasFiles(event)) event.preventDefault();
+    });
+    window.addEventListener('drop', (event) => {
+      if (!el.dropZone.contains(event.target)) event.preventDefault();
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Jobs: polled every 2 s while logged in; rows are updated in place so focus is not lost
+
+  let pollTimer = 0;
+  let pollController = null;
+  let pollFailing = false;
+  const rows = new Map(); // job id -> { li, parts, job }
+
+  function startPolling() {
+    stopPolling();
+    refreshJobs();
+  }
+
+  function stopPolling() {
+    clearTimeout(pollTimer);
+    pollTimer = 0;
+    if (pollController) pollController.abort();
+    pollController = null;
+  }
+
+  async function refreshJobs() {
+    clearTimeout(pollTimer);
+    if (pollController) pollController.abort();
+    const controller = new AbortController();
+    pollController = controller;
+    const generation = sessionGeneration;
+    try {
+      const body = await apiJson('GET', '/jobs', { signal: controller.signal });
+      if (generation !== sessionGeneration) return;
+      renderJobs((body && body.jobs) || []);
+      el.jobsUpdated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+      if (pollFailing) {
+        pollFailing = false;
+        showInfo('Connection restored.');
+      }
+    } catch (error) {
+      if (generation !== sessionGeneration || (error && error.name === 'AbortError')) return;
+      if (error.status === 401) return; // sessionExpired() already took over
+      if (!pollFailing) {
+        pollFailing = true;
+        showError(`Could not refresh your conversions: ${error.message} Retrying…`);
+      }
+    } finally {
+      if (pollController === controller) pollController = null;
+    }
+    if (generation === sessionGeneration && !el.appSection.hidden) {
+      pollTimer = setTimeout(refreshJobs, POLL_INTERVAL_MS);
+    }
+  }
+
+  function resetJobs() {
+    rows.clear();
+    el.jobs.replaceChildren();
+    el.jobsEmpty.hidden = false;
+    el.jobsUpdated.textContent = '';
+  }
+
+  function createRow(job) {
+    const li = document.createElement('li');
+    li.className = 'job';
+    li.dataset.jobId = job.id;
+
+    const head = document.createElement('div');
+    head.className = 'job-head';
+    const name = document.createElement('span');
+    name.className = 'job-name';
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    head.append(name, badge);
+
+    const meta = document.createElement('p');
+    meta.className = 'job-meta';
+    const time = document.createElement('time');
+    meta.append('Uploaded ', time);
+
+    const progressLine = document.createElement('div');
+    progressLine.className = 'job-progress';
+    const progress = document.createElement('progress');
+    progress.max = 100;
+    const percent = document.createElement('span');
+    percent.className = 'job-percent';
+    progressLine.append(progress, percent);
+
+    const error = document.createElement('p');
+    error.className = 'job-error';
+
+    const actions = document.createElement('div');
+    actions.className = 'job-actions';
+    const download = document.createElement('button');
+    download.type = 'button';
+    download.className = 'button download';
+    download.textContent = 'Download';
+    download.addEventListener('click', () => downloadJob(li.dataset.jobId, download));
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'button secondary delete';
+    remove.textContent = 'Delete';
+    remove.addEventListener('click', () => deleteJob(li.dataset.jobId, remove));
+    actions.append(download, remove);
+
+    const main = document.createElement('div');
+    main.className = 'job-main';
+    main.append(head, meta, progressLine, error);
+    li.append(main, actions);
+    return { li, parts: { name, badge, time, progressLine, progress, percent, error, download, remove }, job: null };
+  }
+
+  function updateRow(row, job) {
+    const { li, parts } = row;
+    const previous = row.job;
+    row.job = job;
+    const status = STATUS_TEXT[job.status] ? job.status : 'queued';
+    const percent = status === 'done' ? 100 : clampPercent(job.progress_percent);
+    const fileName = job.original_filename || 'Untitled video';
+
+    li.dataset.status = job.status;
+    parts.name.textContent = fileName;
+    parts.name.title = fileName;
+    parts.badge.textContent = STATUS_TEXT[status];
+    parts.badge.className = `badge badge-${status}`;
+    parts.time.dateTime = job.created_at || '';
+    parts.time.textContent = formatDate(job.created_at);
+
+    const active = status === 'queued' || status === 'converting';
+    parts.progressLine.hidden = !active;
+    parts.progress.value = percent;
+    parts.progress.setAttribute('aria-label', `Conversion progress of ${fileName}`);
+    parts.percent.textContent = `${percent}%`;
+
+    parts.error.hidden = status !== 'failed';
+    parts.error.textContent = status === 'failed' ? `Conversion failed: ${job.error || 'unknown reason'}` : '';
+
+    parts.download.hidden = !(status === 'done' && job.download_url);
+    parts.download.setAttribute('aria-label', `Download ${mp3NameFor(fileName)}`);
+    parts.remove.setAttribute('aria-label', `Delete ${fileName}`);
+
+    // Announce a conversion that finished while the user was watching.
+    if (previous && previous.status !== job.status) {
+      if (status === 'done') showSuccess(`${fileName} is ready to download.`);
+      else if (status === 'failed') showError(`${fileName} could not be converted: ${job.error || 'unknown reason'}`);
+    }
+  }
+
+  function renderJobs(jobs) {
+    const sorted = jobs
+      .filter((job) => job && job.id)
+      .sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+    const seen = new Set();
+    sorted.forEach((job, index) => {
+      seen.add(job.id);
+      let row = rows.get(job.id);
+      if (!row) {
+        row = createRow(job);
+        rows.set(job.id, row);
+      }
+      updateRow(row, job);
+      // Keep DOM order equal to the sorted order, moving only rows that are out of place.
+      const expected = el.jobs.children[index];
+      if (expected !== row.li) el.jobs.insertBefore(row.li, expected || null);
+    });
+    for (const [id, row] of rows) {
+      if (!seen.has(id)) {
+        row.li.remove();
+        rows.delete(id);
+      }
+    }
+    el.jobsEmpty.hidden = rows.size > 0;
+  }
+
+  async function downloadJob(jobId, button) {
+    const row = rows.get(jobId);
+    if (!row || !row.job || !row.job.download_url || isBusy(button)) return;
+    const job = row.job;
+    setBusy(button, true, 'Downloading…');
+    try {
+      const response = await api('GET', job.download_url, { headers: { Accept: 'audio/mpeg' } });
+      const blob = await response.blob();
+      const name = safeFileName(
+        filenameFromDisposition(response.headers.get('Content-Disposition')) || mp3NameFor(job.original_filename),
+      );
+      const url = URL.createObjectURL(blob);
+      const link = document.createElement('a');
+      link.href = url;
+      link.download = name;
+      link.hidden = true;
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), REVOKE_DELAY_MS);
+      showSuccess(`Downloading ${name} (${formatBytes(blob.size)}).`);
+    } catch (error) {
+      if (error.status !== 401) showError(`Download failed: ${error.message}`);
+    } finally {
+      setBusy(button, false);
+    }
+  }
+
+  async function deleteJob(jobId, button) {
+    const row = rows.get(jobId);
+    if (!row || isBusy(button)) return;
+    const fileName = (row.job && row.job.original_filename) || 'the conversion';
+    setBusy(button, true, 'Deleting…');
+    try {
+      await api('DELETE', `/jobs/${encodeURIComponent(jobId)}`);
+      // Move focus somewhere sensible before the row (holding the focused button) disappears.
+      const next = row.li.nextElementSibling || row.li.previousElementSibling;
+      row.li.remove();
+      rows.delete(jobId);
+      el.jobsEmpty.hidden = rows.size > 0;
+      const target = next && next.querySelector('button.delete');
+      (target || el.jobsHeading).focus();
+      showSuccess(`Deleted ${fileName}.`);
+    } catch (error) {
+      if (error.status !== 401) showError(`Could not delete ${fileName}: ${error.message}`);
+    } finally {
+      setBusy(button, false);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Wiring
+
+  el.signupForm.addEventListener('submit', onSignup);
+  el.loginForm.addEventListener('submit', onLogin);
+  el.logoutButton.addEventListener('click', logOut);
+  el.uploadCancel.addEventListener('click', () => {
+    if (currentUpload) currentUpload.abort();
+  });
+  el.fileInput.addEventListener('change', () => {
+    enqueueFiles(el.fileInput.files);
+    el.fileInput.value = ''; // so choosing the same file again still fires `change`
+  });
+  for (const input of [el.signupEmail, el.signupPassword, el.loginEmail, el.loginPassword]) {
+    input.addEventListener('input', () => input.removeAttribute('aria-invalid'));
+  }
+  setUpDropZone();
+
+  if (getToken()) {
+    showLoggedIn();
+  } else {
+    clearSession();
+  }
+  document.documentElement.classList.add('js');
+  clearMessage();
+})();
