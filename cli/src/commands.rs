@@ -1,0 +1,457 @@
+//! The client commands: each calls the API, then prints a line for people or, with `--json`,
+//! the gateway's JSON for scripts. Failures carry an exit code (see the command's help).
+
+use crate::api::{Api, ApiError, Job};
+use crate::session::{self, Session};
+use crate::{ClientCommand, progress};
+use clap::Args;
+use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The gateway when neither `--url` nor a saved login names one.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// How often `--wait` asks for the job's state.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Failed polls in a row before `--wait` gives up (the gateway may restart meanwhile).
+const MAX_POLL_FAILURES: u32 = 60;
+
+/// An e-mail and a password.
+#[derive(Debug, Args)]
+pub struct Credentials {
+    /// The account's e-mail address.
+    pub email: String,
+    /// The password (prefer MP3CONVERTER_PASSWORD, --password-stdin or the prompt: a flag shows
+    /// in the process list).
+    #[arg(long, env = "MP3CONVERTER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+}
+
+/// `upload`'s arguments.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The video to convert.
+    pub file: PathBuf,
+    /// Follow the job to its end, then download the MP3.
+    #[arg(long)]
+    pub wait: bool,
+    /// Where `--wait` saves the MP3 (default: the name the gateway suggests).
+    #[arg(long, short, requires = "wait")]
+    pub output: Option<PathBuf>,
+}
+
+/// `download`'s arguments.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// A job's id (its MP3 is fetched) or an MP3's id.
+    pub id: String,
+    /// Where to save it (default: the name the gateway suggests, in this directory).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// A command that failed: what to tell the user, and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    exit: u8,
+    code: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(exit: u8, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn not_logged_in() -> Self {
+        Self::new(
+            3,
+            "not_logged_in",
+            "not logged in: run `mp3converter login EMAIL` first",
+        )
+    }
+
+    /// Prints the failure (as JSON on stdout with `--json`, else on stderr) and gives the exit
+    /// code.
+    pub fn report(self, json: bool) -> ExitCode {
+        if json {
+            println!(
+                "{}",
+                json!({ "error": { "code": self.code, "message": self.message } })
+            );
+        } else {
+            eprintln!("error: {}", self.message);
+        }
+        ExitCode::from(self.exit)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::new(1, "failed", format!("{error:#}"))
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        match &error {
+            ApiError::Refused { code, .. } if error.is_unauthorized() => {
+                let message = if code == "invalid_credentials" || code == "unauthorized" {
+                    format!("{error}; run `mp3converter login EMAIL` again if your login expired")
+                } else {
+                    error.to_string()
+                };
+                Self::new(3, code, message)
+            }
+            ApiError::Refused { code, .. } => Self::new(1, code, error.to_string()),
+            ApiError::Unreachable { .. } => Self::new(1, "unreachable", error.to_string()),
+            ApiError::File { .. } => Self::new(1, "file", error.to_string()),
+            ApiError::Unexpected(_) => Self::new(1, "unexpected", error.to_string()),
+        }
+    }
+}
+
+/// What every client command works with.
+struct Context {
+    dir: PathBuf,
+    url: Option<String>,
+    session: Option<Session>,
+    json: bool,
+}
+
+impl Context {
+    /// The gateway: `--url`, else the saved login's, else the default.
+    fn base(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| self.session.as_ref().map(|s| s.url.clone()))
+            .unwrap_or_else(|| DEFAULT_URL.to_owned())
+    }
+
+    fn anonymous(&self) -> Api {
+        Api::new(&self.base(), None)
+    }
+
+    fn logged_in(&self) -> Result<Api, Failure> {
+        let session = self.session.as_ref().ok_or_else(Failure::not_logged_in)?;
+        if self
+            .url
+            .as_ref()
+            .is_some_and(|url| url.trim_end_matches('/') != session.url)
+        {
+            return Err(Failure::new(
+                3,
+                "not_logged_in",
+                format!(
+                    "the saved login is for {}: log in to this gateway first",
+                    session.url
+                ),
+            ));
+        }
+        Ok(Api::new(&session.url, Some(session.access_token.clone())))
+    }
+
+    /// Prints `human` for people, `value` for scripts.
+    fn print(&self, human: impl FnOnce() -> String, value: &Value) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", human());
+        }
+    }
+}
+
+/// Runs one client command.
+pub async fn run(
+    command: ClientCommand,
+    url: Option<String>,
+    config_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let dir = session::config_dir(config_dir)?;
+    let context = Context {
+        session: session::load(&dir)?,
+        dir,
+        url,
+        json,
+    };
+    match command {
+        ClientCommand::Register(credentials) => register(&context, credentials).await,
+        ClientCommand::Login(credentials) => login(&context, credentials).await,
+        ClientCommand::Upload(args) => upload(&context, args).await,
+        ClientCommand::Jobs => jobs(&context).await,
+        ClientCommand::Status { job_id } => status(&context, &job_id).await,
+        ClientCommand::Download(args) => download(&context, args).await,
+    }
+}
+
+fn password(credentials: &Credentials) -> Result<String, Failure> {
+    if let Some(password) = &credentials.password {
+        return Ok(password.clone());
+    }
+    let stdin = std::io::stdin();
+    if !credentials.password_stdin && stdin.is_terminal() {
+        return rpassword::prompt_password("Password: ")
+            .map_err(|error| Failure::new(1, "input", format!("reading the password: {error}")));
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| Failure::new(1, "input", format!("reading the password: {error}")))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(Failure::new(
+            2,
+            "no_password",
+            "no password given: use --password-stdin, MP3CONVERTER_PASSWORD or the prompt",
+        ));
+    }
+    Ok(password)
+}
+
+async fn register(context: &Context, credentials: Credentials) -> Result<(), Failure> {
+    let password = password(&credentials)?;
+    let account = context
+        .anonymous()
+        .register(&credentials.email, &password)
+        .await?;
+    context.print(
+        || {
+            format!(
+                "registered {} (id {}); next: mp3converter login {}",
+                account["email"].as_str().unwrap_or(&credentials.email),
+                account["id"].as_str().unwrap_or("?"),
+                credentials.email
+            )
+        },
+        &account,
+    );
+    Ok(())
+}
+
+async fn login(context: &Context, credentials: Credentials) -> Result<(), Failure> {
+    let password = password(&credentials)?;
+    let api = context.anonymous();
+    let token = api.login(&credentials.email, &password).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
+    let session = Session {
+        url: api.base().to_owned(),
+        email: credentials.email.clone(),
+        access_token: token.access_token,
+        expires_at: now.saturating_add(token.expires_in),
+    };
+    let file = session::save(&context.dir, &session)?;
+    context.print(
+        || {
+            format!(
+                "logged in as {} at {} (the token, valid for {} h, is in {})",
+                session.email,
+                session.url,
+                token.expires_in / 3600,
+                file.display()
+            )
+        },
+        &json!({ "email": session.email, "url": session.url, "expires_in": token.expires_in, "token_file": file }),
+    );
+    Ok(())
+}
+
+async fn upload(context: &Context, args: UploadArgs) -> Result<(), Failure> {
+    let api = context.logged_in()?;
+    let bar = progress::transfer("uploading", !context.json);
+    let accepted = api.upload(&args.file, &bar).await;
+    bar.finish_and_clear();
+    let accepted = accepted?;
+    let job_id = accepted["job_id"]
+        .as_str()
+        .ok_or_else(|| Failure::new(1, "unexpected", "the gateway's answer has no job_id"))?
+        .to_owned();
+    if !args.wait {
+        context.print(
+            || format!("uploaded {}: job {job_id} is queued; follow it with `mp3converter status {job_id}`", args.file.display()),
+            &accepted,
+        );
+        return Ok(());
+    }
+    if !context.json {
+        eprintln!("uploaded {}: job {job_id}", args.file.display());
+    }
+    let (job_value, job) = follow(context, &api, &job_id).await?;
+    if job.status == "failed" {
+        let reason = job.error.unwrap_or_else(|| "no reason given".into());
+        return Err(Failure::new(
+            4,
+            "conversion_failed",
+            format!("the conversion failed: {reason}"),
+        ));
+    }
+    let mp3_id = job
+        .mp3_id()
+        .ok_or_else(|| Failure::new(1, "unexpected", "the job is done but has no MP3"))?;
+    let (file, bytes) = fetch(context, &api, mp3_id, args.output.as_deref()).await?;
+    context.print(
+        || format!("saved {} ({bytes} bytes)", file.display()),
+        &json!({ "upload": accepted, "job": job_value, "file": file, "bytes": bytes }),
+    );
+    Ok(())
+}
+
+/// Polls the job until it ends, showing its progress.
+async fn follow(context: &Context, api: &Api, job_id: &str) -> Result<(Value, Job), Failure> {
+    let bar = progress::conversion(!context.json);
+    let mut failures = 0;
+    loop {
+        match api.job(job_id).await {
+            Ok((value, job)) => {
+                failures = 0;
+                bar.set_message(job.status.clone());
+                bar.set_position(u64::from(job.progress_percent.min(100)));
+                if job.finished() {
+                    bar.finish_and_clear();
+                    return Ok((value, job));
+                }
+            }
+            // The gateway or a service may be restarting: keep asking for a while.
+            Err(error @ (ApiError::Unreachable { .. } | ApiError::Refused { .. }))
+                if failures < MAX_POLL_FAILURES && is_passing(&error) =>
+            {
+                failures += 1;
+                bar.set_message("waiting");
+            }
+            Err(error) => {
+                bar.finish_and_clear();
+                return Err(error.into());
+            }
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn is_passing(error: &ApiError) -> bool {
+    match error {
+        ApiError::Unreachable { .. } => true,
+        ApiError::Refused { status, .. } => status.is_server_error() || status.as_u16() == 429,
+        _ => false,
+    }
+}
+
+async fn fetch(
+    context: &Context,
+    api: &Api,
+    mp3_id: &str,
+    output: Option<&std::path::Path>,
+) -> Result<(PathBuf, u64), Failure> {
+    let bar = progress::transfer("downloading", !context.json);
+    let fetched = api.download(mp3_id, output, &bar).await;
+    bar.finish_and_clear();
+    Ok(fetched?)
+}
+
+async fn jobs(context: &Context) -> Result<(), Failure> {
+    let list = context.logged_in()?.jobs().await?;
+    context.print(
+        || {
+            let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
+            if jobs.is_empty() {
+                return "no jobs yet: mp3converter upload VIDEO".into();
+            }
+            let mut lines = vec![format!(
+                "{:<24}  {:<10}  {:>4}  {}",
+                "JOB", "STATUS", "%", "FILE"
+            )];
+            for job in jobs {
+                lines.push(format!(
+                    "{:<24}  {:<10}  {:>4}  {}",
+                    job["id"].as_str().unwrap_or("?"),
+                    job["status"].as_str().unwrap_or("?"),
+                    job["progress_percent"].as_u64().unwrap_or(0),
+                    job["original_filename"].as_str().unwrap_or(""),
+                ));
+            }
+            lines.join("\n")
+        },
+        &list,
+    );
+    Ok(())
+}
+
+async fn status(context: &Context, job_id: &str) -> Result<(), Failure> {
+    let (value, job) = context.logged_in()?.job(job_id).await?;
+    context.print(
+        || {
+            let mut line = format!("job {} ({}): {}", job.id, job.original_filename, job.status);
+            match job.status.as_str() {
+                "converting" => line.push_str(&format!(" {}%", job.progress_percent)),
+                "done" => line.push_str(&format!(
+                    "; download with `mp3converter download {}`",
+                    job.id
+                )),
+                "failed" => line.push_str(&format!(
+                    ": {}",
+                    job.error.as_deref().unwrap_or("no reason given")
+                )),
+                _ => {}
+            }
+            line
+        },
+        &value,
+    );
+    Ok(())
+}
+
+async fn download(context: &Context, args: DownloadArgs) -> Result<(), Failure> {
+    let api = context.logged_in()?;
+    // A job's id names its MP3; anything else is taken as the MP3's own id.
+    let mp3_id = match api.job(&args.id).await {
+        Ok((_, job)) => match job.mp3_id() {
+            Some(id) => id.to_owned(),
+            None if job.status == "failed" => {
+                return Err(Failure::new(
+                    4,
+                    "conversion_failed",
+                    format!(
+                        "job {} failed: {}",
+                        job.id,
+                        job.error.as_deref().unwrap_or("no reason given")
+                    ),
+                ));
+            }
+            None => {
+                return Err(Failure::new(
+                    1,
+                    "not_ready",
+                    format!(
+                        "job {} is {}: no MP3 yet (try `mp3converter upload --wait`, or later)",
+                        job.id, job.status
+                    ),
+                ));
+            }
+        },
+        Err(ApiError::Refused { status, .. })
+            if status.as_u16() == 404 || status.as_u16() == 400 =>
+        {
+            args.id.clone()
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let (file, bytes) = fetch(context, &api, &mp3_id, args.output.as_deref()).await?;
+    context.print(
+        || format!("saved {} ({bytes} bytes)", file.display()),
+        &json!({ "mp3_id": mp3_id, "file": file, "bytes": bytes }),
+    );
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! The `mp3converter` command. `up` runs the whole system on this machine: all five services in
+//! one process, each on its own port, talking gRPC to each other exactly as they do on
+//! Kubernetes, with embedded defaults for whatever real component is not configured. The other
+//! commands are a client for the REST API, for people and for scripts (`--json`).
+//!
+//! - [`up`]: the single-process system.
+//! - [`api`]: the REST client. [`session`]: the saved login.
+//! - [`commands`]: what each client command does and prints. [`progress`]: progress bars.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod commands;
+pub mod progress;
+pub mod session;
+pub mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mp3converter",
+    version,
+    about = "Turn videos into MP3s: run the system (`up`) or use it (register, login, upload, ...).",
+    after_help = "Exit codes: 0 success, 1 failure (network, server, bad input), 2 usage error, \
+                  3 not logged in or the login was refused, 4 the conversion failed."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// The gateway's URL (default: the one saved at login, else http://127.0.0.1:8080).
+    #[arg(long, env = "MP3CONVERTER_URL", global = true)]
+    pub url: Option<String>,
+
+    /// Print results as JSON on stdout (errors too), for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Where the login is kept (default: $XDG_CONFIG_HOME/mp3converter or ~/.config/mp3converter).
+    #[arg(long, env = "MP3CONVERTER_CONFIG_DIR", global = true)]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole system on this machine (Ctrl-C stops it).
+    Up(up::UpArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The commands that talk to a running system's REST API.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create an account.
+    Register(commands::Credentials),
+    /// Log in and keep the token (readable only by you) for the other commands.
+    Login(commands::Credentials),
+    /// Upload a video for conversion.
+    Upload(commands::UploadArgs),
+    /// List your jobs.
+    Jobs,
+    /// Show one job.
+    Status {
+        /// The job's id.
+        job_id: String,
+    },
+    /// Download an MP3.
+    Download(commands::DownloadArgs),
+}
+
+/// Runs the command line and turns the result into an exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    let json = cli.json;
+    let result = match cli.command {
+        Command::Up(args) => up::run(args).await.map_err(commands::Failure::from),
+        Command::Client(command) => commands::run(command, cli.url, cli.config_dir, json).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(json),
+    }
+}

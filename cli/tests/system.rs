@@ -1,0 +1,362 @@
+//! The whole system as a newcomer runs it: `mp3converter up` on embedded defaults (no MySQL,
+//! MongoDB, RabbitMQ or SMTP), driven through the README's walkthrough, the CLI, a browser, and
+//! a crash in the middle of a conversion.
+
+mod common;
+
+use common::{System, looks_like_mp3, run_readme_block};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use test_support::media::{VideoSpec, generate_video};
+use test_support::temp_dir;
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn video_in(dir: &Path, name: &str, seconds: f32) -> std::path::PathBuf {
+    let path = dir.join(name);
+    generate_video(&path, VideoSpec::small(seconds))
+        .await
+        .unwrap();
+    path
+}
+
+/// Runs the CLI with `args`, the login kept in `config`; returns exit code, stdout, stderr.
+async fn cli(
+    config: &Path,
+    gateway: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(common::binary());
+    command
+        .args(args)
+        .env("MP3CONVERTER_URL", gateway)
+        .env("MP3CONVERTER_CONFIG_DIR", config)
+        .env_remove("MP3CONVERTER_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("the CLI finishes")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_as_written_against_up() {
+    let data = temp_dir();
+    let work = temp_dir();
+    let system = System::start(data.path(), &[]).await;
+    let env = [
+        ("GATEWAY", system.gateway.clone()),
+        ("MP3CONVERTER_URL", system.gateway.clone()),
+        (
+            "MP3CONVERTER_CONFIG_DIR",
+            work.path().join("config").display().to_string(),
+        ),
+        ("HOME", work.path().display().to_string()),
+    ];
+
+    let curl = run_readme_block("curl", work.path(), &env).await;
+    assert!(curl.status.success(), "the curl walkthrough failed");
+    let curl_mp3s: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "mp3"))
+        .collect();
+    assert_eq!(curl_mp3s.len(), 1, "curl saved one MP3: {curl_mp3s:?}");
+    assert!(looks_like_mp3(&curl_mp3s[0]));
+
+    let cli = run_readme_block("cli", work.path(), &env).await;
+    assert!(cli.status.success(), "the CLI walkthrough failed");
+    assert!(looks_like_mp3(&work.path().join("video-cli.mp3")));
+
+    // Both uploads were announced by e-mail, to the address that registered.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while system.outbox().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("two e-mails reach the outbox");
+    let mails = system.outbox();
+    assert_eq!(mails.len(), 2);
+    assert!(
+        mails
+            .iter()
+            .all(|mail| mail.contains("To: you@example.com")),
+        "{mails:?}"
+    );
+    assert!(system.stop().await, "up exits cleanly on SIGTERM");
+}
+
+#[tokio::test]
+async fn the_cli_registers_logs_in_uploads_waits_and_downloads() {
+    let data = temp_dir();
+    let work = temp_dir();
+    let config = work.path().join("config");
+    let system = System::start(data.path(), &[]).await;
+    let gateway = system.gateway.as_str();
+    let video = video_in(work.path(), "clip.mp4", 2.0).await;
+
+    let (code, _, stderr) = cli(&config, gateway, &["jobs"], None).await;
+    assert_eq!(code, 3, "not logged in yet: {stderr}");
+    assert!(stderr.contains("mp3converter login"), "{stderr}");
+
+    let (code, out, err) = cli(
+        &config,
+        gateway,
+        &["--json", "register", "cli@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["email"],
+        "cli@example.com"
+    );
+    let (code, out, err) = cli(
+        &config,
+        gateway,
+        &["--json", "login", "cli@example.com", "--password-stdin"],
+        Some("wrong password\n"),
+    )
+    .await;
+    assert_eq!(code, 3, "a wrong password is refused: {out}{err}");
+    assert!(serde_json::from_str::<Value>(&out).unwrap()["error"]["message"].is_string());
+    let (code, out, err) = cli(
+        &config,
+        gateway,
+        &["login", "cli@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let token_file = config.join("session.json");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the token is readable by its owner only");
+
+    let output = work.path().join("clip.mp3");
+    let (code, out, err) = cli(
+        &config,
+        gateway,
+        &[
+            "--json",
+            "upload",
+            video.to_str().unwrap(),
+            "--wait",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["job"]["status"], "done");
+    assert!(looks_like_mp3(&output));
+    assert_eq!(
+        result["bytes"].as_u64(),
+        Some(std::fs::metadata(&output).unwrap().len())
+    );
+    let job_id = result["job"]["id"].as_str().unwrap().to_owned();
+
+    let (code, out, _) = cli(&config, gateway, &["--json", "jobs"], None).await;
+    assert_eq!(code, 0);
+    let jobs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
+    let (code, out, _) = cli(&config, gateway, &["status", &job_id], None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("done"), "{out}");
+
+    // `download` takes the job's id (or the MP3's) and names the file as the gateway suggests.
+    let downloads = work.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    let again = downloads.join("again.mp3");
+    let (code, out, err) = cli(
+        &config,
+        gateway,
+        &["download", &job_id, "-o", again.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&output).unwrap()
+    );
+
+    let (code, out, _) = cli(
+        &config,
+        gateway,
+        &["--json", "status", "0123456789abcdef01234567"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["error"]["code"],
+        "not_found"
+    );
+
+    let text = work.path().join("notes.mp4");
+    std::fs::write(&text, "this is not a video").unwrap();
+    let (code, _, err) = cli(&config, gateway, &["upload", text.to_str().unwrap()], None).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("415"), "a text file is refused as such: {err}");
+    let (code, _, err) = cli(&config, gateway, &["upload", "/no/such/file.mp4"], None).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/file.mp4"), "{err}");
+}
+
+#[tokio::test]
+async fn killing_up_mid_conversion_and_starting_it_again_finishes_the_job_once() {
+    let data = temp_dir();
+    let work = temp_dir();
+    // ffmpeg that starts slowly, so there is time to pull the plug mid-conversion.
+    let slow_ffmpeg = work.path().join("slow-ffmpeg");
+    std::fs::write(&slow_ffmpeg, "#!/bin/sh\nsleep 3\nexec ffmpeg \"$@\"\n").unwrap();
+    std::fs::set_permissions(&slow_ffmpeg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = slow_ffmpeg.display().to_string();
+    let env = [
+        ("FFMPEG_PATH", slow.as_str()),
+        ("EMBEDDED_QUEUE_LEASE_SECONDS", "2"),
+    ];
+    let video = video_in(work.path(), "crash.mp4", 3.0).await;
+    let config = work.path().join("config");
+
+    let first = System::start(data.path(), &env).await;
+    let gateway = first.gateway.clone();
+    cli(
+        &config,
+        &gateway,
+        &["register", "crash@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    let (code, _, err) = cli(
+        &config,
+        &gateway,
+        &["login", "crash@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(
+        &config,
+        &gateway,
+        &["--json", "upload", video.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let job_id = serde_json::from_str::<Value>(&out).unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = async |config: &Path, gateway: &str| {
+        let (_, out, _) = cli(config, gateway, &["--json", "status", &job_id], None).await;
+        serde_json::from_str::<Value>(&out).unwrap()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while status(&config, &gateway).await != "converting" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the job starts converting");
+    first.kill().await;
+
+    // A new run on the same data: it gets new ports, so log in again there.
+    let second = System::start(data.path(), &env).await;
+    let (code, _, err) = cli(
+        &config,
+        &second.gateway,
+        &["login", "crash@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "the account survived the crash: {err}");
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match status(&config, &second.gateway).await.as_str() {
+                "done" => break,
+                "failed" => panic!("the job failed after the restart"),
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    })
+    .await
+    .expect("the job finishes after the restart");
+    let output = work.path().join("after-crash.mp3");
+    let (code, _, err) = cli(
+        &config,
+        &second.gateway,
+        &["download", &job_id, "-o", output.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(looks_like_mp3(&output));
+    // Exactly one MP3 and one e-mail, however many attempts it took.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while second.outbox().is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the user is told");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(second.stored_mp3s(), 1);
+    assert_eq!(second.outbox().len(), 1);
+    assert!(second.stop().await);
+}
+
+#[tokio::test]
+async fn the_web_page_converts_a_video_in_chromium() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists() && root.join("node_modules/playwright-core").exists(),
+        "the browser test needs Chromium ({chromium}) and playwright-core in node_modules: \
+         scripts/test installs both"
+    );
+    let data = temp_dir();
+    let work = temp_dir();
+    let system = System::start(data.path(), &[]).await;
+    let video = video_in(work.path(), "browser.mp4", 2.0).await;
+    let output = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/upload_flow.mjs"))
+        .env("GATEWAY_URL", &system.gateway)
+        .env("VIDEO_PATH", &video)
+        .env("OUT_DIR", work.path())
+        .env("CHROMIUM_PATH", &chromium)
+        .current_dir(root)
+        .output()
+        .await
+        .expect("node runs");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the browser test failed (see its output above)"
+    );
+    assert!(looks_like_mp3(&work.path().join("downloaded.mp3")));
+}
