@@ -290,14 +290,7 @@ impl Session {
                 {
                     tracing::warn!(%error, "could not cancel the consumer");
                 }
-                if tokio::time::timeout(settings.grace, in_flight.wait())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(grace = ?settings.grace, "grace period over; handing back in-flight work");
-                    cancel.cancel();
-                    in_flight.wait().await;
-                }
+                drain(&in_flight, &cancel, settings.grace).await;
                 // Closing returns every unacknowledged message to the queue.
                 let _ = self.connection.close(200, "shutting down".into()).await;
             }
@@ -461,15 +454,18 @@ async fn consume_embedded<H: Handler>(
     }
     readiness.set(false);
     in_flight.close();
-    if tokio::time::timeout(settings.grace, in_flight.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(grace = ?settings.grace, "grace period over; handing back in-flight work");
+    drain(&in_flight, &cancel, settings.grace).await;
+    Ok(())
+}
+
+/// Lets in-flight work finish within `grace`, then cancels what is left (its handlers hand
+/// their messages back) and waits for it.
+async fn drain(in_flight: &TaskTracker, cancel: &CancellationToken, grace: Duration) {
+    if tokio::time::timeout(grace, in_flight.wait()).await.is_err() {
+        tracing::warn!(?grace, "grace period over; handing back in-flight work");
         cancel.cancel();
         in_flight.wait().await;
     }
-    Ok(())
 }
 
 /// Handles one leased message, renewing its lease meanwhile, and settles it by the outcome.

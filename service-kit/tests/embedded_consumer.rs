@@ -62,22 +62,33 @@ fn settings(dir: &std::path::Path, max_attempts: u32) -> ConsumerSettings {
     }
 }
 
+/// Settings over `dir` and the queue file with `body` published to `video`.
+async fn queue_holding(
+    dir: &std::path::Path,
+    max_attempts: u32,
+    body: &[u8],
+) -> (ConsumerSettings, EmbeddedQueue) {
+    let settings = settings(dir, max_attempts);
+    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
+        .await
+        .unwrap();
+    queue.publish("video", body).await.unwrap();
+    (settings, queue)
+}
+
 fn event_body() -> Vec<u8> {
     events::encode(&events::new_event(Payload::VideoUploaded(
         VideoUploaded::default(),
     )))
 }
 
-/// Runs the consumer over `dir` until `done` holds for the queue file, then stops it.
+/// Runs the consumer until `done` holds for the queue file, then stops it.
 async fn consume_until(
-    dir: &std::path::Path,
+    queue: &EmbeddedQueue,
     settings: ConsumerSettings,
     handler: Scripted,
     done: impl AsyncFn(&EmbeddedQueue) -> bool,
 ) {
-    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
-        .await
-        .unwrap();
     let shutdown = Shutdown::new();
     let running = tokio::spawn(consumer::consume(
         settings,
@@ -86,12 +97,12 @@ async fn consume_until(
         shutdown.clone(),
     ));
     tokio::time::timeout(Duration::from_secs(20), async {
-        while !done(&queue).await {
+        while !done(queue).await {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the consumer did not finish in {}", dir.display()));
+    .expect("the consumer finishes in time");
     shutdown.trigger();
     running.await.unwrap().unwrap();
 }
@@ -109,13 +120,9 @@ fn scripted(answers: Vec<Outcome>) -> (Scripted, Seen) {
 #[tokio::test]
 async fn a_retried_message_comes_back_as_the_next_attempt_and_is_acked() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(dir.path(), 3);
-    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
-        .await
-        .unwrap();
-    queue.publish("video", &event_body()).await.unwrap();
+    let (settings, queue) = queue_holding(dir.path(), 3, &event_body()).await;
     let (handler, seen) = scripted(vec![Outcome::Retry("storage is down".into())]);
-    consume_until(dir.path(), settings, handler, async |queue| {
+    consume_until(&queue, settings, handler, async |queue| {
         queue.depth("video").await.unwrap() == 0
     })
     .await;
@@ -126,17 +133,13 @@ async fn a_retried_message_comes_back_as_the_next_attempt_and_is_acked() {
 #[tokio::test]
 async fn a_message_that_keeps_failing_ends_in_the_dead_letter_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(dir.path(), 2);
-    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
-        .await
-        .unwrap();
-    queue.publish("video", &event_body()).await.unwrap();
+    let (settings, queue) = queue_holding(dir.path(), 2, &event_body()).await;
     let failing = vec![
         Outcome::Retry("down".into()),
         Outcome::Retry("still down".into()),
     ];
     let (handler, seen) = scripted(failing);
-    consume_until(dir.path(), settings, handler, async |queue| {
+    consume_until(&queue, settings, handler, async |queue| {
         queue.depth("video.dead").await.unwrap() == 1
     })
     .await;
@@ -147,16 +150,9 @@ async fn a_message_that_keeps_failing_ends_in_the_dead_letter_queue() {
 #[tokio::test]
 async fn a_body_that_is_not_an_event_is_dead_lettered_without_reaching_the_handler() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(dir.path(), 3);
-    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
-        .await
-        .unwrap();
-    queue
-        .publish("video", b"\xff\xff not protobuf")
-        .await
-        .unwrap();
+    let (settings, queue) = queue_holding(dir.path(), 3, b"\xff\xff not protobuf").await;
     let (handler, seen) = scripted(Vec::new());
-    consume_until(dir.path(), settings, handler, async |queue| {
+    consume_until(&queue, settings, handler, async |queue| {
         queue.depth("video.dead").await.unwrap() == 1
     })
     .await;
@@ -166,11 +162,7 @@ async fn a_body_that_is_not_an_event_is_dead_lettered_without_reaching_the_handl
 #[tokio::test]
 async fn work_unfinished_at_shutdown_is_handed_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings(dir.path(), 3);
-    let queue = EmbeddedQueue::open(&settings.broker.embedded_queue_path())
-        .await
-        .unwrap();
-    queue.publish("video", &event_body()).await.unwrap();
+    let (settings, queue) = queue_holding(dir.path(), 3, &event_body()).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stuck = Scripted {
         answers: Mutex::new(Vec::new()),
@@ -178,7 +170,7 @@ async fn work_unfinished_at_shutdown_is_handed_back_at_once() {
         wait_for_cancel: true,
     };
     let seen_by_check = seen.clone();
-    consume_until(dir.path(), settings, stuck, async move |_| {
+    consume_until(&queue, settings, stuck, async move |_| {
         !seen_by_check.lock().unwrap().is_empty()
     })
     .await;
