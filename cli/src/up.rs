@@ -216,6 +216,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let notifier: notifier::Cli = parse("notifier", &notifier_args)?;
     gateway.config.validate()?;
     auth.config.validate()?;
+    converter.config.validate()?;
 
     let summary = Summary {
         gateway: gateway_url.clone(),

@@ -80,6 +80,47 @@ impl Config {
         if !self.work_dir.is_dir() {
             anyhow::bail!("WORK_DIR `{}` is not a directory", self.work_dir.display());
         }
+        // Caught here, a missing ffmpeg stops the start with one clear line, instead of failing
+        // (and retrying) every job.
+        for (variable, program) in [
+            ("FFMPEG_PATH", &self.ffmpeg),
+            ("FFPROBE_PATH", &self.ffprobe),
+        ] {
+            let runs = std::process::Command::new(program)
+                .arg("-version")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            if !runs {
+                anyhow::bail!(
+                    "{variable} `{}` does not run: install ffmpeg, or point {variable} at it",
+                    program.display()
+                );
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn a_missing_ffmpeg_is_refused_at_start_up_by_name() {
+        let work_dir = std::env::temp_dir().display().to_string();
+        let with = |ffmpeg: &str| {
+            Cli::try_parse_from(["converter", "--work-dir", &work_dir, "--ffmpeg", ffmpeg])
+                .unwrap()
+                .config
+                .validate()
+        };
+        with("ffmpeg").expect("the real ffmpeg runs");
+        let error = with("/no/such/ffmpeg").unwrap_err().to_string();
+        assert!(error.contains("FFMPEG_PATH"), "{error}");
+        assert!(error.contains("/no/such/ffmpeg"), "{error}");
     }
 }

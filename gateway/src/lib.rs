@@ -3,9 +3,10 @@
 //! accepted uploads for the converters.
 //!
 //! - [`config`]: settings from the environment. [`error`]: the one error type and its JSON.
-//! - [`caller`]: bearer-token authentication. [`routes`]: the handlers and middleware.
+//! - [`caller`]: bearer-token authentication. [`routes`]: the handlers and middleware, and
+//!   the web page.
 //! - [`sniff`]: recognising media from its first bytes. [`http_util`]: ranges, ETags and
-//!   safe download names. [`publisher`]: the broker link.
+//!   safe download names. [`publisher`]: the video queue (RabbitMQ or the embedded queue).
 
 #![forbid(unsafe_code)]
 
