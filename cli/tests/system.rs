@@ -6,11 +6,12 @@ mod common;
 
 use common::{System, looks_like_mp3, run_readme_block};
 use serde_json::Value;
+use service_kit::broker::RetryConfig;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 use test_support::media::{VideoSpec, generate_video};
-use test_support::temp_dir;
+use test_support::{SmtpCapture, TestBroker, TestMongo, TestMysql, temp_dir};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -359,4 +360,80 @@ async fn the_web_page_converts_a_video_in_chromium() {
         "the browser test failed (see its output above)"
     );
     assert!(looks_like_mp3(&work.path().join("downloaded.mp3")));
+}
+
+#[tokio::test]
+async fn up_uses_each_real_component_whose_variable_is_set() {
+    let mysql = TestMysql::create().await.unwrap();
+    let mongo = TestMongo::create().await.unwrap();
+    let broker = TestBroker::create().await.unwrap();
+    let smtp = SmtpCapture::start().unwrap();
+    let (video_queue, mp3_queue) = (broker.queue("video"), broker.queue("mp3"));
+    for queue in [&video_queue, &mp3_queue] {
+        for (_, name) in RetryConfig::default().retry_queues(queue) {
+            broker.remember(name);
+        }
+    }
+    let (database_url, smtp_url) = (mysql.url(), smtp.url());
+    let env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("JWT_SECRET", "a-signing-key-for-the-real-components-test"),
+        ("MONGODB_URI", mongo.uri()),
+        ("MONGODB_DATABASE", mongo.name()),
+        ("AMQP_URL", broker.url()),
+        ("VIDEO_QUEUE", video_queue.as_str()),
+        ("MP3_QUEUE", mp3_queue.as_str()),
+        ("SMTP_URL", smtp_url.as_str()),
+    ];
+    let data = temp_dir();
+    let work = temp_dir();
+    let config = work.path().join("config");
+    let system = System::start(data.path(), &env).await;
+    let gateway = system.gateway.as_str();
+    let video = video_in(work.path(), "real.mp4", 2.0).await;
+
+    let (code, _, err) = cli(
+        &config,
+        gateway,
+        &["register", "real@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(
+        &config,
+        gateway,
+        &["login", "real@example.com", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let output = work.path().join("real.mp3");
+    let (code, out, err) = cli(
+        &config,
+        gateway,
+        &[
+            "upload",
+            video.to_str().unwrap(),
+            "--wait",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(looks_like_mp3(&output));
+    let mails = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails[0].to, ["real@example.com"]);
+
+    // The real components hold the account, the files, the queue and the mail: the embedded
+    // defaults were never created.
+    for embedded in ["auth.sqlite", "storage", "queue.sqlite", "outbox"] {
+        assert!(
+            !data.path().join(embedded).exists(),
+            "{embedded} was created"
+        );
+    }
+    assert!(system.stop().await);
 }
