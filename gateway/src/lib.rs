@@ -7,6 +7,7 @@
 //!   the web page.
 //! - [`sniff`]: recognising media from its first bytes. [`http_util`]: ranges, ETags and
 //!   safe download names. [`publisher`]: the video queue (RabbitMQ or the embedded queue).
+//!   [`multipart_guard`]: a bound on multipart part headers.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod caller;
 pub mod config;
 pub mod error;
 pub mod http_util;
+pub mod multipart_guard;
 pub mod publisher;
 pub mod routes;
 pub mod sniff;

@@ -32,6 +32,9 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+/// The largest body a route without a file takes (credentials are a few hundred bytes).
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -117,6 +120,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
     // as long as it takes (idle connections are the ingress's business).
     let streaming = Router::new()
         .route("/upload", post(upload::upload))
+        .route_layer(middleware::from_fn(
+            crate::multipart_guard::guard_part_headers,
+        ))
         .layer(DefaultBodyLimit::max(
             usize::try_from(config.max_upload_bytes).unwrap_or(usize::MAX),
         ))
@@ -134,6 +140,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/", get(web::index))
         .route("/assets/app.js", get(web::script))
         .route("/assets/style.css", get(web::stylesheet))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             config.request_timeout(),
