@@ -63,6 +63,11 @@ pub async fn register(
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "expected a JSON body (Content-Type: application/json)".into(),
         ),
+        too_large if too_large.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge {
+                limit: super::JSON_BODY_LIMIT as u64,
+            }
+        }
         other => ApiError::BadRequest(format!(
             "expected a JSON body {{\"email\", \"password\"}}: {}",
             other.body_text()
