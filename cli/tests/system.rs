@@ -57,6 +57,26 @@ async fn cli(
     )
 }
 
+/// Registers `email` and logs the CLI in as it, keeping the login in `config`.
+async fn sign_up(config: &Path, gateway: &str, email: &str) {
+    let (code, _, err) = cli(
+        config,
+        gateway,
+        &["register", email, "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "register: {err}");
+    let (code, _, err) = cli(
+        config,
+        gateway,
+        &["login", email, "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .await;
+    assert_eq!(code, 0, "login: {err}");
+}
+
 #[tokio::test]
 async fn the_readme_walkthrough_works_as_written_against_up() {
     let data = temp_dir();
@@ -242,21 +262,7 @@ async fn killing_up_mid_conversion_and_starting_it_again_finishes_the_job_once()
 
     let first = System::start(data.path(), &env).await;
     let gateway = first.gateway.clone();
-    cli(
-        &config,
-        &gateway,
-        &["register", "crash@example.com", "--password-stdin"],
-        Some(PASSWORD),
-    )
-    .await;
-    let (code, _, err) = cli(
-        &config,
-        &gateway,
-        &["login", "crash@example.com", "--password-stdin"],
-        Some(PASSWORD),
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
+    sign_up(&config, &gateway, "crash@example.com").await;
     let (code, out, err) = cli(
         &config,
         &gateway,
@@ -392,22 +398,7 @@ async fn up_uses_each_real_component_whose_variable_is_set() {
     let gateway = system.gateway.as_str();
     let video = video_in(work.path(), "real.mp4", 2.0).await;
 
-    let (code, _, err) = cli(
-        &config,
-        gateway,
-        &["register", "real@example.com", "--password-stdin"],
-        Some(PASSWORD),
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = cli(
-        &config,
-        gateway,
-        &["login", "real@example.com", "--password-stdin"],
-        Some(PASSWORD),
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
+    sign_up(&config, gateway, "real@example.com").await;
     let output = work.path().join("real.mp3");
     let (code, out, err) = cli(
         &config,

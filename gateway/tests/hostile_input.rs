@@ -197,6 +197,7 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
             .bearer(token)
             .header("range", range)
     };
+    let one_file = multipart_body(&[("file", Some("a.mp4"), "video/mp4", &video)]);
     let not_a_video = b"just some text, certainly not a video container".to_vec();
     let mut oversized = video.clone();
     oversized.resize(MAX_UPLOAD_BYTES * 2, 0);
@@ -345,25 +346,15 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
         case("multipart with a broken boundary", Method::POST, "/upload")
             .bearer(token)
             .header("content-type", "multipart/form-data; boundary=other")
-            .body(multipart_body(&[(
-                "file",
-                Some("a.mp4"),
-                "video/mp4",
-                &video,
-            )]))
+            .body(one_file.clone())
             .expect(StatusCode::BAD_REQUEST, "bad_request"),
         case("multipart without a boundary", Method::POST, "/upload")
             .bearer(token)
             .header("content-type", "multipart/form-data")
-            .body(multipart_body(&[(
-                "file",
-                Some("a.mp4"),
-                "video/mp4",
-                &video,
-            )]))
+            .body(one_file.clone())
             .expect(StatusCode::BAD_REQUEST, "bad_request"),
         bad_upload("multipart truncated mid-part", {
-            let mut body = multipart_body(&[("file", Some("a.mp4"), "video/mp4", &video)]);
+            let mut body = one_file.clone();
             body.truncate(body.len() / 2);
             body
         }),
@@ -401,12 +392,7 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
                 "content-type",
                 format!("multipart/form-data; boundary={BOUNDARY}"),
             )
-            .body(multipart_body(&[(
-                "file",
-                Some("a.mp4"),
-                "video/mp4",
-                &video,
-            )]))
+            .body(one_file.clone())
             .expect(StatusCode::UNAUTHORIZED, "unauthenticated"),
         // Ids.
         case("malformed job id", Method::GET, "/jobs/not-an-id")
