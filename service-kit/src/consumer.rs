@@ -27,7 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 /// The first pause before connecting again; it doubles up to [`MAX_RECONNECT_PAUSE`].
 const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(200);
@@ -477,12 +477,14 @@ async fn settle_leased<H: Handler>(
     cancel: CancellationToken,
 ) {
     let lease = settings.broker.embedded_queue_lease();
-    let renewing = tokio::spawn(renew_until_done(
+    // Stops renewing when dropped, so even a handler that panics lets its lease run out and the
+    // message go to another worker.
+    let renewing = AbortOnDropHandle::new(tokio::spawn(renew_until_done(
         queue.clone(),
         leased.clone(),
         lease,
         cancel.clone(),
-    ));
+    )));
     let outcome = handle_message(
         &leased.body,
         None,
@@ -498,7 +500,7 @@ async fn settle_leased<H: Handler>(
         },
     )
     .await;
-    renewing.abort();
+    drop(renewing);
     let settled = match settlement(outcome, leased.attempt, &settings) {
         Settlement::Ack => queue.ack(&leased).await,
         Settlement::RetryAfter(delay) => queue.retry_later(&leased, delay).await,

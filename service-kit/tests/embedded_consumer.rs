@@ -10,6 +10,7 @@ use service_kit::events::{self, Payload, VideoUploaded};
 use service_kit::messaging::BrokerConfig;
 use service_kit::ops::Readiness;
 use service_kit::queues::QueueConfig;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ fn event_body() -> Vec<u8> {
 async fn consume_until(
     queue: &EmbeddedQueue,
     settings: ConsumerSettings,
-    handler: Scripted,
+    handler: impl Handler,
     done: impl AsyncFn(&EmbeddedQueue) -> bool,
 ) {
     let shutdown = Shutdown::new();
@@ -181,4 +182,38 @@ async fn work_unfinished_at_shutdown_is_handed_back_at_once() {
         .unwrap()
         .expect("the message is available again");
     assert_eq!((again.attempt, again.deliveries), (1, 2));
+}
+
+/// A handler with a bug: it panics on its first delivery and acknowledges the next.
+struct PanicsOnce {
+    calls: Arc<AtomicU32>,
+    redelivered: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Handler for PanicsOnce {
+    async fn handle(&self, received: Received) -> Outcome {
+        self.redelivered.lock().unwrap().push(received.redelivered);
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("a bug in the handler");
+        }
+        Outcome::Ack
+    }
+}
+
+#[tokio::test]
+async fn a_message_whose_handler_panicked_goes_to_the_next_delivery_once_its_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut settings, queue) = queue_holding(dir.path(), 3, &event_body()).await;
+    settings.broker.embedded_queue_lease_seconds = 1;
+    let redelivered = Arc::new(Mutex::new(Vec::new()));
+    let handler = PanicsOnce {
+        calls: Arc::new(AtomicU32::new(0)),
+        redelivered: redelivered.clone(),
+    };
+    consume_until(&queue, settings, handler, async |queue| {
+        queue.depth("video").await.unwrap() == 0
+    })
+    .await;
+    // Not renewed forever by the dead handler: delivered again, as a redelivery, and acked.
+    assert_eq!(*redelivered.lock().unwrap(), [false, true]);
 }
