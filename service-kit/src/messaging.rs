@@ -35,16 +35,6 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// RabbitMQ at `url`, with these queue names.
-    pub fn amqp(url: &str, queues: QueueConfig) -> Self {
-        Self {
-            amqp_url: Some(Secret::new(url.to_owned())),
-            data_dir: PathBuf::from("data"),
-            embedded_queue_lease_seconds: 30,
-            queues,
-        }
-    }
-
     /// The embedded queue's file.
     pub fn embedded_queue_path(&self) -> PathBuf {
         self.data_dir.join(embedded_queue::FILE_NAME)
