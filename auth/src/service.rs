@@ -85,24 +85,36 @@ impl AuthApi {
         if !client_address.is_empty() {
             keys.push(ThrottleKey::Address(client_address.to_owned()));
         }
-        if let Some(wait) = self.inner.throttle.check(&keys) {
+        let throttle = &self.inner.throttle;
+        let attempt = throttle.begin(&keys).map_err(|wait| {
             metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
-            return Err(AuthError::Throttled {
+            AuthError::Throttled {
                 retry_after_seconds: wait.as_secs().max(1),
-            });
-        }
-        let user = self.inner.users.find_by_email(&email).await?;
-        let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let matched = self.inner.passwords.verify(password, stored).await?;
+            }
+        })?;
+        let checked = async {
+            let user = self.inner.users.find_by_email(&email).await?;
+            let stored = user.as_ref().map(|u| u.password_hash.clone());
+            let matched = self.inner.passwords.verify(password, stored).await?;
+            Ok::<_, AuthError>(user.filter(|_| matched))
+        };
+        let user = match checked.await {
+            Ok(user) => user,
+            Err(error) => {
+                throttle.withdraw(attempt);
+                return Err(error);
+            }
+        };
         match user {
-            Some(user) if matched => {
-                self.inner.throttle.reset(&keys[0]);
+            Some(user) => {
+                throttle.succeeded(attempt);
                 metrics::counter!("auth_logins_total", "outcome" => "ok").increment(1);
                 let token = self.inner.tokens.issue(&user.id, &user.email, user.admin)?;
                 Ok((token, self.inner.tokens.ttl()))
             }
-            _ => {
-                self.inner.throttle.record_failure(&keys);
+            None => {
+                // The attempt stays counted.
+                drop(attempt);
                 metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
                 Err(AuthError::InvalidCredentials)
             }

@@ -1,6 +1,7 @@
 //! Brute-force protection for logins. Failed attempts are counted per e-mail and per client
 //! address within a sliding window; past the limit, attempts are refused (before any password
-//! is checked) until the oldest counted failure leaves the window. A successful login clears
+//! is checked) until the oldest counted failure leaves the window. An attempt counts from the
+//! moment it starts, so a burst of concurrent guesses gets no more tries than a sequence. A successful login clears
 //! the e-mail's count; an address's count only ages out, so one valid account cannot be used
 //! to launder failures against others.
 //!
@@ -25,6 +26,26 @@ pub enum ThrottleKey {
     Address(String),
 }
 
+/// A login attempt in progress, counted as a failure until it is known to be otherwise.
+#[derive(Debug)]
+#[must_use = "an attempt is a failure unless reported as succeeded or withdrawn"]
+pub struct Attempt {
+    keys: Vec<ThrottleKey>,
+    at: Instant,
+}
+
+/// Removes one failure counted at `at` against `key`.
+fn uncount(failures: &mut HashMap<ThrottleKey, VecDeque<Instant>>, key: &ThrottleKey, at: Instant) {
+    if let Some(times) = failures.get_mut(key) {
+        if let Some(position) = times.iter().rposition(|t| *t == at) {
+            times.remove(position);
+        }
+        if times.is_empty() {
+            failures.remove(key);
+        }
+    }
+}
+
 /// Sliding-window failure counts.
 #[derive(Debug)]
 pub struct LoginThrottle {
@@ -45,11 +66,17 @@ impl LoginThrottle {
         }
     }
 
-    /// `Some(wait)` if any of `keys` is over its limit right now.
-    pub fn check(&self, keys: &[ThrottleKey]) -> Option<Duration> {
+    /// Starts a login attempt: refused with how long to wait if any of `keys` is at its limit;
+    /// otherwise counted as a failure against every key at once, in the same critical section.
+    /// Counting before the password is checked is what holds the limit under a burst: attempts
+    /// that run concurrently (a password check takes a while) each see the others. The attempt
+    /// stays counted unless it [`succeeded`](Self::succeeded) or is
+    /// [`withdrawn`](Self::withdraw).
+    pub fn begin(&self, keys: &[ThrottleKey]) -> Result<Attempt, Duration> {
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("throttle lock");
-        keys.iter()
+        let wait = keys
+            .iter()
             .filter_map(|key| {
                 let times = failures.get_mut(key)?;
                 self.forget_expired(times, now);
@@ -59,33 +86,47 @@ impl LoginThrottle {
                     (oldest + self.window).saturating_duration_since(now)
                 })
             })
-            .max()
-    }
-
-    /// Counts a failed attempt against every key.
-    pub fn record_failure(&self, keys: &[ThrottleKey]) {
-        let now = Instant::now();
-        let mut failures = self.failures.lock().expect("throttle lock");
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
         if failures.len() >= MAX_TRACKED_KEYS {
             failures.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
         }
+        let mut counted = Vec::with_capacity(keys.len());
         for key in keys {
             if failures.len() >= MAX_TRACKED_KEYS && !failures.contains_key(key) {
                 continue;
             }
-            let limit = self.limit(key) as usize;
-            let times = failures.entry(key.clone()).or_default();
-            self.forget_expired(times, now);
-            times.push_back(now);
-            while times.len() > limit {
-                times.pop_front();
+            failures.entry(key.clone()).or_default().push_back(now);
+            counted.push(key.clone());
+        }
+        Ok(Attempt {
+            keys: counted,
+            at: now,
+        })
+    }
+
+    /// The password was right: the e-mail's count is cleared; against an address, only this
+    /// attempt is taken back (one valid account must not launder failures against others).
+    pub fn succeeded(&self, attempt: Attempt) {
+        let mut failures = self.failures.lock().expect("throttle lock");
+        for key in &attempt.keys {
+            match key {
+                ThrottleKey::Email(_) => {
+                    failures.remove(key);
+                }
+                ThrottleKey::Address(_) => uncount(&mut failures, key, attempt.at),
             }
         }
     }
 
-    /// Clears the count of one key (after a successful login).
-    pub fn reset(&self, key: &ThrottleKey) {
-        self.failures.lock().expect("throttle lock").remove(key);
+    /// The attempt says nothing about the password (the user store failed): take it back.
+    pub fn withdraw(&self, attempt: Attempt) {
+        let mut failures = self.failures.lock().expect("throttle lock");
+        for key in &attempt.keys {
+            uncount(&mut failures, key, attempt.at);
+        }
     }
 
     fn limit(&self, key: &ThrottleKey) -> u32 {
@@ -115,39 +156,66 @@ mod tests {
         let throttle = LoginThrottle::new(Duration::from_secs(60), 3, 100);
         let keys = [email("a@example.com")];
         for _ in 0..3 {
-            assert_eq!(throttle.check(&keys), None);
-            throttle.record_failure(&keys);
+            drop(throttle.begin(&keys).expect("under the limit"));
             tokio::time::advance(Duration::from_secs(10)).await;
         }
         // Failures at t=0, 10, 20; now t=30: the first leaves the window at t=60.
-        assert_eq!(throttle.check(&keys), Some(Duration::from_secs(30)));
+        assert_eq!(throttle.begin(&keys).unwrap_err(), Duration::from_secs(30));
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(throttle.check(&keys), None);
+        assert!(throttle.begin(&keys).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn reset_clears_one_key_only() {
+    async fn attempts_in_flight_count_so_a_burst_gets_no_more_tries() {
+        let throttle = LoginThrottle::new(Duration::from_secs(60), 3, 100);
+        let keys = [email("a@example.com")];
+        // Ten attempts begin before any password check has finished.
+        let started: Vec<_> = (0..10).map(|_| throttle.begin(&keys)).collect();
+        assert_eq!(started.iter().filter(|attempt| attempt.is_ok()).count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_clears_the_email_and_takes_back_only_its_own_address_count() {
         let throttle = LoginThrottle::new(Duration::from_secs(60), 2, 2);
         let address = ThrottleKey::Address("10.0.0.1".into());
         let keys = [email("a@example.com"), address.clone()];
-        throttle.record_failure(&keys);
-        throttle.record_failure(&keys);
-        assert!(throttle.check(&keys).is_some());
-        throttle.reset(&email("a@example.com"));
-        assert_eq!(throttle.check(&[email("a@example.com")]), None);
+        drop(throttle.begin(&keys).unwrap());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let right = throttle.begin(&keys).unwrap();
+        throttle.succeeded(right);
+        // The e-mail is clear; the address keeps the one failure, not the success.
+        assert!(throttle.begin(&[email("a@example.com")]).is_ok());
         assert!(
-            throttle.check(&[address]).is_some(),
-            "the address still counts"
+            throttle.begin(std::slice::from_ref(&address)).is_ok(),
+            "one failure of two"
         );
+        assert!(throttle.begin(&[address]).is_err(), "now at the limit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_withdrawn_attempt_does_not_count() {
+        let throttle = LoginThrottle::new(Duration::from_secs(60), 1, 100);
+        let keys = [email("a@example.com")];
+        throttle.withdraw(throttle.begin(&keys).unwrap());
+        assert!(throttle.begin(&keys).is_ok());
+        assert!(throttle.begin(&keys).is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn addresses_have_their_own_limit() {
         let throttle = LoginThrottle::new(Duration::from_secs(60), 100, 2);
         let address = ThrottleKey::Address("10.0.0.1".into());
-        throttle.record_failure(&[email("a@example.com"), address.clone()]);
-        throttle.record_failure(&[email("b@example.com"), address.clone()]);
-        assert!(throttle.check(&[email("c@example.com"), address]).is_some());
-        assert_eq!(throttle.check(&[email("c@example.com")]), None);
+        drop(
+            throttle
+                .begin(&[email("a@example.com"), address.clone()])
+                .unwrap(),
+        );
+        drop(
+            throttle
+                .begin(&[email("b@example.com"), address.clone()])
+                .unwrap(),
+        );
+        assert!(throttle.begin(&[email("c@example.com"), address]).is_err());
+        assert!(throttle.begin(&[email("c@example.com")]).is_ok());
     }
 }
