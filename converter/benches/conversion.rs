@@ -66,6 +66,7 @@ async fn store_video(
         owner_id: "bench".into(),
         filename: "bench.mp4".into(),
         content_type: "video/mp4".into(),
+        job_id: String::new(),
     })];
     messages.extend(
         bytes

@@ -198,7 +198,7 @@ impl Converter {
             return Err(ConversionError::Cancelled);
         }
         let name = mp3_filename(&job.original_filename);
-        transfer::upload_mp3(&self.storage, &job.owner_id, &name, &output).await
+        transfer::upload_mp3(&self.storage, job, &name, &output).await
     }
 
     /// Marks the job done with its MP3 and announces it.

@@ -62,10 +62,10 @@ pub async fn download_video(
     Ok(written)
 }
 
-/// Stores the MP3 at `path` for `owner_id` under `filename`; returns what storage recorded.
+/// Stores the MP3 at `path`, made for `job`, under `filename`; returns what storage recorded.
 pub async fn upload_mp3(
     storage: &StorageServiceClient<Channel>,
-    owner_id: &str,
+    job: &pb::Job,
     filename: &str,
     path: &Path,
 ) -> Result<pb::FileInfo, ConversionError> {
@@ -75,9 +75,10 @@ pub async fn upload_mp3(
     let call = tokio::spawn(async move { client.upload(ReceiverStream::new(outgoing)).await });
     let header = pb::UploadHeader {
         bucket: pb::Bucket::Mp3s.into(),
-        owner_id: owner_id.to_owned(),
+        owner_id: job.owner_id.clone(),
         filename: filename.to_owned(),
         content_type: "audio/mpeg".into(),
+        job_id: job.id.clone(),
     };
     let sent = async {
         let send = async |content| {

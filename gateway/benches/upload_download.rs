@@ -197,6 +197,7 @@ async fn run() -> anyhow::Result<()> {
             owner_id: job.owner_id,
             filename: "bench.mp3".into(),
             content_type: "audio/mpeg".into(),
+            job_id: job.id,
         })),
     };
     let messages = futures::stream::once(async { header })

@@ -81,6 +81,8 @@ pub struct NewFile {
     pub filename: String,
     /// The content type the uploader declared.
     pub content_type: String,
+    /// For an MP3, the job it was made for (empty otherwise).
+    pub job_id: String,
 }
 
 impl NewFile {
@@ -103,6 +105,7 @@ impl NewFile {
             owner_id: header.owner_id,
             filename: header.filename,
             content_type: header.content_type,
+            job_id: header.job_id,
         })
     }
 
@@ -114,6 +117,7 @@ impl NewFile {
             owner_id: self.owner_id,
             filename: self.filename,
             content_type: self.content_type,
+            job_id: self.job_id,
             size,
             sha256,
             uploaded_at: DateTime::now(),
@@ -134,6 +138,9 @@ pub struct FileRecord {
     pub filename: String,
     /// The content type the uploader declared.
     pub content_type: String,
+    /// For an MP3, the job it was made for (empty otherwise).
+    #[serde(default)]
+    pub job_id: String,
     /// Its length in bytes.
     pub size: u64,
     /// Lower-case hex SHA-256 of its bytes.

@@ -204,6 +204,23 @@ impl StorageApi {
         )))
     }
 
+    /// Deletes the MP3s made for `job` other than the one it ended with: those of attempts
+    /// whose converter died between storing the MP3 and recording it on the job.
+    async fn remove_stale_mp3s(&self, job: &JobRecord) -> StorageResult<()> {
+        let made_for_job = self
+            .backend
+            .list_job_files(Bucket::Mp3s, &job.owner_id, &job.id.to_hex())
+            .await?;
+        for stale in made_for_job
+            .iter()
+            .filter(|file| file.id.to_hex() != job.mp3_id)
+        {
+            tracing::info!(mp3_id = %stale.id, "removing an MP3 of an abandoned attempt");
+            self.backend.delete_file(Bucket::Mp3s, stale.id).await?;
+        }
+        Ok(())
+    }
+
     async fn remove_file_if_there(&self, bucket: Bucket, id: &str) -> StorageResult<()> {
         if let Ok(id) = parse_id(id, "file") {
             self.backend.delete_file(bucket, id).await?;
@@ -437,6 +454,13 @@ impl StorageService for StorageApi {
             .await?
             .ok_or_else(|| StorageError::Internal("a transition is never a no-op".into()))?;
         tracing::info!(state = ?job.state, "job moved");
+        if matches!(job.state, JobState::Done | JobState::Failed) {
+            // The transition stands either way; a failed clean-up only leaves an unreachable
+            // file, so it is logged rather than reported to a caller who cannot act on it.
+            if let Err(error) = self.remove_stale_mp3s(&job).await {
+                tracing::warn!(%error, "could not remove the job's stale MP3s");
+            }
+        }
         Ok(Response::new(pb::TransitionJobResponse {
             job: Some(job.to_proto()),
         }))

@@ -91,7 +91,22 @@ impl RunningStorage {
         owner: &str,
         data: &[u8],
     ) -> Result<pb::FileInfo, tonic::Status> {
-        let mut messages = vec![header(bucket, owner)];
+        self.upload_for_job(bucket, owner, "", data).await
+    }
+
+    /// Uploads a file made for job `job_id` (an MP3, as a converter stores it).
+    async fn upload_for_job(
+        &mut self,
+        bucket: pb::Bucket,
+        owner: &str,
+        job_id: &str,
+        data: &[u8],
+    ) -> Result<pb::FileInfo, tonic::Status> {
+        let mut first = header(bucket, owner);
+        if let Some(pb::upload_request::Content::Header(header)) = first.content.as_mut() {
+            header.job_id = job_id.into();
+        }
+        let mut messages = vec![first];
         messages.extend(data.chunks(64 * 1024).map(chunk));
         messages.push(finish());
         let response = self.client.upload(tokio_stream::iter(messages)).await?;
@@ -261,6 +276,7 @@ fn header(bucket: pb::Bucket, owner: &str) -> pb::UploadRequest {
             owner_id: owner.into(),
             filename: "holiday clip.mp4".into(),
             content_type: "video/mp4".into(),
+            job_id: String::new(),
         })),
     }
 }
@@ -317,6 +333,7 @@ on_both_backends!(
     job_claims_are_compare_and_set_so_only_one_worker_wins,
     a_job_lives_through_progress_done_and_one_notification,
     deleting_a_job_removes_its_files,
+    a_job_that_ends_keeps_only_the_mp3_it_names,
     files_and_jobs_survive_a_restart,
 );
 
@@ -812,6 +829,69 @@ async fn deleting_a_job_removes_its_files(backend: Backend) {
         Code::NotFound
     );
     storage.wait_for_stored_objects(0).await;
+}
+
+async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let video = storage
+        .upload(pb::Bucket::Videos, ALICE, b"v")
+        .await
+        .unwrap();
+    let job = storage.create_job(ALICE, &video.id).await.unwrap();
+    storage
+        .transition(
+            &job.id,
+            pb::JobState::Queued,
+            pb::JobState::Converting,
+            "",
+            "",
+        )
+        .await
+        .unwrap();
+    // A converter stored an MP3 and died before recording it; the next attempt stores its own.
+    let abandoned = storage
+        .upload_for_job(pb::Bucket::Mp3s, ALICE, &job.id, b"first attempt")
+        .await
+        .unwrap();
+    let kept = storage
+        .upload_for_job(pb::Bucket::Mp3s, ALICE, &job.id, b"second attempt")
+        .await
+        .unwrap();
+    // Alice's MP3s of other jobs, or of none, are not this job's business.
+    let unrelated = storage
+        .upload(pb::Bucket::Mp3s, ALICE, b"unrelated")
+        .await
+        .unwrap();
+    storage
+        .transition(
+            &job.id,
+            pb::JobState::Converting,
+            pb::JobState::Done,
+            &kept.id,
+            "",
+        )
+        .await
+        .unwrap();
+
+    let mp3s = pb::ListFilesRequest {
+        bucket: pb::Bucket::Mp3s.into(),
+        owner_id: ALICE.into(),
+        limit: 0,
+    };
+    let mut left: Vec<String> = storage
+        .client
+        .list_files(mp3s)
+        .await
+        .unwrap()
+        .into_inner()
+        .files
+        .into_iter()
+        .map(|file| file.id)
+        .collect();
+    left.sort();
+    let mut expected = vec![kept.id.clone(), unrelated.id.clone()];
+    expected.sort();
+    assert_eq!(left, expected, "the abandoned {} is gone", abandoned.id);
 }
 
 async fn files_and_jobs_survive_a_restart(backend: Backend) {

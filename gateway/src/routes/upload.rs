@@ -138,6 +138,7 @@ pub async fn upload(
         owner_id: caller.user_id.clone(),
         filename: filename.clone(),
         content_type: declared_type,
+        job_id: String::new(),
     };
     let mut forwarded = send(&messages, pb::upload_request::Content::Header(header)).await;
     if forwarded.is_ok() {

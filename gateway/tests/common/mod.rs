@@ -267,6 +267,7 @@ impl Mesh {
                 owner_id: owner.into(),
                 filename: "holiday clip.mp3".into(),
                 content_type: "audio/mpeg".into(),
+                job_id: job_id.into(),
             })),
         }];
         for chunk in bytes.chunks(256 * 1024) {

@@ -165,6 +165,17 @@ impl LocalBackend {
         Ok(files)
     }
 
+    pub(super) async fn list_job_files(
+        &self,
+        bucket: Bucket,
+        owner_id: &str,
+        job_id: &str,
+    ) -> StorageResult<Vec<FileRecord>> {
+        let mut files: Vec<FileRecord> = read_all_json(&self.bucket_dir(bucket)).await?;
+        files.retain(|file| file.owner_id == owner_id && file.job_id == job_id);
+        Ok(files)
+    }
+
     pub(super) async fn insert_job(&self, job: &JobRecord) -> StorageResult<()> {
         let _guard = self.job_lock.lock().await;
         self.write_record(&self.job_path(job.id), job).await

@@ -97,6 +97,19 @@ impl Backend {
         }
     }
 
+    /// An owner's complete files in a bucket that were made for job `job_id`.
+    pub async fn list_job_files(
+        &self,
+        bucket: Bucket,
+        owner_id: &str,
+        job_id: &str,
+    ) -> StorageResult<Vec<FileRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.list_job_files(bucket, owner_id, job_id).await,
+            Backend::Local(local) => local.list_job_files(bucket, owner_id, job_id).await,
+        }
+    }
+
     /// Stores a new job.
     pub async fn insert_job(&self, job: &JobRecord) -> StorageResult<()> {
         match self {

@@ -101,6 +101,7 @@ impl MongoBackend {
             .metadata(doc! {
                 "owner_id": &file.owner_id,
                 "content_type": &file.content_type,
+                "job_id": &file.job_id,
             })
             .await?;
         Ok(GridFsUpload {
@@ -220,6 +221,20 @@ impl MongoBackend {
             .await?
             .try_collect()
             .await?;
+        files.into_iter().map(|file| record(bucket, file)).collect()
+    }
+
+    pub(super) async fn list_job_files(
+        &self,
+        bucket: Bucket,
+        owner_id: &str,
+        job_id: &str,
+    ) -> StorageResult<Vec<FileRecord>> {
+        let mut filter = complete();
+        filter.insert("metadata.owner_id", owner_id);
+        filter.insert("metadata.job_id", job_id);
+        let files: Vec<FilesCollectionDocument> =
+            self.files(bucket).find(filter).await?.try_collect().await?;
         files.into_iter().map(|file| record(bucket, file)).collect()
     }
 
@@ -344,6 +359,7 @@ fn record(bucket: Bucket, file: FilesCollectionDocument) -> StorageResult<FileRe
         owner_id: text("owner_id"),
         filename: file.filename.unwrap_or_default(),
         content_type: text("content_type"),
+        job_id: text("job_id"),
         size: file.length,
         sha256: text("sha256"),
         uploaded_at: file.upload_date,
