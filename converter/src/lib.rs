@@ -5,6 +5,7 @@
 //! - [`job`]: one event from claim to announcement (the pipeline's rules live here).
 //! - [`media`]: ffprobe and ffmpeg as child processes.
 //! - [`transfer`]: streaming files from and to the storage service.
+//! - [`scratch`]: this process's temp directory, and removing what killed converters left.
 //!
 //! The shape every service shares: [`Cli`] from the environment, telemetry, then [`serve`] on a
 //! listener until shutdown. `main.rs` only calls [`main`]; tests call [`serve`] with a listener
@@ -16,14 +17,17 @@ pub mod config;
 pub mod error;
 pub mod job;
 pub mod media;
+pub mod scratch;
 pub mod transfer;
 
 pub use config::Config;
 
+use anyhow::Context;
 use clap::Parser;
 use job::Converter;
 use media::{Encoding, Tools};
 use proto::storage::v1::storage_service_client::StorageServiceClient;
+use scratch::ScratchSpace;
 use service_kit::Shutdown;
 use service_kit::consumer;
 use std::time::Duration;
@@ -75,10 +79,19 @@ pub async fn serve(
         max_duration: Duration::from_secs(config.max_duration_seconds),
         timeout: config.job_timeout(),
     };
+    let (scratch, swept) = ScratchSpace::claim(&config.work_dir).with_context(|| {
+        format!(
+            "setting up a scratch directory in WORK_DIR `{}`",
+            config.work_dir.display()
+        )
+    })?;
+    if swept > 0 {
+        tracing::info!(swept, "removed the temp files of converters that died");
+    }
     let converter = Converter::new(
         storage,
         tools,
-        config.work_dir.clone(),
+        scratch.path().to_owned(),
         config.links.broker.queues.mp3_queue.clone(),
     );
     let settings = config.links.consumer_settings(
@@ -87,5 +100,7 @@ pub async fn serve(
         config.effective_concurrency(),
         Duration::from_secs(config.shutdown_grace_seconds),
     );
-    consumer::serve_worker(settings, converter, ops_listener, shutdown).await
+    let served = consumer::serve_worker(settings, converter, ops_listener, shutdown).await;
+    drop(scratch);
+    served
 }
