@@ -3,7 +3,8 @@
 //! Kubernetes, with embedded defaults for whatever real component is not configured. The other
 //! commands are a client for the REST API, for people and for scripts (`--json`).
 //!
-//! - [`up`]: the single-process system.
+//! - [`up`]: the single-process system. `serve SERVICE`: one service, as its own binary runs it
+//!   (so one program, or one image, can play every role).
 //! - [`api`]: the REST client. [`session`]: the saved login.
 //! - [`commands`]: what each client command does and prints. [`progress`]: progress bars.
 
@@ -50,8 +51,43 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system on this machine (Ctrl-C stops it).
     Up(up::UpArgs),
+    /// Run one service on its own, configured exactly as its own binary is (same variables and
+    /// flags; `mp3converter serve converter --help` lists them): one program for every role.
+    Serve {
+        // Boxed: a service's settings are large, and the other commands are small.
+        #[command(subcommand)]
+        service: Box<Service>,
+    },
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+/// One of the five services, with its own command line.
+#[derive(Debug, Subcommand)]
+pub enum Service {
+    /// The REST edge.
+    Gateway(gateway::Cli),
+    /// Accounts and tokens (gRPC).
+    Auth(auth::Cli),
+    /// Files and job records (gRPC).
+    Storage(storage::Cli),
+    /// The ffmpeg workers.
+    Converter(converter::Cli),
+    /// The e-mail worker.
+    Notifier(notifier::Cli),
+}
+
+impl Service {
+    /// Runs the service until SIGTERM or Ctrl-C, as its own binary would.
+    async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Gateway(cli) => gateway::main(cli).await,
+            Self::Auth(cli) => auth::main(cli).await,
+            Self::Storage(cli) => storage::main(cli).await,
+            Self::Converter(cli) => converter::main(cli).await,
+            Self::Notifier(cli) => notifier::main(cli).await,
+        }
+    }
 }
 
 /// The commands that talk to a running system's REST API.
@@ -79,6 +115,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     let json = cli.json;
     let result = match cli.command {
         Command::Up(args) => up::run(args).await.map_err(commands::Failure::from),
+        Command::Serve { service } => service.run().await.map_err(commands::Failure::from),
         Command::Client(command) => commands::run(command, cli.url, cli.config_dir, json).await,
     };
     match result {
