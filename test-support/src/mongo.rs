@@ -65,3 +65,94 @@ impl Drop for TestMongo {
         });
     }
 }
+
+/// A MongoDB-wire server of the test's own (SecantusDB's `secantusd-py`, which `scripts/test`
+/// installs into the venv on `PATH`), for tests that stop it and start it again. Its data lives
+/// in a temp dir that outlives restarts.
+#[derive(Debug)]
+pub struct MongoServer {
+    port: u16,
+    storage: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl MongoServer {
+    /// Starts a server on a free port and waits until it answers a ping.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut server = Self {
+            port: crate::free_port(),
+            storage: crate::temp_dir(),
+            child: None,
+        };
+        server.start_again().await?;
+        Ok(server)
+    }
+
+    /// `mongodb://127.0.0.1:PORT/?directConnection=true`.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Stops the server the way an operator does (SIGTERM) and waits for it to exit.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id() {
+            tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await?;
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server (again) on the same port and data, and waits until it answers.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the server is running already");
+        let child = tokio::process::Command::new("secantusd-py")
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--storage-path")
+            .arg(self.storage.path())
+            .args([
+                "--oplog-max-entries",
+                "1000",
+                "--noop-heartbeat-seconds",
+                "1",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context(
+                "starting secantusd-py (run the tests through scripts/test, which installs it)",
+            )?;
+        self.child = Some(child);
+        // Short selection timeout: each ping fails fast until the server listens.
+        let client =
+            Client::with_uri_str(format!("{}&serverSelectionTimeoutMS=500", self.uri())).await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if client
+                .database("admin")
+                .run_command(doc! { "ping": 1 })
+                .await
+                .is_ok()
+            {
+                client.shutdown().await;
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "secantusd-py did not answer a ping within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

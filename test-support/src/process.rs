@@ -1,5 +1,5 @@
 //! The release binaries as separate processes, for benchmarks that measure a service's own
-//! memory (VmHWM of its process, not of the benchmark).
+//! memory (VmHWM of its process, not of the benchmark), and reading any process's memory.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -38,13 +38,32 @@ impl ServiceProcess {
 
     /// The process's peak resident memory so far (VmHWM), in MiB; its children not included.
     pub fn peak_rss_mib(&self) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        memory_mib(self.0.id()).peak
+    }
+}
+
+/// A process's resident memory, in MiB (NaN once it has exited); its children not included.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Resident now (VmRSS).
+    pub now: f64,
+    /// The peak so far (VmHWM).
+    pub peak: f64,
+}
+
+/// The resident memory of process `pid`, from `/proc`.
+pub fn memory_mib(pid: u32) -> Memory {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
         status
             .lines()
-            .find(|line| line.starts_with("VmHWM:"))
+            .find(|line| line.starts_with(name))
             .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    Memory {
+        now: field("VmRSS:"),
+        peak: field("VmHWM:"),
     }
 }
 

@@ -1,17 +1,38 @@
-//! A TCP proxy a test can cut: services connect through it to a real server (RabbitMQ, say),
-//! and [`TcpProxy::sever`] drops every connection at once, the way a broker restart or a
-//! network fault would, while new connections keep working.
+//! A TCP proxy a test can break: services connect through it to a real server (RabbitMQ, an
+//! SMTP server, say), and the test can
+//! - [`TcpProxy::sever`] every open connection at once, as a broker restart or a network fault
+//!   would, while new connections keep working;
+//! - [`TcpProxy::go_down`]: sever, then refuse connections (the port closes), as a stopped
+//!   server would, until [`TcpProxy::come_back`];
+//! - [`TcpProxy::hold`]: sever, then accept connections but pass nothing on, as a server that
+//!   hangs would, until [`TcpProxy::come_back`] forwards them.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Forwarding,
+    Holding,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    /// Bumped to cut every connection open now.
+    generation: u64,
+    mode: Mode,
+}
 
 /// A running proxy; it stops when dropped.
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
-    generation: watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
+    target: SocketAddr,
+    state: watch::Sender<State>,
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl TcpProxy {
@@ -19,28 +40,31 @@ impl TcpProxy {
     pub async fn start(target: SocketAddr) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (generation, _) = watch::channel(0u64);
-        let severed = generation.clone();
+        let (state, _) = watch::channel(State {
+            generation: 0,
+            mode: Mode::Forwarding,
+        });
+        let proxy = Self {
+            addr,
+            target,
+            state,
+            accepting: Mutex::new(None),
+        };
+        proxy.accept_on(listener);
+        Ok(proxy)
+    }
+
+    fn accept_on(&self, listener: TcpListener) {
+        let state = self.state.clone();
+        let target = self.target;
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let mut cut = severed.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let mut client = client;
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
+                tokio::spawn(forward(client, target, state.subscribe()));
             }
         });
-        Ok(Self {
-            addr,
-            generation,
-            task,
-        })
+        if let Some(previous) = self.accepting.lock().expect("proxy lock").replace(task) {
+            previous.abort();
+        }
     }
 
     /// Where clients connect.
@@ -50,13 +74,80 @@ impl TcpProxy {
 
     /// Drops every connection open now.
     pub fn sever(&self) {
-        self.generation.send_modify(|generation| *generation += 1);
+        self.state.send_modify(|state| state.generation += 1);
+    }
+
+    /// Drops every connection and closes the port: connecting is refused, as with a server
+    /// that has stopped.
+    pub fn go_down(&self) {
+        if let Some(task) = self.accepting.lock().expect("proxy lock").take() {
+            task.abort();
+        }
+        self.state.send_modify(|state| {
+            state.generation += 1;
+            state.mode = Mode::Down;
+        });
+    }
+
+    /// Cuts the connections open now, then keeps accepting connections but holds each new
+    /// one, passing nothing on, until [`TcpProxy::come_back`].
+    pub fn hold(&self) {
+        self.state.send_modify(|state| {
+            state.generation += 1;
+            state.mode = Mode::Holding;
+        });
+    }
+
+    /// Opens the port again (on the same address) and forwards everything, including the
+    /// connections held meanwhile.
+    pub async fn come_back(&self) -> anyhow::Result<()> {
+        let down = self.state.borrow().mode == Mode::Down;
+        if down {
+            // The address was ours a moment ago; a few tries cover a slow kernel.
+            let mut tries = 0;
+            let listener = loop {
+                match TcpListener::bind(self.addr).await {
+                    Ok(listener) => break listener,
+                    Err(error) if tries >= 50 => return Err(error.into()),
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            };
+            self.accept_on(listener);
+        }
+        self.state
+            .send_modify(|state| state.mode = Mode::Forwarding);
+        Ok(())
+    }
+}
+
+/// Passes one connection on, obeying the proxy's mode.
+async fn forward(mut client: TcpStream, target: SocketAddr, mut state: watch::Receiver<State>) {
+    let born = state.borrow_and_update().generation;
+    // A held connection waits here, before anything reaches the server.
+    let forwarding = state
+        .wait_for(|now| now.generation != born || now.mode != Mode::Holding)
+        .await
+        .map(|now| now.generation == born && now.mode == Mode::Forwarding);
+    if !matches!(forwarding, Ok(true)) {
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = state.wait_for(|now| now.generation != born) => {}
     }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.accepting.lock().expect("proxy lock").take() {
+            task.abort();
+        }
         self.sever();
     }
 }

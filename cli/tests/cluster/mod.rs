@@ -1,0 +1,482 @@
+//! The whole system as five separate processes (`mp3converter serve ROLE`), the way Kubernetes
+//! runs it, on real infrastructure that each test owns a slice of: a fresh MariaDB database, a
+//! MongoDB-wire server of its own (so it can be stopped), queues behind a unique prefix on
+//! RabbitMQ, and an SMTP capture. RabbitMQ and SMTP are reached through [`TcpProxy`]s, so a
+//! test can cut them or take them down without touching other tests. Each process can be
+//! killed, stopped and started again; its logs go to one file per role.
+
+#![allow(dead_code)]
+
+use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use reqwest::StatusCode;
+use serde_json::Value;
+use service_kit::broker::RetryConfig;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use test_support::{
+    MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, free_port, temp_dir,
+};
+use tokio::process::{Child, Command};
+
+pub const JWT_SECRET: &str = "cluster-test-signing-key-of-at-least-32-bytes";
+pub const PASSWORD: &str = "correct horse battery staple";
+/// Retries wait a fraction of a second and go on long enough to outlast every outage here.
+const RETRY: RetryConfig = RetryConfig {
+    max_attempts: 20,
+    retry_base_delay_ms: 200,
+    retry_max_delay_ms: 1000,
+};
+
+/// One of the five services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Gateway,
+    Auth,
+    Storage,
+    Converter,
+    Notifier,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Auth,
+        Role::Storage,
+        Role::Gateway,
+        Role::Converter,
+        Role::Notifier,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Auth => "auth",
+            Role::Storage => "storage",
+            Role::Converter => "converter",
+            Role::Notifier => "notifier",
+        }
+    }
+}
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub email: String,
+    pub id: String,
+    pub token: String,
+}
+
+/// The running system and the infrastructure under it.
+pub struct Cluster {
+    pub gateway: String,
+    pub http: reqwest::Client,
+    pub mongo: MongoServer,
+    pub mongo_database: String,
+    pub broker_proxy: TcpProxy,
+    pub smtp: SmtpCapture,
+    pub smtp_proxy: TcpProxy,
+    pub broker: TestBroker,
+    queues: [String; 2],
+    storage_url: String,
+    env: HashMap<Role, Vec<(&'static str, String)>>,
+    ops_ports: HashMap<Role, u16>,
+    processes: HashMap<Role, Child>,
+    logs: TempDir,
+    work_dir: TempDir,
+    data_dir: TempDir,
+    _mysql: TestMysql,
+}
+
+impl Cluster {
+    /// Starts the infrastructure and every service, and waits until the gateway is ready.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Cluster::start`], with `overrides` added to every service's environment.
+    pub async fn start_with(overrides: &[(&'static str, &str)]) -> Self {
+        let mysql = TestMysql::create().await.unwrap();
+        let mongo = MongoServer::start().await.unwrap();
+        let mongo_database = test_support::unique_name("t_");
+        let broker = TestBroker::create().await.unwrap();
+        let video_queue = broker.queue("video");
+        let mp3_queue = broker.queue("mp3");
+        for queue in [&video_queue, &mp3_queue] {
+            for (_, name) in RETRY.retry_queues(queue) {
+                broker.remember(name);
+            }
+        }
+        let broker_proxy = TcpProxy::start(host_port(broker.url()).await)
+            .await
+            .unwrap();
+        let amqp_url = format!("amqp://guest:guest@{}/%2f", broker_proxy.addr());
+        let smtp = SmtpCapture::start().unwrap();
+        let smtp_proxy = TcpProxy::start(smtp.addr()).await.unwrap();
+        let (logs, work_dir, data_dir) = (temp_dir(), temp_dir(), temp_dir());
+
+        let ports: HashMap<Role, u16> = Role::ALL.iter().map(|r| (*r, free_port())).collect();
+        let ops_ports: HashMap<Role, u16> = Role::ALL.iter().map(|r| (*r, free_port())).collect();
+        let url = |role: Role| format!("http://127.0.0.1:{}", ports[&role]);
+        let queues = [
+            ("VIDEO_QUEUE", video_queue.clone()),
+            ("MP3_QUEUE", mp3_queue.clone()),
+        ];
+        let retry = [
+            ("MAX_ATTEMPTS", RETRY.max_attempts.to_string()),
+            ("RETRY_BASE_DELAY_MS", RETRY.retry_base_delay_ms.to_string()),
+            ("RETRY_MAX_DELAY_MS", RETRY.retry_max_delay_ms.to_string()),
+        ];
+        let mut env: HashMap<Role, Vec<(&'static str, String)>> = HashMap::new();
+        for role in Role::ALL {
+            let mut vars = vec![
+                ("LISTEN_ADDR", format!("127.0.0.1:{}", ports[&role])),
+                ("OPS_LISTEN_ADDR", format!("127.0.0.1:{}", ops_ports[&role])),
+                ("DATA_DIR", data_dir.path().display().to_string()),
+                ("LOG_FORMAT", "json".into()),
+                ("RUST_LOG", "info".into()),
+            ];
+            match role {
+                Role::Auth => vars.extend([
+                    ("DATABASE_URL", mysql.url()),
+                    ("JWT_SECRET", JWT_SECRET.into()),
+                ]),
+                Role::Storage => vars.extend([
+                    ("MONGODB_URI", mongo.uri()),
+                    ("MONGODB_DATABASE", mongo_database.clone()),
+                ]),
+                Role::Gateway => {
+                    vars.extend([
+                        ("AUTH_URL", url(Role::Auth)),
+                        ("STORAGE_URL", url(Role::Storage)),
+                        ("AMQP_URL", amqp_url.clone()),
+                    ]);
+                    vars.extend(queues.clone());
+                }
+                Role::Converter | Role::Notifier => {
+                    vars.extend([
+                        ("STORAGE_URL", url(Role::Storage)),
+                        ("AMQP_URL", amqp_url.clone()),
+                        ("WORK_DIR", work_dir.path().display().to_string()),
+                        ("CONCURRENCY", "2".into()),
+                        ("SMTP_URL", format!("smtp://{}", smtp_proxy.addr())),
+                        ("SMTP_TIMEOUT_SECONDS", "5".into()),
+                        ("PUBLIC_BASE_URL", "https://mp3.example.com".into()),
+                    ]);
+                    vars.extend(queues.clone());
+                    vars.extend(retry.clone());
+                }
+            }
+            vars.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
+            env.insert(role, vars);
+        }
+        let mut cluster = Self {
+            gateway: url(Role::Gateway),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_DEADLINE)
+                .build()
+                .unwrap(),
+            mongo,
+            mongo_database,
+            broker_proxy,
+            smtp,
+            smtp_proxy,
+            broker,
+            queues: [video_queue, mp3_queue],
+            storage_url: url(Role::Storage),
+            env,
+            ops_ports,
+            processes: HashMap::new(),
+            logs,
+            work_dir,
+            data_dir,
+            _mysql: mysql,
+        };
+        for role in Role::ALL {
+            cluster.launch(role);
+        }
+        for role in Role::ALL {
+            cluster.wait_until_ready(role).await;
+        }
+        cluster
+    }
+
+    /// Starts `role`'s process (again), with the same settings; returns at once.
+    pub fn launch(&mut self, role: Role) {
+        assert!(!self.processes.contains_key(&role), "{role:?} runs already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(role))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mp3converter"));
+        command.args(["serve", role.name()]);
+        for variable in [
+            "DATABASE_URL",
+            "MONGODB_URI",
+            "AMQP_URL",
+            "SMTP_URL",
+            "STORAGE_URL",
+            "AUTH_URL",
+        ] {
+            command.env_remove(variable);
+        }
+        command
+            .envs(self.env[&role].iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        self.processes
+            .insert(role, command.spawn().expect("mp3converter serve starts"));
+    }
+
+    /// Starts `role` again and waits until it is ready.
+    pub async fn restart(&mut self, role: Role) {
+        self.launch(role);
+        self.wait_until_ready(role).await;
+    }
+
+    /// SIGKILL: no drain, no clean-up, like a crash or a node lost.
+    pub async fn kill(&mut self, role: Role) {
+        let mut child = self.processes.remove(&role).expect("running");
+        child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod, and wait for the process to exit.
+    pub async fn stop(&mut self, role: Role) {
+        let mut child = self.processes.remove(&role).expect("running");
+        signal(&child, "TERM").await;
+        let exited = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+        assert!(
+            exited.is_ok(),
+            "{role:?} did not exit within 60 s of SIGTERM"
+        );
+    }
+
+    /// Where `role` serves (`127.0.0.1:PORT`).
+    pub fn listen_addr(&self, role: Role) -> String {
+        self.env[&role]
+            .iter()
+            .find(|(name, _)| *name == "LISTEN_ADDR")
+            .map(|(_, addr)| addr.clone())
+            .expect("every role has a LISTEN_ADDR")
+    }
+
+    /// The process id of `role`.
+    pub fn pid(&self, role: Role) -> u32 {
+        self.processes[&role].id().expect("running")
+    }
+
+    /// Everything `role` logged so far, across restarts.
+    pub fn log(&self, role: Role) -> String {
+        std::fs::read_to_string(self.log_path(role)).unwrap_or_default()
+    }
+
+    fn log_path(&self, role: Role) -> PathBuf {
+        self.logs.path().join(format!("{}.log", role.name()))
+    }
+
+    /// Where the converters keep temp files.
+    pub fn work_dir(&self) -> &Path {
+        self.work_dir.path()
+    }
+
+    async fn wait_until_ready(&mut self, role: Role) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.ops_ports[&role]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self
+                .processes
+                .get_mut(&role)
+                .and_then(|child| child.try_wait().ok().flatten())
+            {
+                panic!("{role:?} exited ({status}):\n{}", self.log(role));
+            }
+            let ready = match role {
+                Role::Gateway => self.http.get(self.url("/readyz")).send().await,
+                _ => self.http.get(&url).send().await,
+            };
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{role:?} not ready within 90 s:\n{}",
+                self.log(role)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    /// Registers `email` and logs in.
+    pub async fn user(&self, email: &str) -> User {
+        let registered = self
+            .http
+            .post(self.url("/register"))
+            .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), StatusCode::CREATED);
+        let id = registered.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let login = self
+            .http
+            .post(self.url("/login"))
+            .basic_auth(email, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::OK);
+        let token = login.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        User {
+            email: email.to_owned(),
+            id,
+            token,
+        }
+    }
+
+    /// Uploads `bytes` as the multipart part `file` named `name`.
+    pub async fn upload(
+        &self,
+        token: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str("video/mp4")
+            .unwrap();
+        self.http
+            .post(self.url("/upload"))
+            .bearer_auth(token)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+            .await
+    }
+
+    /// A client of the storage service, straight to its port (not through the gateway).
+    pub async fn storage(&self) -> StorageServiceClient<tonic::transport::Channel> {
+        StorageServiceClient::connect(self.storage_url.clone())
+            .await
+            .unwrap()
+    }
+
+    /// `owner`'s jobs, as storage holds them.
+    pub async fn jobs(&self, owner: &str) -> Vec<pb::Job> {
+        self.storage()
+            .await
+            .list_jobs(pb::ListJobsRequest {
+                owner_id: owner.into(),
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+    }
+
+    /// `owner`'s files in `bucket`, as storage holds them.
+    pub async fn files(&self, bucket: pb::Bucket, owner: &str) -> Vec<pb::FileInfo> {
+        self.storage()
+            .await
+            .list_files(pb::ListFilesRequest {
+                bucket: bucket.into(),
+                owner_id: owner.into(),
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .files
+    }
+
+    /// GridFS chunks whose file document does not exist: bytes half-written and abandoned.
+    pub async fn orphan_chunks(&self) -> u64 {
+        use mongodb::bson::{Bson, doc};
+        let client = mongodb::Client::with_uri_str(self.mongo.uri())
+            .await
+            .unwrap();
+        let database = client.database(&self.mongo_database);
+        let mut orphans = 0;
+        for bucket in ["videos", "mp3s"] {
+            let files: Vec<Bson> = database
+                .collection::<mongodb::bson::Document>(&format!("{bucket}.files"))
+                .distinct("_id", doc! {})
+                .await
+                .unwrap();
+            let chunk_owners: Vec<Bson> = database
+                .collection::<mongodb::bson::Document>(&format!("{bucket}.chunks"))
+                .distinct("files_id", doc! {})
+                .await
+                .unwrap();
+            orphans += chunk_owners
+                .iter()
+                .filter(|owner| !files.contains(owner))
+                .count() as u64;
+        }
+        client.shutdown().await;
+        orphans
+    }
+
+    /// Messages waiting in `{queue}.dead`, summed over the video and mp3 queues.
+    pub async fn dead_letters(&self) -> u32 {
+        let connection = self.broker.connect().await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut total = 0;
+        for queue in &self.queues {
+            let name = format!("{queue}.dead");
+            let declared = channel
+                .queue_declare(
+                    name.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await;
+            total += declared.map_or(0, |queue| queue.message_count());
+        }
+        let _ = connection.close(200, "ok".into()).await;
+        total
+    }
+}
+
+/// How long any one request may take before the test calls it a hang.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+
+async fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+async fn host_port(amqp_url: &str) -> SocketAddr {
+    let host_port = amqp_url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("amqp://user:pass@host:port/vhost");
+    tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+}

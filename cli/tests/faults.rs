@@ -1,0 +1,507 @@
+//! Faults against the whole system, with uploads in flight: each test starts the five services
+//! as separate processes on real infrastructure ([`cluster`]), keeps a client uploading and
+//! polling while it breaks one part, restores it, and then checks the promise users rely on:
+//! - while a dependency is down the gateway answers 503 with `Retry-After`, never a 500 and
+//!   never a hang, and it recovers by itself soon after the dependency returns;
+//! - every upload that got a 202 ends with exactly one MP3 and exactly one e-mail; a refused
+//!   upload leaves no file and no job; no GridFS chunk, temp file or dead letter is left over.
+//!
+//! Each test prints its row of the summary table.
+
+mod cluster;
+
+use cluster::{Cluster, REQUEST_DEADLINE, Role, User};
+use proto::storage::v1 as pb;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use test_support::{VideoSpec, generate_video, temp_dir};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long a dependency stays down.
+const OUTAGE: Duration = Duration::from_secs(5);
+/// How long the system may take to finish every accepted job after the fault.
+const SETTLE: Duration = Duration::from_secs(180);
+
+/// A generated video's bytes.
+async fn video(spec: VideoSpec) -> Vec<u8> {
+    let dir = temp_dir();
+    let path = dir.path().join("clip.mp4");
+    generate_video(&path, spec).await.unwrap();
+    tokio::fs::read(&path).await.unwrap()
+}
+
+/// What the client saw while the fault ran.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: Vec<String>,
+    /// Uploads and polls answered 503 with `Retry-After`.
+    refused: u32,
+    polls: u32,
+    /// The longest any answer took.
+    slowest: Duration,
+    /// Anything the promise does not allow: other 5xx, a 503 without `Retry-After`, a hang.
+    violations: Vec<String>,
+}
+
+impl Tally {
+    /// Records one answer; returns the JSON body of a success.
+    async fn record(
+        &mut self,
+        what: &str,
+        asked: Instant,
+        answer: reqwest::Result<reqwest::Response>,
+    ) -> Option<Value> {
+        self.slowest = self.slowest.max(asked.elapsed());
+        match answer {
+            Ok(response) if response.status().is_success() => response.json().await.ok(),
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                if response
+                    .headers()
+                    .contains_key(reqwest::header::RETRY_AFTER)
+                {
+                    self.refused += 1;
+                } else {
+                    self.violations
+                        .push(format!("{what}: 503 without Retry-After"));
+                }
+                None
+            }
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                self.violations.push(format!("{what}: {status} {body}"));
+                None
+            }
+            Err(error) => {
+                self.violations
+                    .push(format!("{what}: {error} (deadline {REQUEST_DEADLINE:?})"));
+                None
+            }
+        }
+    }
+}
+
+/// A client uploading a clip every few hundred milliseconds and polling its jobs, until stopped.
+struct Traffic {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Tally>,
+}
+
+impl Traffic {
+    fn start(cluster: &Cluster, user: &User, clip: Vec<u8>) -> Self {
+        let stop = CancellationToken::new();
+        let (http, gateway, token) = (
+            cluster.http.clone(),
+            cluster.gateway.clone(),
+            user.token.clone(),
+        );
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut n = 0;
+            while !stopping.is_cancelled() {
+                n += 1;
+                let part = reqwest::multipart::Part::bytes(clip.clone())
+                    .file_name(format!("clip-{n}.mp4"))
+                    .mime_str("video/mp4")
+                    .unwrap();
+                let asked = Instant::now();
+                let upload = http
+                    .post(format!("{gateway}/upload"))
+                    .bearer_auth(&token)
+                    .multipart(reqwest::multipart::Form::new().part("file", part))
+                    .send()
+                    .await;
+                if let Some(body) = tally.record("upload", asked, upload).await {
+                    tally
+                        .accepted
+                        .push(body["job_id"].as_str().unwrap().to_owned());
+                }
+                if let Some(job_id) = tally.accepted.last().cloned() {
+                    let asked = Instant::now();
+                    let poll = http
+                        .get(format!("{gateway}/jobs/{job_id}"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
+                    tally.polls += 1;
+                    tally.record("poll", asked, poll).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            tally
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Tally {
+        self.stop.cancel();
+        self.task.await.unwrap()
+    }
+}
+
+/// One row of the summary table.
+struct Row {
+    fault: &'static str,
+    accepted: usize,
+    refused: u32,
+    slowest: Duration,
+    recovery: Duration,
+    mp3s: usize,
+    mails: usize,
+    leftovers: String,
+}
+
+fn print_row(row: &Row) {
+    println!(
+        "\n| fault | accepted (202) | refused (503 + Retry-After) | slowest answer | recovered after | MP3s | e-mails | left over |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {:.1} s | {:.1} s | {} | {} | {} |",
+        row.fault,
+        row.accepted,
+        row.refused,
+        row.slowest.as_secs_f64(),
+        row.recovery.as_secs_f64(),
+        row.mp3s,
+        row.mails,
+        row.leftovers
+    );
+}
+
+/// Runs `fault` with traffic flowing, then checks the promise and prints the row.
+///
+/// `fault` returns the ids of jobs it accepted itself.
+async fn survive(
+    fault_name: &'static str,
+    fault: impl AsyncFnOnce(&mut Cluster, &User) -> Vec<String>,
+) {
+    let mut cluster = Cluster::start().await;
+    let user = cluster.user("survivor@example.com").await;
+    let clip = video(VideoSpec::small(2.0)).await;
+    let traffic = Traffic::start(&cluster, &user, clip.clone());
+    // Some jobs in every state before the fault.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let own_jobs = fault(&mut cluster, &user).await;
+
+    // Recovery: how soon after the dependency's return an upload is accepted again.
+    let restored = Instant::now();
+    let mut probe = Tally::default();
+    loop {
+        let asked = Instant::now();
+        let answer = cluster.upload(&user.token, "probe.mp4", clip.clone()).await;
+        if let Some(body) = probe.record("probe upload", asked, answer).await {
+            probe
+                .accepted
+                .push(body["job_id"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(30),
+            "{fault_name}: no upload accepted within 30 s of the dependency's return: {probe:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovery = restored.elapsed();
+    let mut tally = traffic.finish().await;
+    tally.accepted.extend(own_jobs);
+    tally.accepted.extend(probe.accepted);
+    tally.refused += probe.refused;
+    tally.slowest = tally.slowest.max(probe.slowest);
+    tally.violations.extend(probe.violations);
+    assert!(
+        tally.violations.is_empty(),
+        "{fault_name}: {:#?}",
+        tally.violations
+    );
+
+    let jobs = settle(&cluster, &user, &tally.accepted).await;
+    let row = check_promise(&cluster, &user, fault_name, &tally, &jobs, recovery).await;
+    print_row(&row);
+}
+
+/// Waits until every accepted job has ended and its user was told; returns the jobs.
+async fn settle(cluster: &Cluster, user: &User, accepted: &[String]) -> Vec<pb::Job> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let jobs = cluster.jobs(&user.id).await;
+        let ended = |job: &&pb::Job| {
+            matches!(job.state(), pb::JobState::Done | pb::JobState::Failed) && job.notified
+        };
+        let open: Vec<_> = jobs.iter().filter(|job| !ended(job)).collect();
+        if open.is_empty() && jobs.len() >= accepted.len() {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs still open after {SETTLE:?}: {open:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn check_promise(
+    cluster: &Cluster,
+    user: &User,
+    fault: &'static str,
+    tally: &Tally,
+    jobs: &[pb::Job],
+    recovery: Duration,
+) -> Row {
+    let accepted: HashSet<&str> = tally.accepted.iter().map(String::as_str).collect();
+    let stored: HashSet<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
+    assert_eq!(
+        stored, accepted,
+        "{fault}: jobs kept are exactly the accepted ones"
+    );
+    for job in jobs {
+        assert_eq!(job.state(), pb::JobState::Done, "{fault}: {job:?}");
+    }
+    let videos = cluster.files(pb::Bucket::Videos, &user.id).await;
+    assert_eq!(
+        videos.len(),
+        jobs.len(),
+        "{fault}: one video per job, none from refused uploads"
+    );
+    let mp3s = cluster.files(pb::Bucket::Mp3s, &user.id).await;
+    let mp3_ids: HashSet<&str> = mp3s.iter().map(|file| file.id.as_str()).collect();
+    let job_mp3s: HashSet<&str> = jobs.iter().map(|job| job.mp3_id.as_str()).collect();
+    assert_eq!(mp3s.len(), jobs.len(), "{fault}: exactly one MP3 per job");
+    assert_eq!(mp3_ids, job_mp3s, "{fault}: every MP3 belongs to its job");
+
+    // Late duplicates would arrive within a retry or two.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = cluster.smtp.mails();
+    let mut per_mp3: BTreeMap<&str, usize> = BTreeMap::new();
+    for mail in &mails {
+        assert_eq!(mail.to, vec![user.email.clone()], "{fault}");
+        let text = mail.text();
+        let about: Vec<&str> = job_mp3s
+            .iter()
+            .copied()
+            .filter(|id| text.contains(id))
+            .collect();
+        assert_eq!(
+            about.len(),
+            1,
+            "{fault}: each e-mail is about one MP3:\n{text}"
+        );
+        *per_mp3.entry(about[0]).or_default() += 1;
+    }
+    assert!(
+        per_mp3.len() == jobs.len() && per_mp3.values().all(|count| *count == 1),
+        "{fault}: exactly one e-mail per job: {per_mp3:?} for {} jobs",
+        jobs.len()
+    );
+
+    let orphan_chunks = cluster.orphan_chunks().await;
+    // Each live converter keeps one locked directory; job files inside it are leftovers.
+    let scratch_dirs: Vec<_> = std::fs::read_dir(cluster.work_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(
+        scratch_dirs.len(),
+        1,
+        "{fault}: one converter, one directory: {scratch_dirs:?}"
+    );
+    let temp_files: Vec<_> = std::fs::read_dir(&scratch_dirs[0])
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name != ".lock")
+        .collect();
+    let dead_letters = cluster.dead_letters().await;
+    assert_eq!(orphan_chunks, 0, "{fault}: GridFS chunks without a file");
+    assert!(
+        temp_files.is_empty(),
+        "{fault}: converter temp files left: {temp_files:?}"
+    );
+    assert_eq!(dead_letters, 0, "{fault}: dead letters");
+    Row {
+        fault,
+        accepted: tally.accepted.len(),
+        refused: tally.refused,
+        slowest: tally.slowest,
+        recovery,
+        mp3s: mp3s.len(),
+        mails: mails.len(),
+        leftovers: format!(
+            "{orphan_chunks} chunks, {} temp files, {dead_letters} dead letters",
+            temp_files.len()
+        ),
+    }
+}
+
+/// Waits until one of `user`'s jobs is in `state` (and, if converting, has made progress).
+async fn wait_for_a_job(cluster: &Cluster, user: &User, state: pb::JobState) -> pb::Job {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = cluster.jobs(&user.id).await;
+        if let Some(job) = jobs.into_iter().find(|job| {
+            job.state() == state && (state != pb::JobState::Converting || job.progress_percent > 0)
+        }) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "no job reached {state:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_converter_killed_mid_conversion_loses_nothing() {
+    survive("converter SIGKILL mid-conversion", async |cluster, user| {
+        // A long video, so a conversion is surely running when the worker dies.
+        let long = VideoSpec {
+            seconds: 600.0,
+            size: (64, 48),
+            fps: 1,
+            ..VideoSpec::small(1.0)
+        };
+        let response = cluster
+            .upload(&user.token, "lecture.mp4", video(long).await)
+            .await;
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let job_id = response.json::<Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        wait_for_a_job(cluster, user, pb::JobState::Converting).await;
+        cluster.kill(Role::Converter).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.restart(Role::Converter).await;
+        vec![job_id]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_notifier_killed_mid_send_sends_each_email_once() {
+    survive("notifier SIGKILL mid-send", async |cluster, user| {
+        // The mail server hangs, so the notifier is inside an SMTP exchange when it dies.
+        cluster.smtp_proxy.hold();
+        let mailed = cluster.smtp.mails().len();
+        let finished = cluster
+            .jobs(&user.id)
+            .await
+            .iter()
+            .filter(|job| job.state() == pb::JobState::Done)
+            .count();
+        // Uploads go on, so a conversion finishes after the hold and its e-mail is held.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cluster
+            .jobs(&user.id)
+            .await
+            .iter()
+            .filter(|job| job.state() == pb::JobState::Done)
+            .count()
+            == finished
+        {
+            assert!(Instant::now() < deadline, "no conversion finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        cluster.kill(Role::Notifier).await;
+        assert_eq!(
+            cluster.smtp.mails().len(),
+            mailed,
+            "nothing got through the held proxy"
+        );
+        cluster.smtp_proxy.come_back().await.unwrap();
+        cluster.restart(Role::Notifier).await;
+        vec![]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rabbitmq_going_away_is_503_then_recovers_and_loses_nothing() {
+    survive(
+        "RabbitMQ down (connections closed, port refused)",
+        async |cluster, _| {
+            cluster.broker_proxy.go_down();
+            tokio::time::sleep(OUTAGE).await;
+            cluster.broker_proxy.come_back().await.unwrap();
+            vec![]
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_mongodb_server_stopped_and_started_is_503_then_recovers() {
+    survive(
+        "MongoDB-wire server stopped, started",
+        async |cluster, _| {
+            cluster.mongo.stop().await.unwrap();
+            tokio::time::sleep(OUTAGE).await;
+            cluster.mongo.start_again().await.unwrap();
+            vec![]
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_auth_service_stopped_and_started_is_503_then_recovers() {
+    survive("auth service stopped, started", async |cluster, _| {
+        cluster.stop(Role::Auth).await;
+        tokio::time::sleep(OUTAGE).await;
+        cluster.restart(Role::Auth).await;
+        vec![]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_mail_server_down_for_a_while_gets_each_email_once() {
+    survive("SMTP server down, back", async |cluster, _| {
+        cluster.smtp_proxy.go_down();
+        tokio::time::sleep(OUTAGE).await;
+        cluster.smtp_proxy.come_back().await.unwrap();
+        vec![]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn uploads_cut_by_the_client_leave_nothing_half_written() {
+    survive(
+        "uploads cut mid-stream by the client",
+        async |cluster, user| {
+            let addr = cluster.gateway.trim_start_matches("http://").to_owned();
+            for _ in 0..3 {
+                cut_upload(&addr, &user.token).await;
+            }
+            vec![]
+        },
+    )
+    .await;
+}
+
+/// Sends the head and the first 512 KiB of a 16 MiB upload, then hangs up.
+async fn cut_upload(addr: &str, token: &str) {
+    use tokio::io::AsyncWriteExt;
+    let boundary = "cut-boundary";
+    let head_of_part = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.mp4\"\r\nContent-Type: video/mp4\r\n\r\n"
+    );
+    let promised = head_of_part.len() + 16 * 1024 * 1024;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {promised}\r\n\r\n{head_of_part}"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut body = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    body.extend(test_support::pseudo_random_bytes(512 * 1024, 7));
+    stream.write_all(&body).await.unwrap();
+    stream.flush().await.unwrap();
+    // Long enough for the gateway to have started streaming into storage.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(stream);
+}

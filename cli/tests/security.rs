@@ -1,0 +1,241 @@
+//! Security properties of the running system as a whole ([`cluster`]: five processes on real
+//! infrastructure): secrets never reach any service's logs, the login throttle holds under a
+//! burst of concurrent guesses, and the internal gRPC services cannot be reached through the
+//! gateway.
+
+mod cluster;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cluster::{Cluster, JWT_SECRET, PASSWORD, Role};
+use proto::auth::v1 as auth_pb;
+use proto::storage::v1 as storage_pb;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::Duration;
+use test_support::{VideoSpec, generate_video, temp_dir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
+    // Stricter than production (info): our own crates and the HTTP layer at debug.
+    let cluster = Cluster::start_with(&[(
+        "RUST_LOG",
+        "info,gateway=debug,auth=debug,storage=debug,converter=debug,notifier=debug,\
+         service_kit=debug,tower_http=debug",
+    )])
+    .await;
+    let email = "careful@example.com";
+    let user = cluster.user(email).await;
+    let wrong_password = "not-the-password-4711";
+    let refused = cluster
+        .http
+        .post(cluster.url("/login"))
+        .basic_auth(email, Some(wrong_password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    let dir = temp_dir();
+    let path = dir.path().join("clip.mp4");
+    generate_video(&path, VideoSpec::small(1.0)).await.unwrap();
+    let upload = cluster
+        .upload(
+            &user.token,
+            "clip.mp4",
+            tokio::fs::read(&path).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), StatusCode::ACCEPTED);
+    let job_id = upload.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mp3_id = loop {
+        let job: Value = cluster
+            .http
+            .get(cluster.url(&format!("/jobs/{job_id}")))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(mp3_id) = job["mp3_id"].as_str() {
+            break mp3_id.to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never done: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let download = cluster
+        .http
+        .get(cluster.url(&format!("/download/{mp3_id}")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    cluster.smtp.wait_for(1, Duration::from_secs(30)).await;
+
+    let signature = user.token.rsplit('.').next().unwrap();
+    let secrets = [
+        ("the password", PASSWORD.to_owned()),
+        ("a wrong password", wrong_password.to_owned()),
+        (
+            "the Basic credentials",
+            STANDARD.encode(format!("{email}:{PASSWORD}")),
+        ),
+        ("the token", user.token.clone()),
+        ("the token's signature", signature.to_owned()),
+        ("the JWT signing key", JWT_SECRET.to_owned()),
+    ];
+    let mut lines = 0;
+    for role in Role::ALL {
+        let log = cluster.log(role);
+        lines += log.lines().count();
+        for (what, secret) in &secrets {
+            if let Some(line) = log.lines().find(|line| line.contains(secret.as_str())) {
+                panic!("{role:?} logged {what}:\n{line}");
+            }
+        }
+    }
+    // The logs saw the whole flow, so their silence means something.
+    let gateway_log = cluster.log(Role::Gateway);
+    for path in ["/login", "/upload", "/download/"] {
+        assert!(
+            gateway_log.contains(path),
+            "the gateway logged no {path} request"
+        );
+    }
+    assert!(cluster.log(Role::Converter).contains(&job_id));
+    println!(
+        "searched {lines} log lines of 5 services for {} secrets: none found",
+        secrets.len()
+    );
+}
+
+#[tokio::test]
+async fn the_login_throttle_holds_under_a_burst_of_concurrent_guesses() {
+    const MAX_FAILURES: usize = 3;
+    const BURST: usize = 30;
+    let cluster = Cluster::start_with(&[("LOGIN_MAX_FAILURES", "3")]).await;
+    let email = "target@example.com";
+    cluster.user(email).await;
+    let guesses: Vec<_> = (0..BURST)
+        .map(|n| {
+            let request = cluster
+                .http
+                .post(cluster.url("/login"))
+                .basic_auth(email, Some(format!("guess-number-{n}")));
+            tokio::spawn(async move { request.send().await.unwrap() })
+        })
+        .collect();
+    let (mut refused, mut throttled) = (0, 0);
+    for guess in guesses {
+        let response = guess.await.unwrap();
+        match response.status() {
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(
+                    response
+                        .headers()
+                        .contains_key(reqwest::header::RETRY_AFTER)
+                );
+                throttled += 1;
+            }
+            other => panic!("a guess got {other}: {:?}", response.text().await),
+        }
+    }
+    println!(
+        "{BURST} concurrent guesses: {refused} checked and refused (401), {throttled} throttled (429)"
+    );
+    assert!(
+        refused <= MAX_FAILURES,
+        "{refused} guesses were checked; the limit is {MAX_FAILURES}"
+    );
+    assert_eq!(refused + throttled, BURST);
+    // Even the right password waits now.
+    let right = cluster
+        .http
+        .post(cluster.url("/login"))
+        .basic_auth(email, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn auth_and_storage_cannot_be_reached_through_the_gateway() {
+    let cluster = Cluster::start().await;
+    let user = cluster.user("outsider@example.com").await;
+
+    // Real gRPC clients aimed at the gateway get no service.
+    let mut auth =
+        auth_pb::auth_service_client::AuthServiceClient::connect(cluster.gateway.clone())
+            .await
+            .unwrap();
+    let login = auth
+        .login(auth_pb::LoginRequest {
+            email: "outsider@example.com".into(),
+            password: PASSWORD.into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        login.is_err(),
+        "the gateway answered an AuthService call: {login:?}"
+    );
+    let mut storage =
+        storage_pb::storage_service_client::StorageServiceClient::connect(cluster.gateway.clone())
+            .await
+            .unwrap();
+    let listed = storage
+        .list_files(storage_pb::ListFilesRequest {
+            bucket: storage_pb::Bucket::Videos.into(),
+            owner_id: String::new(),
+            limit: 0,
+        })
+        .await;
+    assert!(
+        listed.is_err(),
+        "the gateway answered a StorageService call: {listed:?}"
+    );
+
+    // gRPC paths over HTTP/1 are unknown routes, with a JSON 404.
+    for path in [
+        "/mp3converter.auth.v1.AuthService/Login",
+        "/mp3converter.storage.v1.StorageService/ListFiles",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.health.v1.Health/Check",
+    ] {
+        let response = cluster
+            .http
+            .post(cluster.url(path))
+            .bearer_auth(&user.token)
+            .header("content-type", "application/grpc")
+            .body(vec![0u8; 5])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
+
+    // A proxy-style request naming the auth service is not forwarded there.
+    let auth_addr = cluster.listen_addr(Role::Auth);
+    let gateway_addr = cluster.gateway.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(gateway_addr).await.unwrap();
+    let request = format!(
+        "GET http://{auth_addr}/grpc.health.v1.Health/Check HTTP/1.1\r\nHost: {auth_addr}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
