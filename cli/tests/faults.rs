@@ -355,15 +355,12 @@ async fn wait_for_a_job(cluster: &Cluster, user: &User, state: pb::JobState) -> 
 #[tokio::test]
 async fn a_converter_killed_mid_conversion_loses_nothing() {
     survive("converter SIGKILL mid-conversion", async |cluster, user| {
-        // A long video, so a conversion is surely running when the worker dies.
-        let long = VideoSpec {
-            seconds: 600.0,
-            size: (64, 48),
-            fps: 1,
-            ..VideoSpec::small(1.0)
-        };
         let response = cluster
-            .upload(&user.token, "lecture.mp4", video(long).await)
+            .upload(
+                &user.token,
+                "lecture.mp4",
+                video(VideoSpec::long_conversion()).await,
+            )
             .await;
         let response = response.unwrap();
         assert_eq!(response.status(), StatusCode::ACCEPTED);

@@ -388,15 +388,12 @@ async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
     let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp.url()).await;
     let mut doomed = pipeline.converter_process(1, free_port());
     let user = pipeline.mesh.user("patient@example.com").await;
-    // Long enough that the conversion is surely still running when the worker dies.
-    let long = VideoSpec {
-        seconds: 1200.0,
-        size: (64, 48),
-        fps: 1,
-        ..VideoSpec::small(1.0)
-    };
     let job_id = pipeline
-        .upload(&user, "lecture.mp4", video(long).await)
+        .upload(
+            &user,
+            "lecture.mp4",
+            video(VideoSpec::long_conversion()).await,
+        )
         .await;
     pipeline
         .wait_for_job(&job_id, JOB_WAIT, |job| {
@@ -417,16 +414,6 @@ async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
     assert_mail_count_stays(&smtp, 1).await;
 }
 
-/// Long enough that a conversion is surely still running when a test interrupts it.
-fn long_video() -> VideoSpec {
-    VideoSpec {
-        seconds: 1200.0,
-        size: (64, 48),
-        fps: 1,
-        ..VideoSpec::small(1.0)
-    }
-}
-
 #[tokio::test]
 async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_another() {
     let pipeline = Pipeline::start().await;
@@ -437,7 +424,11 @@ async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_anot
         .await;
     let user = pipeline.mesh.user("handed-back@example.com").await;
     let job_id = pipeline
-        .upload(&user, "lecture.mp4", video(long_video()).await)
+        .upload(
+            &user,
+            "lecture.mp4",
+            video(VideoSpec::long_conversion()).await,
+        )
         .await;
     pipeline
         .wait_for_job(&job_id, JOB_WAIT, |job| {

@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod grpc;
 pub mod media;
 pub mod mongo;

@@ -29,6 +29,17 @@ impl VideoSpec {
         }
     }
 
+    /// Twenty minutes of sound behind a tiny picture: quick to make, yet its conversion runs
+    /// for seconds, so a test can be sure to interrupt one in progress.
+    pub fn long_conversion() -> Self {
+        Self {
+            seconds: 1200.0,
+            size: (64, 48),
+            fps: 1,
+            ..Self::small(1.0)
+        }
+    }
+
     /// The same video without an audio track.
     pub fn without_audio(self) -> Self {
         Self {

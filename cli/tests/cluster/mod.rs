@@ -9,8 +9,6 @@
 
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
-use reqwest::StatusCode;
-use serde_json::Value;
 use service_kit::broker::RetryConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use test_support::{
-    MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, free_port, temp_dir,
+    MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, accounts, free_port,
+    temp_dir,
 };
 use tokio::process::{Child, Command};
 
@@ -317,34 +316,10 @@ impl Cluster {
 
     /// Registers `email` and logs in.
     pub async fn user(&self, email: &str) -> User {
-        let registered = self
-            .http
-            .post(self.url("/register"))
-            .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(registered.status(), StatusCode::CREATED);
-        let id = registered.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let login = self
-            .http
-            .post(self.url("/login"))
-            .basic_auth(email, Some(PASSWORD))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(login.status(), StatusCode::OK);
-        let token = login.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
         User {
             email: email.to_owned(),
-            id,
-            token,
+            id: accounts::register(&self.http, &self.gateway, email, PASSWORD).await,
+            token: accounts::login(&self.http, &self.gateway, email, PASSWORD).await,
         }
     }
 

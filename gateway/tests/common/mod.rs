@@ -11,7 +11,7 @@ use proto::storage::v1::storage_service_client::StorageServiceClient;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
-use test_support::{TempDir, TestBroker, TestMongo, TestMysql, TestServer, temp_dir};
+use test_support::{TempDir, TestBroker, TestMongo, TestMysql, TestServer, accounts, temp_dir};
 use tonic::transport::Channel;
 
 pub const SECRET: &str = "gateway-test-signing-key-of-at-least-32-bytes";
@@ -178,18 +178,8 @@ impl Mesh {
 
     /// Registers `email` and logs in.
     pub async fn user(&self, email: &str) -> User {
-        let registered = self
-            .http
-            .post(self.url("/register"))
-            .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(registered.status(), StatusCode::CREATED);
-        let id = registered.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let base_url = self.gateway.url();
+        let id = accounts::register(&self.http, &base_url, email, PASSWORD).await;
         User {
             token: self.login(email).await,
             id,
@@ -197,18 +187,7 @@ impl Mesh {
     }
 
     pub async fn login(&self, email: &str) -> String {
-        let response = self
-            .http
-            .post(self.url("/login"))
-            .basic_auth(email, Some(PASSWORD))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        accounts::login(&self.http, &self.gateway.url(), email, PASSWORD).await
     }
 
     /// Uploads `bytes` as the multipart part `file` named `name`.
