@@ -20,8 +20,10 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Registration {
     /// The account's e-mail (where conversion results are sent).
+    #[schema(min_length = 3, max_length = 254)]
     pub email: String,
-    /// At least 8 characters.
+    /// 8 to 1024 bytes (UTF-8).
+    #[schema(min_length = 8)]
     pub password: String,
 }
 

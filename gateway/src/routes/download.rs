@@ -18,15 +18,17 @@ use utoipa::IntoParams;
 
 /// The tutorial's query form.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
     /// The MP3's id (24 hex characters).
+    #[param(pattern = "^[0-9a-fA-F]{24}$")]
     pub fid: String,
 }
 
 /// Downloads an MP3 of the caller's.
 #[utoipa::path(get, path = "/download/{mp3_id}", tag = "files", security(("bearer" = [])),
     params(
-        ("mp3_id" = String, Path, description = "The MP3's id (24 hex characters)"),
+        ("mp3_id" = String, Path, description = "The MP3's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$"),
         ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023`"),
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier download"),
     ),

@@ -102,7 +102,7 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller) -> ApiResu
 
 /// One of the caller's jobs.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job's id (24 hex characters)")),
+    params(("id" = String, Path, description = "The job's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -134,7 +134,7 @@ pub async fn get_job(
 
 /// Deletes one of the caller's jobs with its video and MP3.
 #[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The job's id (24 hex characters)")),
+    params(("id" = String, Path, description = "The job's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
     responses(
         (status = 204, description = "Deleted with its files"),
         (status = 400, description = "Malformed id", body = ErrorBody),

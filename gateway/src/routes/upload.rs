@@ -34,6 +34,14 @@ const MESSAGES_IN_FLIGHT: usize = 4;
 /// Longest original file name kept.
 const MAX_FILENAME_CHARS: usize = 255;
 
+/// The upload's body, for the OpenAPI document: the handler reads the multipart stream itself.
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// The video (any single file part is taken; `file` is the conventional name).
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    pub file: String,
+}
+
 /// An accepted upload.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadAccepted {
@@ -56,7 +64,7 @@ enum Forwarding {
 /// Uploads a video (one file in a multipart body) and queues its conversion.
 #[utoipa::path(post, path = "/upload", tag = "files",
     security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data",
+    request_body(content = UploadForm, content_type = "multipart/form-data",
         description = "Exactly one file part (conventionally named `file`): a video or audio container."),
     responses(
         (status = 202, description = "Stored and queued", body = UploadAccepted),
