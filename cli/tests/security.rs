@@ -1,5 +1,6 @@
 //! Security properties of the running system as a whole ([`cluster`]: five processes on real
-//! infrastructure): secrets never reach any service's logs, the login throttle holds under a
+//! infrastructure): secrets never reach any service's logs, authenticated answers are not
+//! cached, the login throttle holds under a
 //! burst of concurrent guesses, and the internal gRPC services cannot be reached through the
 //! gateway.
 
@@ -49,6 +50,7 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         .await
         .unwrap();
     assert_eq!(upload.status(), StatusCode::ACCEPTED);
+    let upload_headers = upload.headers().clone();
     let job_id = upload.json::<Value>().await.unwrap()["job_id"]
         .as_str()
         .unwrap()
@@ -79,6 +81,14 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         .await
         .unwrap();
     assert_eq!(download.status(), StatusCode::OK);
+    // Authenticated answers are never cached, and never sniffed into another type.
+    for (what, headers) in [
+        ("the upload", &upload_headers),
+        ("the download", download.headers()),
+    ] {
+        assert_eq!(headers["cache-control"], "no-store", "{what}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+    }
     cluster.smtp.wait_for(1, Duration::from_secs(30)).await;
 
     let signature = user.token.rsplit('.').next().unwrap();

@@ -621,3 +621,82 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
     // And the victim's job survived the attempt to delete it.
     assert_eq!(mesh.stored_jobs(&victim.id).await.len(), 1);
 }
+
+/// A file name with a path is not refused (browsers have sent the user's whole path): it is kept
+/// without it, in the job and the stored file (the download's name, made from it, is checked by
+/// `http_util`'s tests). A
+/// control character other than a tab cannot be in a part's header at all: 400, nothing kept.
+#[tokio::test]
+async fn file_names_with_paths_or_control_characters_are_kept_without_them() {
+    let mesh = Mesh::start(MeshOptions::default()).await;
+    let user = mesh.user("namer@example.com").await;
+    let dir = test_support::temp_dir();
+    let video_path = dir.path().join("clip.mp4");
+    generate_video(&video_path, VideoSpec::small(1.0))
+        .await
+        .unwrap();
+    let video = std::fs::read(&video_path).unwrap();
+    let harmless = |name: &str| {
+        !name.is_empty() && !name.contains(['/', '\\']) && !name.chars().any(char::is_control)
+    };
+    let hostile_names = [
+        ("../../etc/passwd.mp4", "passwd.mp4"),
+        ("C:\\Users\\eve\\clip.mp4", "clip.mp4"),
+        ("tab\there.mp4", "tabhere.mp4"),
+    ];
+    // Other control characters cannot even be in a part's header: the body is malformed.
+    for sent in ["bell\u{7}.mp4", "escape\u{1b}[31m.mp4", "nul\u{0}.mp4"] {
+        let body = multipart_body(&[("file", Some(sent), "video/mp4", &video)]);
+        let response = mesh
+            .http
+            .post(mesh.url("/upload"))
+            .bearer_auth(&user.token)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        common::assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    assert!(
+        mesh.stored_videos(&user.id).await.is_empty(),
+        "nothing kept"
+    );
+    for (sent, expected) in hostile_names {
+        let body = multipart_body(&[("file", Some(sent), "video/mp4", &video)]);
+        let response = mesh
+            .http
+            .post(mesh.url("/upload"))
+            .bearer_auth(&user.token)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{sent:?}");
+        let job_id = response.json::<Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let job: Value = mesh
+            .http
+            .get(mesh.url(&format!("/jobs/{job_id}")))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["original_filename"], expected, "{sent:?}");
+    }
+    for video in mesh.stored_videos(&user.id).await {
+        assert!(harmless(&video.filename), "stored as {:?}", video.filename);
+    }
+}
