@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::Code;
 use tonic::transport::Channel;
 use tracing::Instrument;
@@ -81,7 +82,16 @@ impl Converter {
     }
 
     async fn run(&self, uploaded: VideoUploaded, received: Received) -> Outcome {
-        let job = match self.claim(&uploaded.job_id).await {
+        // The video is fetched while the job is claimed: two round trips to storage that do
+        // not depend on each other. If the claim finds nothing to do, the fetch is dropped.
+        let prefetch = match self.prefetch(&uploaded.video_id, &received.cancel) {
+            Ok(prefetch) => prefetch,
+            Err(error) => return Outcome::Retry(error.to_string()),
+        };
+        let stage = Instant::now();
+        let claimed = self.claim(&uploaded.job_id).await;
+        record_stage("claim", stage);
+        let job = match claimed {
             Ok(Claim::Claimed(job)) => job,
             Ok(Claim::Finished(job)) => {
                 tracing::info!(state = ?job.state(), "job already ended");
@@ -96,9 +106,11 @@ impl Converter {
         tracing::info!(claim = job.attempts, "converting");
         metrics::counter!("converter_jobs_started_total").increment(1);
         let started = Instant::now();
-        match self.convert(&job, &received.cancel).await {
+        match self.convert(&job, prefetch, &received.cancel).await {
             Ok(mp3) => {
+                let stage = Instant::now();
                 let outcome = self.finish(&job, mp3, &received).await;
+                record_stage("finish", stage);
                 if outcome == Outcome::Ack {
                     metrics::histogram!("converter_conversion_seconds")
                         .record(started.elapsed().as_secs_f64());
@@ -155,21 +167,63 @@ impl Converter {
         ))
     }
 
-    /// Fetches the video, checks it, converts it and stores the MP3. The job's temporary
-    /// directory goes when this returns, whatever happened.
-    async fn convert(
+    /// Makes the job's temporary directory and starts fetching `video_id` into it.
+    fn prefetch(
         &self,
-        job: &pb::Job,
+        video_id: &str,
         cancel: &CancellationToken,
-    ) -> Result<pb::FileInfo, ConversionError> {
+    ) -> Result<Prefetch, ConversionError> {
         let workspace = tempfile::Builder::new()
             .prefix("mp3converter-job-")
             .tempdir_in(&self.work_dir)?;
         let input = workspace.path().join("input");
+        let fetch = {
+            let (storage, video_id, input, cancel) = (
+                self.storage.clone(),
+                video_id.to_owned(),
+                input.clone(),
+                cancel.clone(),
+            );
+            async move {
+                let stage = Instant::now();
+                let fetched = transfer::download_video(&storage, &video_id, &input, &cancel).await;
+                record_stage("fetch", stage);
+                fetched
+            }
+        };
+        Ok(Prefetch {
+            video_id: video_id.to_owned(),
+            input,
+            fetch: AbortOnDropHandle::new(tokio::spawn(fetch.in_current_span())),
+            workspace,
+        })
+    }
+
+    /// Finishes fetching the video, checks it, converts it and stores the MP3. The job's
+    /// temporary directory goes when this returns, whatever happened.
+    async fn convert(
+        &self,
+        job: &pb::Job,
+        prefetch: Prefetch,
+        cancel: &CancellationToken,
+    ) -> Result<pb::FileInfo, ConversionError> {
+        let Prefetch {
+            video_id,
+            input,
+            fetch,
+            workspace,
+        } = prefetch;
         let output = workspace.path().join("output.mp3");
-        let size = transfer::download_video(&self.storage, &job.video_id, &input, cancel).await?;
+        let size = fetch.await.map_err(|error| {
+            ConversionError::Transient(format!("fetching the video: {error}"))
+        })??;
+        // The event and the job name the same video; a job that says otherwise wins.
+        let size = if video_id == job.video_id {
+            size
+        } else {
+            transfer::download_video(&self.storage, &job.video_id, &input, cancel).await?
+        };
         tracing::debug!(size, "video fetched");
-        let probe = self.tools.probe(&input).await?;
 
         let (progress, progress_seen) = watch::channel(0);
         let superseded = CancellationToken::new();
@@ -185,20 +239,47 @@ impl Converter {
             )
             .in_current_span(),
         );
-        let transcoded = self
-            .tools
-            .transcode(&input, &output, probe.duration, &progress, &stop)
-            .await;
+        // ffprobe judges the file while ffmpeg already converts it: on two cores or more this
+        // hides the probe's start-up. A file the probe refuses stops ffmpeg at once, and the
+        // probe's verdict (no sound, too long, unreadable) is what the user is told.
+        let (duration_known, duration) = watch::channel(None);
+        let refused = stop.child_token();
+        let judged = async {
+            let stage = Instant::now();
+            let probe = self.tools.probe(&input).await;
+            record_stage("probe", stage);
+            match &probe {
+                Ok(probe) => {
+                    duration_known.send_replace(probe.duration);
+                }
+                Err(_) => refused.cancel(),
+            }
+            probe
+        };
+        let transcoding = async {
+            let stage = Instant::now();
+            let transcoded = self
+                .tools
+                .transcode(&input, &output, duration, &progress, &refused)
+                .await;
+            record_stage("transcode", stage);
+            transcoded
+        };
+        let (probe, transcoded) = tokio::join!(judged, transcoding);
         reporter.abort();
         if superseded.is_cancelled() {
             return Err(ConversionError::Superseded);
         }
+        probe?;
         transcoded?;
         if cancel.is_cancelled() {
             return Err(ConversionError::Cancelled);
         }
         let name = mp3_filename(&job.original_filename);
-        transfer::upload_mp3(&self.storage, job, &name, &output).await
+        let stage = Instant::now();
+        let stored = transfer::upload_mp3(&self.storage, job, &name, &output).await;
+        record_stage("store", stage);
+        stored
     }
 
     /// Marks the job done with its MP3 and announces it.
@@ -444,6 +525,23 @@ fn mp3_filename(original: &str) -> String {
         .filter(|stem| !stem.is_empty())
         .unwrap_or("audio");
     format!("{stem}.mp3")
+}
+
+/// A job's temporary directory and the video being fetched into it. Dropping it stops the
+/// fetch and removes the directory.
+struct Prefetch {
+    video_id: String,
+    input: PathBuf,
+    fetch: AbortOnDropHandle<Result<u64, ConversionError>>,
+    // Last: dropped after the fetch is aborted.
+    workspace: tempfile::TempDir,
+}
+
+/// Time spent in one stage of a job (claim, fetch, probe, transcode, store, finish), so an
+/// operator can see where a job's time goes: `converter_stage_seconds{stage}`.
+fn record_stage(stage: &'static str, since: Instant) {
+    metrics::histogram!("converter_stage_seconds", "stage" => stage)
+        .record(since.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]

@@ -93,12 +93,13 @@ impl Tools {
     }
 
     /// Converts the first audio stream of `input` to an MP3 at `output`, publishing progress
-    /// (0..=100) to `progress`. Kills ffmpeg when `cancel` fires or the time limit passes.
+    /// (0..=100) to `progress` once `duration` says how long the input is (it may learn that
+    /// after ffmpeg started). Kills ffmpeg when `cancel` fires or the time limit passes.
     pub async fn transcode(
         &self,
         input: &Path,
         output: &Path,
-        duration: Option<Duration>,
+        duration: watch::Receiver<Option<Duration>>,
         progress: &watch::Sender<u32>,
         cancel: &CancellationToken,
     ) -> Result<(), ConversionError> {
@@ -224,16 +225,15 @@ fn clock(duration: Duration) -> String {
 /// until the MP3 is stored.
 async fn report_progress(
     stdout: tokio::process::ChildStdout,
-    duration: Option<Duration>,
+    duration: watch::Receiver<Option<Duration>>,
     progress: &watch::Sender<u32>,
 ) {
-    let Some(total) = duration.filter(|d| !d.is_zero()) else {
-        // Without a length there is no percent; drain the pipe so ffmpeg never blocks on it.
-        let _ = tokio::io::copy(&mut BufReader::new(stdout), &mut tokio::io::sink()).await;
-        return;
-    };
+    // Every line is read, known length or not, so ffmpeg never blocks on the pipe.
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        let Some(total) = duration.borrow().filter(|d| !d.is_zero()) else {
+            continue;
+        };
         if let Some(percent) = percent_from_progress_line(&line, total) {
             progress.send_if_modified(|current| {
                 let changed = *current != percent;
@@ -347,7 +347,7 @@ mod tests {
             .transcode(
                 &dir.path().join("in.mp4"),
                 &dir.path().join("out.mp3"),
-                Some(Duration::from_secs(1)),
+                watch::channel(Some(Duration::from_secs(1))).1,
                 &progress,
                 &CancellationToken::new(),
             )
