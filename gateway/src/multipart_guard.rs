@@ -77,16 +77,19 @@ impl PartHeaderGuard {
         }
         // Keep what a match split across this chunk and the next may need, but never bytes a
         // match already used.
+        // Only those last few bytes are copied, never the chunk: this runs on every chunk of
+        // a gigabyte upload.
         let keep = self.delimiter.len().max(HEADER_END.len()) - 1;
-        let mut unused: Vec<u8> = if from == 0 {
-            self.tail.iter().chain(chunk).copied().collect::<Vec<u8>>()
+        let unused = &chunk[from..];
+        if from == 0 && unused.len() < keep {
+            self.tail.extend_from_slice(unused);
+            let excess = self.tail.len().saturating_sub(keep);
+            self.tail.drain(..excess);
         } else {
-            chunk[from..].to_vec()
-        };
-        if unused.len() > keep {
-            unused.drain(..unused.len() - keep);
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&unused[unused.len().saturating_sub(keep)..]);
         }
-        self.tail = unused;
         Ok(())
     }
 }
