@@ -28,8 +28,11 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
     let mesh = Mesh::start(MeshOptions::default()).await;
     let user = mesh.user("fuzzer@example.com").await;
     let base_url = mesh.gateway.url();
+    // schemathesis keeps a cache in its working directory: not in the source tree.
+    let scratch = test_support::temp_dir();
     let mut command = tokio::process::Command::new("st");
     command
+        .current_dir(scratch.path())
         .args([
             "run",
             &format!("{base_url}/openapi.json"),
