@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use test_support::{VideoSpec, generate_video, temp_dir};
+use test_support::{VideoSpec, mp4_bytes};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,14 +24,6 @@ use tokio_util::sync::CancellationToken;
 const OUTAGE: Duration = Duration::from_secs(5);
 /// How long the system may take to finish every accepted job after the fault.
 const SETTLE: Duration = Duration::from_secs(180);
-
-/// A generated video's bytes.
-async fn video(spec: VideoSpec) -> Vec<u8> {
-    let dir = temp_dir();
-    let path = dir.path().join("clip.mp4");
-    generate_video(&path, spec).await.unwrap();
-    tokio::fs::read(&path).await.unwrap()
-}
 
 /// What the client saw while the fault ran.
 #[derive(Debug, Default)]
@@ -182,7 +174,7 @@ async fn survive(
 ) {
     let mut cluster = Cluster::start().await;
     let user = cluster.user("survivor@example.com").await;
-    let clip = video(VideoSpec::small(2.0)).await;
+    let clip = mp4_bytes(VideoSpec::small(2.0)).await;
     let traffic = Traffic::start(&cluster, &user, clip.clone());
     // Some jobs in every state before the fault.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -359,7 +351,7 @@ async fn a_converter_killed_mid_conversion_loses_nothing() {
             .upload(
                 &user.token,
                 "lecture.mp4",
-                video(VideoSpec::long_conversion()).await,
+                mp4_bytes(VideoSpec::long_conversion()).await,
             )
             .await;
         let response = response.unwrap();

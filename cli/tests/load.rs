@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use test_support::process::memory_mib;
-use test_support::{VideoSpec, generate_video, temp_dir};
+use test_support::{VideoSpec, mp4_bytes};
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
@@ -140,10 +140,7 @@ async fn fifty_clients_upload_at_once_and_all_complete_with_flat_memory() {
     for n in 0..USERS {
         users.push(cluster.user(&format!("client-{n}@example.com")).await);
     }
-    let dir = temp_dir();
-    let path = dir.path().join("clip.mp4");
-    generate_video(&path, VideoSpec::small(1.0)).await.unwrap();
-    let clip = tokio::fs::read(&path).await.unwrap();
+    let clip = mp4_bytes(VideoSpec::small(1.0)).await;
 
     // Warm up (connection pools, lazily built state), then take the baseline.
     let warm_up = cluster

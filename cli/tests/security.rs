@@ -14,7 +14,7 @@ use proto::storage::v1 as storage_pb;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
-use test_support::{VideoSpec, generate_video, temp_dir};
+use test_support::{VideoSpec, mp4_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -38,14 +38,11 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 
-    let dir = temp_dir();
-    let path = dir.path().join("clip.mp4");
-    generate_video(&path, VideoSpec::small(1.0)).await.unwrap();
     let upload = cluster
         .upload(
             &user.token,
             "clip.mp4",
-            tokio::fs::read(&path).await.unwrap(),
+            mp4_bytes(VideoSpec::small(1.0)).await,
         )
         .await
         .unwrap();

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use test_support::{
     SmtpCapture, TcpProxy, TempDir, TestServer, VideoSpec, ffprobe_duration_seconds, free_port,
-    generate_video, temp_dir,
+    mp4_bytes, temp_dir,
 };
 
 /// Retries in these tests wait a fraction of a second, not minutes.
@@ -204,14 +204,6 @@ impl Pipeline {
     }
 }
 
-/// A generated video's bytes.
-async fn video(spec: VideoSpec) -> Vec<u8> {
-    let dir = temp_dir();
-    let path = dir.path().join("clip.mp4");
-    generate_video(&path, spec).await.unwrap();
-    tokio::fs::read(&path).await.unwrap()
-}
-
 /// A counter's value in a Prometheus text exposition (0 when absent).
 fn counter(metrics: &str, name: &str) -> f64 {
     metrics
@@ -236,7 +228,7 @@ async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its
     let user = pipeline.mesh.user("listener@example.com").await;
 
     let job_id = pipeline
-        .upload(&user, "holiday.mp4", video(VideoSpec::small(3.0)).await)
+        .upload(&user, "holiday.mp4", mp4_bytes(VideoSpec::small(3.0)).await)
         .await;
     let job = pipeline.wait_until_ended(&job_id).await;
     assert_eq!(job.state(), pb::JobState::Done, "{job:?}");
@@ -290,7 +282,7 @@ async fn two_converter_processes_share_a_burst_of_jobs() {
         .map(|port| pipeline.converter_process(1, *port))
         .collect();
     let user = pipeline.mesh.user("burst@example.com").await;
-    let clip = video(VideoSpec::small(4.0)).await;
+    let clip = mp4_bytes(VideoSpec::small(4.0)).await;
     let mut jobs = Vec::new();
     for n in 0..JOBS {
         jobs.push(
@@ -345,7 +337,7 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
         .upload(
             &user,
             "silent.mp4",
-            video(VideoSpec::small(2.0).without_audio()).await,
+            mp4_bytes(VideoSpec::small(2.0).without_audio()).await,
         )
         .await;
     let corrupt = pipeline
@@ -392,7 +384,7 @@ async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
         .upload(
             &user,
             "lecture.mp4",
-            video(VideoSpec::long_conversion()).await,
+            mp4_bytes(VideoSpec::long_conversion()).await,
         )
         .await;
     pipeline
@@ -427,7 +419,7 @@ async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_anot
         .upload(
             &user,
             "lecture.mp4",
-            video(VideoSpec::long_conversion()).await,
+            mp4_bytes(VideoSpec::long_conversion()).await,
         )
         .await;
     pipeline
@@ -462,7 +454,7 @@ async fn a_mail_server_that_is_down_then_up_gets_exactly_one_email() {
         .await;
     let user = pipeline.mesh.user("eventually@example.com").await;
     let job_id = pipeline
-        .upload(&user, "late.mp4", video(VideoSpec::small(2.0)).await)
+        .upload(&user, "late.mp4", mp4_bytes(VideoSpec::small(2.0)).await)
         .await;
     let job = pipeline
         .wait_for_job(&job_id, JOB_WAIT, |job| job.state() == pb::JobState::Done)
@@ -497,7 +489,7 @@ async fn workers_recover_when_the_broker_drops_their_connections_and_lose_nothin
     let _converter = pipeline.converter(&through_proxy, 2).await;
     let _notifier = pipeline.notifier(&through_proxy, &smtp.url()).await;
     let user = pipeline.mesh.user("resilient@example.com").await;
-    let clip = video(VideoSpec::small(3.0)).await;
+    let clip = mp4_bytes(VideoSpec::small(3.0)).await;
 
     let mut jobs = Vec::new();
     for n in 0..JOBS {

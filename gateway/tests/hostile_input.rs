@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
-use test_support::media::{VideoSpec, generate_video};
+use test_support::{VideoSpec, mp4_bytes};
 
 /// The largest upload this gateway takes (small, so the over-limit case is quick).
 const MAX_UPLOAD_BYTES: usize = 512 * 1024;
@@ -154,12 +154,7 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
     let victim = mesh.user("victim@example.com").await;
 
     // The victim has a finished job, so there are real ids to aim at.
-    let dir = test_support::temp_dir();
-    let video_path = dir.path().join("clip.mp4");
-    generate_video(&video_path, VideoSpec::small(1.0))
-        .await
-        .unwrap();
-    let video = std::fs::read(&video_path).unwrap();
+    let video = mp4_bytes(VideoSpec::small(1.0)).await;
     let accepted: Value = mesh
         .upload(&victim.token, "victim.mp4", video.clone())
         .await
@@ -630,12 +625,7 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
 async fn file_names_with_paths_or_control_characters_are_kept_without_them() {
     let mesh = Mesh::start(MeshOptions::default()).await;
     let user = mesh.user("namer@example.com").await;
-    let dir = test_support::temp_dir();
-    let video_path = dir.path().join("clip.mp4");
-    generate_video(&video_path, VideoSpec::small(1.0))
-        .await
-        .unwrap();
-    let video = std::fs::read(&video_path).unwrap();
+    let video = mp4_bytes(VideoSpec::small(1.0)).await;
     let harmless = |name: &str| {
         !name.is_empty() && !name.contains(['/', '\\']) && !name.chars().any(char::is_control)
     };

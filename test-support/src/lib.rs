@@ -28,7 +28,7 @@ pub mod rabbitmq;
 pub mod server;
 pub mod smtp;
 
-pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video};
+pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video, mp4_bytes};
 pub use mongo::{MongoServer, TestMongo};
 pub use mysql::TestMysql;
 pub use proxy::TcpProxy;

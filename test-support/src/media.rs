@@ -49,6 +49,18 @@ impl VideoSpec {
     }
 }
 
+/// The bytes of an MP4 video described by `spec` (small ones: it is read into memory).
+pub async fn mp4_bytes(spec: VideoSpec) -> Vec<u8> {
+    let dir = crate::temp_dir();
+    let path = dir.path().join("clip.mp4");
+    generate_video(&path, spec)
+        .await
+        .expect("ffmpeg generates the video");
+    tokio::fs::read(&path)
+        .await
+        .expect("the generated video is readable")
+}
+
 /// Writes an H.264/AAC video described by `spec` to `path` (the container follows the
 /// extension: `.mp4`, `.mkv`, `.webm`, ...).
 pub async fn generate_video(path: &Path, spec: VideoSpec) -> anyhow::Result<()> {
