@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use test_support::{VideoSpec, mp4_bytes};
+use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -96,17 +96,9 @@ impl Traffic {
             let mut n = 0;
             while !stopping.is_cancelled() {
                 n += 1;
-                let part = reqwest::multipart::Part::bytes(clip.clone())
-                    .file_name(format!("clip-{n}.mp4"))
-                    .mime_str("video/mp4")
-                    .unwrap();
                 let asked = Instant::now();
-                let upload = http
-                    .post(format!("{gateway}/upload"))
-                    .bearer_auth(&token)
-                    .multipart(reqwest::multipart::Form::new().part("file", part))
-                    .send()
-                    .await;
+                let name = format!("clip-{n}.mp4");
+                let upload = rest::upload(&http, &gateway, &token, &name, clip.clone()).await;
                 if let Some(body) = tally.record("upload", asked, upload).await {
                     tally
                         .accepted

@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use test_support::process::memory_mib;
-use test_support::{VideoSpec, mp4_bytes};
+use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
@@ -37,18 +37,15 @@ async fn one_client(
 ) -> ClientRun {
     start.wait().await;
     let began = Instant::now();
-    let part = reqwest::multipart::Part::bytes(clip)
-        .file_name("clip.mp4")
-        .mime_str("video/mp4")
-        .unwrap();
-    let response = cluster
-        .http
-        .post(format!("{}/upload", cluster.gateway))
-        .bearer_auth(&user.token)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("the upload is answered");
+    let response = rest::upload(
+        &cluster.http,
+        &cluster.gateway,
+        &user.token,
+        "clip.mp4",
+        clip,
+    )
+    .await
+    .expect("the upload is answered");
     let upload = began.elapsed();
     assert_eq!(
         response.status(),

@@ -14,7 +14,7 @@ use proto::storage::v1 as storage_pb;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
-use test_support::{VideoSpec, mp4_bytes};
+use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -54,16 +54,7 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         .to_owned();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mp3_id = loop {
-        let job: Value = cluster
-            .http
-            .get(cluster.url(&format!("/jobs/{job_id}")))
-            .bearer_auth(&user.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = rest::job(&cluster.http, &cluster.gateway, &user.token, &job_id).await;
         if let Some(mp3_id) = job["mp3_id"].as_str() {
             break mp3_id.to_owned();
         }

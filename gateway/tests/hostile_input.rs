@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
-use test_support::{VideoSpec, mp4_bytes};
+use test_support::{VideoSpec, mp4_bytes, rest};
 
 /// The largest upload this gateway takes (small, so the over-limit case is quick).
 const MAX_UPLOAD_BYTES: usize = 512 * 1024;
@@ -665,16 +665,7 @@ async fn file_names_with_paths_or_control_characters_are_kept_without_them() {
             .as_str()
             .unwrap()
             .to_owned();
-        let job: Value = mesh
-            .http
-            .get(mesh.url(&format!("/jobs/{job_id}")))
-            .bearer_auth(&user.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = rest::job(&mesh.http, &mesh.gateway.url(), &user.token, &job_id).await;
         assert_eq!(job["original_filename"], expected, "{sent:?}");
     }
     for video in mesh.stored_videos(&user.id).await {

@@ -17,7 +17,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod accounts;
 pub mod grpc;
 pub mod media;
 pub mod mongo;
@@ -25,6 +24,7 @@ pub mod mysql;
 pub mod process;
 pub mod proxy;
 pub mod rabbitmq;
+pub mod rest;
 pub mod server;
 pub mod smtp;
 

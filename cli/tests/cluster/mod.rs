@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use test_support::{
-    MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, accounts, free_port,
-    temp_dir,
+    MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, free_port, rest, temp_dir,
 };
 use tokio::process::{Child, Command};
 
@@ -318,8 +317,8 @@ impl Cluster {
     pub async fn user(&self, email: &str) -> User {
         User {
             email: email.to_owned(),
-            id: accounts::register(&self.http, &self.gateway, email, PASSWORD).await,
-            token: accounts::login(&self.http, &self.gateway, email, PASSWORD).await,
+            id: rest::register(&self.http, &self.gateway, email, PASSWORD).await,
+            token: rest::login(&self.http, &self.gateway, email, PASSWORD).await,
         }
     }
 
@@ -330,16 +329,7 @@ impl Cluster {
         name: &str,
         bytes: Vec<u8>,
     ) -> reqwest::Result<reqwest::Response> {
-        let part = reqwest::multipart::Part::bytes(bytes)
-            .file_name(name.to_owned())
-            .mime_str("video/mp4")
-            .unwrap();
-        self.http
-            .post(self.url("/upload"))
-            .bearer_auth(token)
-            .multipart(reqwest::multipart::Form::new().part("file", part))
-            .send()
-            .await
+        rest::upload(&self.http, &self.gateway, token, name, bytes).await
     }
 
     /// A client of the storage service, straight to its port (not through the gateway).

@@ -11,7 +11,7 @@ use proto::storage::v1::storage_service_client::StorageServiceClient;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
-use test_support::{TempDir, TestBroker, TestMongo, TestMysql, TestServer, accounts, temp_dir};
+use test_support::{TempDir, TestBroker, TestMongo, TestMysql, TestServer, rest, temp_dir};
 use tonic::transport::Channel;
 
 pub const SECRET: &str = "gateway-test-signing-key-of-at-least-32-bytes";
@@ -179,7 +179,7 @@ impl Mesh {
     /// Registers `email` and logs in.
     pub async fn user(&self, email: &str) -> User {
         let base_url = self.gateway.url();
-        let id = accounts::register(&self.http, &base_url, email, PASSWORD).await;
+        let id = rest::register(&self.http, &base_url, email, PASSWORD).await;
         User {
             token: self.login(email).await,
             id,
@@ -187,20 +187,12 @@ impl Mesh {
     }
 
     pub async fn login(&self, email: &str) -> String {
-        accounts::login(&self.http, &self.gateway.url(), email, PASSWORD).await
+        rest::login(&self.http, &self.gateway.url(), email, PASSWORD).await
     }
 
     /// Uploads `bytes` as the multipart part `file` named `name`.
     pub async fn upload(&self, token: &str, name: &str, bytes: Vec<u8>) -> Response {
-        let part = reqwest::multipart::Part::bytes(bytes)
-            .file_name(name.to_owned())
-            .mime_str("video/mp4")
-            .unwrap();
-        self.http
-            .post(self.url("/upload"))
-            .bearer_auth(token)
-            .multipart(reqwest::multipart::Form::new().part("file", part))
-            .send()
+        rest::upload(&self.http, &self.gateway.url(), token, name, bytes)
             .await
             .unwrap()
     }
