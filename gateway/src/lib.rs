@@ -73,7 +73,7 @@ pub async fn serve(
     let app = routes::router(state, &config);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     axum::serve(
-        listener,
+        service_kit::net::nodelay_listener(listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { shutdown.wait().await })

@@ -7,7 +7,6 @@ use crate::ops::{self, Readiness};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -94,7 +93,7 @@ impl GrpcServer {
                 .await;
         };
         self.router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+            .serve_with_incoming_shutdown(crate::net::nodelay_incoming(listener), drain)
             .await
     }
 }

@@ -18,6 +18,7 @@ pub mod events;
 pub mod grpc;
 pub mod messaging;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod queues;
 pub mod secret;

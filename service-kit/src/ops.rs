@@ -57,7 +57,7 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(readiness))
+    axum::serve(crate::net::nodelay_listener(listener), router(readiness))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
 }
