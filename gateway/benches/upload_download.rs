@@ -9,11 +9,14 @@
 //! cargo build --release --bins && cargo bench -p gateway --bench upload_download
 //! ```
 //! Needs the MongoDB-wire server and RabbitMQ (`scripts/test --services-only` starts them).
-//! `BENCH_MB` sets the throughput file size (default 256); `BENCH_RSS_MB` the sizes for the
-//! memory column (default `64,1024`).
+//! `BENCH_MB` sets the throughput file size (default 256), `BENCH_ROUNDS` how many interleaved
+//! rounds of both sides are run (default 3; this machine is noisy, so the table shows medians
+//! and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
+//! `64,1024`).
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use mongodb::bson::doc;
+use mongodb::bson::Bson;
+use mongodb::gridfs::GridFsBucket;
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use std::time::{Duration, Instant};
@@ -39,23 +42,21 @@ fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
-async fn run() -> anyhow::Result<()> {
-    let size_mb: usize = std::env::var("BENCH_MB")
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    let rss_sizes: Vec<usize> = std::env::var("BENCH_RSS_MB")
-        .unwrap_or_else(|_| "64,1024".into())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect();
-    let size = size_mb * 1024 * 1024;
-    let mongo = test_support::TestMongo::create().await?;
-    let broker = test_support::TestBroker::create().await?;
-    let data = tempfile::tempdir()?;
+        .unwrap_or(default)
+}
 
-    // Direct: the driver's GridFS upload and download streams.
-    let bucket = mongo.database().gridfs_bucket(None);
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Writes `size` bytes with the driver's GridFS upload stream; the time taken and the file id.
+async fn direct_upload(bucket: &GridFsBucket, size: usize) -> anyhow::Result<(Duration, Bson)> {
     let piece = test_support::pseudo_random_bytes(PIECE, 1);
     let started = Instant::now();
     let mut upload = bucket.open_upload_stream("direct").await?;
@@ -65,8 +66,11 @@ async fn run() -> anyhow::Result<()> {
             .await?;
     }
     upload.close().await?;
-    let direct_up = mb_per_s(size, started.elapsed());
-    let id = upload.id().clone();
+    Ok((started.elapsed(), upload.id().clone()))
+}
+
+/// Reads the file `id` of `size` bytes with the driver's GridFS download stream.
+async fn direct_download(bucket: &GridFsBucket, id: Bson, size: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut download = bucket.open_download_stream(id).await?;
     let mut buffer = vec![0u8; PIECE];
@@ -78,13 +82,156 @@ async fn run() -> anyhow::Result<()> {
         }
         read += n;
     }
-    assert_eq!(read, size);
-    let direct_down = mb_per_s(size, started.elapsed());
-    mongo
-        .database()
-        .collection::<mongodb::bson::Document>("fs.chunks")
-        .delete_many(doc! {})
-        .await?;
+    anyhow::ensure!(read == size, "read {read} of {size} bytes");
+    Ok(started.elapsed())
+}
+
+/// A signed-in user of the gateway.
+struct Gateway {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Gateway {
+    async fn sign_in(base: String) -> anyhow::Result<Self> {
+        let http = reqwest::Client::new();
+        let email = "bench@example.com";
+        test_support::rest::register(&http, &base, email, PASSWORD).await;
+        let token = test_support::rest::login(&http, &base, email, PASSWORD).await;
+        Ok(Self { http, base, token })
+    }
+
+    /// Uploads `bytes` bytes (an MP4 signature, then pseudo-random data) as one streamed
+    /// multipart body; the time until the 202 and its body.
+    async fn upload(
+        &self,
+        bytes: usize,
+        seed: u64,
+    ) -> anyhow::Result<(Duration, serde_json::Value)> {
+        let mut prefix = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+        prefix.resize(PIECE, 0);
+        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(prefix) })
+            .chain(pieces(bytes - PIECE, seed));
+        let part = reqwest::multipart::Part::stream_with_length(
+            reqwest::Body::wrap_stream(body),
+            bytes as u64,
+        )
+        .file_name("bench.mp4");
+        let started = Instant::now();
+        let accepted: serde_json::Value = self
+            .http
+            .post(format!("{}/upload", self.base))
+            .bearer_auth(&self.token)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok((started.elapsed(), accepted))
+    }
+
+    /// Deletes an accepted upload's job and its files, so stored data does not pile up
+    /// between rounds.
+    async fn delete_job(&self, accepted: &serde_json::Value) -> anyhow::Result<()> {
+        let job_id = accepted["job_id"].as_str().expect("a job id");
+        self.http
+            .delete(format!("{}/jobs/{job_id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Reads the MP3 `mp3_id` of `size` bytes through `/download`.
+    async fn download(&self, mp3_id: &str, size: usize) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut body = self
+            .http
+            .get(format!("{}/download/{mp3_id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes_stream();
+        let mut received = 0;
+        while let Some(chunk) = body.next().await {
+            received += chunk?.len();
+        }
+        anyhow::ensure!(received == size, "received {received} of {size} bytes");
+        Ok(started.elapsed())
+    }
+
+    /// A finished job whose MP3 has `size` bytes, made as a converter would (upload, store
+    /// an "MP3" through storage, mark the job done); the MP3's id.
+    async fn downloadable_mp3(
+        &self,
+        storage: &mut StorageServiceClient<tonic::transport::Channel>,
+        size: usize,
+    ) -> anyhow::Result<String> {
+        let (_, accepted) = self.upload(PIECE, 2).await?;
+        let job_id = accepted["job_id"].as_str().unwrap().to_owned();
+        let job = storage
+            .get_job(pb::GetJobRequest {
+                id: job_id.clone(),
+                owner_id: String::new(),
+            })
+            .await?
+            .into_inner()
+            .job
+            .unwrap();
+        let header = pb::UploadRequest {
+            content: Some(pb::upload_request::Content::Header(pb::UploadHeader {
+                bucket: pb::Bucket::Mp3s.into(),
+                owner_id: job.owner_id,
+                filename: "bench.mp3".into(),
+                content_type: "audio/mpeg".into(),
+                job_id: job.id,
+            })),
+        };
+        let messages = futures::stream::once(async { header })
+            .chain(pieces(size, 3).map(|piece| pb::UploadRequest {
+                content: Some(pb::upload_request::Content::Chunk(piece.unwrap().into())),
+            }))
+            .chain(futures::stream::once(async {
+                pb::UploadRequest {
+                    content: Some(pb::upload_request::Content::Finish(pb::UploadFinish {})),
+                }
+            }));
+        let mp3 = storage.upload(messages).await?.into_inner().file.unwrap();
+        for (from, to) in [
+            (pb::JobState::Queued, pb::JobState::Converting),
+            (pb::JobState::Converting, pb::JobState::Done),
+        ] {
+            storage
+                .transition_job(pb::TransitionJobRequest {
+                    id: job_id.clone(),
+                    from: from.into(),
+                    to: to.into(),
+                    mp3_id: mp3.id.clone(),
+                    error_reason: String::new(),
+                    claim: None,
+                })
+                .await?;
+        }
+        Ok(mp3.id)
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let size_mb = env_number("BENCH_MB", 256);
+    let rss_sizes: Vec<usize> = std::env::var("BENCH_RSS_MB")
+        .unwrap_or_else(|_| "64,1024".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let rounds = env_number("BENCH_ROUNDS", 3).max(1);
+    let size = size_mb * 1024 * 1024;
+    let mongo = test_support::TestMongo::create().await?;
+    let broker = test_support::TestBroker::create().await?;
+    let data = tempfile::tempdir()?;
 
     // Through the mesh: auth (embedded SQLite), storage (same server), gateway.
     let (auth_port, auth_ops, storage_port, storage_ops, gateway_port) = (
@@ -128,136 +275,91 @@ async fn run() -> anyhow::Result<()> {
         wait_for_port(port).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let base = format!("http://127.0.0.1:{gateway_port}");
-    let http = reqwest::Client::new();
-    http.post(format!("{base}/register"))
-        .json(&serde_json::json!({"email": "bench@example.com", "password": PASSWORD}))
-        .send()
-        .await?
-        .error_for_status()?;
-    let login: serde_json::Value = http
-        .post(format!("{base}/login"))
-        .basic_auth("bench@example.com", Some(PASSWORD))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = login["access_token"].as_str().unwrap().to_owned();
-
-    let upload_through_gateway = |bytes: usize, seed: u64| {
-        let http = http.clone();
-        let base = base.clone();
-        let token = token.clone();
-        async move {
-            let mut prefix = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
-            prefix.resize(PIECE, 0);
-            let body = futures::stream::once(async move { Ok::<_, std::io::Error>(prefix) })
-                .chain(pieces(bytes - PIECE, seed));
-            let part = reqwest::multipart::Part::stream_with_length(
-                reqwest::Body::wrap_stream(body),
-                bytes as u64,
-            )
-            .file_name("bench.mp4");
-            let started = Instant::now();
-            let accepted: serde_json::Value = http
-                .post(format!("{base}/upload"))
-                .bearer_auth(&token)
-                .multipart(reqwest::multipart::Form::new().part("file", part))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            Ok::<_, anyhow::Error>((started.elapsed(), accepted))
-        }
-    };
-    let (elapsed, accepted) = upload_through_gateway(size, 2).await?;
-    let gateway_up = mb_per_s(size, elapsed);
-
-    // Make the upload the job's MP3 (as a converter would), then download it.
-    let mut client = StorageServiceClient::new(
+    let gateway_client = Gateway::sign_in(format!("http://127.0.0.1:{gateway_port}")).await?;
+    let mut storage_client = StorageServiceClient::new(
         tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{storage_port}"))?
             .connect()
             .await?,
     );
-    let job_id = accepted["job_id"].as_str().unwrap().to_owned();
-    let job = client
-        .get_job(pb::GetJobRequest {
-            id: job_id.clone(),
-            owner_id: String::new(),
-        })
-        .await?
-        .into_inner()
-        .job
-        .unwrap();
-    let header = pb::UploadRequest {
-        content: Some(pb::upload_request::Content::Header(pb::UploadHeader {
-            bucket: pb::Bucket::Mp3s.into(),
-            owner_id: job.owner_id,
-            filename: "bench.mp3".into(),
-            content_type: "audio/mpeg".into(),
-            job_id: job.id,
-        })),
-    };
-    let messages = futures::stream::once(async { header })
-        .chain(pieces(size, 3).map(|piece| pb::UploadRequest {
-            content: Some(pb::upload_request::Content::Chunk(piece.unwrap().into())),
-        }))
-        .chain(futures::stream::once(async {
-            pb::UploadRequest {
-                content: Some(pb::upload_request::Content::Finish(pb::UploadFinish {})),
+    let mp3_id = gateway_client
+        .downloadable_mp3(&mut storage_client, size)
+        .await?;
+    let bucket = mongo.database().gridfs_bucket(None);
+
+    // Rounds alternate which side goes first, so a slow spell of the machine (or of the
+    // MongoDB-wire server) lands on both sides instead of on one.
+    let mut rows = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let mut direct_up = Duration::ZERO;
+        let mut gateway_up = Duration::ZERO;
+        let mut direct_id = None;
+        for direct_first in [round % 2 == 0, round % 2 == 1] {
+            if direct_first {
+                let (elapsed, id) = direct_upload(&bucket, size).await?;
+                direct_up = elapsed;
+                direct_id = Some(id);
+            } else {
+                let (elapsed, accepted) = gateway_client.upload(size, 20 + round as u64).await?;
+                gateway_up = elapsed;
+                gateway_client.delete_job(&accepted).await?;
             }
-        }));
-    let mp3 = client.upload(messages).await?.into_inner().file.unwrap();
-    for (from, to) in [
-        (pb::JobState::Queued, pb::JobState::Converting),
-        (pb::JobState::Converting, pb::JobState::Done),
-    ] {
-        client
-            .transition_job(pb::TransitionJobRequest {
-                id: job_id.clone(),
-                from: from.into(),
-                to: to.into(),
-                mp3_id: mp3.id.clone(),
-                error_reason: String::new(),
-                claim: None,
-            })
-            .await?;
+        }
+        let direct_id = direct_id.expect("the direct side ran");
+        let mut direct_down = Duration::ZERO;
+        let mut gateway_down = Duration::ZERO;
+        for direct_first in [round % 2 == 0, round % 2 == 1] {
+            if direct_first {
+                direct_down = direct_download(&bucket, direct_id.clone(), size).await?;
+            } else {
+                gateway_down = gateway_client.download(&mp3_id, size).await?;
+            }
+        }
+        bucket.delete(direct_id).await?;
+        for (row, elapsed) in
+            rows.iter_mut()
+                .zip([direct_up, gateway_up, direct_down, gateway_down])
+        {
+            row.push(mb_per_s(size, elapsed));
+        }
     }
-    let started = Instant::now();
-    let mut body = http
-        .get(format!("{base}/download/{}", mp3.id))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes_stream();
-    let mut received = 0;
-    while let Some(chunk) = body.next().await {
-        received += chunk?.len();
-    }
-    assert_eq!(received, size);
-    let gateway_down = mb_per_s(size, started.elapsed());
+    let [direct_up, gateway_up, direct_down, gateway_down] = rows;
+    let ratios = |gateway: &[f64], direct: &[f64]| -> Vec<f64> {
+        gateway.iter().zip(direct).map(|(g, d)| g / d).collect()
+    };
+    let up_ratios = ratios(&gateway_up, &direct_up);
+    let down_ratios = ratios(&gateway_down, &direct_down);
 
     println!();
     println!(
-        "| {size_mb} MiB                | direct GridFS (driver) | through the gateway | ratio |"
-    );
-    println!("|-------------------------|-----------------------:|--------------------:|------:|");
-    println!(
-        "| upload MB/s             | {direct_up:>22.1} | {gateway_up:>19.1} | {:>5.2} |",
-        gateway_up / direct_up
+        "{size_mb} MiB, {rounds} interleaved rounds: medians, and the ratio of each round (gateway / direct)"
     );
     println!(
-        "| download MB/s           | {direct_down:>22.1} | {gateway_down:>19.1} | {:>5.2} |",
-        gateway_down / direct_down
+        "|               | direct GridFS (driver) | through the gateway | ratio | ratio per round |"
     );
+    println!(
+        "|---------------|-----------------------:|--------------------:|------:|-----------------|"
+    );
+    for (label, direct, gateway, ratios) in [
+        ("upload MB/s  ", &direct_up, &gateway_up, &up_ratios),
+        ("download MB/s", &direct_down, &gateway_down, &down_ratios),
+    ] {
+        let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "| {label} | {:>22.1} | {:>19.1} | {:>5.2} | {} |",
+            median(direct),
+            median(gateway),
+            median(ratios),
+            per_round.join(", ")
+        );
+    }
     println!();
     println!("| upload size | gateway peak RSS (MiB) | storage peak RSS (MiB) | upload MB/s |");
     println!("|------------:|-----------------------:|-----------------------:|------------:|");
     for (n, mb) in rss_sizes.iter().enumerate() {
-        let (elapsed, _) = upload_through_gateway(mb * 1024 * 1024, 10 + n as u64).await?;
+        let (elapsed, accepted) = gateway_client
+            .upload(mb * 1024 * 1024, 10 + n as u64)
+            .await?;
+        gateway_client.delete_job(&accepted).await?;
         println!(
             "| {:>7} MiB | {:>22.1} | {:>22.1} | {:>11.1} |",
             mb,
