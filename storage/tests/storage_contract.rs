@@ -215,6 +215,20 @@ impl RunningStorage {
             .unwrap())
     }
 
+    /// Takes a queued job, as a converter does (QUEUED → CONVERTING).
+    async fn claim(&mut self, id: &str) -> pb::Job {
+        self.transition(id, pb::JobState::Queued, pb::JobState::Converting, "", "")
+            .await
+            .expect("a queued job can be claimed")
+    }
+
+    /// Ends a claimed job with its MP3, as a converter does (CONVERTING → DONE).
+    async fn finish(&mut self, id: &str, mp3_id: &str) -> pb::Job {
+        self.transition(id, pb::JobState::Converting, pb::JobState::Done, mp3_id, "")
+            .await
+            .expect("a claimed job can be finished")
+    }
+
     /// Files and chunks the backend holds, complete or not, for "nothing left behind" checks.
     async fn stored_objects(&self) -> usize {
         match &self.mongo {
@@ -650,16 +664,7 @@ async fn job_claims_are_compare_and_set_so_only_one_worker_wins(backend: Backend
         )
         .await
         .unwrap();
-    let reclaimed = storage
-        .transition(
-            &job.id,
-            pb::JobState::Queued,
-            pb::JobState::Converting,
-            "",
-            "",
-        )
-        .await
-        .unwrap();
+    let reclaimed = storage.claim(&job.id).await;
     assert_eq!(reclaimed.attempts, 2);
     let illegal = storage
         .transition(&job.id, pb::JobState::Done, pb::JobState::Queued, "", "")
@@ -686,16 +691,7 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
         Code::FailedPrecondition,
         "an unfinished job cannot be notified"
     );
-    storage
-        .transition(
-            &job.id,
-            pb::JobState::Queued,
-            pb::JobState::Converting,
-            "",
-            "",
-        )
-        .await
-        .unwrap();
+    storage.claim(&job.id).await;
     let progress = pb::UpdateJobProgressRequest {
         id: job.id.clone(),
         progress_percent: 40,
@@ -791,26 +787,8 @@ async fn deleting_a_job_removes_its_files(backend: Backend) {
         .unwrap();
     let mp3 = storage.upload(pb::Bucket::Mp3s, ALICE, b"m").await.unwrap();
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
-    storage
-        .transition(
-            &job.id,
-            pb::JobState::Queued,
-            pb::JobState::Converting,
-            "",
-            "",
-        )
-        .await
-        .unwrap();
-    storage
-        .transition(
-            &job.id,
-            pb::JobState::Converting,
-            pb::JobState::Done,
-            &mp3.id,
-            "",
-        )
-        .await
-        .unwrap();
+    storage.claim(&job.id).await;
+    storage.finish(&job.id, &mp3.id).await;
     let by_bob = pb::DeleteJobRequest {
         id: job.id.clone(),
         owner_id: BOB.into(),
@@ -838,16 +816,7 @@ async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
         .await
         .unwrap();
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
-    storage
-        .transition(
-            &job.id,
-            pb::JobState::Queued,
-            pb::JobState::Converting,
-            "",
-            "",
-        )
-        .await
-        .unwrap();
+    storage.claim(&job.id).await;
     // A converter stored an MP3 and died before recording it; the next attempt stores its own.
     let abandoned = storage
         .upload_for_job(pb::Bucket::Mp3s, ALICE, &job.id, b"first attempt")
@@ -862,16 +831,7 @@ async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
         .upload(pb::Bucket::Mp3s, ALICE, b"unrelated")
         .await
         .unwrap();
-    storage
-        .transition(
-            &job.id,
-            pb::JobState::Converting,
-            pb::JobState::Done,
-            &kept.id,
-            "",
-        )
-        .await
-        .unwrap();
+    storage.finish(&job.id, &kept.id).await;
 
     let mp3s = pb::ListFilesRequest {
         bucket: pb::Bucket::Mp3s.into(),
