@@ -66,6 +66,10 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// How tonic begins the message of a status it made itself from an HTTP/2 error, as opposed
+/// to one a server sent.
+const TRANSPORT_ENDED_CALL: &str = "h2 protocol error";
+
 impl ApiError {
     /// The error a failed gRPC call to `dependency` means for the client. Our services word
     /// INVALID_ARGUMENT messages for clients, so those are passed on.
@@ -84,6 +88,15 @@ impl ApiError {
                 Self::Unavailable {
                     dependency,
                     detail: format!("{:?}: {}", status.code(), status.message()),
+                }
+            }
+            // A call the server's HTTP/2 layer ended without a gRPC status: tonic says INTERNAL,
+            // "h2 protocol error: …", for a GOAWAY or reset with NO_ERROR, which is what a
+            // server that is shutting down sends. That server went away; it did not fail.
+            Code::Internal if status.message().starts_with(TRANSPORT_ENDED_CALL) => {
+                Self::Unavailable {
+                    dependency,
+                    detail: status.message().to_owned(),
                 }
             }
             _ => Self::Internal(format!(
@@ -192,3 +205,21 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_cut_off_by_a_server_shutting_down_is_503_but_a_servers_own_internal_error_is_500() {
+        let cut_off = tonic::Status::internal(
+            "h2 protocol error: stream no longer needed (NO_ERROR) from remote",
+        );
+        let error = ApiError::from_status("the auth service", "account", cut_off);
+        assert_eq!(error.status_and_code().0, StatusCode::SERVICE_UNAVAILABLE);
+
+        let failed = tonic::Status::internal("internal error");
+        let error = ApiError::from_status("the auth service", "account", failed);
+        assert_eq!(error.status_and_code().0, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
