@@ -43,12 +43,31 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A port of 127.0.0.1 that nothing listens on right now (for "the server is down" tests).
+/// A port of 127.0.0.1 that nothing listens on right now, for a process that binds it later
+/// (or for "the server is down" tests).
+///
+/// Not a port from binding port 0: those are ephemeral ports, which the kernel also hands to
+/// outgoing connections, so a client connection of any test running in parallel could take
+/// the port before the process binds it (seen: a cluster's gateway failing with "Address
+/// already in use"). The port is picked at random below the ephemeral range, where the kernel
+/// never picks one itself.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = ephemeral_start.saturating_sub(1024).clamp(1, 16384);
+    let floor = ephemeral_start.saturating_sub(span).max(1024);
+    for _ in 0..1000 {
+        let offset = (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u32;
+        let Ok(port) = u16::try_from(floor + offset) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range ({floor}..{ephemeral_start})");
 }
 
 /// A fresh temporary directory, removed when dropped.
@@ -116,6 +135,23 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_range_the_kernel_hands_to_clients() {
+        let ephemeral_start: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        for _ in 0..20 {
+            let port = super::free_port();
+            assert!((1024..ephemeral_start).contains(&port), "{port}");
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
+    }
+
     #[test]
     fn unique_names_differ_and_keep_their_prefix() {
         let a = super::unique_name("t_");
