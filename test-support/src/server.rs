@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A service running on a free port of 127.0.0.1. Dropping it fires the service's shutdown
 /// signal; [`TestServer::stop`] also waits for the service to finish draining.
@@ -53,8 +54,10 @@ impl TestServer {
             .await?)
     }
 
-    /// A gRPC channel once the service answers, for services that do work (migrations, say)
-    /// before they serve. If the service stops first, its error is returned.
+    /// A gRPC channel once the service reports SERVING through its health service, for
+    /// services that do work (migrations, say) before they serve. A connection alone proves
+    /// nothing: the listener is bound before that work starts, so the kernel accepts at once.
+    /// If the service stops first, its error is returned.
     pub async fn ready_grpc_channel(
         &mut self,
         timeout: std::time::Duration,
@@ -70,7 +73,12 @@ impl TestServer {
                 });
             }
             if let Ok(channel) = self.grpc_channel().await {
-                return Ok(channel);
+                // Bounded, so a service that never starts serving cannot outlast the deadline.
+                let health = crate::grpc::health_status(channel.clone(), "");
+                let answered = tokio::time::timeout(std::time::Duration::from_secs(1), health).await;
+                if matches!(answered, Ok(Ok(ServingStatus::Serving))) {
+                    return Ok(channel);
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!("the service did not answer within {timeout:?}");

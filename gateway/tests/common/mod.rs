@@ -172,6 +172,20 @@ impl Mesh {
         self._dir.path()
     }
 
+    /// `/readyz`'s answer once `done` holds for its body, or the last answer after a minute.
+    pub async fn readiness_when(&self, done: impl Fn(&Value) -> bool) -> (StatusCode, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let response = self.http.get(self.url("/readyz")).send().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            if done(&body) || tokio::time::Instant::now() >= deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.url())
     }
