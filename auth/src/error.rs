@@ -1,7 +1,10 @@
-//! The auth service's one error type and its one mapping to gRPC statuses. Messages that reach
+//! The auth service's one error type and its one mapping to gRPC statuses (a throttled login
+//! carries its wait as `google.rpc.RetryInfo`, so the gateway can answer `Retry-After`). Messages that reach
 //! clients say what happened without internal detail; the detail goes to the log.
 
+use std::time::Duration;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Everything an auth request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +58,11 @@ impl From<AuthError> for Status {
             }
             AuthError::Throttled {
                 retry_after_seconds,
-            } => {
-                let mut status = Status::resource_exhausted(error.to_string());
-                if let Ok(value) = retry_after_seconds.to_string().parse() {
-                    status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
-                }
-                status
-            }
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                error.to_string(),
+                ErrorDetails::with_retry_info(Some(Duration::from_secs(*retry_after_seconds))),
+            ),
             AuthError::DatabaseUnavailable(_) => {
                 tracing::error!(error = %error, "request failed");
                 Status::new(Code::Unavailable, "auth service temporarily unavailable")
@@ -73,7 +74,3 @@ impl From<AuthError> for Status {
         }
     }
 }
-
-/// Response metadata carrying the seconds to wait on RESOURCE_EXHAUSTED, so the gateway can
-/// answer 429 with `Retry-After`.
-pub const RETRY_AFTER_METADATA: &str = "retry-after";

@@ -500,15 +500,11 @@ mod tokens {
 mod throttling {
     use super::*;
 
+    /// The wait the status carries, as the standard `google.rpc.RetryInfo` detail.
     fn retry_after(status: &tonic::Status) -> u64 {
-        status
-            .metadata()
-            .get("retry-after")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap()
+        use tonic_types::StatusExt;
+        let info = status.get_details_retry_info().expect("a RetryInfo detail");
+        info.retry_delay.expect("a delay").as_secs()
     }
 
     #[tokio::test]

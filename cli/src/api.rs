@@ -227,12 +227,26 @@ impl Api {
         self.json(response).await
     }
 
-    /// `GET /jobs`: the caller's jobs, as the gateway sends them.
+    /// Every job of the caller's, newest first: `GET /jobs` page after page, gathered into one
+    /// `{"jobs": [...]}`.
     pub async fn jobs(&self) -> Result<Value, ApiError> {
-        let response = self
-            .send(self.authorized(self.http.get(self.url("/jobs"))))
-            .await?;
-        self.json(response).await
+        let mut jobs = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut request = self.http.get(self.url("/jobs"));
+            if let Some(token) = &page_token {
+                request = request.query(&[("page_token", token)]);
+            }
+            let response = self.send(self.authorized(request)).await?;
+            let mut page: Value = self.json(response).await?;
+            if let Some(listed) = page["jobs"].as_array_mut() {
+                jobs.append(listed);
+            }
+            match page["next_page_token"].as_str() {
+                Some(token) if !token.is_empty() => page_token = Some(token.to_owned()),
+                _ => return Ok(serde_json::json!({ "jobs": jobs })),
+            }
+        }
     }
 
     /// `GET /jobs/{id}`: the job as JSON and its parsed fields.

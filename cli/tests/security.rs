@@ -195,8 +195,8 @@ async fn auth_and_storage_cannot_be_reached_through_the_gateway() {
     let listed = storage
         .list_files(storage_pb::ListFilesRequest {
             bucket: storage_pb::Bucket::Videos.into(),
-            owner_id: String::new(),
-            limit: 0,
+            any_owner: true,
+            ..Default::default()
         })
         .await;
     assert!(

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{System, looks_like_mp3, run_readme_block};
+use messaging::RetryConfig;
 use serde_json::Value;
-use service_kit::broker::RetryConfig;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;

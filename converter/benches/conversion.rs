@@ -12,11 +12,11 @@
 //! timed, each right after a raw ffmpeg run (default 5), `BENCH_JOBS` the burst size for the
 //! throughput rows (default 6).
 
+use messaging::QueueConfig;
+use messaging::amqp as broker;
+use messaging::events::{Payload, VideoUploaded, new_event};
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
-use service_kit::broker;
-use service_kit::events::{Payload, VideoUploaded, new_event};
-use service_kit::queues::QueueConfig;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use test_support::process::{ServiceProcess, wait_for_port};
@@ -120,6 +120,7 @@ async fn wait_done(storage: &mut StorageServiceClient<Channel>, job_id: &str) {
             .get_job(pb::GetJobRequest {
                 id: job_id.into(),
                 owner_id: String::new(),
+                any_owner: true,
             })
             .await
             .expect("job readable")
@@ -201,7 +202,7 @@ async fn run() -> anyhow::Result<()> {
         mp3_queue: broker.queue("mp3"),
     };
     for queue in [&queues.video_queue, &queues.mp3_queue] {
-        for (_, name) in broker::RetryConfig::default().retry_queues(queue) {
+        for (_, name) in messaging::RetryConfig::default().retry_queues(queue) {
             broker.remember(name);
         }
     }

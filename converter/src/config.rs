@@ -2,8 +2,8 @@
 //! value and names the variable.
 
 use clap::Args;
+use messaging::{BrokerConfig, RetryConfig};
 use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::consumer::WorkerLinks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,9 +15,16 @@ pub struct Config {
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_listen_addr)]
     pub ops_listen_addr: SocketAddr,
 
-    /// Storage, the broker, queues and retries.
+    /// The storage service's gRPC URL.
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
+    pub storage_url: String,
+
+    /// The broker (or the embedded queue) and the queue names.
     #[command(flatten)]
-    pub links: WorkerLinks,
+    pub broker: BrokerConfig,
+
+    #[command(flatten)]
+    pub retry: RetryConfig,
 
     /// Jobs converted at once by this process (0: one per CPU core).
     #[arg(long, env = "CONCURRENCY", default_value_t = 0)]

@@ -11,18 +11,16 @@
 use crate::error::ConversionError;
 use crate::media::Tools;
 use crate::transfer;
+use clients::{Owner, StorageClient};
+use messaging::events::{ConversionFailed, ConversionSucceeded, Payload, VideoUploaded};
+use messaging::{Handler, Outcome, Received};
 use proto::storage::v1 as pb;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
-use service_kit::consumer::{Handler, Outcome, Received};
-use service_kit::events::{ConversionFailed, ConversionSucceeded, Payload, VideoUploaded};
-use service_kit::grpc::unary;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::Code;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 /// The least time between two progress updates of one job.
@@ -33,7 +31,7 @@ const CLAIM_ATTEMPTS: usize = 3;
 /// The converter's handler of the video queue.
 #[derive(Debug, Clone)]
 pub struct Converter {
-    storage: StorageServiceClient<Channel>,
+    storage: StorageClient,
     tools: Tools,
     work_dir: PathBuf,
     mp3_queue: String,
@@ -67,12 +65,7 @@ impl Handler for Converter {
 impl Converter {
     /// A converter storing through `storage`, converting with `tools` in `work_dir`, and
     /// announcing outcomes on `mp3_queue`.
-    pub fn new(
-        storage: StorageServiceClient<Channel>,
-        tools: Tools,
-        work_dir: PathBuf,
-        mp3_queue: String,
-    ) -> Self {
+    pub fn new(storage: StorageClient, tools: Tools, work_dir: PathBuf, mp3_queue: String) -> Self {
         Self {
             storage,
             tools,
@@ -125,7 +118,7 @@ impl Converter {
     /// worker that went away; its message came back because its connection closed).
     async fn claim(&self, job_id: &str) -> Result<Claim, ConversionError> {
         for _ in 0..CLAIM_ATTEMPTS {
-            let job = match self.get_job(job_id).await {
+            let job = match self.storage.job(job_id, &Owner::Any).await {
                 Ok(job) => job,
                 Err(status) if status.code() == Code::NotFound => return Ok(Claim::Gone),
                 Err(status) => return Err(ConversionError::storage("reading the job", &status)),
@@ -144,16 +137,7 @@ impl Converter {
                     return Err(ConversionError::Transient("job has no state".into()));
                 }
             };
-            let claimed = self
-                .transition(
-                    &job,
-                    from,
-                    pb::JobState::Converting,
-                    None,
-                    String::new(),
-                    String::new(),
-                )
-                .await;
+            let claimed = self.storage.claim(&job, from).await;
             match claimed {
                 Ok(job) => return Ok(Claim::Claimed(job)),
                 // Someone changed the job in between: look again.
@@ -284,16 +268,7 @@ impl Converter {
 
     /// Marks the job done with its MP3 and announces it.
     async fn finish(&self, job: &pb::Job, mp3: pb::FileInfo, received: &Received) -> Outcome {
-        let done = self
-            .transition(
-                job,
-                pb::JobState::Converting,
-                pb::JobState::Done,
-                Some(job.attempts),
-                mp3.id.clone(),
-                String::new(),
-            )
-            .await;
+        let done = self.storage.mark_done(job, &mp3.id).await;
         let done = match done {
             Ok(done) => done,
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
@@ -364,16 +339,7 @@ impl Converter {
 
     /// Marks the job failed for `reason` and announces it.
     async fn fail(&self, job: &pb::Job, reason: &str, received: &Received) -> Outcome {
-        let failed = self
-            .transition(
-                job,
-                pb::JobState::Converting,
-                pb::JobState::Failed,
-                Some(job.attempts),
-                String::new(),
-                reason.to_owned(),
-            )
-            .await;
+        let failed = self.storage.mark_failed(job, reason).await;
         match failed {
             Ok(failed) => self.announce(&failed, received).await,
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
@@ -389,17 +355,7 @@ impl Converter {
     /// Puts the job back to QUEUED so the next delivery can claim it; if that fails, the next
     /// delivery takes it over instead.
     async fn hand_back(&self, job: &pb::Job) {
-        let handed = self
-            .transition(
-                job,
-                pb::JobState::Converting,
-                pb::JobState::Queued,
-                Some(job.attempts),
-                String::new(),
-                String::new(),
-            )
-            .await;
-        if let Err(status) = handed {
+        if let Err(status) = self.storage.hand_back(job).await {
             tracing::warn!(error = status.message(), "could not hand the job back");
         }
     }
@@ -426,56 +382,19 @@ impl Converter {
             }),
             _ => return Outcome::Ack,
         };
-        let event = service_kit::events::new_event(payload);
+        let event = messaging::events::new_event(payload);
         match received.publisher.publish(&self.mp3_queue, &event).await {
             Ok(()) => Outcome::Ack,
             Err(error) => Outcome::Retry(format!("announcing the outcome: {error}")),
         }
     }
 
-    async fn get_job(&self, job_id: &str) -> Result<pb::Job, tonic::Status> {
-        let request = pb::GetJobRequest {
-            id: job_id.to_owned(),
-            owner_id: String::new(),
-        };
-        let response = self.storage.clone().get_job(unary(request)).await?;
-        response
-            .into_inner()
-            .job
-            .ok_or_else(|| tonic::Status::internal("GetJob answered without a job"))
-    }
-
-    async fn transition(
-        &self,
-        job: &pb::Job,
-        from: pb::JobState,
-        to: pb::JobState,
-        claim: Option<u32>,
-        mp3_id: String,
-        error_reason: String,
-    ) -> Result<pb::Job, tonic::Status> {
-        let request = pb::TransitionJobRequest {
-            id: job.id.clone(),
-            from: from.into(),
-            to: to.into(),
-            mp3_id,
-            error_reason,
-            claim,
-        };
-        let response = self.storage.clone().transition_job(unary(request)).await?;
-        response
-            .into_inner()
-            .job
-            .ok_or_else(|| tonic::Status::internal("TransitionJob answered without a job"))
-    }
-
     async fn delete_mp3(&self, mp3_id: &str) {
-        let request = pb::DeleteRequest {
-            bucket: pb::Bucket::Mp3s.into(),
-            id: mp3_id.to_owned(),
-            owner_id: String::new(),
-        };
-        if let Err(status) = self.storage.clone().delete(unary(request)).await {
+        let deleted = self
+            .storage
+            .delete_file(pb::Bucket::Mp3s, mp3_id, &Owner::Any)
+            .await;
+        if let Err(status) = deleted {
             tracing::warn!(
                 mp3_id,
                 error = status.message(),
@@ -488,7 +407,7 @@ impl Converter {
 /// Sends progress to the job, at most once per [`PROGRESS_INTERVAL`]. A refused update means
 /// another worker claimed the job: fire `superseded` and `stop` so this one stops converting.
 async fn report_progress(
-    mut storage: StorageServiceClient<Channel>,
+    storage: StorageClient,
     job_id: String,
     claim: u32,
     mut progress: watch::Receiver<u32>,
@@ -497,12 +416,7 @@ async fn report_progress(
 ) {
     while progress.changed().await.is_ok() {
         let percent = *progress.borrow_and_update();
-        let request = pb::UpdateJobProgressRequest {
-            id: job_id.clone(),
-            progress_percent: percent,
-            claim: Some(claim),
-        };
-        match storage.update_job_progress(unary(request)).await {
+        match storage.report_progress(&job_id, claim, percent).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::FailedPrecondition => {
                 superseded.cancel();

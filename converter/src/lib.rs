@@ -24,12 +24,12 @@ pub use config::Config;
 
 use anyhow::Context;
 use clap::Parser;
+use clients::StorageClient;
 use job::Converter;
 use media::{Encoding, Tools};
-use proto::storage::v1::storage_service_client::StorageServiceClient;
+use messaging::consumer::{self, ConsumerSettings};
 use scratch::ScratchSpace;
 use service_kit::Shutdown;
-use service_kit::consumer;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -67,8 +67,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let shutdown = shutdown.into();
-    let storage = StorageServiceClient::new(config.links.storage_channel()?)
-        .max_decoding_message_size(8 * 1024 * 1024);
+    let storage = StorageClient::connect_lazy(&config.storage_url)
+        .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
     let tools = Tools {
         ffmpeg: config.ffmpeg.clone(),
         ffprobe: config.ffprobe.clone(),
@@ -92,14 +92,16 @@ pub async fn serve(
         storage,
         tools,
         scratch.path().to_owned(),
-        config.links.broker.queues.mp3_queue.clone(),
+        config.broker.queues.mp3_queue.clone(),
     );
-    let settings = config.links.consumer_settings(
-        "converter",
-        &config.links.broker.queues.video_queue,
-        config.effective_concurrency(),
-        Duration::from_secs(config.shutdown_grace_seconds),
-    );
+    let settings = ConsumerSettings {
+        service: "converter",
+        queue: config.broker.queues.video_queue.clone(),
+        concurrency: config.effective_concurrency(),
+        broker: config.broker,
+        retry: config.retry,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
+    };
     let served = consumer::serve_worker(settings, converter, ops_listener, shutdown).await;
     drop(scratch);
     served

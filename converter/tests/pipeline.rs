@@ -7,10 +7,10 @@ mod mesh;
 
 use clap::Parser;
 use mesh::{Mesh, MeshOptions, User};
+use messaging::RetryConfig;
 use proto::storage::v1 as pb;
 use reqwest::StatusCode;
 use serde_json::Value;
-use service_kit::broker::RetryConfig;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -139,15 +139,8 @@ impl Pipeline {
     async fn job(&self, job_id: &str) -> pb::Job {
         self.mesh
             .storage
-            .clone()
-            .get_job(pb::GetJobRequest {
-                id: job_id.into(),
-                owner_id: String::new(),
-            })
+            .job(job_id, &clients::Owner::Any)
             .await
-            .unwrap()
-            .into_inner()
-            .job
             .unwrap()
     }
 
@@ -365,7 +358,7 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
     );
     assert_mail_count_stays(&smtp, 2).await;
     assert!(pipeline.stored_mp3s(&user.id).await.is_empty());
-    let dead = service_kit::queues::QueueConfig::dead_letter_queue(&pipeline.mesh.video_queue);
+    let dead = messaging::QueueConfig::dead_letter_queue(&pipeline.mesh.video_queue);
     assert_eq!(
         pipeline.waiting(&dead).await,
         0,

@@ -177,6 +177,7 @@ impl Gateway {
             .get_job(pb::GetJobRequest {
                 id: job_id.clone(),
                 owner_id: String::new(),
+                any_owner: true,
             })
             .await?
             .into_inner()

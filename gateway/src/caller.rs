@@ -6,11 +6,10 @@ use crate::routes::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use proto::auth::v1::ValidateRequest;
+use clients::Owner;
 
 /// Longest bearer token looked at; anything longer is refused without a call to auth.
 const MAX_TOKEN_BYTES: usize = 4096;
-pub use service_kit::grpc::unary;
 
 /// An authenticated user.
 #[derive(Debug, Clone)]
@@ -24,9 +23,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The owner filter for reads: admins see every owner's records.
-    pub fn readable_owner(&self) -> &str {
-        if self.admin { "" } else { &self.user_id }
+    /// Whose records this caller reads: admins see every owner's.
+    pub fn readable_owner(&self) -> Owner {
+        if self.admin { Owner::Any } else { self.own() }
+    }
+
+    /// This caller's own records (what it writes, and what it lists).
+    pub fn own(&self) -> Owner {
+        Owner::One(self.user_id.clone())
     }
 }
 
@@ -50,15 +54,9 @@ impl FromRequestParts<AppState> for Caller {
             ))?;
         let claims = state
             .auth
-            .clone()
-            .validate(unary(ValidateRequest {
-                token: token.to_owned(),
-            }))
+            .validate(token)
             .await
-            .map_err(|status| ApiError::from_status("the auth service", "account", status))?
-            .into_inner()
-            .claims
-            .ok_or_else(|| ApiError::Internal("Validate answered without claims".into()))?;
+            .map_err(|status| ApiError::from_status("the auth service", "account", status))?;
         tracing::Span::current().record("user_id", claims.user_id.as_str());
         Ok(Caller {
             user_id: claims.user_id,

@@ -1,8 +1,8 @@
 //! The gateway's configuration, from the environment (or same-named flags).
 
 use clap::Args;
+use messaging::BrokerConfig;
 use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::messaging::BrokerConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -6,8 +6,8 @@
 //! - [`caller`]: bearer-token authentication. [`routes`]: the handlers and middleware, and
 //!   the web page.
 //! - [`sniff`]: recognising media from its first bytes. [`http_util`]: ranges, ETags and
-//!   safe download names. [`publisher`]: the video queue (RabbitMQ or the embedded queue).
-//!   [`multipart_guard`]: a bound on multipart part headers.
+//!   safe download names. [`multipart_guard`]: a bound on multipart part headers.
+//! - Accepted uploads are queued through `messaging::Publisher` (RabbitMQ or the embedded queue).
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +16,6 @@ pub mod config;
 pub mod error;
 pub mod http_util;
 pub mod multipart_guard;
-pub mod publisher;
 pub mod routes;
 pub mod sniff;
 
@@ -24,18 +23,13 @@ pub use config::Config;
 
 use anyhow::Context;
 use clap::Parser;
-use proto::auth::v1::auth_service_client::AuthServiceClient;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
-use publisher::JobPublisher;
+use clients::{AuthClient, StorageClient};
+use messaging::Publisher;
 use routes::{AppState, Channels};
 use service_kit::Shutdown;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
-
-/// Largest gRPC message the gateway accepts from storage (chunks are a few hundred KiB).
-const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The command line: the gateway's settings.
 #[derive(Debug, Parser)]
@@ -88,12 +82,10 @@ pub fn build(config: &Config) -> anyhow::Result<AppState> {
     let auth = channel(&config.auth_url).context("AUTH_URL")?;
     let storage = channel(&config.storage_url).context("STORAGE_URL")?;
     Ok(AppState {
-        auth: AuthServiceClient::new(auth.clone()),
-        storage: StorageServiceClient::new(storage.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        auth: AuthClient::new(auth.clone()),
+        storage: StorageClient::new(storage.clone()),
         channels: Channels { auth, storage },
-        publisher: Arc::new(JobPublisher::new(&config.broker)),
+        publisher: Publisher::new(&config.broker, "gateway"),
         max_upload_bytes: config.max_upload_bytes,
     })
 }

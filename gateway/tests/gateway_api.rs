@@ -15,7 +15,7 @@ use std::time::Duration;
 use test_support::{VideoSpec, generate_video, pseudo_random_bytes, temp_dir};
 
 async fn flow_on(local_storage: bool) {
-    let mut mesh = Mesh::start(MeshOptions {
+    let mesh = Mesh::start(MeshOptions {
         local_storage,
         ..MeshOptions::default()
     })
@@ -67,7 +67,7 @@ async fn flow_on(local_storage: bool) {
         properties.content_type().as_ref().map(|s| s.as_str()),
         Some(proto::events::v1::CONTENT_TYPE)
     );
-    let event = service_kit::events::decode(
+    let event = messaging::events::decode(
         &message.delivery.data,
         Some(proto::events::v1::CONTENT_TYPE),
     )
@@ -220,7 +220,7 @@ async fn register_login_upload_queue_and_download_with_embedded_storage() {
 
 #[tokio::test]
 async fn a_100_mb_upload_streams_through_and_downloads_byte_identical() {
-    let mut mesh = Mesh::start(MeshOptions::default()).await;
+    let mesh = Mesh::start(MeshOptions::default()).await;
     let alice = mesh.user("alice@example.com").await;
     const SIZE: usize = 100 * 1024 * 1024;
     let video = mp4_like(SIZE, 11);
@@ -279,7 +279,7 @@ async fn a_100_mb_upload_streams_through_and_downloads_byte_identical() {
 
 #[tokio::test]
 async fn refused_uploads_leave_no_file_and_no_job_behind() {
-    let mut mesh = Mesh::start(MeshOptions {
+    let mesh = Mesh::start(MeshOptions {
         gateway_args: vec!["--max-upload-bytes".into(), "1000000".into()],
         ..MeshOptions::default()
     })
@@ -370,7 +370,7 @@ async fn refused_uploads_leave_no_file_and_no_job_behind() {
 #[tokio::test]
 async fn an_upload_cut_off_by_the_client_leaves_nothing_behind() {
     use tokio::io::AsyncWriteExt;
-    let mut mesh = Mesh::start(MeshOptions::default()).await;
+    let mesh = Mesh::start(MeshOptions::default()).await;
     let alice = mesh.user("alice@example.com").await;
     let mut socket = tokio::net::TcpStream::connect(mesh.gateway.addr())
         .await
@@ -579,7 +579,7 @@ async fn authentication_and_input_errors_are_json_with_the_right_status() {
 #[tokio::test]
 async fn a_dead_dependency_is_503_with_retry_after_and_nothing_is_kept() {
     // The broker is unreachable: the upload is stored, then publishing fails and it is undone.
-    let mut mesh = Mesh::start(MeshOptions {
+    let mesh = Mesh::start(MeshOptions {
         amqp_url: Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
         ..MeshOptions::default()
     })

@@ -145,7 +145,7 @@ fn basic(raw: &str) -> String {
 
 #[tokio::test]
 async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
-    let mut mesh = Mesh::start(MeshOptions {
+    let mesh = Mesh::start(MeshOptions {
         gateway_args: vec!["--max-upload-bytes".into(), MAX_UPLOAD_BYTES.to_string()],
         ..MeshOptions::default()
     })

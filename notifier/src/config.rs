@@ -3,9 +3,9 @@
 
 use clap::Args;
 use lettre::message::Mailbox;
+use messaging::{BrokerConfig, RetryConfig};
 use service_kit::Secret;
 use service_kit::config::{TelemetryConfig, parse_listen_addr};
-use service_kit::consumer::WorkerLinks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -16,9 +16,16 @@ pub struct Config {
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091", value_parser = parse_listen_addr)]
     pub ops_listen_addr: SocketAddr,
 
-    /// Storage (jobs record whether the user was told), the broker, queues and retries.
+    /// The storage service's gRPC URL (jobs record whether the user was told).
+    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
+    pub storage_url: String,
+
+    /// The broker (or the embedded queue) and the queue names.
     #[command(flatten)]
-    pub links: WorkerLinks,
+    pub broker: BrokerConfig,
+
+    #[command(flatten)]
+    pub retry: RetryConfig,
 
     /// Where mail goes: `smtp://host:port` (no TLS), `smtp://host:587?tls=required`
     /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` for a login. Unset: mail is
@@ -57,7 +64,7 @@ pub struct Config {
 impl Config {
     /// The outbox directory of the embedded default (`DATA_DIR/outbox`).
     pub fn outbox_dir(&self) -> PathBuf {
-        self.links.broker.data_dir.join("outbox")
+        self.broker.data_dir.join("outbox")
     }
 }
 

@@ -18,12 +18,13 @@ pub mod notify;
 
 pub use config::Config;
 
+use anyhow::Context;
 use clap::Parser;
+use clients::StorageClient;
 use mailer::Mailer;
+use messaging::consumer::{self, ConsumerSettings};
 use notify::Notifier;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
 use service_kit::Shutdown;
-use service_kit::consumer;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -59,7 +60,8 @@ pub async fn serve(
     shutdown: impl Into<Shutdown>,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.into();
-    let storage = StorageServiceClient::new(config.links.storage_channel()?);
+    let storage = StorageClient::connect_lazy(&config.storage_url)
+        .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
     let timeout = Duration::from_secs(config.smtp_timeout_seconds);
     let mailer = match &config.smtp_url {
         Some(url) => Mailer::smtp(url.expose(), timeout)?,
@@ -75,11 +77,13 @@ pub async fn serve(
         config.mail_from.clone(),
         config.public_base_url.clone(),
     );
-    let settings = config.links.consumer_settings(
-        "notifier",
-        &config.links.broker.queues.mp3_queue,
-        config.concurrency,
-        Duration::from_secs(config.shutdown_grace_seconds),
-    );
+    let settings = ConsumerSettings {
+        service: "notifier",
+        queue: config.broker.queues.mp3_queue.clone(),
+        broker: config.broker,
+        concurrency: config.concurrency,
+        retry: config.retry,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
+    };
     consumer::serve_worker(settings, notifier, ops_listener, shutdown).await
 }

@@ -3,15 +3,12 @@
 
 use crate::mail::{self, News};
 use crate::mailer::{Mailer, SendError};
+use clients::{Owner, StorageClient};
 use lettre::message::Mailbox;
-use proto::storage::v1 as pb;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
-use service_kit::consumer::{Handler, Outcome, Received};
-use service_kit::events::Payload;
-use service_kit::grpc::unary;
+use messaging::events::Payload;
+use messaging::{Handler, Outcome, Received};
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 /// Times recording "notified" is tried after the e-mail went out: a failure here would send the
@@ -21,7 +18,7 @@ const MARK_ATTEMPTS: u32 = 3;
 /// The notifier's handler of the mp3 queue.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    storage: StorageServiceClient<Channel>,
+    storage: StorageClient,
     mailer: Mailer,
     mail_from: Mailbox,
     public_base_url: String,
@@ -56,7 +53,7 @@ impl Handler for Notifier {
 impl Notifier {
     /// A notifier sending through `mailer` from `mail_from`, linking to `public_base_url`.
     pub fn new(
-        storage: StorageServiceClient<Channel>,
+        storage: StorageClient,
         mailer: Mailer,
         mail_from: Mailbox,
         public_base_url: String,
@@ -70,15 +67,8 @@ impl Notifier {
     }
 
     async fn notify(&self, job_id: &str, news: News) -> Outcome {
-        let request = pb::GetJobRequest {
-            id: job_id.to_owned(),
-            owner_id: String::new(),
-        };
-        let job = match self.storage.clone().get_job(unary(request)).await {
-            Ok(response) => match response.into_inner().job {
-                Some(job) => job,
-                None => return Outcome::Retry("GetJob answered without a job".into()),
-            },
+        let job = match self.storage.job(job_id, &Owner::Any).await {
+            Ok(job) => job,
             Err(status) if status.code() == Code::NotFound => {
                 tracing::info!("job was deleted; no e-mail");
                 return Outcome::Ack;
@@ -121,10 +111,7 @@ impl Notifier {
 
     async fn mark_notified(&self, job_id: &str) {
         for attempt in 1..=MARK_ATTEMPTS {
-            let request = pb::MarkJobNotifiedRequest {
-                id: job_id.to_owned(),
-            };
-            match self.storage.clone().mark_job_notified(unary(request)).await {
+            match self.storage.mark_notified(job_id).await {
                 Ok(_) => return,
                 Err(status) if status.code() == Code::NotFound => return,
                 Err(status) => {

@@ -26,6 +26,34 @@ pub struct TelemetryConfig {
     pub log_filter: String,
 }
 
+/// A configuration a service refuses to start with. It names the variable at fault and never
+/// holds a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that parsed but cannot work (or a combination of values).
+    #[error("invalid configuration: {variable} {problem}")]
+    Invalid {
+        /// The environment variable at fault.
+        variable: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A value that does not parse, or a missing one; clap's message names the flag and its
+    /// variable.
+    #[error(transparent)]
+    Parse(#[from] clap::Error),
+}
+
+impl ConfigError {
+    /// `variable` is set, but `problem`.
+    pub fn invalid(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
 /// Parses a listen address, accepting a bare port (`8080`) as `0.0.0.0:8080`.
 pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = value.parse::<u16>() {

@@ -1,8 +1,8 @@
-//! What every mp3converter service needs, written once: the pieces of typed configuration they
-//! share, secrets that never print, telemetry, the shutdown signal, the gRPC scaffolding
-//! (health + reflection), the ops endpoint of the workers (health + `/metrics`), the queue
-//! names and event codec that the gateway, converter and notifier agree on, the choice between
-//! RabbitMQ and the embedded queue, and the consumer loop the two workers share.
+//! The runtime every mp3converter service needs, written once: the pieces of typed
+//! configuration they share, secrets that never print, telemetry, the shutdown signal, the gRPC
+//! scaffolding (health + reflection), the ops endpoint (health + `/metrics`), and the request id
+//! that ties one request's log lines together across services. How events travel between
+//! services is the `messaging` crate's job.
 //!
 //! Each service's `lib.rs` follows the same shape: parse its config (flattening
 //! [`config::TelemetryConfig`]), call [`telemetry::init`], build its parts, then serve until
@@ -10,17 +10,12 @@
 
 #![forbid(unsafe_code)]
 
-pub mod broker;
 pub mod config;
-pub mod consumer;
-pub mod embedded_queue;
-pub mod events;
 pub mod grpc;
-pub mod messaging;
 pub mod metrics;
 pub mod net;
 pub mod ops;
-pub mod queues;
+pub mod request_id;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

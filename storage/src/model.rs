@@ -62,10 +62,117 @@ pub fn parse_id(value: &str, what: &str) -> StorageResult<ObjectId> {
     })
 }
 
-/// Whether a record owned by `owner_id` may be seen by a request naming `requester` (empty
-/// means a trusted caller that may see everything).
-pub fn visible_to(owner_id: &str, requester: &str) -> bool {
-    requester.is_empty() || requester == owner_id
+/// Whose records a request may see, as the contract says it explicitly: one owner's, or every
+/// owner's for a trusted caller (a worker, an admin's request relayed by the gateway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Only this owner's records.
+    One(String),
+    /// Every owner's.
+    Any,
+}
+
+impl Owner {
+    /// The scope a request's `owner_id` and `any_owner` name. Naming neither is refused, so a
+    /// caller that forgot the owner is not shown everyone's records.
+    pub fn from_request(owner_id: String, any_owner: bool) -> StorageResult<Self> {
+        match (owner_id.is_empty(), any_owner) {
+            (false, false) => Ok(Self::One(owner_id)),
+            (true, true) => Ok(Self::Any),
+            (true, false) => Err(StorageError::InvalidArgument(
+                "owner_id is required (or any_owner, for a trusted caller reading every owner's)"
+                    .into(),
+            )),
+            (false, true) => Err(StorageError::InvalidArgument(
+                "owner_id and any_owner exclude each other".into(),
+            )),
+        }
+    }
+
+    /// Whether a record owned by `owner_id` is in scope.
+    pub fn sees(&self, owner_id: &str) -> bool {
+        match self {
+            Self::One(owner) => owner == owner_id,
+            Self::Any => true,
+        }
+    }
+}
+
+/// Where a newest-first listing goes on: everything older than the record made at `at` with id
+/// `id` (ids break ties between records of the same millisecond). Clients see it only as an
+/// opaque `page_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCursor {
+    /// The last listed record's time.
+    pub at: DateTime,
+    /// The last listed record's id.
+    pub id: ObjectId,
+}
+
+impl PageCursor {
+    /// The token that resumes after this record.
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.at.timestamp_millis(), self.id.to_hex())
+    }
+
+    /// The cursor a request's `page_token` names; `None` for the first page.
+    pub fn from_token(token: &str) -> StorageResult<Option<Self>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let malformed = || StorageError::InvalidArgument("malformed page_token".into());
+        let (millis, id) = token.split_once('.').ok_or_else(malformed)?;
+        let millis: i64 = millis.parse().map_err(|_| malformed())?;
+        let id = ObjectId::parse_str(id).map_err(|_| malformed())?;
+        Ok(Some(Self {
+            at: DateTime::from_millis(millis),
+            id,
+        }))
+    }
+
+    /// Whether a record made at `at` with `id` comes after the cursor (is older than it).
+    pub fn precedes(&self, at: DateTime, id: ObjectId) -> bool {
+        (at, id) < (self.at, self.id)
+    }
+}
+
+/// One page of a newest-first listing: whose records, how many, from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Whose records.
+    pub owner: Owner,
+    /// At most this many.
+    pub limit: usize,
+    /// After this record; the newest first when `None`.
+    pub after: Option<PageCursor>,
+}
+
+impl PageQuery {
+    /// The same query asking for one record more, to learn whether another page follows.
+    pub fn one_more(&self) -> Self {
+        Self {
+            limit: self.limit + 1,
+            ..self.clone()
+        }
+    }
+
+    /// Cuts `records` (from [`PageQuery::one_more`]) to this page, with the token of the next
+    /// page if there is one.
+    pub fn page<T>(
+        &self,
+        mut records: Vec<T>,
+        cursor: impl Fn(&T) -> PageCursor,
+    ) -> (Vec<T>, String) {
+        if records.len() <= self.limit {
+            return (records, String::new());
+        }
+        records.truncate(self.limit);
+        let next = records
+            .last()
+            .map(|last| cursor(last).token())
+            .unwrap_or_default();
+        (records, next)
+    }
 }
 
 /// A file about to be uploaded: what the upload's header says.

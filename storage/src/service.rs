@@ -5,7 +5,8 @@
 use crate::backend::{Backend, UploadSink};
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    Applied, Bucket, FileRecord, JobChange, JobRecord, JobState, NewFile, parse_id, visible_to,
+    Applied, Bucket, FileRecord, JobChange, JobRecord, JobState, NewFile, Owner, PageCursor,
+    PageQuery, parse_id,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -166,21 +167,21 @@ impl StorageApi {
         &self,
         bucket: i32,
         id: &str,
-        requester: &str,
+        requester: &Owner,
     ) -> StorageResult<FileRecord> {
         let bucket = Bucket::from_proto(bucket)?;
         let id = parse_id(id, "file")?;
         match self.backend.find_file(bucket, id).await? {
-            Some(file) if visible_to(&file.owner_id, requester) => Ok(file),
+            Some(file) if requester.sees(&file.owner_id) => Ok(file),
             _ => Err(StorageError::NotFound("file")),
         }
     }
 
     /// A job the requester may see.
-    async fn visible_job(&self, id: &str, requester: &str) -> StorageResult<JobRecord> {
+    async fn visible_job(&self, id: &str, requester: &Owner) -> StorageResult<JobRecord> {
         let id = parse_id(id, "job")?;
         match self.backend.find_job(id).await? {
-            Some(job) if visible_to(&job.owner_id, requester) => Ok(job),
+            Some(job) if requester.sees(&job.owner_id) => Ok(job),
             _ => Err(StorageError::NotFound("job")),
         }
     }
@@ -189,7 +190,7 @@ impl StorageApi {
     /// another writer got there first. `None` when the change had already been made.
     async fn change_job(&self, id: &str, change: JobChange) -> StorageResult<Option<JobRecord>> {
         for _ in 0..MAX_CHANGE_ATTEMPTS {
-            let current = self.visible_job(id, "").await?;
+            let current = self.visible_job(id, &Owner::Any).await?;
             match current.apply(&change)? {
                 Applied::AlreadyDone => return Ok(None),
                 Applied::Changed(next) => {
@@ -249,6 +250,20 @@ fn list_limit(requested: u32) -> usize {
     }
 }
 
+/// The page a list request asks for.
+fn page_query(
+    owner_id: String,
+    any_owner: bool,
+    limit: u32,
+    page_token: &str,
+) -> StorageResult<PageQuery> {
+    Ok(PageQuery {
+        owner: Owner::from_request(owner_id, any_owner)?,
+        limit: list_limit(limit),
+        after: PageCursor::from_token(page_token)?,
+    })
+}
+
 /// The byte range a download asks for, checked against the file's size.
 fn checked_range(size: u64, offset: u64, length: Option<u64>) -> StorageResult<(u64, u64)> {
     let length = length.unwrap_or(size.saturating_sub(offset));
@@ -306,7 +321,11 @@ impl StorageService for StorageApi {
         use pb::download_response::Content;
         let request = request.into_inner();
         let file = self
-            .visible_file(request.bucket, &request.id, &request.owner_id)
+            .visible_file(
+                request.bucket,
+                &request.id,
+                &Owner::from_request(request.owner_id, request.any_owner)?,
+            )
             .await?;
         let (offset, length) = checked_range(file.size, request.offset, request.length)?;
         let bytes = self.backend.read_file(&file, offset, length).await?;
@@ -340,7 +359,11 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::StatResponse>, Status> {
         let request = request.into_inner();
         let file = self
-            .visible_file(request.bucket, &request.id, &request.owner_id)
+            .visible_file(
+                request.bucket,
+                &request.id,
+                &Owner::from_request(request.owner_id, request.any_owner)?,
+            )
             .await?;
         Ok(Response::new(pb::StatResponse {
             file: Some(file.to_proto()),
@@ -354,7 +377,11 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let request = request.into_inner();
         let file = self
-            .visible_file(request.bucket, &request.id, &request.owner_id)
+            .visible_file(
+                request.bucket,
+                &request.id,
+                &Owner::from_request(request.owner_id, request.any_owner)?,
+            )
             .await?;
         if !self.backend.delete_file(file.bucket, file.id).await? {
             return Err(StorageError::NotFound("file").into());
@@ -368,12 +395,20 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
         let request = request.into_inner();
         let bucket = Bucket::from_proto(request.bucket)?;
-        let files = self
-            .backend
-            .list_files(bucket, &request.owner_id, list_limit(request.limit))
-            .await?;
+        let query = page_query(
+            request.owner_id,
+            request.any_owner,
+            request.limit,
+            &request.page_token,
+        )?;
+        let files = self.backend.list_files(bucket, &query.one_more()).await?;
+        let (files, next_page_token) = query.page(files, |file| PageCursor {
+            at: file.uploaded_at,
+            id: file.id,
+        });
         Ok(Response::new(pb::ListFilesResponse {
             files: files.iter().map(FileRecord::to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -394,7 +429,7 @@ impl StorageService for StorageApi {
             .visible_file(
                 pb::Bucket::Videos.into(),
                 &request.video_id,
-                &request.owner_id,
+                &Owner::One(request.owner_id.clone()),
             )
             .await?;
         let job = JobRecord::new(
@@ -416,7 +451,8 @@ impl StorageService for StorageApi {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         let request = request.into_inner();
-        let job = self.visible_job(&request.id, &request.owner_id).await?;
+        let owner = Owner::from_request(request.owner_id, request.any_owner)?;
+        let job = self.visible_job(&request.id, &owner).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job.to_proto()),
         }))
@@ -427,12 +463,20 @@ impl StorageService for StorageApi {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let request = request.into_inner();
-        let jobs = self
-            .backend
-            .list_jobs(&request.owner_id, list_limit(request.limit))
-            .await?;
+        let query = page_query(
+            request.owner_id,
+            request.any_owner,
+            request.limit,
+            &request.page_token,
+        )?;
+        let jobs = self.backend.list_jobs(&query.one_more()).await?;
+        let (jobs, next_page_token) = query.page(jobs, |job| PageCursor {
+            at: job.created_at,
+            id: job.id,
+        });
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(JobRecord::to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -499,7 +543,8 @@ impl StorageService for StorageApi {
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let request = request.into_inner();
-        let job = self.visible_job(&request.id, &request.owner_id).await?;
+        let owner = Owner::from_request(request.owner_id, request.any_owner)?;
+        let job = self.visible_job(&request.id, &owner).await?;
         // The record goes first: a crash afterwards leaves unreferenced files, never a job
         // pointing at files that are gone.
         if !self.backend.delete_job(job.id).await? {

@@ -126,6 +126,7 @@ impl RunningStorage {
             bucket: bucket.into(),
             id: id.into(),
             owner_id: owner.into(),
+            any_owner: owner.is_empty(),
             offset,
             length,
         };
@@ -149,22 +150,58 @@ impl RunningStorage {
             bucket: pb::Bucket::Videos.into(),
             id: id.into(),
             owner_id: owner.into(),
+            any_owner: owner.is_empty(),
         };
         Ok(self.client.stat(request).await?.into_inner().file.unwrap())
     }
 
+    /// Every video of `owner`'s, newest first, following the pages to the end.
     async fn list(&mut self, owner: &str) -> Vec<pb::FileInfo> {
+        let mut files = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let (page, next) = self.files_page(owner, 0, &page_token).await.unwrap();
+            files.extend(page);
+            if next.is_empty() {
+                return files;
+            }
+            page_token = next;
+        }
+    }
+
+    /// One page of `owner`'s videos and the token of the next.
+    async fn files_page(
+        &mut self,
+        owner: &str,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<(Vec<pb::FileInfo>, String), tonic::Status> {
         let request = pb::ListFilesRequest {
             bucket: pb::Bucket::Videos.into(),
             owner_id: owner.into(),
-            limit: 0,
+            any_owner: owner.is_empty(),
+            limit,
+            page_token: page_token.into(),
         };
-        self.client
-            .list_files(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .files
+        let page = self.client.list_files(request).await?.into_inner();
+        Ok((page.files, page.next_page_token))
+    }
+
+    /// One page of `owner`'s jobs and the token of the next.
+    async fn jobs_page(
+        &mut self,
+        owner: &str,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<(Vec<pb::Job>, String), tonic::Status> {
+        let request = pb::ListJobsRequest {
+            owner_id: owner.into(),
+            any_owner: owner.is_empty(),
+            limit,
+            page_token: page_token.into(),
+        };
+        let page = self.client.list_jobs(request).await?.into_inner();
+        Ok((page.jobs, page.next_page_token))
     }
 
     async fn create_job(&mut self, owner: &str, video_id: &str) -> Result<pb::Job, tonic::Status> {
@@ -187,6 +224,7 @@ impl RunningStorage {
         let request = pb::GetJobRequest {
             id: id.into(),
             owner_id: owner.into(),
+            any_owner: owner.is_empty(),
         };
         Ok(self
             .client
@@ -349,6 +387,8 @@ on_both_backends!(
     deleting_a_job_removes_its_files,
     a_job_that_ends_keeps_only_the_mp3_it_names,
     files_and_jobs_survive_a_restart,
+    listings_come_in_pages_that_together_hold_every_record_once,
+    a_request_must_name_its_owner_or_ask_for_every_owner,
 );
 
 async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
@@ -451,6 +491,7 @@ async fn other_owners_missing_and_malformed_ids_are_told_apart_without_leaking(b
         bucket: pb::Bucket::Videos.into(),
         id: id.clone(),
         owner_id: BOB.into(),
+        any_owner: false,
     };
     assert_eq!(
         storage.client.delete(delete).await.unwrap_err().code(),
@@ -600,6 +641,7 @@ async fn files_are_listed_per_owner_newest_first_and_deleted(backend: Backend) {
         bucket: pb::Bucket::Videos.into(),
         id: alices[0].clone(),
         owner_id: ALICE.into(),
+        any_owner: false,
     };
     storage.client.delete(delete.clone()).await.unwrap();
     assert_eq!(
@@ -742,7 +784,7 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
         .client
         .list_jobs(pb::ListJobsRequest {
             owner_id: ALICE.into(),
-            limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -751,7 +793,7 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
     assert_eq!(listed.len(), 1);
     let bobs = pb::ListJobsRequest {
         owner_id: BOB.into(),
-        limit: 0,
+        ..Default::default()
     };
     assert!(
         storage
@@ -792,6 +834,7 @@ async fn deleting_a_job_removes_its_files(backend: Backend) {
     let by_bob = pb::DeleteJobRequest {
         id: job.id.clone(),
         owner_id: BOB.into(),
+        any_owner: false,
     };
     assert_eq!(
         storage.client.delete_job(by_bob).await.unwrap_err().code(),
@@ -800,6 +843,7 @@ async fn deleting_a_job_removes_its_files(backend: Backend) {
     let by_alice = pb::DeleteJobRequest {
         id: job.id.clone(),
         owner_id: ALICE.into(),
+        any_owner: false,
     };
     storage.client.delete_job(by_alice).await.unwrap();
     assert_eq!(
@@ -836,7 +880,7 @@ async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
     let mp3s = pb::ListFilesRequest {
         bucket: pb::Bucket::Mp3s.into(),
         owner_id: ALICE.into(),
-        limit: 0,
+        ..Default::default()
     };
     let mut left: Vec<String> = storage
         .client
@@ -869,6 +913,101 @@ async fn files_and_jobs_survive_a_restart(backend: Backend) {
         .unwrap();
     assert!(bytes == data);
     assert_eq!(storage.get_job(&job.id, ALICE).await.unwrap(), job);
+}
+
+async fn listings_come_in_pages_that_together_hold_every_record_once(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    // Created in quick succession, so several share a millisecond: the pages must still split
+    // them without losing or repeating one.
+    let mut videos = Vec::new();
+    let mut jobs = Vec::new();
+    for n in 0..7u8 {
+        let video = storage
+            .upload(pb::Bucket::Videos, ALICE, &[n; 16])
+            .await
+            .unwrap();
+        jobs.push(storage.create_job(ALICE, &video.id).await.unwrap().id);
+        videos.push(video.id);
+    }
+    storage
+        .upload(pb::Bucket::Videos, BOB, b"bob's")
+        .await
+        .unwrap();
+
+    let mut pages = Vec::new();
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = storage.files_page(ALICE, 3, &token).await.unwrap();
+        pages.push(page.len());
+        listed.extend(page.into_iter().map(|file| file.id));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(pages, [3, 3, 1], "pages of at most the limit");
+    let mut newest_first = videos.clone();
+    newest_first.reverse();
+    assert_eq!(
+        listed, newest_first,
+        "every video of alice's once, newest first"
+    );
+
+    let (first, next) = storage.jobs_page(ALICE, 4, "").await.unwrap();
+    let (rest, last) = storage.jobs_page(ALICE, 4, &next).await.unwrap();
+    assert!(last.is_empty(), "the second page is the last");
+    let listed: Vec<String> = first.into_iter().chain(rest).map(|job| job.id).collect();
+    jobs.reverse();
+    assert_eq!(listed, jobs);
+
+    // A listing that fits in one page has no next page.
+    let (all, next) = storage.jobs_page(ALICE, 0, "").await.unwrap();
+    assert_eq!((all.len(), next.as_str()), (7, ""));
+    for bad in ["nonsense", "12.zz", "1.0123456789abcdef0123456"] {
+        let status = storage.jobs_page(ALICE, 2, bad).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}");
+    }
+}
+
+async fn a_request_must_name_its_owner_or_ask_for_every_owner(backend: Backend) {
+    let mut storage = RunningStorage::start(backend, &[]).await;
+    let video = storage
+        .upload(pb::Bucket::Videos, ALICE, b"video")
+        .await
+        .unwrap();
+    let job = storage.create_job(ALICE, &video.id).await.unwrap();
+    let neither = pb::GetJobRequest {
+        id: job.id.clone(),
+        owner_id: String::new(),
+        any_owner: false,
+    };
+    let both = pb::GetJobRequest {
+        id: job.id.clone(),
+        owner_id: ALICE.into(),
+        any_owner: true,
+    };
+    for (case, request) in [("neither", neither), ("both", both)] {
+        let status = storage.client.get_job(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{case}");
+    }
+    let unnamed = pb::ListFilesRequest {
+        bucket: pb::Bucket::Videos.into(),
+        ..Default::default()
+    };
+    let status = storage.client.list_files(unnamed).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let unnamed = pb::DeleteRequest {
+        bucket: pb::Bucket::Videos.into(),
+        id: video.id.clone(),
+        ..Default::default()
+    };
+    let status = storage.client.delete(unnamed).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // Naming the owner, or every owner, works.
+    assert_eq!(storage.get_job(&job.id, ALICE).await.unwrap().id, job.id);
+    assert_eq!(storage.get_job(&job.id, "").await.unwrap().id, job.id);
+    assert_eq!(storage.stat(&video.id, "").await.unwrap().id, video.id);
 }
 
 #[tokio::test]

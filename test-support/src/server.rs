@@ -75,7 +75,8 @@ impl TestServer {
             if let Ok(channel) = self.grpc_channel().await {
                 // Bounded, so a service that never starts serving cannot outlast the deadline.
                 let health = crate::grpc::health_status(channel.clone(), "");
-                let answered = tokio::time::timeout(std::time::Duration::from_secs(1), health).await;
+                let answered =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), health).await;
                 if matches!(answered, Ok(Ok(ServingStatus::Serving))) {
                     return Ok(channel);
                 }

@@ -7,9 +7,9 @@
 
 #![allow(dead_code)]
 
+use clients::{Owner, StorageClient};
+use messaging::RetryConfig;
 use proto::storage::v1 as pb;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
-use service_kit::broker::RetryConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -333,39 +333,25 @@ impl Cluster {
     }
 
     /// A client of the storage service, straight to its port (not through the gateway).
-    pub async fn storage(&self) -> StorageServiceClient<tonic::transport::Channel> {
-        StorageServiceClient::connect(self.storage_url.clone())
-            .await
-            .unwrap()
+    pub fn storage(&self) -> StorageClient {
+        StorageClient::connect_lazy(&self.storage_url).unwrap()
     }
 
-    /// `owner`'s jobs, as storage holds them.
+    /// Every job of `owner`'s, as storage holds them (all pages: a busy fault run accepts more
+    /// uploads than one page holds).
     pub async fn jobs(&self, owner: &str) -> Vec<pb::Job> {
         self.storage()
-            .await
-            .list_jobs(pb::ListJobsRequest {
-                owner_id: owner.into(),
-                limit: 0,
-            })
+            .all_jobs(&Owner::One(owner.into()))
             .await
             .unwrap()
-            .into_inner()
-            .jobs
     }
 
-    /// `owner`'s files in `bucket`, as storage holds them.
+    /// Every file of `owner`'s in `bucket`, as storage holds them (all pages).
     pub async fn files(&self, bucket: pb::Bucket, owner: &str) -> Vec<pb::FileInfo> {
         self.storage()
-            .await
-            .list_files(pb::ListFilesRequest {
-                bucket: bucket.into(),
-                owner_id: owner.into(),
-                limit: 0,
-            })
+            .all_files(bucket, &Owner::One(owner.into()))
             .await
             .unwrap()
-            .into_inner()
-            .files
     }
 
     /// GridFS chunks whose file document does not exist: bytes half-written and abandoned.

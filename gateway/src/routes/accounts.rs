@@ -1,7 +1,6 @@
 //! `POST /register` and `POST /login`: accounts, relayed to the auth service.
 
 use super::AppState;
-use crate::caller::unary;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -9,7 +8,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
-use proto::auth::v1::{LoginRequest, RegisterRequest};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use tonic::Code;
@@ -77,16 +75,9 @@ pub async fn register(
     })?;
     let user = state
         .auth
-        .clone()
-        .register(unary(RegisterRequest {
-            email: registration.email,
-            password: registration.password,
-        }))
+        .register(&registration.email, &registration.password)
         .await
-        .map_err(|status| ApiError::from_status("the auth service", "account", status))?
-        .into_inner()
-        .user
-        .ok_or_else(|| ApiError::Internal("Register answered without a user".into()))?;
+        .map_err(|status| ApiError::from_status("the auth service", "account", status))?;
     Ok((
         StatusCode::CREATED,
         Json(Account {
@@ -114,27 +105,18 @@ pub async fn login(
     let (email, password) = basic_credentials(&headers)?;
     let response = state
         .auth
-        .clone()
-        .login(unary(LoginRequest {
-            email,
-            password,
-            client_address: peer.ip().to_string(),
-        }))
+        .login(&email, &password, &peer.ip().to_string())
         .await
         .map_err(|status| match status.code() {
             Code::Unauthenticated | Code::InvalidArgument => {
                 ApiError::BadCredentials("invalid e-mail or password")
             }
             Code::ResourceExhausted => ApiError::TooManyRequests {
-                retry_after_seconds: status
-                    .metadata()
-                    .get("retry-after")
-                    .and_then(|value| value.to_str().ok()?.parse().ok())
-                    .unwrap_or(60),
+                retry_after_seconds: clients::auth::retry_after(&status)
+                    .map_or(60, |wait| wait.as_secs().max(1)),
             },
             _ => ApiError::from_status("the auth service", "account", status),
-        })?
-        .into_inner();
+        })?;
     Ok(Json(Token {
         access_token: response.access_token,
         token_type: response.token_type,

@@ -2,7 +2,7 @@
 //! streams from storage to the client, with ranges and conditional requests.
 
 use super::{AppState, check_id};
-use crate::caller::{Caller, unary};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http_util::{RangeRequest, attachment_disposition, etag_matches, parse_range};
 use axum::body::Body;
@@ -10,8 +10,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use clients::storage::Bucket;
 use futures::StreamExt;
-use proto::storage::v1 as pb;
 use serde::Deserialize;
 use tracing::instrument;
 use utoipa::IntoParams;
@@ -82,19 +82,12 @@ async fn serve_mp3(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     check_id(&id, "file")?;
-    let owner_id = caller.readable_owner().to_owned();
-    let mut storage = state.storage.clone();
-    let file = storage
-        .stat(unary(pb::StatRequest {
-            bucket: pb::Bucket::Mp3s.into(),
-            id: id.clone(),
-            owner_id: owner_id.clone(),
-        }))
+    let owner = caller.readable_owner();
+    let file = state
+        .storage
+        .stat(Bucket::Mp3s, &id, &owner)
         .await
-        .map_err(|status| ApiError::from_status("storage", "file", status))?
-        .into_inner()
-        .file
-        .ok_or_else(|| ApiError::Internal("Stat answered without a file".into()))?;
+        .map_err(|status| ApiError::from_status("storage", "file", status))?;
 
     let etag = format!("\"{}\"", file.sha256);
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -121,31 +114,18 @@ async fn serve_mp3(
         }
     };
 
-    let stream = storage
-        .download(pb::DownloadRequest {
-            bucket: pb::Bucket::Mp3s.into(),
-            id,
-            owner_id,
-            offset,
-            length: Some(length),
-        })
+    let chunks = state
+        .storage
+        .download(Bucket::Mp3s, &id, &owner, offset, Some(length))
         .await
-        .map_err(|status| ApiError::from_status("storage", "file", status))?
-        .into_inner();
-    let body = stream.filter_map(|message| async move {
-        use pb::download_response::Content;
-        match message {
-            Ok(pb::DownloadResponse {
-                content: Some(Content::Chunk(chunk)),
-            }) => Some(Ok(chunk)),
-            Ok(_) => None,
-            Err(status) => {
-                // Headers are gone already: all that is left is to cut the body short, which
-                // the client sees as a download shorter than Content-Length.
-                tracing::warn!(%status, "download broke off");
-                Some(Err(std::io::Error::other(status.message().to_owned())))
-            }
-        }
+        .map_err(|status| ApiError::from_status("storage", "file", status))?;
+    let body = chunks.map(|chunk| {
+        chunk.map_err(|status| {
+            // Headers are gone already: all that is left is to cut the body short, which the
+            // client sees as a download shorter than Content-Length.
+            tracing::warn!(%status, "download broke off");
+            std::io::Error::other(status.message().to_owned())
+        })
     });
     metrics::counter!("gateway_download_bytes_total").increment(length);
     response

@@ -1,15 +1,16 @@
 //! `GET /jobs`, `GET /jobs/{id}` and `DELETE /jobs/{id}`: the caller's conversion jobs.
 
 use super::{AppState, check_id};
-use crate::caller::{Caller, unary};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use proto::storage::v1 as pb;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::instrument;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// A conversion job as users see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,11 +39,28 @@ pub struct JobView {
     pub updated_at: String,
 }
 
-/// The caller's jobs, newest first.
+/// The most jobs one page holds (and the default).
+pub const MAX_PAGE_JOBS: u32 = 100;
+
+/// One page of the caller's jobs, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobList {
     /// The jobs.
     pub jobs: Vec<JobView>,
+    /// Present when older jobs follow: pass it as `page_token` to get the next page.
+    pub next_page_token: Option<String>,
+}
+
+/// Which page of the jobs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// At most this many jobs (1 to 100; 100 when absent).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// The `next_page_token` of the page before; absent for the newest jobs.
+    #[param(max_length = 200)]
+    pub page_token: Option<String>,
 }
 
 impl From<pb::Job> for JobView {
@@ -75,28 +93,42 @@ fn rfc3339(time: Option<prost_types::Timestamp>) -> String {
     time.map(|time| time.to_string()).unwrap_or_default()
 }
 
-/// Lists the caller's jobs, newest first.
+/// Lists the caller's jobs, newest first, a page at a time.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", security(("bearer" = [])),
+    params(JobListQuery),
     responses(
-        (status = 200, description = "The caller's jobs", body = JobList),
+        (status = 200, description = "A page of the caller's jobs", body = JobList),
+        (status = 400, description = "A limit outside 1 to 100, or a malformed page token", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 503, description = "Storage is down", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(user_id))]
-pub async fn list_jobs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<JobList>> {
-    let jobs = state
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<JobListQuery>, QueryRejection>,
+) -> ApiResult<Json<JobList>> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::BadRequest(format!("malformed query: {}", rejection.body_text()))
+    })?;
+    let limit = query.limit.unwrap_or(MAX_PAGE_JOBS);
+    if !(1..=MAX_PAGE_JOBS).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE_JOBS}"
+        )));
+    }
+    let page = state
         .storage
-        .clone()
-        .list_jobs(unary(pb::ListJobsRequest {
-            owner_id: caller.user_id,
-            limit: 0,
-        }))
+        .jobs_page(
+            &caller.own(),
+            limit,
+            query.page_token.as_deref().unwrap_or_default(),
+        )
         .await
-        .map_err(|status| ApiError::from_status("storage", "job", status))?
-        .into_inner()
-        .jobs;
+        .map_err(|status| ApiError::from_status("storage", "job", status))?;
     Ok(Json(JobList {
-        jobs: jobs.into_iter().map(JobView::from).collect(),
+        jobs: page.items.into_iter().map(JobView::from).collect(),
+        next_page_token: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
     }))
 }
 
@@ -119,16 +151,9 @@ pub async fn get_job(
     check_id(&id, "job")?;
     let job = state
         .storage
-        .clone()
-        .get_job(unary(pb::GetJobRequest {
-            id,
-            owner_id: caller.readable_owner().to_owned(),
-        }))
+        .job(&id, &caller.readable_owner())
         .await
-        .map_err(|status| ApiError::from_status("storage", "job", status))?
-        .into_inner()
-        .job
-        .ok_or_else(|| ApiError::Internal("GetJob answered without a job".into()))?;
+        .map_err(|status| ApiError::from_status("storage", "job", status))?;
     Ok(Json(job.into()))
 }
 
@@ -151,11 +176,7 @@ pub async fn delete_job(
     check_id(&id, "job")?;
     state
         .storage
-        .clone()
-        .delete_job(unary(pb::DeleteJobRequest {
-            id,
-            owner_id: caller.readable_owner().to_owned(),
-        }))
+        .delete_job(&id, &caller.readable_owner())
         .await
         .map_err(|status| ApiError::from_status("storage", "job", status))?;
     Ok(StatusCode::NO_CONTENT)

@@ -11,16 +11,14 @@ pub mod web;
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
-use crate::publisher::JobPublisher;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use proto::auth::v1::auth_service_client::AuthServiceClient;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
-use std::sync::Arc;
+use clients::{AuthClient, StorageClient};
+use messaging::Publisher;
 use std::time::Instant;
 use tonic::transport::Channel;
 use tower::ServiceBuilder;
@@ -39,13 +37,13 @@ pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The auth service.
-    pub auth: AuthServiceClient<Channel>,
+    pub auth: AuthClient,
     /// The storage service.
-    pub storage: StorageServiceClient<Channel>,
-    /// The channels themselves, for health checks.
+    pub storage: StorageClient,
+    /// The channels under the clients, for health checks.
     pub channels: Channels,
-    /// The video queue.
-    pub publisher: Arc<JobPublisher>,
+    /// Where accepted uploads are queued.
+    pub publisher: Publisher,
     /// Largest upload accepted.
     pub max_upload_bytes: u64,
 }

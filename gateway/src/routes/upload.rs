@@ -8,7 +8,7 @@
 //! steps before it.
 
 use super::AppState;
-use crate::caller::{Caller, unary};
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::sniff::{SNIFF_BYTES, media_container};
 use axum::Json;
@@ -18,19 +18,16 @@ use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
+use clients::Upload;
 use proto::events::v1::{VideoUploaded, event::Payload};
 use proto::storage::v1 as pb;
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::instrument;
 use utoipa::ToSchema;
 
 /// Bytes per message sent to storage: big enough to keep per-message costs low, small enough
 /// that a few in flight cost little memory.
 const MESSAGE_BYTES: usize = 256 * 1024;
-/// Messages queued towards storage before reading the body waits.
-const MESSAGES_IN_FLIGHT: usize = 4;
 /// Longest original file name kept.
 const MAX_FILENAME_CHARS: usize = 255;
 
@@ -138,49 +135,33 @@ pub async fn upload(
     };
     tracing::debug!(container, "upload recognised");
 
-    let (messages, outgoing) = mpsc::channel(MESSAGES_IN_FLIGHT);
-    let mut storage = state.storage.clone();
-    let call = tokio::spawn(async move { storage.upload(ReceiverStream::new(outgoing)).await });
-    let header = pb::UploadHeader {
+    let mut upload = state.storage.upload(pb::UploadHeader {
         bucket: pb::Bucket::Videos.into(),
         owner_id: caller.user_id.clone(),
         filename: filename.clone(),
         content_type: declared_type,
         job_id: String::new(),
+    });
+    let forwarded = match forward_field(field, pending, &mut upload, limit).await {
+        Ok(()) => refuse_more_files(&mut multipart, limit).await,
+        error => error,
     };
-    let mut forwarded = send(&messages, pb::upload_request::Content::Header(header)).await;
-    if forwarded.is_ok() {
-        forwarded = forward_field(field, pending, &messages, limit).await;
-    }
-    if forwarded.is_ok() {
-        forwarded = refuse_more_files(&mut multipart, limit).await;
-    }
-    if forwarded.is_ok() {
-        forwarded = send(
-            &messages,
-            pb::upload_request::Content::Finish(pb::UploadFinish {}),
-        )
-        .await;
-    }
-    // Closing the stream: after `finish` storage keeps the file, without it storage drops it.
-    drop(messages);
-    let stored = call
-        .await
-        .map_err(|error| ApiError::Internal(format!("upload task: {error}")))?;
-    let video = match (forwarded, stored) {
-        (Ok(()), Ok(response)) => response
-            .into_inner()
-            .file
-            .ok_or_else(|| ApiError::Internal("Upload answered without a file".into()))?,
-        (Err(Forwarding::Client(error)), _) => return Err(error),
-        (_, Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
-            return Err(ApiError::PayloadTooLarge { limit });
+    let video = match forwarded {
+        // Storage keeps the file only once it has every byte of a body that held one file.
+        Ok(()) => upload
+            .finish()
+            .await
+            .map_err(|status| stored_error(status, limit))?,
+        Err(Forwarding::Client(error)) => {
+            upload.abandon().await;
+            return Err(error);
         }
-        (_, Err(status)) => return Err(ApiError::from_status("storage", "file", status)),
-        (Err(Forwarding::StorageGone), Ok(_)) => {
-            return Err(ApiError::Internal(
-                "storage answered before the upload ended".into(),
-            ));
+        // Storage stopped reading: its answer says why.
+        Err(Forwarding::StorageGone) => {
+            let status = upload.finish().await.err().unwrap_or_else(|| {
+                tonic::Status::internal("storage answered before the upload ended")
+            });
+            return Err(stored_error(status, limit));
         }
     };
     tracing::Span::current().record("video_id", video.id.as_str());
@@ -196,6 +177,15 @@ pub async fn upload(
     Ok(response)
 }
 
+/// What storage refusing (or failing) the upload means for the client.
+fn stored_error(status: tonic::Status, limit: u64) -> ApiError {
+    if status.code() == tonic::Code::ResourceExhausted {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::from_status("storage", "file", status)
+    }
+}
+
 /// Records the job and queues it; undoes what was done if a step fails.
 async fn record_and_queue(
     state: &AppState,
@@ -203,27 +193,23 @@ async fn record_and_queue(
     video: &pb::FileInfo,
     filename: &str,
 ) -> ApiResult<UploadAccepted> {
-    let mut storage = state.storage.clone();
-    let created = storage
-        .create_job(unary(pb::CreateJobRequest {
+    let created = state
+        .storage
+        .create_job(pb::CreateJobRequest {
             owner_id: caller.user_id.clone(),
             owner_email: caller.email.clone(),
             video_id: video.id.clone(),
             original_filename: filename.to_owned(),
-        }))
+        })
         .await;
     let job = match created {
-        Ok(response) => response
-            .into_inner()
-            .job
-            .ok_or_else(|| ApiError::Internal("CreateJob answered without a job".into()))?,
+        Ok(job) => job,
         Err(status) => {
-            let delete = pb::DeleteRequest {
-                bucket: pb::Bucket::Videos.into(),
-                id: video.id.clone(),
-                owner_id: caller.user_id.clone(),
-            };
-            if let Err(error) = storage.delete(unary(delete)).await {
+            let removed = state
+                .storage
+                .delete_file(pb::Bucket::Videos, &video.id, &caller.own())
+                .await;
+            if let Err(error) = removed {
                 tracing::error!(%error, video_id = %video.id, "could not remove the video of a job that was never recorded");
             }
             return Err(ApiError::from_status("storage", "file", status));
@@ -231,19 +217,16 @@ async fn record_and_queue(
     };
     tracing::Span::current().record("job_id", job.id.as_str());
 
-    let event = service_kit::events::new_event(Payload::VideoUploaded(VideoUploaded {
+    let event = messaging::events::new_event(Payload::VideoUploaded(VideoUploaded {
         job_id: job.id.clone(),
         video_id: video.id.clone(),
         owner_id: caller.user_id.clone(),
         owner_email: caller.email.clone(),
         original_filename: filename.to_owned(),
     }));
-    if let Err(error) = state.publisher.publish_video(&event).await {
-        let delete = pb::DeleteJobRequest {
-            id: job.id.clone(),
-            owner_id: caller.user_id.clone(),
-        };
-        if let Err(cleanup) = storage.delete_job(unary(delete)).await {
+    let queue = &state.publisher.queues().video_queue;
+    if let Err(error) = state.publisher.publish(queue, &event).await {
+        if let Err(cleanup) = state.storage.delete_job(&job.id, &caller.own()).await {
             tracing::error!(error = %cleanup, job_id = %job.id, "could not remove a job that was never queued");
         }
         return Err(ApiError::Unavailable {
@@ -258,17 +241,17 @@ async fn record_and_queue(
     })
 }
 
-/// Sends the rest of the file part to storage in messages of about [`MESSAGE_BYTES`].
+/// Sends the file part to storage in messages of about [`MESSAGE_BYTES`], starting with the
+/// bytes already read.
 async fn forward_field(
     mut field: Field<'_>,
     mut pending: BytesMut,
-    messages: &mpsc::Sender<pb::UploadRequest>,
+    upload: &mut Upload,
     limit: u64,
 ) -> Result<(), Forwarding> {
     loop {
-        if pending.len() >= MESSAGE_BYTES {
-            let chunk = pending.split().freeze();
-            send(messages, pb::upload_request::Content::Chunk(chunk)).await?;
+        if pending.len() >= MESSAGE_BYTES && !upload.send(pending.split().freeze()).await {
+            return Err(Forwarding::StorageGone);
         }
         match field.chunk().await {
             Ok(Some(chunk)) => pending.extend_from_slice(&chunk),
@@ -276,12 +259,8 @@ async fn forward_field(
             Err(error) => return Err(Forwarding::Client(multipart_error(error, limit))),
         }
     }
-    if !pending.is_empty() {
-        send(
-            messages,
-            pb::upload_request::Content::Chunk(pending.freeze()),
-        )
-        .await?;
+    if !pending.is_empty() && !upload.send(pending.freeze()).await {
+        return Err(Forwarding::StorageGone);
     }
     Ok(())
 }
@@ -300,18 +279,6 @@ async fn refuse_more_files(multipart: &mut Multipart, limit: u64) -> Result<(), 
             Err(error) => return Err(Forwarding::Client(multipart_error(error, limit))),
         }
     }
-}
-
-async fn send(
-    messages: &mpsc::Sender<pb::UploadRequest>,
-    content: pb::upload_request::Content,
-) -> Result<(), Forwarding> {
-    messages
-        .send(pb::UploadRequest {
-            content: Some(content),
-        })
-        .await
-        .map_err(|_| Forwarding::StorageGone)
 }
 
 /// Whether a part is the file: one with a file name, or (like the original tutorial's

@@ -6,13 +6,12 @@
 #![allow(dead_code)]
 
 use clap::Parser;
+use clients::{Owner, StorageClient};
 use proto::storage::v1 as pb;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 use test_support::{TempDir, TestBroker, TestMongo, TestMysql, TestServer, rest, temp_dir};
-use tonic::transport::Channel;
 
 pub const SECRET: &str = "gateway-test-signing-key-of-at-least-32-bytes";
 pub const PASSWORD: &str = "correct horse battery";
@@ -49,7 +48,7 @@ pub struct Mesh {
     pub gateway: TestServer,
     pub auth: TestServer,
     pub storage_server: TestServer,
-    pub storage: StorageServiceClient<Channel>,
+    pub storage: StorageClient,
     pub broker: TestBroker,
     pub video_queue: String,
     pub mp3_queue: String,
@@ -125,7 +124,7 @@ impl Mesh {
             .ready_grpc_channel(Duration::from_secs(30))
             .await
             .unwrap();
-        let storage = StorageServiceClient::new(storage_channel);
+        let storage = StorageClient::new(storage_channel);
 
         let storage_url = options
             .storage_url
@@ -216,77 +215,43 @@ impl Mesh {
         self.stored_files(pb::Bucket::Videos, owner).await
     }
 
-    /// The files of `bucket` storage holds for `owner`.
+    /// Every file of `bucket` storage holds for `owner` (all pages).
     pub async fn stored_files(&self, bucket: pb::Bucket, owner: &str) -> Vec<pb::FileInfo> {
         self.storage
-            .clone()
-            .list_files(pb::ListFilesRequest {
-                bucket: bucket.into(),
-                owner_id: owner.into(),
-                limit: 0,
-            })
+            .all_files(bucket, &Owner::One(owner.into()))
             .await
             .unwrap()
-            .into_inner()
-            .files
     }
 
-    pub async fn stored_jobs(&mut self, owner: &str) -> Vec<pb::Job> {
+    /// Every job storage holds for `owner` (all pages).
+    pub async fn stored_jobs(&self, owner: &str) -> Vec<pb::Job> {
         self.storage
-            .list_jobs(pb::ListJobsRequest {
-                owner_id: owner.into(),
-                limit: 0,
-            })
+            .all_jobs(&Owner::One(owner.into()))
             .await
             .unwrap()
-            .into_inner()
-            .jobs
     }
 
     /// Stores `bytes` as an MP3 of `owner` and marks `job_id` done with it, as a converter
     /// would.
-    pub async fn finish_job(&mut self, job_id: &str, owner: &str, bytes: &[u8]) -> String {
-        let mut messages = vec![pb::UploadRequest {
-            content: Some(pb::upload_request::Content::Header(pb::UploadHeader {
-                bucket: pb::Bucket::Mp3s.into(),
-                owner_id: owner.into(),
-                filename: "holiday clip.mp3".into(),
-                content_type: "audio/mpeg".into(),
-                job_id: job_id.into(),
-            })),
-        }];
-        for chunk in bytes.chunks(256 * 1024) {
-            messages.push(pb::UploadRequest {
-                content: Some(pb::upload_request::Content::Chunk(chunk.to_vec().into())),
-            });
-        }
-        messages.push(pb::UploadRequest {
-            content: Some(pb::upload_request::Content::Finish(pb::UploadFinish {})),
+    pub async fn finish_job(&self, job_id: &str, owner: &str, bytes: &[u8]) -> String {
+        let mut upload = self.storage.upload(pb::UploadHeader {
+            bucket: pb::Bucket::Mp3s.into(),
+            owner_id: owner.into(),
+            filename: "holiday clip.mp3".into(),
+            content_type: "audio/mpeg".into(),
+            job_id: job_id.into(),
         });
-        let mp3 = self
-            .storage
-            .upload(tokio_stream::iter(messages))
-            .await
-            .unwrap()
-            .into_inner()
-            .file
-            .unwrap();
-        for (from, to) in [
-            (pb::JobState::Queued, pb::JobState::Converting),
-            (pb::JobState::Converting, pb::JobState::Done),
-        ] {
-            self.storage
-                .transition_job(pb::TransitionJobRequest {
-                    id: job_id.into(),
-                    from: from.into(),
-                    to: to.into(),
-                    mp3_id: mp3.id.clone(),
-                    error_reason: String::new(),
-                    claim: None,
-                })
-                .await
-                .unwrap();
+        for chunk in bytes.chunks(256 * 1024) {
+            assert!(upload.send(chunk.to_vec().into()).await);
         }
+        let mp3 = upload.finish().await.unwrap();
+        let job = self.storage.job(job_id, &Owner::Any).await.unwrap();
+        let claimed = self
+            .storage
+            .claim(&job, pb::JobState::Queued)
+            .await
+            .unwrap();
+        self.storage.mark_done(&claimed, &mp3.id).await.unwrap();
         mp3.id
     }
 }

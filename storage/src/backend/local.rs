@@ -13,7 +13,7 @@
 
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
-use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId};
+use crate::model::{Bucket, DateTime, FileRecord, JobRecord, NewFile, ObjectId, PageQuery};
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -155,14 +155,12 @@ impl LocalBackend {
     pub(super) async fn list_files(
         &self,
         bucket: Bucket,
-        owner_id: &str,
-        limit: usize,
+        page: &PageQuery,
     ) -> StorageResult<Vec<FileRecord>> {
-        let mut files: Vec<FileRecord> = read_all_json(&self.bucket_dir(bucket)).await?;
-        files.retain(|file| owner_id.is_empty() || file.owner_id == owner_id);
-        files.sort_by(|a, b| b.uploaded_at.cmp(&a.uploaded_at).then(b.id.cmp(&a.id)));
-        files.truncate(limit);
-        Ok(files)
+        let files: Vec<FileRecord> = read_all_json(&self.bucket_dir(bucket)).await?;
+        Ok(one_page(files, page, |file| {
+            (&file.owner_id, file.uploaded_at, file.id)
+        }))
     }
 
     pub(super) async fn list_job_files(
@@ -185,16 +183,11 @@ impl LocalBackend {
         read_json(&self.job_path(id)).await
     }
 
-    pub(super) async fn list_jobs(
-        &self,
-        owner_id: &str,
-        limit: usize,
-    ) -> StorageResult<Vec<JobRecord>> {
-        let mut jobs: Vec<JobRecord> = read_all_json(&self.jobs_dir()).await?;
-        jobs.retain(|job| owner_id.is_empty() || job.owner_id == owner_id);
-        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        jobs.truncate(limit);
-        Ok(jobs)
+    pub(super) async fn list_jobs(&self, page: &PageQuery) -> StorageResult<Vec<JobRecord>> {
+        let jobs: Vec<JobRecord> = read_all_json(&self.jobs_dir()).await?;
+        Ok(one_page(jobs, page, |job| {
+            (&job.owner_id, job.created_at, job.id)
+        }))
     }
 
     pub(super) async fn replace_job(
@@ -282,6 +275,25 @@ async fn read_json<T: DeserializeOwned>(path: &Path) -> StorageResult<Option<T>>
         Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The records of `page`, newest first; `key` gives a record's owner, time and id.
+fn one_page<T>(
+    mut records: Vec<T>,
+    page: &PageQuery,
+    key: impl Fn(&T) -> (&String, DateTime, ObjectId),
+) -> Vec<T> {
+    records.retain(|record| {
+        let (owner, at, id) = key(record);
+        page.owner.sees(owner) && page.after.is_none_or(|after| after.precedes(at, id))
+    });
+    records.sort_by(|a, b| {
+        let (_, a_at, a_id) = key(a);
+        let (_, b_at, b_id) = key(b);
+        (b_at, b_id).cmp(&(a_at, a_id))
+    });
+    records.truncate(page.limit);
+    records
 }
 
 async fn read_all_json<T: DeserializeOwned>(dir: &Path) -> StorageResult<Vec<T>> {

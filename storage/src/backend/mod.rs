@@ -7,7 +7,7 @@ pub mod local;
 pub mod mongo;
 
 use crate::error::StorageResult;
-use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId};
+use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId, PageQuery};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
@@ -83,17 +83,15 @@ impl Backend {
         }
     }
 
-    /// An owner's complete files in a bucket, newest first (every owner's if `owner_id` is
-    /// empty).
+    /// The complete files of a bucket that `page` asks for, newest first.
     pub async fn list_files(
         &self,
         bucket: Bucket,
-        owner_id: &str,
-        limit: usize,
+        page: &PageQuery,
     ) -> StorageResult<Vec<FileRecord>> {
         match self {
-            Backend::Mongo(mongo) => mongo.list_files(bucket, owner_id, limit).await,
-            Backend::Local(local) => local.list_files(bucket, owner_id, limit).await,
+            Backend::Mongo(mongo) => mongo.list_files(bucket, page).await,
+            Backend::Local(local) => local.list_files(bucket, page).await,
         }
     }
 
@@ -126,11 +124,11 @@ impl Backend {
         }
     }
 
-    /// An owner's jobs, newest first (every owner's if `owner_id` is empty).
-    pub async fn list_jobs(&self, owner_id: &str, limit: usize) -> StorageResult<Vec<JobRecord>> {
+    /// The jobs that `page` asks for, newest first.
+    pub async fn list_jobs(&self, page: &PageQuery) -> StorageResult<Vec<JobRecord>> {
         match self {
-            Backend::Mongo(mongo) => mongo.list_jobs(owner_id, limit).await,
-            Backend::Local(local) => local.list_jobs(owner_id, limit).await,
+            Backend::Mongo(mongo) => mongo.list_jobs(page).await,
+            Backend::Local(local) => local.list_jobs(page).await,
         }
     }
 

@@ -9,7 +9,7 @@
 
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
-use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId};
+use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId, Owner, PageQuery};
 use bytes::Bytes;
 use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
@@ -26,6 +26,29 @@ const READ_BATCH_CHUNKS: u32 = 4;
 /// Filter matching only files whose upload finished (the checksum is written last).
 fn complete() -> Document {
     doc! { "metadata.sha256": { "$exists": true } }
+}
+
+/// The filter for `page` over documents whose owner and time are the fields named: the owner's
+/// (or everyone's), older than the cursor in (time, id) order.
+fn page_filter(page: &PageQuery, owner_field: &str, time_field: &str) -> Document {
+    let mut filter = Document::new();
+    if let Owner::One(owner) = &page.owner {
+        filter.insert(owner_field, owner);
+    }
+    if let Some(after) = &page.after {
+        filter.insert(
+            "$or",
+            vec![
+                doc! { time_field: { "$lt": after.at } },
+                doc! { time_field: after.at, "_id": { "$lt": after.id } },
+            ],
+        );
+    }
+    filter
+}
+
+fn page_limit(page: &PageQuery) -> i64 {
+    i64::try_from(page.limit).unwrap_or(i64::MAX)
 }
 
 /// A connection to one database on a MongoDB server.
@@ -206,18 +229,15 @@ impl MongoBackend {
     pub(super) async fn list_files(
         &self,
         bucket: Bucket,
-        owner_id: &str,
-        limit: usize,
+        page: &PageQuery,
     ) -> StorageResult<Vec<FileRecord>> {
         let mut filter = complete();
-        if !owner_id.is_empty() {
-            filter.insert("metadata.owner_id", owner_id);
-        }
+        filter.extend(page_filter(page, "metadata.owner_id", "uploadDate"));
         let files: Vec<FilesCollectionDocument> = self
             .files(bucket)
             .find(filter)
-            .sort(doc! { "uploadDate": -1 })
-            .limit(limit as i64)
+            .sort(doc! { "uploadDate": -1, "_id": -1 })
+            .limit(page_limit(page))
             .await?
             .try_collect()
             .await?;
@@ -247,21 +267,12 @@ impl MongoBackend {
         Ok(self.jobs.find_one(doc! { "_id": id }).await?)
     }
 
-    pub(super) async fn list_jobs(
-        &self,
-        owner_id: &str,
-        limit: usize,
-    ) -> StorageResult<Vec<JobRecord>> {
-        let filter = if owner_id.is_empty() {
-            doc! {}
-        } else {
-            doc! { "owner_id": owner_id }
-        };
+    pub(super) async fn list_jobs(&self, page: &PageQuery) -> StorageResult<Vec<JobRecord>> {
         Ok(self
             .jobs
-            .find(filter)
-            .sort(doc! { "created_at": -1 })
-            .limit(limit as i64)
+            .find(page_filter(page, "owner_id", "created_at"))
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .limit(page_limit(page))
             .await?
             .try_collect()
             .await?)

@@ -2,14 +2,14 @@
 //! attempts and end in the dead-letter queue, shutdown hands unfinished work back, a body that
 //! is not an event is dead-lettered), against the real queue file.
 
+use messaging::BrokerConfig;
+use messaging::QueueConfig;
+use messaging::RetryConfig;
+use messaging::consumer::{self, ConsumerSettings, Handler, Outcome, Received};
+use messaging::embedded::EmbeddedQueue;
+use messaging::events::{self, Payload, VideoUploaded};
 use service_kit::Shutdown;
-use service_kit::broker::RetryConfig;
-use service_kit::consumer::{self, ConsumerSettings, Handler, Outcome, Received};
-use service_kit::embedded_queue::EmbeddedQueue;
-use service_kit::events::{self, Payload, VideoUploaded};
-use service_kit::messaging::BrokerConfig;
 use service_kit::ops::Readiness;
-use service_kit::queues::QueueConfig;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,7 +93,7 @@ async fn consume_until(
     let shutdown = Shutdown::new();
     let running = tokio::spawn(consumer::consume(
         settings,
-        Arc::new(handler),
+        handler,
         Readiness::new(),
         shutdown.clone(),
     ));

@@ -1,5 +1,5 @@
-//! The job queue of the embedded default: what stands in for RabbitMQ when `AMQP_URL` is unset,
-//! so the whole system runs on one machine with nothing else installed.
+//! The embedded queue, the other transport: what stands in for RabbitMQ when `AMQP_URL` is
+//! unset, so the whole system runs on one machine with nothing else installed.
 //!
 //! It is one SQLite file (`DATA_DIR/queue.sqlite`) that every process on the machine opens: the
 //! gateway publishes into it, the workers lease from it. SQLite's locking makes each statement
@@ -13,13 +13,29 @@
 //! back ends the lease at once; a retry makes it available again after a delay with its attempt
 //! counted; dead-lettering moves it to `{queue}.dead`, where it stays for an operator.
 
-use crate::queues::QueueConfig;
+//!
+//! [`consume`] is its consumer loop: lease up to the concurrency at once (polling while the
+//! queue is empty), renew each lease while its work runs, and settle by the handler's answer.
+
+use crate::config::QueueConfig;
+use crate::consumer::{self, Delivery, Handler, Settlement, Worker};
+use anyhow::Context;
+use service_kit::Shutdown;
+use service_kit::ops::Readiness;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, sqlite::SqliteRow};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+
+/// How often an idle worker looks at the queue again.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest pause after the queue file failed, before trying again.
+const MAX_ERROR_PAUSE: Duration = Duration::from_secs(10);
 
 /// How long a process may wait for another one's write lock before a statement fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,6 +253,127 @@ impl Leased {
             body: row.get("body"),
             attempt: count("attempt").max(1),
             deliveries: count("deliveries"),
+        }
+    }
+}
+
+/// Consumes `worker`'s queue from the file until `shutdown` fires: leases up to the
+/// concurrency at once, polling while the queue is empty.
+pub(crate) async fn consume<H: Handler>(
+    worker: Arc<Worker<H>>,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let settings = &worker.settings;
+    let path = settings.broker.embedded_queue_path();
+    let queue = EmbeddedQueue::open(&path)
+        .await
+        .with_context(|| format!("opening the embedded queue {}", path.display()))?;
+    let lease = settings.broker.embedded_queue_lease();
+    tracing::info!(queue = %settings.queue, file = %path.display(), concurrency = settings.concurrency, "consuming the embedded queue");
+    readiness.set(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(usize::from(
+        settings.concurrency.max(1),
+    )));
+    let in_flight = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let mut pause = POLL_INTERVAL;
+    loop {
+        let slot = tokio::select! {
+            () = shutdown.wait() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        match queue.lease(&settings.queue, lease).await {
+            Ok(Some(leased)) => {
+                pause = POLL_INTERVAL;
+                let (queue, worker) = (queue.clone(), worker.clone());
+                let cancel = cancel.child_token();
+                in_flight.spawn(async move {
+                    settle(leased, queue, worker, cancel).await;
+                    drop(slot);
+                });
+                continue;
+            }
+            Ok(None) => pause = POLL_INTERVAL,
+            Err(error) => {
+                tracing::warn!(%error, ?pause, "cannot read the embedded queue; retrying");
+                pause = (pause * 2).min(MAX_ERROR_PAUSE);
+            }
+        }
+        drop(slot);
+        tokio::select! {
+            () = shutdown.wait() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    readiness.set(false);
+    in_flight.close();
+    consumer::drain(&in_flight, &cancel, settings.grace).await;
+    Ok(())
+}
+
+/// Handles one leased message, renewing its lease meanwhile, and settles it by the outcome.
+async fn settle<H: Handler>(
+    leased: Leased,
+    queue: EmbeddedQueue,
+    worker: Arc<Worker<H>>,
+    cancel: CancellationToken,
+) {
+    let lease = worker.settings.broker.embedded_queue_lease();
+    // Stops renewing when dropped, so even a handler that panics lets its lease run out and the
+    // message go to another worker.
+    let renewing = AbortOnDropHandle::new(tokio::spawn(renew_until_done(
+        queue.clone(),
+        leased.clone(),
+        lease,
+        cancel.clone(),
+    )));
+    let settlement = worker
+        .handle(Delivery {
+            body: &leased.body,
+            content_type: None,
+            attempt: leased.attempt,
+            redelivered: leased.deliveries > 1,
+            cancel,
+        })
+        .await;
+    drop(renewing);
+    let settled = match settlement {
+        Settlement::Ack => queue.ack(&leased).await,
+        Settlement::RetryAfter(delay) => queue.retry_later(&leased, delay).await,
+        Settlement::DeadLetter(reason) => queue.dead_letter(&leased, &reason).await,
+        Settlement::HandBack => queue.release(&leased).await,
+    };
+    match settled {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the message's lease ran out before it was settled; it will be delivered again"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "could not settle a message; it will be delivered again when its lease runs out")
+        }
+    }
+}
+
+/// Keeps a lease alive while its work runs; cancels the work when the lease is lost.
+async fn renew_until_done(
+    queue: EmbeddedQueue,
+    leased: Leased,
+    lease: Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(lease / 3);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match queue.renew(&leased, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("lost the lease on a message (another worker has it now); stopping");
+                cancel.cancel();
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "could not renew a lease; trying again"),
         }
     }
 }

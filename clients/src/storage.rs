@@ -1,0 +1,456 @@
+//! The storage service as its callers use it: files (stat, download, upload, delete, list) and
+//! jobs (create, read, list, and each step of a job's life under a worker's claim).
+
+use crate::{MAX_MESSAGE_BYTES, incomplete};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
+use service_kit::grpc::unary;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::transport::Channel;
+
+pub use pb::{Bucket, FileInfo, Job, JobState};
+
+/// Messages queued towards storage before a sender waits: a few in flight keep the link busy
+/// without holding much memory.
+const UPLOAD_MESSAGES_IN_FLIGHT: usize = 4;
+
+/// Whose records a call may see: one owner's, or every owner's (workers, admins). Storage
+/// refuses a call that names neither, so there is no way to ask for "everyone" by omission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Only this owner's records (another owner's answer NOT_FOUND).
+    One(String),
+    /// Every owner's: for trusted callers.
+    Any,
+}
+
+impl Owner {
+    /// The contract's `(owner_id, any_owner)`.
+    fn fields(&self) -> (String, bool) {
+        match self {
+            Self::One(owner) => (owner.clone(), false),
+            Self::Any => (String::new(), true),
+        }
+    }
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Page<T> {
+    /// The records.
+    pub items: Vec<T>,
+    /// Where the next page starts; empty on the last page.
+    pub next_page_token: String,
+}
+
+/// A client of the storage service (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct StorageClient {
+    inner: StorageServiceClient<Channel>,
+}
+
+impl StorageClient {
+    /// A client over `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            inner: StorageServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        }
+    }
+
+    /// A client of the service at `url`, connecting on first use (and again after the service
+    /// went away), so a caller can start before storage does.
+    pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
+        Ok(Self::new(service_kit::grpc::client_channel(url)?))
+    }
+
+    fn rpc(&self) -> StorageServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    // Files ------------------------------------------------------------------------------------
+
+    /// A file's info, if `owner` may see it.
+    pub async fn stat(&self, bucket: Bucket, id: &str, owner: &Owner) -> Result<FileInfo, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::StatRequest {
+            bucket: bucket.into(),
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        self.rpc()
+            .stat(unary(request))
+            .await?
+            .into_inner()
+            .file
+            .ok_or_else(|| incomplete("Stat", "a file"))
+    }
+
+    /// `length` bytes of a file from `offset` (to the end when `None`), as they arrive. An error
+    /// mid-stream ends it.
+    pub async fn download(
+        &self,
+        bucket: Bucket,
+        id: &str,
+        owner: &Owner,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, Status>>, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let mut request = tonic::Request::new(pb::DownloadRequest {
+            bucket: bucket.into(),
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+            offset,
+            length,
+        });
+        service_kit::request_id::attach(&mut request);
+        let stream = self.rpc().download(request).await?.into_inner();
+        Ok(stream
+            .filter_map(|message| async move {
+                match message {
+                    Ok(pb::DownloadResponse {
+                        content: Some(pb::download_response::Content::Chunk(chunk)),
+                    }) => Some(Ok(chunk)),
+                    Ok(_) => None,
+                    Err(status) => Some(Err(status)),
+                }
+            })
+            .boxed())
+    }
+
+    /// Removes a file `owner` may see.
+    pub async fn delete_file(&self, bucket: Bucket, id: &str, owner: &Owner) -> Result<(), Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::DeleteRequest {
+            bucket: bucket.into(),
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        self.rpc().delete(unary(request)).await?;
+        Ok(())
+    }
+
+    /// One page of the files of `bucket` that `owner` may see.
+    pub async fn files_page(
+        &self,
+        bucket: Bucket,
+        owner: &Owner,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<Page<FileInfo>, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::ListFilesRequest {
+            bucket: bucket.into(),
+            owner_id,
+            any_owner,
+            limit,
+            page_token: page_token.to_owned(),
+        };
+        let response = self.rpc().list_files(unary(request)).await?.into_inner();
+        Ok(Page {
+            items: response.files,
+            next_page_token: response.next_page_token,
+        })
+    }
+
+    /// Every file of `bucket` that `owner` may see, newest first (all pages).
+    pub async fn all_files(&self, bucket: Bucket, owner: &Owner) -> Result<Vec<FileInfo>, Status> {
+        all_pages(|token| async move { self.files_page(bucket, owner, 0, &token).await }).await
+    }
+
+    /// Starts storing a file; its bytes follow through the [`Upload`].
+    pub fn upload(&self, header: pb::UploadHeader) -> Upload {
+        let (messages, outgoing) = mpsc::channel(UPLOAD_MESSAGES_IN_FLIGHT);
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        service_kit::request_id::attach(&mut request);
+        let mut rpc = self.rpc();
+        // On its own task, so the caller can feed the stream while the call runs.
+        let call = tokio::spawn(async move { rpc.upload(request).await });
+        let upload = Upload {
+            messages,
+            call,
+            storage_stopped: false,
+        };
+        upload.queue(pb::upload_request::Content::Header(header))
+    }
+
+    // Jobs -------------------------------------------------------------------------------------
+
+    /// Records a new job (QUEUED) for a stored video of its owner.
+    pub async fn create_job(&self, request: pb::CreateJobRequest) -> Result<Job, Status> {
+        self.rpc()
+            .create_job(unary(request))
+            .await?
+            .into_inner()
+            .job
+            .ok_or_else(|| incomplete("CreateJob", "a job"))
+    }
+
+    /// A job `owner` may see.
+    pub async fn job(&self, id: &str, owner: &Owner) -> Result<Job, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::GetJobRequest {
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        self.rpc()
+            .get_job(unary(request))
+            .await?
+            .into_inner()
+            .job
+            .ok_or_else(|| incomplete("GetJob", "a job"))
+    }
+
+    /// One page of the jobs `owner` may see.
+    pub async fn jobs_page(
+        &self,
+        owner: &Owner,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<Page<Job>, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::ListJobsRequest {
+            owner_id,
+            any_owner,
+            limit,
+            page_token: page_token.to_owned(),
+        };
+        let response = self.rpc().list_jobs(unary(request)).await?.into_inner();
+        Ok(Page {
+            items: response.jobs,
+            next_page_token: response.next_page_token,
+        })
+    }
+
+    /// Every job `owner` may see, newest first (all pages).
+    pub async fn all_jobs(&self, owner: &Owner) -> Result<Vec<Job>, Status> {
+        all_pages(|token| async move { self.jobs_page(owner, 0, &token).await }).await
+    }
+
+    /// Removes a job `owner` may see, with its files.
+    pub async fn delete_job(&self, id: &str, owner: &Owner) -> Result<(), Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::DeleteJobRequest {
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        self.rpc().delete_job(unary(request)).await?;
+        Ok(())
+    }
+
+    /// Claims `job` for conversion: `from` (QUEUED, or CONVERTING to take over from a worker
+    /// presumed dead) to CONVERTING. The answer's `attempts` is the new claim. Another change
+    /// in between answers FAILED_PRECONDITION.
+    pub async fn claim(&self, job: &Job, from: JobState) -> Result<Job, Status> {
+        self.transition(
+            job,
+            from,
+            JobState::Converting,
+            None,
+            String::new(),
+            String::new(),
+        )
+        .await
+    }
+
+    /// Marks a claimed job DONE with its MP3. FAILED_PRECONDITION: another worker claimed it
+    /// since.
+    pub async fn mark_done(&self, job: &Job, mp3_id: &str) -> Result<Job, Status> {
+        self.transition(
+            job,
+            JobState::Converting,
+            JobState::Done,
+            Some(job.attempts),
+            mp3_id.to_owned(),
+            String::new(),
+        )
+        .await
+    }
+
+    /// Marks a claimed job FAILED for `reason`, which the user is shown.
+    pub async fn mark_failed(&self, job: &Job, reason: &str) -> Result<Job, Status> {
+        self.transition(
+            job,
+            JobState::Converting,
+            JobState::Failed,
+            Some(job.attempts),
+            String::new(),
+            reason.to_owned(),
+        )
+        .await
+    }
+
+    /// Puts a claimed job back to QUEUED, for another attempt.
+    pub async fn hand_back(&self, job: &Job) -> Result<Job, Status> {
+        self.transition(
+            job,
+            JobState::Converting,
+            JobState::Queued,
+            Some(job.attempts),
+            String::new(),
+            String::new(),
+        )
+        .await
+    }
+
+    /// Records the progress of a job under `claim`. FAILED_PRECONDITION: another worker claimed
+    /// it since.
+    pub async fn report_progress(
+        &self,
+        job_id: &str,
+        claim: u32,
+        percent: u32,
+    ) -> Result<(), Status> {
+        let request = pb::UpdateJobProgressRequest {
+            id: job_id.to_owned(),
+            progress_percent: percent,
+            claim: Some(claim),
+        };
+        self.rpc().update_job_progress(unary(request)).await?;
+        Ok(())
+    }
+
+    /// Records that the job's owner was told its outcome; `true` if someone had already.
+    pub async fn mark_notified(&self, job_id: &str) -> Result<bool, Status> {
+        let request = pb::MarkJobNotifiedRequest {
+            id: job_id.to_owned(),
+        };
+        Ok(self
+            .rpc()
+            .mark_job_notified(unary(request))
+            .await?
+            .into_inner()
+            .already_notified)
+    }
+
+    async fn transition(
+        &self,
+        job: &Job,
+        from: JobState,
+        to: JobState,
+        claim: Option<u32>,
+        mp3_id: String,
+        error_reason: String,
+    ) -> Result<Job, Status> {
+        let request = pb::TransitionJobRequest {
+            id: job.id.clone(),
+            from: from.into(),
+            to: to.into(),
+            mp3_id,
+            error_reason,
+            claim,
+        };
+        self.rpc()
+            .transition_job(unary(request))
+            .await?
+            .into_inner()
+            .job
+            .ok_or_else(|| incomplete("TransitionJob", "a job"))
+    }
+}
+
+/// Every item of a paged listing, following `next_page_token` to the end.
+async fn all_pages<T, F, Fut>(page: F) -> Result<Vec<T>, Status>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Page<T>, Status>>,
+{
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let next = page(token).await?;
+        items.extend(next.items);
+        if next.next_page_token.is_empty() {
+            return Ok(items);
+        }
+        token = next.next_page_token;
+    }
+}
+
+/// A file on its way into storage: the header is sent, chunks follow with [`Upload::send`], and
+/// [`Upload::finish`] asks storage to keep it. Dropped (or [`Upload::abandon`]ed) without
+/// finishing, the stream ends without `finish` and storage keeps nothing.
+#[derive(Debug)]
+pub struct Upload {
+    messages: mpsc::Sender<pb::UploadRequest>,
+    call: JoinHandle<Result<tonic::Response<pb::UploadResponse>, Status>>,
+    storage_stopped: bool,
+}
+
+impl Upload {
+    fn queue(mut self, content: pb::upload_request::Content) -> Self {
+        // Room for the first message is always there; a closed stream shows at the next send.
+        if self
+            .messages
+            .try_send(pb::UploadRequest {
+                content: Some(content),
+            })
+            .is_err()
+        {
+            self.storage_stopped = true;
+        }
+        self
+    }
+
+    /// Sends the next bytes. `false` when storage stopped reading: [`Upload::finish`] then says
+    /// why.
+    pub async fn send(&mut self, chunk: Bytes) -> bool {
+        self.send_content(pb::upload_request::Content::Chunk(chunk))
+            .await
+    }
+
+    async fn send_content(&mut self, content: pb::upload_request::Content) -> bool {
+        if self.storage_stopped {
+            return false;
+        }
+        let sent = self
+            .messages
+            .send(pb::UploadRequest {
+                content: Some(content),
+            })
+            .await;
+        self.storage_stopped = sent.is_err();
+        sent.is_ok()
+    }
+
+    /// Ends the upload and asks storage to keep the file; its record, or why storage refused
+    /// (an answer before every byte was sent is an error too).
+    pub async fn finish(mut self) -> Result<FileInfo, Status> {
+        let finished = self
+            .send_content(pb::upload_request::Content::Finish(pb::UploadFinish {}))
+            .await;
+        let answer = self.answer().await?;
+        if !finished {
+            return Err(Status::internal("storage answered before the upload ended"));
+        }
+        answer
+            .into_inner()
+            .file
+            .ok_or_else(|| incomplete("Upload", "a file"))
+    }
+
+    /// Ends the upload without keeping anything, and waits until storage has let it go.
+    pub async fn abandon(self) {
+        let _ = self.answer().await;
+    }
+
+    /// Closes the stream and waits for storage's answer.
+    async fn answer(self) -> Result<tonic::Response<pb::UploadResponse>, Status> {
+        drop(self.messages);
+        self.call
+            .await
+            .map_err(|error| Status::internal(format!("the upload task failed: {error}")))?
+    }
+}
