@@ -9,12 +9,9 @@
 //! Client and server share the machine's cores, so absolute numbers are a floor.
 //! Knobs: `BENCH_SECONDS` (per row, default 5), `BENCH_CONNECTIONS` (default 4).
 
-use auth::Cli;
-use clap::Parser;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::auth::v1::{LoginRequest, RegisterRequest, ValidateRequest};
 use std::time::{Duration, Instant};
-use test_support::TestServer;
 use tonic::transport::Channel;
 
 struct Row {
@@ -48,22 +45,18 @@ async fn main() -> anyhow::Result<()> {
     let seconds = env_number("BENCH_SECONDS", 5);
     let connections = env_number("BENCH_CONNECTIONS", 4) as usize;
     let dir = test_support::temp_dir();
-    let args = [
-        "auth",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--log-format",
-        "pretty",
-        "--log-filter",
-        "error",
-        "--login-max-failures",
-        "1000000",
-    ];
-    let config = Cli::try_parse_from(args)?.config;
+    let config = auth::Config {
+        login_max_failures: 1_000_000,
+        telemetry: service_kit::config::TelemetryConfig {
+            log_filter: "error".into(),
+            ..test_support::configs::telemetry()
+        },
+        jwt_secret: None,
+        ..test_support::configs::auth(dir.path(), None)
+    };
     let argon2 = (config.argon2_memory_kib, config.argon2_iterations);
-    let mut server =
-        TestServer::start(|listener, shutdown| auth::serve(config, listener, shutdown)).await?;
-    let channel = server.ready_grpc_channel(Duration::from_secs(20)).await?;
+    let server = test_support::Running::<auth::App>::start(config).await?;
+    let channel = server.grpc_channel().await?;
 
     let mut client = AuthServiceClient::new(channel.clone());
     let (email, password) = ("bench@example.com", "bench password 1");

@@ -1,9 +1,10 @@
 //! The auth service's configuration. Everything comes from the environment (or same-named
-//! flags); [`Config::validate`] refuses combinations that would be unsafe, naming the variable.
+//! flags); [`ServiceConfig::validate`] refuses combinations that would be unsafe, naming the
+//! variable.
 
-use clap::Args;
+use clap::Parser;
 use service_kit::Secret;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,12 @@ pub const ARGON2_MIN_ITERATIONS: u32 = 2;
 pub const JWT_SECRET_MIN_BYTES: usize = 32;
 
 /// The auth service's settings.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "auth",
+    version,
+    about = "The auth service of mp3converter: accounts, passwords and tokens over gRPC."
+)]
 pub struct Config {
     /// Address (or bare port) the gRPC server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051", value_parser = parse_listen_addr)]
@@ -88,58 +94,49 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-/// A configuration the service refuses to start with.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid configuration: {variable} {problem}")]
-pub struct ConfigError {
-    /// The environment variable at fault.
-    pub variable: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl Config {
-    /// Checks what clap cannot check one value at a time.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
         match &self.jwt_secret {
             Some(secret) if secret.expose().len() < JWT_SECRET_MIN_BYTES => {
-                return Err(ConfigError {
-                    variable: "JWT_SECRET",
-                    problem: format!("must be at least {JWT_SECRET_MIN_BYTES} bytes"),
-                });
+                return Err(ConfigError::invalid(
+                    "JWT_SECRET",
+                    format!("must be at least {JWT_SECRET_MIN_BYTES} bytes"),
+                ));
             }
             None if self.database_url.is_some() => {
-                return Err(ConfigError {
-                    variable: "JWT_SECRET",
-                    problem: "is required when DATABASE_URL is set (only the embedded default generates one)".into(),
-                });
+                return Err(ConfigError::invalid(
+                    "JWT_SECRET",
+                    "is required when DATABASE_URL is set (only the embedded default generates one)",
+                ));
             }
             _ => {}
         }
         if let Some(url) = &self.database_url {
             let url = url.expose();
             if !(url.starts_with("mysql://") || url.starts_with("sqlite:")) {
-                return Err(ConfigError {
-                    variable: "DATABASE_URL",
-                    problem: "must start with mysql:// or sqlite:".into(),
-                });
+                return Err(ConfigError::invalid(
+                    "DATABASE_URL",
+                    "must start with mysql:// or sqlite:",
+                ));
             }
         }
         if self.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB {
-            return Err(ConfigError {
-                variable: "ARGON2_MEMORY_KIB",
-                problem: format!("must be at least {ARGON2_MIN_MEMORY_KIB} (OWASP minimum)"),
-            });
+            return Err(ConfigError::invalid(
+                "ARGON2_MEMORY_KIB",
+                format!("must be at least {ARGON2_MIN_MEMORY_KIB} (OWASP minimum)"),
+            ));
         }
         if self.argon2_iterations < ARGON2_MIN_ITERATIONS {
-            return Err(ConfigError {
-                variable: "ARGON2_ITERATIONS",
-                problem: format!("must be at least {ARGON2_MIN_ITERATIONS} (OWASP minimum)"),
-            });
+            return Err(ConfigError::invalid(
+                "ARGON2_ITERATIONS",
+                format!("must be at least {ARGON2_MIN_ITERATIONS} (OWASP minimum)"),
+            ));
         }
         Ok(())
     }
+}
 
+impl Config {
     /// The database to use: DATABASE_URL, or the SQLite file in DATA_DIR.
     pub fn database_url(&self) -> Secret {
         match &self.database_url {

@@ -25,7 +25,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use password::Passwords;
 use proto::auth::v1::auth_service_server::AuthServiceServer;
+use service_kit::config::{ConfigError, ServiceConfig};
+use service_kit::ops::OpsEndpoint;
 use service_kit::{Secret, Shutdown};
+use std::net::SocketAddr;
 use std::path::Path;
 use store::UserStore;
 use throttle::LoginThrottle;
@@ -68,15 +71,17 @@ pub enum Command {
     },
 }
 
-/// Runs the command line.
+/// Runs the command line (its configuration already checked by [`Cli::load`]).
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
-    config.validate()?;
-    service_kit::telemetry::init(&config.telemetry);
+    service_kit::telemetry::init(&config.telemetry)?;
     match cli.command.unwrap_or(Command::Serve) {
         // Boxed: the server's future nests deeply enough to overflow rustc's layout query
         // depth inside `main`; one allocation at start-up keeps its size off the stack too.
-        Command::Serve => Box::pin(run(config)).await,
+        Command::Serve => {
+            let app = Box::pin(App::build(config)).await?;
+            Box::pin(app.run_until_stopped(Shutdown::on_signals())).await
+        }
         Command::Migrate => {
             let users = connect(&config).await?;
             users.migrate().await.context("applying migrations")?;
@@ -99,55 +104,68 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Serves until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "auth listening");
-    serve(config, listener, Shutdown::on_signals()).await
-}
-
-/// Builds the service (database, migrations, keys, the first admin) and serves gRPC on
-/// `listener` until `shutdown` fires, with the ops endpoint on OPS_LISTEN_ADDR.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Into<Shutdown>,
-) -> anyhow::Result<()> {
-    let ops = service_kit::ops::bind(config.ops_listen_addr).await?;
-    serve_with_ops(config, listener, ops, shutdown).await
-}
-
-/// [`serve`] with the ops endpoint (`/healthz`, `/readyz`, `/metrics`) on a given listener.
-pub async fn serve_with_ops(
-    config: Config,
-    listener: TcpListener,
-    ops_listener: TcpListener,
-    shutdown: impl Into<Shutdown>,
-) -> anyhow::Result<()> {
-    service_kit::grpc::serve_with_ops(
-        "auth",
-        SERVICE_NAME,
-        listener,
-        ops_listener,
-        shutdown.into(),
-        async { Ok(AuthServiceServer::new(build(&config).await?)) },
-    )
-    .await
-}
-
-/// Everything `serve` needs, ready to answer requests.
-pub async fn build(config: &Config) -> anyhow::Result<AuthApi> {
-    let api = prepare(config).await?;
-    if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-        let admin = api
-            .ensure_admin(email, password.expose().to_owned())
-            .await
-            .context("creating the ADMIN_EMAIL account")?;
-        tracing::info!(user_id = %admin.id, "admin account ready");
+impl Cli {
+    /// The command line and environment of this process, its configuration checked.
+    pub fn load() -> Result<Self, ConfigError> {
+        let cli = Self::try_parse()?;
+        cli.config.validate()?;
+        Ok(cli)
     }
-    Ok(api)
+}
+
+/// The auth service, built: its listeners bound (the ops endpoint already answering), the
+/// database connected and migrated, the first admin made. [`App::run_until_stopped`] serves it.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    ops: OpsEndpoint,
+    api: AuthApi,
+}
+
+impl App {
+    /// Binds LISTEN_ADDR and OPS_LISTEN_ADDR and prepares the service. `config` is checked
+    /// already: by [`Cli::load`], or by whoever built it (`up` validates every service's).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
+        tracing::info!(grpc = %listener.local_addr()?, ops = %ops.addr(), "auth listening");
+        let api = prepare(&config).await?;
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            let admin = api
+                .ensure_admin(email, password.expose().to_owned())
+                .await
+                .context("creating the ADMIN_EMAIL account")?;
+            tracing::info!(user_id = %admin.id, "admin account ready");
+        }
+        Ok(Self { listener, ops, api })
+    }
+
+    /// Where gRPC is served.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.addr()
+    }
+
+    /// Serves gRPC until `shutdown` fires, then drains the calls in flight.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        service_kit::grpc::run_until_stopped(
+            "auth",
+            SERVICE_NAME,
+            AuthServiceServer::new(self.api),
+            self.listener,
+            self.ops,
+            shutdown,
+        )
+        .await
+    }
 }
 
 /// Creates an account from the command line (or a test).
@@ -168,7 +186,6 @@ pub async fn create_user(
 
 /// The checked config's parts, connected and migrated, without serving anything.
 async fn prepare(config: &Config) -> anyhow::Result<AuthApi> {
-    config.validate()?;
     let users = connect(config).await?;
     users.migrate().await.context("applying migrations")?;
     let secret = jwt_secret(config)?;

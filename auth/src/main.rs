@@ -2,9 +2,8 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    auth::main(auth::Cli::parse()).await
+    let cli = auth::Cli::load().unwrap_or_else(|error| error.exit());
+    auth::main(cli).await
 }

@@ -1,16 +1,15 @@
 //! The auth service over real gRPC on loopback, against real MariaDB and SQLite: the same
 //! scenarios run on both databases.
 
-use auth::Cli;
-use clap::Parser;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use proto::auth::v1::{LoginRequest, LoginResponse, RegisterRequest, ValidateRequest};
+use service_kit::config::ServiceConfig;
 use std::time::{Duration, Instant};
-use test_support::{TempDir, TestMysql, TestServer, temp_dir};
+use test_support::configs::JWT_SECRET as SECRET;
+use test_support::{Running, TempDir, TestMysql, configs, temp_dir};
 use tonic::Code;
 use tonic::transport::Channel;
 
-const SECRET: &str = "test-signing-key-that-is-at-least-32-bytes-long";
 const PASSWORD: &str = "correct horse battery";
 
 #[derive(Debug, Clone, Copy)]
@@ -19,59 +18,49 @@ enum Backend {
     Sqlite,
 }
 
-/// One auth service on port 0 with its own database.
+/// One auth service on port 0 with its own database, and a raw gRPC client of it.
 struct RunningAuth {
-    server: TestServer,
+    service: Running<auth::App>,
     client: AuthServiceClient<Channel>,
-    args: Vec<String>,
     _mysql: Option<TestMysql>,
     _dir: TempDir,
 }
 
-/// Arguments every test service gets: its own data directory, readable logs, and an ops
-/// endpoint on a free port.
-fn base_args(dir: &TempDir) -> Vec<String> {
-    ["auth", "--data-dir", dir.path().to_str().unwrap()]
-        .into_iter()
-        .chain(["--log-format", "pretty", "--ops-listen-addr", "127.0.0.1:0"])
-        .map(String::from)
-        .collect()
-}
-
 impl RunningAuth {
     /// A service with a fixed JWT secret on a fresh database of `backend`.
-    async fn start(backend: Backend, extra: &[&str]) -> Self {
+    async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// [`RunningAuth::start`], with `change` made to its configuration.
+    async fn start_with(backend: Backend, change: impl FnOnce(&mut auth::Config)) -> Self {
         let dir = temp_dir();
         let mysql = match backend {
             Backend::Mysql => Some(TestMysql::create().await.unwrap()),
             Backend::Sqlite => None,
         };
-        let mut args = base_args(&dir);
-        args.extend(["--jwt-secret".into(), SECRET.into()]);
-        if let Some(mysql) = &mysql {
-            args.extend(["--database-url".into(), mysql.url()]);
-        }
-        Self::launch(args, extra, mysql, dir).await
+        let mut config = configs::auth(dir.path(), mysql.as_ref());
+        change(&mut config);
+        Self::launch(config, mysql, dir).await
     }
 
     /// The embedded default exactly as a newcomer runs it: SQLite and a generated JWT secret,
     /// both in `dir`.
-    async fn start_embedded(dir: TempDir, extra: &[&str]) -> Self {
-        Self::launch(base_args(&dir), extra, None, dir).await
+    async fn start_embedded(dir: TempDir) -> Self {
+        let config = auth::Config {
+            jwt_secret: None,
+            ..configs::auth(dir.path(), None)
+        };
+        Self::launch(config, None, dir).await
     }
 
-    async fn launch(
-        mut args: Vec<String>,
-        extra: &[&str],
-        mysql: Option<TestMysql>,
-        dir: TempDir,
-    ) -> Self {
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let (server, client) = serve(&args).await;
+    async fn launch(config: auth::Config, mysql: Option<TestMysql>, dir: TempDir) -> Self {
+        test_support::init_tracing();
+        let service = Running::<auth::App>::start(config).await.unwrap();
+        let client = AuthServiceClient::new(service.grpc_channel().await.unwrap());
         Self {
-            server,
+            service,
             client,
-            args,
             _mysql: mysql,
             _dir: dir,
         }
@@ -80,18 +69,16 @@ impl RunningAuth {
     /// Stops the service and starts it again on the same database and data directory.
     async fn restart(self) -> Self {
         let Self {
-            server,
-            args,
+            service,
             _mysql,
             _dir,
             ..
         } = self;
-        server.stop().await.unwrap();
-        let (server, client) = serve(&args).await;
+        let service = service.restart().await.unwrap();
+        let client = AuthServiceClient::new(service.grpc_channel().await.unwrap());
         Self {
-            server,
+            service,
             client,
-            args,
             _mysql,
             _dir,
         }
@@ -137,20 +124,6 @@ impl RunningAuth {
     }
 }
 
-async fn serve(args: &[String]) -> (TestServer, AuthServiceClient<Channel>) {
-    test_support::init_tracing();
-    let config = Cli::try_parse_from(args).unwrap().config;
-    let mut server =
-        TestServer::start(|listener, shutdown| auth::serve(config, listener, shutdown))
-            .await
-            .unwrap();
-    let channel = server
-        .ready_grpc_channel(Duration::from_secs(20))
-        .await
-        .unwrap();
-    (server, AuthServiceClient::new(channel))
-}
-
 /// Runs each scenario once per database.
 macro_rules! on_both_databases {
     ($($scenario:ident),* $(,)?) => {
@@ -168,7 +141,7 @@ on_both_databases!(
 );
 
 async fn register_login_validate_round_trip(backend: Backend) {
-    let mut auth = RunningAuth::start(backend, &[]).await;
+    let mut auth = RunningAuth::start(backend).await;
     let user_id = auth
         .register("  Alice@Example.com ", PASSWORD)
         .await
@@ -189,7 +162,7 @@ async fn register_login_validate_round_trip(backend: Backend) {
 }
 
 async fn duplicate_registration_is_already_exists_whatever_the_case(backend: Backend) {
-    let mut auth = RunningAuth::start(backend, &[]).await;
+    let mut auth = RunningAuth::start(backend).await;
     auth.register("bob@example.com", PASSWORD).await.unwrap();
     let duplicate = auth
         .register("BOB@example.com", "another password")
@@ -205,7 +178,7 @@ async fn duplicate_registration_is_already_exists_whatever_the_case(backend: Bac
 }
 
 async fn wrong_password_and_unknown_user_get_identical_answers(backend: Backend) {
-    let mut auth = RunningAuth::start(backend, &["--login-max-failures", "100"]).await;
+    let mut auth = RunningAuth::start_with(backend, |c| c.login_max_failures = 100).await;
     auth.register("carol@example.com", PASSWORD).await.unwrap();
 
     let wrong = auth
@@ -246,7 +219,7 @@ async fn wrong_password_and_unknown_user_get_identical_answers(backend: Backend)
 }
 
 async fn migrations_are_idempotent_across_restarts(backend: Backend) {
-    let mut auth = RunningAuth::start(backend, &[]).await;
+    let mut auth = RunningAuth::start(backend).await;
     let id = auth.register("dave@example.com", PASSWORD).await.unwrap();
     let mut auth = auth.restart().await;
     let mut auth_again = {
@@ -265,13 +238,11 @@ async fn migrations_are_idempotent_across_restarts(backend: Backend) {
 }
 
 async fn admin_from_the_environment_gets_admin_claims(backend: Backend) {
-    let admin_args = [
-        "--admin-email",
-        "Root@Example.com",
-        "--admin-password",
-        "admin password 1",
-    ];
-    let mut auth = RunningAuth::start(backend, &admin_args).await;
+    let mut auth = RunningAuth::start_with(backend, |config| {
+        config.admin_email = Some("Root@Example.com".into());
+        config.admin_password = Some("admin password 1".into());
+    })
+    .await;
     let token = auth
         .login("root@example.com", "admin password 1")
         .await
@@ -302,7 +273,10 @@ async fn admin_from_the_environment_gets_admin_claims(backend: Backend) {
 #[tokio::test]
 async fn create_user_command_makes_an_admin_who_can_log_in() {
     let dir = temp_dir();
-    let config = Cli::try_parse_from(base_args(&dir)).unwrap().config;
+    let config = auth::Config {
+        jwt_secret: None,
+        ..configs::auth(dir.path(), None)
+    };
     let user = auth::create_user(&config, "Ops@Example.com", "ops password 1".into(), true)
         .await
         .unwrap();
@@ -313,7 +287,7 @@ async fn create_user_command_makes_an_admin_who_can_log_in() {
     // the same data directory issues tokens with it.
     let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).unwrap();
     assert_eq!(secret.len(), 64);
-    let mut auth = RunningAuth::start_embedded(dir, &[]).await;
+    let mut auth = RunningAuth::start_embedded(dir).await;
     let token = auth
         .login("ops@example.com", "ops password 1")
         .await
@@ -324,7 +298,7 @@ async fn create_user_command_makes_an_admin_who_can_log_in() {
 
 #[tokio::test]
 async fn embedded_secret_survives_a_restart_so_tokens_stay_valid() {
-    let mut auth = RunningAuth::start_embedded(temp_dir(), &[]).await;
+    let mut auth = RunningAuth::start_embedded(temp_dir()).await;
     auth.register("fay@example.com", PASSWORD).await.unwrap();
     let token = auth
         .login("fay@example.com", PASSWORD)
@@ -337,7 +311,7 @@ async fn embedded_secret_survives_a_restart_so_tokens_stay_valid() {
 
 #[tokio::test]
 async fn malformed_registrations_are_invalid_argument() {
-    let mut auth = RunningAuth::start(Backend::Sqlite, &[]).await;
+    let mut auth = RunningAuth::start(Backend::Sqlite).await;
     for (email, password, message) in [
         ("not-an-email", PASSWORD, "e-mail address is not valid"),
         ("a@example", PASSWORD, "e-mail address is not valid"),
@@ -401,7 +375,7 @@ mod tokens {
 
     #[tokio::test]
     async fn every_kind_of_bad_token_is_unauthenticated() {
-        let mut auth = RunningAuth::start(Backend::Sqlite, &[]).await;
+        let mut auth = RunningAuth::start(Backend::Sqlite).await;
         let good = sign(&claims(), Algorithm::HS256, SECRET);
         auth.validate(&good)
             .await
@@ -509,7 +483,7 @@ mod throttling {
 
     #[tokio::test]
     async fn repeated_failures_for_one_email_are_refused_even_with_the_right_password() {
-        let mut auth = RunningAuth::start(Backend::Sqlite, &["--login-max-failures", "3"]).await;
+        let mut auth = RunningAuth::start_with(Backend::Sqlite, |c| c.login_max_failures = 3).await;
         auth.register("ivy@example.com", PASSWORD).await.unwrap();
         for _ in 0..3 {
             let status = auth
@@ -534,7 +508,7 @@ mod throttling {
 
     #[tokio::test]
     async fn a_successful_login_resets_the_count() {
-        let mut auth = RunningAuth::start(Backend::Sqlite, &["--login-max-failures", "3"]).await;
+        let mut auth = RunningAuth::start_with(Backend::Sqlite, |c| c.login_max_failures = 3).await;
         auth.register("kim@example.com", PASSWORD).await.unwrap();
         for _ in 0..2 {
             auth.login("kim@example.com", "wrong password")
@@ -563,14 +537,11 @@ mod throttling {
         // all ran inside the window, and the wait for the lift is counted from the moment the
         // first failure had surely been counted (its answer), not from a guess.
         const WINDOW: Duration = Duration::from_secs(5);
-        let window = WINDOW.as_secs().to_string();
-        let args = [
-            "--login-max-failures",
-            "2",
-            "--login-failure-window-seconds",
-            &window,
-        ];
-        let mut auth = RunningAuth::start(Backend::Sqlite, &args).await;
+        let mut auth = RunningAuth::start_with(Backend::Sqlite, |config| {
+            config.login_max_failures = 2;
+            config.login_failure_window_seconds = WINDOW.as_secs();
+        })
+        .await;
         auth.register("lee@example.com", PASSWORD).await.unwrap();
         let first_sent = Instant::now();
         auth.login("lee@example.com", "wrong password")
@@ -596,13 +567,11 @@ mod throttling {
 
     #[tokio::test]
     async fn one_client_address_spraying_many_emails_is_refused() {
-        let args = [
-            "--login-max-failures",
-            "100",
-            "--login-max-failures-per-address",
-            "4",
-        ];
-        let mut auth = RunningAuth::start(Backend::Sqlite, &args).await;
+        let mut auth = RunningAuth::start_with(Backend::Sqlite, |config| {
+            config.login_max_failures = 100;
+            config.login_max_failures_per_address = 4;
+        })
+        .await;
         auth.register("mia@example.com", PASSWORD).await.unwrap();
         for i in 0..4 {
             let status = auth
@@ -627,8 +596,8 @@ mod throttling {
 async fn answers_health_and_reflection_through_real_grpc_clients() {
     use test_support::grpc::{health_status, reflected_services};
     use tonic_health::pb::health_check_response::ServingStatus;
-    let auth = RunningAuth::start(Backend::Sqlite, &[]).await;
-    let channel = auth.server.grpc_channel().await.unwrap();
+    let auth = RunningAuth::start(Backend::Sqlite).await;
+    let channel = auth.service.grpc_channel().await.unwrap();
     assert_eq!(
         health_status(channel.clone(), "").await.unwrap(),
         ServingStatus::Serving
@@ -652,30 +621,36 @@ async fn answers_health_and_reflection_through_real_grpc_clients() {
 
 #[test]
 fn refuses_unsafe_configurations_naming_the_variable() {
-    let parse = |args: &[&str]| {
-        Cli::try_parse_from([&["auth"], args].concat())
-            .unwrap()
-            .config
-            .validate()
+    let refused = |change: fn(&mut auth::Config)| {
+        let mut config = auth::Config::defaults();
+        change(&mut config);
+        config.validate().unwrap_err()
     };
-    let short = parse(&["--jwt-secret", "too-short"]).unwrap_err();
-    assert_eq!(short.variable, "JWT_SECRET");
-    let missing = parse(&["--database-url", "mysql://root@127.0.0.1/x"]).unwrap_err();
-    assert_eq!(missing.variable, "JWT_SECRET");
+    let short = refused(|c| c.jwt_secret = Some("too-short".into()));
+    assert_eq!(short.variable(), Some("JWT_SECRET"));
+    let missing = refused(|c| c.database_url = Some("mysql://root@127.0.0.1/x".into()));
+    assert_eq!(missing.variable(), Some("JWT_SECRET"));
     assert!(
         missing
             .to_string()
             .contains("required when DATABASE_URL is set")
     );
-    let weak = parse(&["--argon2-memory-kib", "1024"]).unwrap_err();
-    assert_eq!(weak.variable, "ARGON2_MEMORY_KIB");
-    let scheme = parse(&["--database-url", "postgres://x", "--jwt-secret", SECRET]).unwrap_err();
-    assert_eq!(scheme.variable, "DATABASE_URL");
-    assert!(parse(&[]).is_ok(), "the embedded default needs nothing");
+    let weak = refused(|c| c.argon2_memory_kib = 1024);
+    assert_eq!(weak.variable(), Some("ARGON2_MEMORY_KIB"));
+    let scheme = refused(|c| {
+        c.database_url = Some("postgres://x".into());
+        c.jwt_secret = Some(SECRET.into());
+    });
+    assert_eq!(scheme.variable(), Some("DATABASE_URL"));
+    assert!(
+        auth::Config::defaults().validate().is_ok(),
+        "the embedded default needs nothing"
+    );
     // Secrets never print, even through the config's Debug.
-    let config = Cli::try_parse_from(["auth", "--jwt-secret", SECRET])
-        .unwrap()
-        .config;
+    let config = auth::Config {
+        jwt_secret: Some(SECRET.into()),
+        ..auth::Config::defaults()
+    };
     assert!(!format!("{config:?}").contains(SECRET));
 }
 
@@ -683,34 +658,17 @@ fn refuses_unsafe_configurations_naming_the_variable() {
 async fn ops_endpoint_reports_readiness_and_login_metrics() {
     test_support::init_tracing();
     let dir = temp_dir();
-    let args = [
-        "auth",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--log-format",
-        "pretty",
-        "--login-max-failures",
-        "1",
-    ];
-    let config = Cli::try_parse_from(args).unwrap().config;
-    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ops_url = format!("http://{}", ops_listener.local_addr().unwrap());
-    let server = TestServer::start(|listener, shutdown| {
-        auth::serve_with_ops(config, listener, ops_listener, shutdown)
-    })
-    .await
-    .unwrap();
+    let config = auth::Config {
+        login_max_failures: 1,
+        jwt_secret: None,
+        ..configs::auth(dir.path(), None)
+    };
+    let server = Running::<auth::App>::start(config).await.unwrap();
+    let ops_url = server.ops_url();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http
-        .get(format!("{ops_url}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "auth never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // `start` returns once the service says it is ready.
+    let ready = http.get(format!("{ops_url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
     assert_eq!(
         http.get(format!("{ops_url}/healthz"))
             .send()

@@ -17,6 +17,7 @@ pub mod session;
 pub mod up;
 
 use clap::{Parser, Subcommand};
+use service_kit::config::ServiceConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,26 +67,34 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum Service {
     /// The REST edge.
-    Gateway(gateway::Cli),
+    Gateway(gateway::Config),
     /// Accounts and tokens (gRPC).
     Auth(auth::Cli),
     /// Files and job records (gRPC).
-    Storage(storage::Cli),
+    Storage(storage::Config),
     /// The ffmpeg workers.
-    Converter(converter::Cli),
+    Converter(converter::Config),
     /// The e-mail worker.
-    Notifier(notifier::Cli),
+    Notifier(notifier::Config),
 }
 
 impl Service {
-    /// Runs the service until SIGTERM or Ctrl-C, as its own binary would.
+    /// Runs the service until SIGTERM or Ctrl-C, as its own binary would: a configuration that
+    /// does not check out stops it at once, naming the variable.
     async fn run(self) -> anyhow::Result<()> {
+        fn checked<C: ServiceConfig>(config: C) -> C {
+            config.validate().unwrap_or_else(|error| error.exit());
+            config
+        }
         match self {
-            Self::Gateway(cli) => gateway::main(cli).await,
-            Self::Auth(cli) => auth::main(cli).await,
-            Self::Storage(cli) => storage::main(cli).await,
-            Self::Converter(cli) => converter::main(cli).await,
-            Self::Notifier(cli) => notifier::main(cli).await,
+            Self::Gateway(config) => gateway::main(checked(config)).await,
+            Self::Auth(cli) => {
+                cli.config.validate().unwrap_or_else(|error| error.exit());
+                auth::main(cli).await
+            }
+            Self::Storage(config) => storage::main(checked(config)).await,
+            Self::Converter(config) => converter::main(checked(config)).await,
+            Self::Notifier(config) => notifier::main(checked(config)).await,
         }
     }
 }

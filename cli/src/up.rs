@@ -7,18 +7,19 @@
 //! Everything durable lives there, so after a crash the next `up` picks up where it stopped.
 
 use anyhow::Context;
-use clap::{Args, Parser};
+use clap::Args;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use service_kit::Shutdown;
-use service_kit::config::{LogFormat, TelemetryConfig};
+use service_kit::config::{
+    ConfigError, LogFormat, ServiceConfig, TelemetryConfig, parse_log_filter,
+};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// How long the services may take to become ready before `up` gives up.
@@ -68,46 +69,118 @@ pub struct UpArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 
-    /// Log filter in `tracing` syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    /// Log filter in `tracing` syntax; one that does not parse stops `up`.
+    #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log_filter: String,
 }
 
-/// The listeners, bound before anything starts so every service knows the others' addresses.
-struct Listeners {
-    gateway: TcpListener,
-    auth: TcpListener,
-    storage: TcpListener,
-    auth_ops: TcpListener,
-    storage_ops: TcpListener,
-    converter_ops: TcpListener,
-    notifier_ops: TcpListener,
+/// The seven addresses `up` serves on, as its arguments choose them (port 0 with
+/// `--any-ports`: the system picks, and the services learn each other's once bound).
+struct Addresses {
+    gateway: SocketAddr,
+    auth: SocketAddr,
+    storage: SocketAddr,
+    converter_ops: SocketAddr,
+    notifier_ops: SocketAddr,
+    auth_ops: SocketAddr,
+    storage_ops: SocketAddr,
 }
 
-impl Listeners {
-    async fn bind(args: &UpArgs) -> anyhow::Result<Self> {
-        let port = |port: u16| if args.any_ports { 0 } else { port };
-        let bind = async |what: &str, port: u16| {
-            let addr = SocketAddr::new(args.host, port);
-            TcpListener::bind(addr).await.with_context(|| {
+impl Addresses {
+    fn of(args: &UpArgs) -> Self {
+        let at = |port: u16| SocketAddr::new(args.host, if args.any_ports { 0 } else { port });
+        Self {
+            gateway: at(args.gateway_port),
+            auth: at(args.auth_port),
+            storage: at(args.storage_port),
+            converter_ops: at(args.ops_port),
+            notifier_ops: at(args.ops_port.saturating_add(1)),
+            auth_ops: at(args.ops_port.saturating_add(2)),
+            storage_ops: at(args.ops_port.saturating_add(3)),
+        }
+    }
+
+    /// Whether every fixed port is free, so a second `up` stops with one clear line before it
+    /// touches anything (a port taken between this check and the bind fails the same way, a
+    /// moment later).
+    fn check_free(&self) -> anyhow::Result<()> {
+        let all = [
+            ("the gateway", self.gateway),
+            ("auth", self.auth),
+            ("storage", self.storage),
+            ("the converter's health", self.converter_ops),
+            ("the notifier's health", self.notifier_ops),
+            ("auth's health", self.auth_ops),
+            ("storage's health", self.storage_ops),
+        ];
+        for (what, addr) in all.into_iter().filter(|(_, addr)| addr.port() != 0) {
+            std::net::TcpListener::bind(addr).with_context(|| {
                 format!(
                     "cannot listen on {addr} for {what} (is another `up` running? try --any-ports)"
                 )
-            })
-        };
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Every service's configuration: what its own binary would read from this environment, with
+/// the fields that are `up`'s to choose (addresses, the data directory, where the others are)
+/// set on top.
+struct Configs {
+    auth: auth::Config,
+    storage: storage::Config,
+    gateway: gateway::Config,
+    converter: converter::Config,
+    notifier: notifier::Config,
+}
+
+impl Configs {
+    fn from_env(addresses: &Addresses, data_dir: &Path) -> anyhow::Result<Self> {
+        let mut auth = auth::Config::from_env()?;
+        auth.data_dir = data_dir.to_owned();
+        auth.listen_addr = addresses.auth;
+        auth.ops_listen_addr = addresses.auth_ops;
+
+        let mut storage = storage::Config::from_env()?;
+        storage.data_dir = data_dir.to_owned();
+        storage.listen_addr = addresses.storage;
+        storage.ops_listen_addr = addresses.storage_ops;
+
+        let mut gateway = gateway::Config::from_env()?;
+        gateway.broker.data_dir = data_dir.to_owned();
+        gateway.listen_addr = addresses.gateway;
+        gateway.auth_url = url(addresses.auth);
+        gateway.storage_url = url(addresses.storage);
+
+        let mut converter = converter::Config::from_env()?;
+        converter.broker.data_dir = data_dir.to_owned();
+        converter.ops_listen_addr = addresses.converter_ops;
+        converter.storage_url = url(addresses.storage);
+
+        let mut notifier = notifier::Config::from_env()?;
+        notifier.broker.data_dir = data_dir.to_owned();
+        notifier.ops_listen_addr = addresses.notifier_ops;
+        notifier.storage_url = url(addresses.storage);
+        if std::env::var_os("PUBLIC_BASE_URL").is_none() {
+            notifier.public_base_url = url(addresses.gateway);
+        }
         Ok(Self {
-            gateway: bind("the gateway", port(args.gateway_port)).await?,
-            auth: bind("auth", port(args.auth_port)).await?,
-            storage: bind("storage", port(args.storage_port)).await?,
-            converter_ops: bind("the converter's health", port(args.ops_port)).await?,
-            notifier_ops: bind(
-                "the notifier's health",
-                port(args.ops_port.saturating_add(1)),
-            )
-            .await?,
-            auth_ops: bind("auth's health", port(args.ops_port.saturating_add(2))).await?,
-            storage_ops: bind("storage's health", port(args.ops_port.saturating_add(3))).await?,
+            auth,
+            storage,
+            gateway,
+            converter,
+            notifier,
         })
+    }
+
+    /// Every service's checks (the converter's runs ffmpeg), all before anything starts.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.auth.validate()?;
+        self.storage.validate()?;
+        self.gateway.validate()?;
+        self.converter.validate()?;
+        self.notifier.validate()
     }
 }
 
@@ -151,16 +224,6 @@ fn admin_credentials(data_dir: &Path) -> anyhow::Result<(AdminCredentials, bool)
 
 type Service = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-/// Parses a service's command line from `args` plus the environment, as its binary would.
-fn parse<C: Parser>(name: &str, args: &[(&str, String)]) -> anyhow::Result<C> {
-    let mut argv = vec![name.to_owned()];
-    for (flag, value) in args {
-        argv.push(format!("--{flag}"));
-        argv.push(value.clone());
-    }
-    C::try_parse_from(argv).map_err(|error| anyhow::anyhow!("{name}: {error}"))
-}
-
 fn url(addr: SocketAddr) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -171,132 +234,102 @@ fn url(addr: SocketAddr) -> String {
 
 /// Runs the system until Ctrl-C or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    // Everything is checked before anything is written: a refused start leaves no trace.
+    let data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("the data directory {}", args.data_dir.display()))?;
+    let addresses = Addresses::of(&args);
+    let mut configs = Configs::from_env(&addresses, &data_dir)?;
+    configs.validate()?;
+    addresses.check_free()?;
     service_kit::telemetry::init(&TelemetryConfig {
         log_format: args.log_format,
         log_filter: args.log_filter.clone(),
-    });
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-    let data_dir = std::fs::canonicalize(&args.data_dir)?;
-    let data = data_dir.display().to_string();
-    let listeners = Listeners::bind(&args).await?;
-    let addr = |listener: &TcpListener| listener.local_addr().map(url);
-    let gateway_url = addr(&listeners.gateway)?;
-    let auth_url = addr(&listeners.auth)?;
-    let storage_url = addr(&listeners.storage)?;
+    })?;
 
-    let mut auth_args = vec![("data-dir", data.clone())];
-    let admin = if std::env::var_os("ADMIN_EMAIL").is_none() {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let admin = if configs.auth.admin_email.is_none() {
         let (admin, first_start) = admin_credentials(&data_dir)?;
-        auth_args.push(("admin-email", admin.email.clone()));
-        auth_args.push(("admin-password", admin.password.clone()));
+        configs.auth.admin_email = Some(admin.email.clone());
+        configs.auth.admin_password = Some(admin.password.clone().into());
         Some((admin, first_start))
     } else {
         None
     };
-    let auth: auth::Cli = parse("auth", &auth_args)?;
-    let storage: storage::Cli = parse("storage", &[("data-dir", data.clone())])?;
-    let gateway: gateway::Cli = parse(
-        "gateway",
-        &[
-            ("data-dir", data.clone()),
-            ("auth-url", auth_url.clone()),
-            ("storage-url", storage_url.clone()),
-        ],
-    )?;
-    let worker_args = vec![
-        ("data-dir", data.clone()),
-        ("storage-url", storage_url.clone()),
-    ];
-    let converter: converter::Cli = parse("converter", &worker_args)?;
-    let mut notifier_args = worker_args.clone();
+    let Configs {
+        auth,
+        storage,
+        mut gateway,
+        mut converter,
+        mut notifier,
+    } = configs;
+    let accounts = if auth.database_url.is_some() {
+        "MySQL (DATABASE_URL)"
+    } else {
+        "SQLite, in the data directory"
+    };
+    let files = if storage.mongodb_uri.is_some() {
+        "MongoDB GridFS (MONGODB_URI)"
+    } else {
+        "the data directory"
+    };
+    let mail = match &notifier.smtp_url {
+        Some(_) => "sent through SMTP (SMTP_URL)".to_owned(),
+        None => format!("written to the outbox, {}", notifier.outbox_dir().display()),
+    };
+
+    // Built in the order they need each other's addresses (with --any-ports those are only
+    // known once bound).
+    let auth = auth::App::build(auth).await.context("auth")?;
+    let storage = storage::App::build(storage).await.context("storage")?;
+    gateway.auth_url = url(auth.grpc_addr());
+    gateway.storage_url = url(storage.grpc_addr());
+    converter.storage_url = url(storage.grpc_addr());
+    notifier.storage_url = url(storage.grpc_addr());
+    let queue = gateway.broker.describe();
+    let gateway = gateway::App::build(gateway).await.context("the gateway")?;
+    let gateway_url = url(gateway.http_addr());
     if std::env::var_os("PUBLIC_BASE_URL").is_none() {
-        notifier_args.push(("public-base-url", gateway_url.clone()));
+        notifier.public_base_url = gateway_url.clone();
     }
-    let notifier: notifier::Cli = parse("notifier", &notifier_args)?;
-    gateway.config.validate()?;
-    auth.config.validate()?;
-    converter.config.validate()?;
+    let converter = converter::App::build(converter)
+        .await
+        .context("the converter")?;
+    let notifier = notifier::App::build(notifier)
+        .await
+        .context("the notifier")?;
 
     let summary = Summary {
         gateway: gateway_url.clone(),
-        auth: listeners.auth.local_addr()?,
-        storage: listeners.storage.local_addr()?,
+        auth: auth.grpc_addr(),
+        storage: storage.grpc_addr(),
         data_dir: data_dir.clone(),
-        accounts: if auth.config.database_url.is_some() {
-            "MySQL (DATABASE_URL)"
-        } else {
-            "SQLite, in the data directory"
-        },
-        files: if storage.config.mongodb_uri.is_some() {
-            "MongoDB GridFS (MONGODB_URI)"
-        } else {
-            "the data directory"
-        },
-        queue: gateway.config.broker.describe(),
-        mail: match notifier.config.smtp_url {
-            Some(_) => "sent through SMTP (SMTP_URL)".to_owned(),
-            None => format!(
-                "written to the outbox, {}",
-                notifier.config.outbox_dir().display()
-            ),
-        },
+        accounts,
+        files,
+        queue,
+        mail,
         admin,
     };
 
     let shutdown = Shutdown::on_signals();
     let mut services: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    let Listeners {
-        gateway: gateway_listener,
-        auth: auth_listener,
-        storage: storage_listener,
-        auth_ops,
-        storage_ops,
-        converter_ops,
-        notifier_ops,
-    } = listeners;
     let started: [(&'static str, Service); 5] = [
-        (
-            "auth",
-            Box::pin(auth::serve_with_ops(
-                auth.config,
-                auth_listener,
-                auth_ops,
-                shutdown.clone(),
-            )),
-        ),
+        ("auth", Box::pin(auth.run_until_stopped(shutdown.clone()))),
         (
             "storage",
-            Box::pin(storage::serve_with_ops(
-                storage.config,
-                storage_listener,
-                storage_ops,
-                shutdown.clone(),
-            )),
+            Box::pin(storage.run_until_stopped(shutdown.clone())),
         ),
         (
             "gateway",
-            Box::pin(gateway::serve(
-                gateway.config,
-                gateway_listener,
-                shutdown.clone(),
-            )),
+            Box::pin(gateway.run_until_stopped(shutdown.clone())),
         ),
         (
             "converter",
-            Box::pin(converter::serve(
-                converter.config,
-                converter_ops,
-                shutdown.clone(),
-            )),
+            Box::pin(converter.run_until_stopped(shutdown.clone())),
         ),
         (
             "notifier",
-            Box::pin(notifier::serve(
-                notifier.config,
-                notifier_ops,
-                shutdown.clone(),
-            )),
+            Box::pin(notifier.run_until_stopped(shutdown.clone())),
         ),
     ];
     for (name, service) in started {

@@ -12,16 +12,15 @@
 //! timed, each right after a raw ffmpeg run (default 5), `BENCH_JOBS` the burst size for the
 //! throughput rows (default 6).
 
+use clients::{Owner, StorageClient};
 use messaging::QueueConfig;
 use messaging::amqp as broker;
 use messaging::events::{Payload, VideoUploaded, new_event};
 use proto::storage::v1 as pb;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use test_support::process::{ServiceProcess, wait_for_port};
 use test_support::{VideoSpec, free_port, generate_video};
-use tonic::transport::Channel;
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
@@ -54,40 +53,26 @@ fn raw_ffmpeg(input: &Path, output: &Path) -> f64 {
 }
 
 /// Stores the video once; every job of the benchmark converts it.
-async fn store_video(
-    storage: &mut StorageServiceClient<Channel>,
-    path: &Path,
-) -> anyhow::Result<String> {
-    use pb::upload_request::Content;
+async fn store_video(storage: &StorageClient, path: &Path) -> anyhow::Result<String> {
     let bytes = tokio::fs::read(path).await?;
-    let mut messages = vec![Content::Header(pb::UploadHeader {
+    let mut upload = storage.upload(pb::UploadHeader {
         bucket: pb::Bucket::Videos.into(),
         owner_id: "bench".into(),
         filename: "bench.mp4".into(),
         content_type: "video/mp4".into(),
         job_id: String::new(),
-    })];
-    messages.extend(
-        bytes
-            .chunks(256 * 1024)
-            .map(|chunk| Content::Chunk(chunk.to_vec().into())),
-    );
-    messages.push(Content::Finish(pb::UploadFinish {}));
-    let requests = messages.into_iter().map(|content| pb::UploadRequest {
-        content: Some(content),
     });
-    let file = storage
-        .upload(tokio_stream::iter(requests))
-        .await?
-        .into_inner()
-        .file
-        .expect("a stored file");
-    Ok(file.id)
+    for chunk in bytes.chunks(256 * 1024) {
+        if !upload.send(chunk.to_vec().into()).await {
+            break;
+        }
+    }
+    Ok(upload.finish().await?.id)
 }
 
 /// What the gateway does after an upload: record the job and publish the event.
 async fn queue_job(
-    storage: &mut StorageServiceClient<Channel>,
+    storage: &StorageClient,
     channel: &lapin::Channel,
     queue: &str,
     video_id: &str,
@@ -99,10 +84,7 @@ async fn queue_job(
             video_id: video_id.into(),
             original_filename: "bench.mp4".into(),
         })
-        .await?
-        .into_inner()
-        .job
-        .expect("a job");
+        .await?;
     let event = new_event(Payload::VideoUploaded(VideoUploaded {
         job_id: job.id.clone(),
         video_id: video_id.into(),
@@ -114,19 +96,12 @@ async fn queue_job(
     Ok(job.id)
 }
 
-async fn wait_done(storage: &mut StorageServiceClient<Channel>, job_id: &str) {
+async fn wait_done(storage: &StorageClient, job_id: &str) {
     loop {
         let job = storage
-            .get_job(pb::GetJobRequest {
-                id: job_id.into(),
-                owner_id: String::new(),
-                any_owner: true,
-            })
+            .job(job_id, &Owner::Any)
             .await
-            .expect("job readable")
-            .into_inner()
-            .job
-            .expect("a job");
+            .expect("job readable");
         match job.state() {
             pb::JobState::Done => return,
             pb::JobState::Failed => panic!("job failed: {}", job.error_reason),
@@ -219,9 +194,8 @@ async fn run() -> anyhow::Result<()> {
     );
     wait_for_port(storage_port).await;
     let storage_url = format!("http://127.0.0.1:{storage_port}");
-    let mut storage = StorageServiceClient::new(service_kit::grpc::client_channel(&storage_url)?)
-        .max_decoding_message_size(8 * 1024 * 1024);
-    let video_id = store_video(&mut storage, &input).await?;
+    let storage = StorageClient::connect_lazy(&storage_url)?;
+    let video_id = store_video(&storage, &input).await?;
     let connection = broker::connect(broker.url(), "bench").await?;
     let channel = broker::confirmed_channel(&connection).await?;
     broker::declare_topology(&channel, &queues).await?;
@@ -233,9 +207,9 @@ async fn run() -> anyhow::Result<()> {
     let mut through = Vec::new();
     for _ in 0..runs {
         raw.push(raw_ffmpeg(&input, &dir.path().join("raw.mp3")));
-        let job_id = queue_job(&mut storage, &channel, &queues.video_queue, &video_id).await?;
+        let job_id = queue_job(&storage, &channel, &queues.video_queue, &video_id).await?;
         let started = Instant::now();
-        wait_done(&mut storage, &job_id).await;
+        wait_done(&storage, &job_id).await;
         through.push(started.elapsed().as_secs_f64());
     }
     let ratios: Vec<f64> = through.iter().zip(&raw).map(|(t, r)| t / r).collect();
@@ -254,11 +228,11 @@ async fn run() -> anyhow::Result<()> {
         }
         let mut ids = Vec::new();
         for _ in 0..jobs {
-            ids.push(queue_job(&mut storage, &channel, &queues.video_queue, &video_id).await?);
+            ids.push(queue_job(&storage, &channel, &queues.video_queue, &video_id).await?);
         }
         let started = Instant::now();
         for id in &ids {
-            wait_done(&mut storage, id).await;
+            wait_done(&storage, id).await;
         }
         per_minute.push(jobs as f64 / started.elapsed().as_secs_f64() * 60.0);
     }

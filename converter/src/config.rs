@@ -1,15 +1,20 @@
 //! The converter's settings, from flags or the environment. clap refuses to start on a bad
 //! value and names the variable.
 
-use clap::Args;
+use clap::Parser;
 use messaging::{BrokerConfig, RetryConfig};
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything the converter reads from its environment.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "converter",
+    version,
+    about = "The converter worker of mp3converter: turns uploaded videos into MP3s with ffmpeg."
+)]
 pub struct Config {
     /// Address (or bare port) of the health and metrics endpoint.
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_listen_addr)]
@@ -35,11 +40,21 @@ pub struct Config {
     pub work_dir: PathBuf,
 
     /// The ffmpeg program.
-    #[arg(long, env = "FFMPEG_PATH", default_value = "ffmpeg")]
+    #[arg(
+        long,
+        env = "FFMPEG_PATH",
+        value_name = "FFMPEG_PATH",
+        default_value = "ffmpeg"
+    )]
     pub ffmpeg: PathBuf,
 
     /// The ffprobe program.
-    #[arg(long, env = "FFPROBE_PATH", default_value = "ffprobe")]
+    #[arg(
+        long,
+        env = "FFPROBE_PATH",
+        value_name = "FFPROBE_PATH",
+        default_value = "ffprobe"
+    )]
     pub ffprobe: PathBuf,
 
     /// LAME VBR quality, 0 (best) to 9; ignored when MP3_BITRATE_KBPS is set.
@@ -81,11 +96,22 @@ impl Config {
     pub fn job_timeout(&self) -> Duration {
         Duration::from_secs(self.job_timeout_seconds)
     }
+}
 
-    /// Refuses settings that parse but cannot work, naming the variable.
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if tonic::transport::Endpoint::from_shared(self.storage_url.clone()).is_err() {
+            return Err(ConfigError::invalid(
+                "STORAGE_URL",
+                format!("`{}` is not a valid http:// URL", self.storage_url),
+            ));
+        }
+        self.broker.validate()?;
         if !self.work_dir.is_dir() {
-            anyhow::bail!("WORK_DIR `{}` is not a directory", self.work_dir.display());
+            return Err(ConfigError::invalid(
+                "WORK_DIR",
+                format!("`{}` is not a directory", self.work_dir.display()),
+            ));
         }
         // Caught here, a missing ffmpeg stops the start with one clear line, instead of failing
         // (and retrying) every job.
@@ -101,10 +127,13 @@ impl Config {
                 .status()
                 .is_ok_and(|status| status.success());
             if !runs {
-                anyhow::bail!(
-                    "{variable} `{}` does not run: install ffmpeg, or point {variable} at it",
-                    program.display()
-                );
+                return Err(ConfigError::invalid(
+                    variable,
+                    format!(
+                        "`{}` does not run: install ffmpeg, or point {variable} at it",
+                        program.display()
+                    ),
+                ));
             }
         }
         Ok(())
@@ -113,17 +142,16 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use crate::Cli;
-    use clap::Parser;
+    use super::*;
 
     #[test]
     fn a_missing_ffmpeg_is_refused_at_start_up_by_name() {
-        let work_dir = std::env::temp_dir().display().to_string();
         let with = |ffmpeg: &str| {
-            Cli::try_parse_from(["converter", "--work-dir", &work_dir, "--ffmpeg", ffmpeg])
-                .unwrap()
-                .config
-                .validate()
+            Config {
+                ffmpeg: ffmpeg.into(),
+                ..Config::defaults()
+            }
+            .validate()
         };
         with("ffmpeg").expect("the real ffmpeg runs");
         let error = with("/no/such/ffmpeg").unwrap_err().to_string();

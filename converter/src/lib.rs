@@ -7,9 +7,9 @@
 //! - [`transfer`]: streaming files from and to the storage service.
 //! - [`scratch`]: this process's temp directory, and removing what killed converters left.
 //!
-//! The shape every service shares: [`Cli`] from the environment, telemetry, then [`serve`] on a
-//! listener until shutdown. `main.rs` only calls [`main`]; tests call [`serve`] with a listener
-//! on port 0.
+//! The shape every service shares: [`Config`] from the environment, then [`App::build`] and
+//! [`App::run_until_stopped`]. `main.rs` only loads the configuration and calls [`main`]; tests
+//! build an [`App`] from a typed configuration on port 0.
 
 #![forbid(unsafe_code)]
 
@@ -23,86 +23,95 @@ pub mod transfer;
 pub use config::Config;
 
 use anyhow::Context;
-use clap::Parser;
 use clients::StorageClient;
 use job::Converter;
 use media::{Encoding, Tools};
 use messaging::consumer::{self, ConsumerSettings};
 use scratch::ScratchSpace;
 use service_kit::Shutdown;
+use service_kit::ops::OpsEndpoint;
+use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
-/// The command line: the worker's settings.
-#[derive(Debug, Parser)]
-#[command(
-    name = "converter",
-    version,
-    about = "The converter worker of mp3converter: turns uploaded videos into MP3s with ffmpeg."
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
+/// Works until SIGTERM or Ctrl-C (the configuration already checked by `Config::load`).
+pub async fn main(config: Config) -> anyhow::Result<()> {
+    service_kit::telemetry::init(&config.telemetry)?;
+    App::build(config)
+        .await?
+        .run_until_stopped(Shutdown::on_signals())
+        .await
 }
 
-/// Runs the command line.
-pub async fn main(cli: Cli) -> anyhow::Result<()> {
-    service_kit::telemetry::init(&cli.config.telemetry);
-    run(cli.config).await
+/// The converter, built: its ops endpoint answering, its scratch directory claimed (and the
+/// temp files of converters that died removed). [`App::run_until_stopped`] consumes the video
+/// queue.
+#[derive(Debug)]
+pub struct App {
+    ops: OpsEndpoint,
+    settings: ConsumerSettings,
+    converter: Converter,
+    scratch: ScratchSpace,
 }
 
-/// Works until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let ops = service_kit::ops::bind(config.ops_listen_addr).await?;
-    tracing::info!(addr = %ops.local_addr()?, "converter health and metrics listening");
-    serve(config, ops, Shutdown::on_signals()).await
-}
-
-/// Consumes the video queue, with health and metrics on `ops_listener`, until `shutdown`
-/// fires; then stops consuming and finishes (or hands back) the jobs in flight.
-pub async fn serve(
-    config: Config,
-    ops_listener: TcpListener,
-    shutdown: impl Into<Shutdown>,
-) -> anyhow::Result<()> {
-    config.validate()?;
-    let shutdown = shutdown.into();
-    let storage = StorageClient::connect_lazy(&config.storage_url)
-        .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
-    let tools = Tools {
-        ffmpeg: config.ffmpeg.clone(),
-        ffprobe: config.ffprobe.clone(),
-        encoding: match config.mp3_bitrate_kbps {
-            Some(kbps) => Encoding::Cbr(kbps),
-            None => Encoding::Vbr(config.mp3_quality),
-        },
-        max_duration: Duration::from_secs(config.max_duration_seconds),
-        timeout: config.job_timeout(),
-    };
-    let (scratch, swept) = ScratchSpace::claim(&config.work_dir).with_context(|| {
-        format!(
-            "setting up a scratch directory in WORK_DIR `{}`",
-            config.work_dir.display()
-        )
-    })?;
-    if swept > 0 {
-        tracing::info!(swept, "removed the temp files of converters that died");
+impl App {
+    /// Binds OPS_LISTEN_ADDR and sets up the scratch space; `config` is checked already.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
+        tracing::info!(addr = %ops.addr(), "converter health and metrics listening");
+        let storage = StorageClient::connect_lazy(&config.storage_url)
+            .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
+        let tools = Tools {
+            ffmpeg: config.ffmpeg.clone(),
+            ffprobe: config.ffprobe.clone(),
+            encoding: match config.mp3_bitrate_kbps {
+                Some(kbps) => Encoding::Cbr(kbps),
+                None => Encoding::Vbr(config.mp3_quality),
+            },
+            max_duration: Duration::from_secs(config.max_duration_seconds),
+            timeout: config.job_timeout(),
+        };
+        let (scratch, swept) = ScratchSpace::claim(&config.work_dir).with_context(|| {
+            format!(
+                "setting up a scratch directory in WORK_DIR `{}`",
+                config.work_dir.display()
+            )
+        })?;
+        if swept > 0 {
+            tracing::info!(swept, "removed the temp files of converters that died");
+        }
+        let converter = Converter::new(
+            storage,
+            tools,
+            scratch.path().to_owned(),
+            config.broker.queues.mp3_queue.clone(),
+        );
+        let settings = ConsumerSettings {
+            service: "converter",
+            queue: config.broker.queues.video_queue.clone(),
+            concurrency: config.effective_concurrency(),
+            broker: config.broker,
+            retry: config.retry,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        };
+        Ok(Self {
+            ops,
+            settings,
+            converter,
+            scratch,
+        })
     }
-    let converter = Converter::new(
-        storage,
-        tools,
-        scratch.path().to_owned(),
-        config.broker.queues.mp3_queue.clone(),
-    );
-    let settings = ConsumerSettings {
-        service: "converter",
-        queue: config.broker.queues.video_queue.clone(),
-        concurrency: config.effective_concurrency(),
-        broker: config.broker,
-        retry: config.retry,
-        grace: Duration::from_secs(config.shutdown_grace_seconds),
-    };
-    let served = consumer::serve_worker(settings, converter, ops_listener, shutdown).await;
-    drop(scratch);
-    served
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.addr()
+    }
+
+    /// Consumes the video queue until `shutdown` fires; then stops consuming and finishes (or
+    /// hands back) the jobs in flight.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let served =
+            consumer::serve_worker(self.settings, self.converter, self.ops, shutdown).await;
+        drop(self.scratch);
+        served
+    }
 }

@@ -2,9 +2,10 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use service_kit::config::ServiceConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    converter::main(converter::Cli::parse()).await
+    let config = converter::Config::load().unwrap_or_else(|error| error.exit());
+    converter::main(config).await
 }

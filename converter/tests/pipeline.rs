@@ -2,11 +2,6 @@
 //! capture, the converter (in this process, or as its real binary where a test kills it) and
 //! the notifier. Every test has its own queues, databases and mail server.
 
-#[path = "../../gateway/tests/common/mod.rs"]
-mod mesh;
-
-use clap::Parser;
-use mesh::{Mesh, MeshOptions, User};
 use messaging::RetryConfig;
 use proto::storage::v1 as pb;
 use reqwest::StatusCode;
@@ -14,116 +9,102 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
+use test_support::mesh::{Mesh, MeshOptions, User};
 use test_support::{
-    SmtpCapture, TcpProxy, TempDir, TestServer, VideoSpec, ffprobe_duration_seconds, free_port,
-    mp4_bytes, temp_dir,
+    Running, SmtpCapture, TcpProxy, VideoSpec, ffprobe_duration_seconds, free_port, mp4_bytes,
+    mp4_like, temp_dir,
 };
 
 /// Retries in these tests wait a fraction of a second, not minutes.
-const RETRY_BASE_DELAY_MS: &str = "200";
-const RETRY_MAX_DELAY_MS: &str = "1000";
-const MAX_ATTEMPTS: &str = "4";
+const RETRY: RetryConfig = RetryConfig {
+    max_attempts: 4,
+    retry_base_delay_ms: 200,
+    retry_max_delay_ms: 1000,
+};
 /// Long enough for every conversion here on a loaded 2-core machine.
 const JOB_WAIT: Duration = Duration::from_secs(120);
 
-/// The mesh plus the workers' shared settings.
+/// The mesh, and the workers each test adds to it.
 struct Pipeline {
     mesh: Mesh,
-    work_dir: TempDir,
 }
 
 impl Pipeline {
     async fn start() -> Self {
         let mesh = Mesh::start(MeshOptions::default()).await;
-        let retry = RetryConfig {
-            max_attempts: MAX_ATTEMPTS.parse().unwrap(),
-            retry_base_delay_ms: RETRY_BASE_DELAY_MS.parse().unwrap(),
-            retry_max_delay_ms: RETRY_MAX_DELAY_MS.parse().unwrap(),
-        };
         for queue in [&mesh.video_queue, &mesh.mp3_queue] {
-            for (_, name) in retry.retry_queues(queue) {
+            for (_, name) in RETRY.retry_queues(queue) {
                 mesh.broker.remember(name);
             }
         }
-        Self {
-            mesh,
-            work_dir: temp_dir(),
-        }
+        Self { mesh }
     }
 
     fn amqp_url(&self) -> String {
         self.mesh.broker.url().to_owned()
     }
 
-    /// The settings both workers share, as `(variable, value)` pairs.
-    fn worker_env(&self, amqp_url: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("STORAGE_URL", self.mesh.storage_server.url()),
-            ("AMQP_URL", amqp_url.to_owned()),
-            ("VIDEO_QUEUE", self.mesh.video_queue.clone()),
-            ("MP3_QUEUE", self.mesh.mp3_queue.clone()),
-            ("MAX_ATTEMPTS", MAX_ATTEMPTS.into()),
-            ("RETRY_BASE_DELAY_MS", RETRY_BASE_DELAY_MS.into()),
-            ("RETRY_MAX_DELAY_MS", RETRY_MAX_DELAY_MS.into()),
-            ("LOG_FORMAT", "pretty".into()),
-        ]
-    }
-
-    fn converter_args(&self, amqp_url: &str, concurrency: u16) -> Vec<String> {
-        let mut args = vec!["converter".to_owned()];
-        let mut env = self.worker_env(amqp_url);
-        env.push(("WORK_DIR", self.work_dir.path().display().to_string()));
-        env.push(("CONCURRENCY", concurrency.to_string()));
-        for (variable, value) in env {
-            args.push(format!("--{}", variable.to_lowercase().replace('_', "-")));
-            args.push(value);
-        }
-        args
+    /// A converter's configuration: this mesh's, with fast retries, on the broker at
+    /// `amqp_url` (the test broker, or a proxy in front of it).
+    fn converter_config(&self, amqp_url: &str, concurrency: u16) -> converter::Config {
+        let mut config = self.mesh.converter_config();
+        config.broker.amqp_url = Some(amqp_url.into());
+        config.retry = RETRY;
+        config.concurrency = concurrency;
+        config
     }
 
     /// A converter in this process.
-    async fn converter(&self, amqp_url: &str, concurrency: u16) -> TestServer {
-        self.converter_with(amqp_url, concurrency, &[]).await
+    async fn converter(&self, amqp_url: &str, concurrency: u16) -> Running<converter::App> {
+        self.converter_with(self.converter_config(amqp_url, concurrency))
+            .await
     }
 
-    /// A converter in this process, with extra flags.
-    async fn converter_with(&self, amqp_url: &str, concurrency: u16, extra: &[&str]) -> TestServer {
-        let mut args = self.converter_args(amqp_url, concurrency);
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        let config = converter::Cli::try_parse_from(args).unwrap().config;
-        TestServer::start(|ops, shutdown| converter::serve(config, ops, shutdown))
-            .await
-            .unwrap()
+    /// A converter in this process, configured as given.
+    async fn converter_with(&self, config: converter::Config) -> Running<converter::App> {
+        Running::start(config).await.unwrap()
     }
 
     /// A converter as its own process (so a test can kill it), with its ops endpoint on
-    /// `ops_port`.
+    /// `ops_port`: configured through its variables, as its binary is.
     fn converter_process(&self, concurrency: u16, ops_port: u16) -> tokio::process::Child {
+        let config = self.converter_config(&self.amqp_url(), concurrency);
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_converter"));
-        command.args(&self.converter_args(&self.amqp_url(), concurrency)[1..]);
         command
+            .env("STORAGE_URL", &config.storage_url)
+            .env("AMQP_URL", self.amqp_url())
+            .env("VIDEO_QUEUE", &config.broker.queues.video_queue)
+            .env("MP3_QUEUE", &config.broker.queues.mp3_queue)
+            .env("MAX_ATTEMPTS", RETRY.max_attempts.to_string())
+            .env("RETRY_BASE_DELAY_MS", RETRY.retry_base_delay_ms.to_string())
+            .env("RETRY_MAX_DELAY_MS", RETRY.retry_max_delay_ms.to_string())
+            .env("WORK_DIR", &config.work_dir)
+            .env("CONCURRENCY", concurrency.to_string())
             .env("OPS_LISTEN_ADDR", format!("127.0.0.1:{ops_port}"))
+            .env("LOG_FORMAT", "pretty")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command.spawn().expect("the converter binary starts")
     }
 
-    /// A notifier in this process, mailing through `smtp_url`.
-    async fn notifier(&self, amqp_url: &str, smtp_url: &str) -> TestServer {
-        let mut args = vec!["notifier".to_owned()];
-        let mut env = self.worker_env(amqp_url);
-        env.push(("SMTP_URL", smtp_url.to_owned()));
-        env.push(("PUBLIC_BASE_URL", "https://mp3.example.com".into()));
-        env.push(("DATA_DIR", self.mesh.data_dir().display().to_string()));
-        for (variable, value) in env {
-            args.push(format!("--{}", variable.to_lowercase().replace('_', "-")));
-            args.push(value);
-        }
-        let config = notifier::Cli::try_parse_from(args).unwrap().config;
-        TestServer::start(|ops, shutdown| notifier::serve(config, ops, shutdown))
-            .await
-            .unwrap()
+    /// A notifier in this process, mailing through `smtp`, on the broker at `amqp_url`.
+    async fn notifier(&self, amqp_url: &str, smtp: &SmtpCapture) -> Running<notifier::App> {
+        self.notifier_with(amqp_url, &smtp.url(), |_| {}).await
+    }
+
+    /// A notifier mailing to `smtp_url`, with `change` made to its configuration.
+    async fn notifier_with(
+        &self,
+        amqp_url: &str,
+        smtp_url: &str,
+        change: impl FnOnce(&mut notifier::Config),
+    ) -> Running<notifier::App> {
+        let mut config = self.mesh.notifier_config(smtp_url);
+        config.broker.amqp_url = Some(amqp_url.into());
+        config.retry = RETRY;
+        change(&mut config);
+        Running::start(config).await.unwrap()
     }
 
     /// Uploads a video through the gateway; returns the job id.
@@ -137,11 +118,7 @@ impl Pipeline {
     }
 
     async fn job(&self, job_id: &str) -> pb::Job {
-        self.mesh
-            .storage
-            .job(job_id, &clients::Owner::Any)
-            .await
-            .unwrap()
+        self.mesh.job(job_id).await
     }
 
     /// Waits until `job_id` satisfies `done`, or fails the test after `timeout`.
@@ -177,23 +154,17 @@ impl Pipeline {
         self.mesh.stored_files(pb::Bucket::Mp3s, owner).await
     }
 
-    /// Messages waiting in `queue`.
-    async fn waiting(&self, queue: &str) -> u32 {
-        let connection = self.mesh.broker.connect().await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        let _ = connection.close(200, "ok".into()).await;
-        declared.message_count()
+    /// Messages waiting in `queue`, once it holds `expected` (RabbitMQ counts a message
+    /// handed back a moment after the consumer let it go), or the last count after 10 s.
+    async fn waiting(&self, queue: &str, expected: u32) -> u32 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = self.mesh.waiting(queue).await;
+            if waiting == expected || tokio::time::Instant::now() >= deadline {
+                return waiting;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -217,7 +188,7 @@ async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its
     let pipeline = Pipeline::start().await;
     let smtp = SmtpCapture::start().unwrap();
     let _converter = pipeline.converter(&pipeline.amqp_url(), 2).await;
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp.url()).await;
+    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
     let user = pipeline.mesh.user("listener@example.com").await;
 
     let job_id = pipeline
@@ -268,7 +239,7 @@ async fn two_converter_processes_share_a_burst_of_jobs() {
     const JOBS: usize = 6;
     let pipeline = Pipeline::start().await;
     let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp.url()).await;
+    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
     let ports = [free_port(), free_port()];
     let mut workers: Vec<_> = ports
         .iter()
@@ -323,7 +294,7 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
     let pipeline = Pipeline::start().await;
     let smtp = SmtpCapture::start().unwrap();
     let _converter = pipeline.converter(&pipeline.amqp_url(), 2).await;
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp.url()).await;
+    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
     let user = pipeline.mesh.user("unlucky@example.com").await;
 
     let silent = pipeline
@@ -334,7 +305,7 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
         )
         .await;
     let corrupt = pipeline
-        .upload(&user, "corrupt.mp4", mesh::mp4_like(64 * 1024, 7))
+        .upload(&user, "corrupt.mp4", mp4_like(64 * 1024, 7))
         .await;
     for (job_id, reason) in [(&silent, "no sound track"), (&corrupt, "could not be read")] {
         let job = pipeline.wait_until_ended(job_id).await;
@@ -360,7 +331,7 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
     assert!(pipeline.stored_mp3s(&user.id).await.is_empty());
     let dead = messaging::QueueConfig::dead_letter_queue(&pipeline.mesh.video_queue);
     assert_eq!(
-        pipeline.waiting(&dead).await,
+        pipeline.waiting(&dead, 0).await,
         0,
         "nothing was dead-lettered"
     );
@@ -370,7 +341,7 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
 async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
     let pipeline = Pipeline::start().await;
     let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp.url()).await;
+    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
     let mut doomed = pipeline.converter_process(1, free_port());
     let user = pipeline.mesh.user("patient@example.com").await;
     let job_id = pipeline
@@ -403,9 +374,12 @@ async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
 async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_another() {
     let pipeline = Pipeline::start().await;
     let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp.url()).await;
+    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
     let stopping = pipeline
-        .converter_with(&pipeline.amqp_url(), 1, &["--shutdown-grace-seconds", "0"])
+        .converter_with(converter::Config {
+            shutdown_grace_seconds: 0,
+            ..pipeline.converter_config(&pipeline.amqp_url(), 1)
+        })
         .await;
     let user = pipeline.mesh.user("handed-back@example.com").await;
     let job_id = pipeline
@@ -424,8 +398,8 @@ async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_anot
     stopping.stop().await.unwrap();
     let job = pipeline.job(&job_id).await;
     assert_eq!(job.state(), pb::JobState::Queued, "handed back: {job:?}");
-    assert_eq!(pipeline.waiting(&pipeline.mesh.video_queue).await, 1);
-    let leftovers: Vec<_> = std::fs::read_dir(pipeline.work_dir.path())
+    assert_eq!(pipeline.waiting(&pipeline.mesh.video_queue, 1).await, 1);
+    let leftovers: Vec<_> = std::fs::read_dir(pipeline.mesh.work_dir())
         .unwrap()
         .collect();
     assert!(leftovers.is_empty(), "temp files removed: {leftovers:?}");
@@ -442,8 +416,16 @@ async fn a_mail_server_that_is_down_then_up_gets_exactly_one_email() {
     let pipeline = Pipeline::start().await;
     let smtp_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _converter = pipeline.converter(&pipeline.amqp_url(), 1).await;
+    // Patient enough (a second between tries, twenty tries) that the mail server coming up
+    // below falls inside its retries however slowly this machine gets there.
     let _notifier = pipeline
-        .notifier(&pipeline.amqp_url(), &format!("smtp://{smtp_addr}"))
+        .notifier_with(
+            &pipeline.amqp_url(),
+            &format!("smtp://{smtp_addr}"),
+            |config| {
+                config.retry.max_attempts = 20;
+            },
+        )
         .await;
     let user = pipeline.mesh.user("eventually@example.com").await;
     let job_id = pipeline
@@ -480,7 +462,7 @@ async fn workers_recover_when_the_broker_drops_their_connections_and_lose_nothin
     let proxy = TcpProxy::start(broker_addr).await.unwrap();
     let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr());
     let _converter = pipeline.converter(&through_proxy, 2).await;
-    let _notifier = pipeline.notifier(&through_proxy, &smtp.url()).await;
+    let _notifier = pipeline.notifier(&through_proxy, &smtp).await;
     let user = pipeline.mesh.user("resilient@example.com").await;
     let clip = mp4_bytes(VideoSpec::small(3.0)).await;
 

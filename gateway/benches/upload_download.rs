@@ -14,11 +14,11 @@
 //! and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
 //! `64,1024`).
 
+use clients::{Owner, StorageClient};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use mongodb::bson::Bson;
 use mongodb::gridfs::GridFsBucket;
 use proto::storage::v1 as pb;
-use proto::storage::v1::storage_service_client::StorageServiceClient;
 use std::time::{Duration, Instant};
 use test_support::free_port;
 use test_support::process::{ServiceProcess, wait_for_port};
@@ -168,55 +168,28 @@ impl Gateway {
     /// an "MP3" through storage, mark the job done); the MP3's id.
     async fn downloadable_mp3(
         &self,
-        storage: &mut StorageServiceClient<tonic::transport::Channel>,
+        storage: &StorageClient,
         size: usize,
     ) -> anyhow::Result<String> {
         let (_, accepted) = self.upload(PIECE, 2).await?;
         let job_id = accepted["job_id"].as_str().unwrap().to_owned();
-        let job = storage
-            .get_job(pb::GetJobRequest {
-                id: job_id.clone(),
-                owner_id: String::new(),
-                any_owner: true,
-            })
-            .await?
-            .into_inner()
-            .job
-            .unwrap();
-        let header = pb::UploadRequest {
-            content: Some(pb::upload_request::Content::Header(pb::UploadHeader {
-                bucket: pb::Bucket::Mp3s.into(),
-                owner_id: job.owner_id,
-                filename: "bench.mp3".into(),
-                content_type: "audio/mpeg".into(),
-                job_id: job.id,
-            })),
-        };
-        let messages = futures::stream::once(async { header })
-            .chain(pieces(size, 3).map(|piece| pb::UploadRequest {
-                content: Some(pb::upload_request::Content::Chunk(piece.unwrap().into())),
-            }))
-            .chain(futures::stream::once(async {
-                pb::UploadRequest {
-                    content: Some(pb::upload_request::Content::Finish(pb::UploadFinish {})),
-                }
-            }));
-        let mp3 = storage.upload(messages).await?.into_inner().file.unwrap();
-        for (from, to) in [
-            (pb::JobState::Queued, pb::JobState::Converting),
-            (pb::JobState::Converting, pb::JobState::Done),
-        ] {
-            storage
-                .transition_job(pb::TransitionJobRequest {
-                    id: job_id.clone(),
-                    from: from.into(),
-                    to: to.into(),
-                    mp3_id: mp3.id.clone(),
-                    error_reason: String::new(),
-                    claim: None,
-                })
-                .await?;
+        let job = storage.job(&job_id, &Owner::Any).await?;
+        let mut upload = storage.upload(pb::UploadHeader {
+            bucket: pb::Bucket::Mp3s.into(),
+            owner_id: job.owner_id.clone(),
+            filename: "bench.mp3".into(),
+            content_type: "audio/mpeg".into(),
+            job_id: job.id.clone(),
+        });
+        let mut pieces = std::pin::pin!(pieces(size, 3));
+        while let Some(piece) = pieces.next().await {
+            if !upload.send(piece?.into()).await {
+                break;
+            }
         }
+        let mp3 = upload.finish().await?;
+        let claimed = storage.claim(&job, pb::JobState::Queued).await?;
+        storage.mark_done(&claimed, &mp3.id).await?;
         Ok(mp3.id)
     }
 }
@@ -277,13 +250,9 @@ async fn run() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let gateway_client = Gateway::sign_in(format!("http://127.0.0.1:{gateway_port}")).await?;
-    let mut storage_client = StorageServiceClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{storage_port}"))?
-            .connect()
-            .await?,
-    );
+    let storage_client = StorageClient::connect_lazy(&format!("http://127.0.0.1:{storage_port}"))?;
     let mp3_id = gateway_client
-        .downloadable_mp3(&mut storage_client, size)
+        .downloadable_mp3(&storage_client, size)
         .await?;
     let bucket = mongo.database().gridfs_bucket(None);
 

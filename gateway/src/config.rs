@@ -1,13 +1,14 @@
 //! The gateway's configuration, from the environment (or same-named flags).
 
-use clap::Args;
+use clap::Parser;
 use messaging::BrokerConfig;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The gateway's settings.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gateway", version, about = "The REST edge of mp3converter.")]
 pub struct Config {
     /// Address (or bare port) the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080", value_parser = parse_listen_addr)]
@@ -51,21 +52,28 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
     }
+}
 
-    /// Checks what clap cannot, naming the variable at fault.
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (variable, url) in [
             ("AUTH_URL", &self.auth_url),
             ("STORAGE_URL", &self.storage_url),
         ] {
             if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
-                anyhow::bail!("{variable} `{url}` is not a valid http:// URL");
+                return Err(ConfigError::invalid(
+                    variable,
+                    format!("`{url}` is not a valid http:// URL"),
+                ));
             }
         }
         self.broker.validate()?;
         for origin in self.cors_allowed_origins.iter().filter(|o| !o.is_empty()) {
             if http::HeaderValue::from_str(origin).is_err() {
-                anyhow::bail!("CORS_ALLOWED_ORIGINS holds an invalid origin `{origin}`");
+                return Err(ConfigError::invalid(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("holds an invalid origin `{origin}`"),
+                ));
             }
         }
         Ok(())

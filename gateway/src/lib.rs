@@ -22,7 +22,6 @@ pub mod sniff;
 pub use config::Config;
 
 use anyhow::Context;
-use clap::Parser;
 use clients::{AuthClient, StorageClient};
 use messaging::Publisher;
 use routes::{AppState, Channels};
@@ -31,54 +30,61 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
-/// The command line: the gateway's settings.
-#[derive(Debug, Parser)]
-#[command(name = "gateway", version, about = "The REST edge of mp3converter.")]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
-}
-
-/// Runs the command line.
-pub async fn main(cli: Cli) -> anyhow::Result<()> {
-    cli.config.validate()?;
-    service_kit::telemetry::init(&cli.config.telemetry);
+/// Runs the gateway until SIGTERM or Ctrl-C (its configuration already checked by
+/// `Config::load`).
+pub async fn main(config: Config) -> anyhow::Result<()> {
+    service_kit::telemetry::init(&config.telemetry)?;
+    let app = App::build(config).await?;
     // Boxed: the server's future nests deeply enough to overflow rustc's layout query depth.
-    Box::pin(run(cli.config)).await
+    Box::pin(app.run_until_stopped(Shutdown::on_signals())).await
 }
 
-/// Serves until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
-    serve(config, listener, Shutdown::on_signals()).await
-}
-
-/// Serves HTTP on `listener` until `shutdown` fires, then drains open requests.
-pub async fn serve(
-    config: Config,
+/// The gateway, built: its listener bound and its routes ready, with lazy gRPC channels (the
+/// gateway starts whether or not its dependencies are up yet, and `/readyz` says when they
+/// are). [`App::run_until_stopped`] serves it.
+#[derive(Debug)]
+pub struct App {
     listener: TcpListener,
-    shutdown: impl Into<Shutdown>,
-) -> anyhow::Result<()> {
-    config.validate()?;
-    let shutdown = shutdown.into();
-    let state = build(&config)?;
-    let app = routes::router(state, &config);
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    axum::serve(
-        service_kit::net::nodelay_listener(listener),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.wait().await })
-    .await?;
-    tracing::info!("gateway stopped");
-    Ok(())
+    router: axum::Router,
 }
 
-/// The shared state: lazy gRPC channels (the gateway starts whether or not its dependencies
-/// are up yet, and `/readyz` says when they are) and the broker link.
-pub fn build(config: &Config) -> anyhow::Result<AppState> {
+impl App {
+    /// Binds LISTEN_ADDR and assembles the routes; `config` is checked already.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+        let state = state(&config)?;
+        Ok(Self {
+            listener,
+            router: routes::router(state, &config),
+        })
+    }
+
+    /// Where HTTP is served: the API, the web page, and the ops routes.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves HTTP until `shutdown` fires, then drains open requests.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.http_addr(), "gateway listening");
+        axum::serve(
+            service_kit::net::nodelay_listener(self.listener),
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// What every handler shares: the clients of auth and storage, and the publisher.
+pub fn state(config: &Config) -> anyhow::Result<AppState> {
     let auth = channel(&config.auth_url).context("AUTH_URL")?;
     let storage = channel(&config.storage_url).context("STORAGE_URL")?;
     Ok(AppState {

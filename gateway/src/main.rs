@@ -2,9 +2,10 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use service_kit::config::ServiceConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    gateway::main(gateway::Cli::parse()).await
+    let config = gateway::Config::load().unwrap_or_else(|error| error.exit());
+    gateway::main(config).await
 }

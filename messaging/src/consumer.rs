@@ -14,7 +14,7 @@ use crate::events::{self, Event};
 use crate::publisher::Publisher;
 use crate::{amqp, embedded};
 use service_kit::Shutdown;
-use service_kit::ops::Readiness;
+use service_kit::ops::{OpsEndpoint, Readiness};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -78,25 +78,17 @@ pub struct ConsumerSettings {
     pub grace: Duration,
 }
 
-/// A whole worker: the ops endpoint (`/healthz`, `/readyz` true while consuming, `/metrics`) on
-/// `ops_listener`, and [`consume`] until `shutdown` fires. A consumer that fails takes the ops
-/// endpoint down with it, so the orchestrator sees the process go.
+/// A whole worker: [`consume`] until `shutdown` fires, with `/readyz` on `ops` true while
+/// consuming. When consuming ends (shutdown, or a failure) the ops endpoint stops with it, so
+/// the orchestrator sees the process go.
 pub async fn serve_worker<H: Handler>(
     settings: ConsumerSettings,
     handler: H,
-    ops_listener: tokio::net::TcpListener,
+    ops: OpsEndpoint,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let readiness = Readiness::new();
-    let ops = tokio::spawn(service_kit::ops::serve(
-        ops_listener,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
-    let consumed = consume(settings, handler, readiness, shutdown.clone()).await;
-    shutdown.trigger();
-    ops.await.context("ops endpoint task")??;
+    let consumed = consume(settings, handler, ops.readiness().clone(), shutdown).await;
+    ops.stop().await?;
     consumed
 }
 

@@ -1,16 +1,21 @@
 //! The notifier's settings, from flags or the environment. clap refuses to start on a bad
 //! value and names the variable.
 
-use clap::Args;
+use clap::Parser;
 use lettre::message::Mailbox;
 use messaging::{BrokerConfig, RetryConfig};
 use service_kit::Secret;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Everything the notifier reads from its environment.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "notifier",
+    version,
+    about = "The notifier worker of mp3converter: e-mails users when their conversion ended."
+)]
 pub struct Config {
     /// Address (or bare port) of the health and metrics endpoint.
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091", value_parser = parse_listen_addr)]
@@ -61,6 +66,24 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if tonic::transport::Endpoint::from_shared(self.storage_url.clone()).is_err() {
+            return Err(ConfigError::invalid(
+                "STORAGE_URL",
+                format!("`{}` is not a valid http:// URL", self.storage_url),
+            ));
+        }
+        self.broker.validate()?;
+        if let Some(url) = &self.smtp_url {
+            crate::mailer::Mailer::smtp(url.expose(), std::time::Duration::from_secs(1)).map_err(
+                |_| ConfigError::invalid("SMTP_URL", "is not an smtp:// or smtps:// URL"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// The outbox directory of the embedded default (`DATA_DIR/outbox`).
     pub fn outbox_dir(&self) -> PathBuf {
@@ -70,17 +93,13 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use crate::Cli;
-    use clap::Parser;
+    use super::*;
 
     #[test]
     fn a_sender_that_is_not_an_address_is_refused_at_start_up_by_name() {
-        let good = Cli::try_parse_from(["notifier", "--mail-from", "Ops <ops@example.com>"]);
-        assert_eq!(
-            good.unwrap().config.mail_from.email.to_string(),
-            "ops@example.com"
-        );
-        let error = Cli::try_parse_from(["notifier", "--mail-from", "nobody"]).unwrap_err();
+        let good = Config::try_parse_from(["notifier", "--mail-from", "Ops <ops@example.com>"]);
+        assert_eq!(good.unwrap().mail_from.email.to_string(), "ops@example.com");
+        let error = Config::try_parse_from(["notifier", "--mail-from", "nobody"]).unwrap_err();
         assert!(error.to_string().contains("--mail-from"), "{error}");
     }
 }

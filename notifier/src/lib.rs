@@ -5,9 +5,9 @@
 //! - [`mailer`]: SMTP, or the outbox directory of the embedded default.
 //! - [`notify`]: one event, from the job's record to the e-mail and back.
 //!
-//! The shape every service shares: [`Cli`] from the environment, telemetry, then [`serve`] on a
-//! listener until shutdown. `main.rs` only calls [`main`]; tests call [`serve`] with a listener
-//! on port 0.
+//! The shape every service shares: [`Config`] from the environment, then [`App::build`] and
+//! [`App::run_until_stopped`]. `main.rs` only loads the configuration and calls [`main`]; tests
+//! build an [`App`] from a typed configuration on port 0.
 
 #![forbid(unsafe_code)]
 
@@ -19,71 +19,77 @@ pub mod notify;
 pub use config::Config;
 
 use anyhow::Context;
-use clap::Parser;
 use clients::StorageClient;
 use mailer::Mailer;
 use messaging::consumer::{self, ConsumerSettings};
 use notify::Notifier;
 use service_kit::Shutdown;
+use service_kit::ops::OpsEndpoint;
+use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
-/// The command line: the worker's settings.
-#[derive(Debug, Parser)]
-#[command(
-    name = "notifier",
-    version,
-    about = "The notifier worker of mp3converter: e-mails users when their conversion ended."
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
+/// Works until SIGTERM or Ctrl-C (the configuration already checked by `Config::load`).
+pub async fn main(config: Config) -> anyhow::Result<()> {
+    service_kit::telemetry::init(&config.telemetry)?;
+    App::build(config)
+        .await?
+        .run_until_stopped(Shutdown::on_signals())
+        .await
 }
 
-/// Runs the command line.
-pub async fn main(cli: Cli) -> anyhow::Result<()> {
-    service_kit::telemetry::init(&cli.config.telemetry);
-    run(cli.config).await
+/// The notifier, built: its ops endpoint answering and its mailer set up.
+/// [`App::run_until_stopped`] consumes the mp3 queue.
+#[derive(Debug)]
+pub struct App {
+    ops: OpsEndpoint,
+    settings: ConsumerSettings,
+    notifier: Notifier,
 }
 
-/// Works until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let ops = service_kit::ops::bind(config.ops_listen_addr).await?;
-    tracing::info!(addr = %ops.local_addr()?, "notifier health and metrics listening");
-    serve(config, ops, Shutdown::on_signals()).await
-}
+impl App {
+    /// Binds OPS_LISTEN_ADDR and sets up the mailer; `config` is checked already.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
+        tracing::info!(addr = %ops.addr(), "notifier health and metrics listening");
+        let storage = StorageClient::connect_lazy(&config.storage_url)
+            .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
+        let timeout = Duration::from_secs(config.smtp_timeout_seconds);
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::smtp(url.expose(), timeout)?,
+            None => {
+                let outbox = config.outbox_dir();
+                tracing::info!(outbox = %outbox.display(), "no SMTP_URL: writing e-mails to the outbox");
+                Mailer::outbox(outbox)?
+            }
+        };
+        let notifier = Notifier::new(
+            storage,
+            mailer,
+            config.mail_from.clone(),
+            config.public_base_url.clone(),
+        );
+        let settings = ConsumerSettings {
+            service: "notifier",
+            queue: config.broker.queues.mp3_queue.clone(),
+            concurrency: config.concurrency,
+            broker: config.broker,
+            retry: config.retry,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        };
+        Ok(Self {
+            ops,
+            settings,
+            notifier,
+        })
+    }
 
-/// Consumes the mp3 queue, with health and metrics on `ops_listener`, until `shutdown` fires.
-pub async fn serve(
-    config: Config,
-    ops_listener: TcpListener,
-    shutdown: impl Into<Shutdown>,
-) -> anyhow::Result<()> {
-    let shutdown = shutdown.into();
-    let storage = StorageClient::connect_lazy(&config.storage_url)
-        .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
-    let timeout = Duration::from_secs(config.smtp_timeout_seconds);
-    let mailer = match &config.smtp_url {
-        Some(url) => Mailer::smtp(url.expose(), timeout)?,
-        None => {
-            let outbox = config.outbox_dir();
-            tracing::info!(outbox = %outbox.display(), "no SMTP_URL: writing e-mails to the outbox");
-            Mailer::outbox(outbox)?
-        }
-    };
-    let notifier = Notifier::new(
-        storage,
-        mailer,
-        config.mail_from.clone(),
-        config.public_base_url.clone(),
-    );
-    let settings = ConsumerSettings {
-        service: "notifier",
-        queue: config.broker.queues.mp3_queue.clone(),
-        broker: config.broker,
-        concurrency: config.concurrency,
-        retry: config.retry,
-        grace: Duration::from_secs(config.shutdown_grace_seconds),
-    };
-    consumer::serve_worker(settings, notifier, ops_listener, shutdown).await
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.addr()
+    }
+
+    /// Consumes the mp3 queue until `shutdown` fires.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        consumer::serve_worker(self.settings, self.notifier, self.ops, shutdown).await
+    }
 }

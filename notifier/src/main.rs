@@ -2,9 +2,10 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use service_kit::config::ServiceConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    notifier::main(notifier::Cli::parse()).await
+    let config = notifier::Config::load().unwrap_or_else(|error| error.exit());
+    notifier::main(config).await
 }

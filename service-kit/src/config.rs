@@ -1,8 +1,14 @@
-//! Configuration pieces every service flattens into its own clap `Config`, so the same
-//! variables mean the same thing everywhere. Services read their config from the environment
-//! (and flags, for local use); clap refuses to start on a bad value and names the variable.
+//! Configuration pieces every service flattens into its own `Config`, so the same variables
+//! mean the same thing everywhere, and the three ways a `Config` comes to be:
+//!
+//! - a service's binary reads it from the environment and its flags, parsed and validated once
+//!   ([`ConfigError`] names the variable at fault and never holds a secret's value);
+//! - `up` reads each service's from the environment ([`from_env`]), then sets typed fields
+//!   (ports, the data directory, the other services' addresses);
+//! - tests start from the documented defaults with the environment ignored ([`defaults`]) and
+//!   set typed fields. No configuration is ever assembled from argument strings.
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use std::net::SocketAddr;
 
 /// How log lines are written.
@@ -21,9 +27,59 @@ pub struct TelemetryConfig {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
-    /// Log filter in `tracing` syntax, e.g. `info,auth=debug`.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    /// Log filter in `tracing` syntax, e.g. `info,auth=debug`; one that does not parse stops
+    /// the service.
+    #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// Checks a log filter (`RUST_LOG`) the way the subscriber will read it.
+pub fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|error| format!("`{value}` is not a log filter: {error}"))
+}
+
+/// What every service's `Config` is: parsed from the environment and flags (clap), checked
+/// once by [`ServiceConfig::validate`], and buildable from its declared defaults.
+pub trait ServiceConfig: Parser {
+    /// Checks what parsing one value at a time cannot (combinations, files, programs),
+    /// naming the variable at fault.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// From the process's command line and environment, checked: a service's binary.
+    fn load() -> Result<Self, ConfigError> {
+        let config = Self::try_parse()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// From the process's environment alone (no command-line flags), not yet checked: how `up`
+    /// reads each service's variables before it sets the fields that are its own to choose.
+    fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self::try_parse_from([Self::command()
+            .get_name()
+            .to_owned()])?)
+    }
+
+    /// The documented defaults, exactly as the declaration states them, with the process's
+    /// environment ignored: where tests start before they set the fields they care about.
+    fn defaults() -> Self {
+        let command = Self::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from([std::ffi::OsString::from("defaults")])
+            .expect("every setting has a default or is optional");
+        Self::from_arg_matches(&matches).expect("the defaults parse")
+    }
 }
 
 /// A configuration a service refuses to start with. It names the variable at fault and never
@@ -52,6 +108,27 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
+
+    /// The variable at fault, for a value that parsed but cannot work.
+    pub fn variable(&self) -> Option<&'static str> {
+        match self {
+            Self::Invalid { variable, .. } => Some(variable),
+            Self::Parse(_) => None,
+        }
+    }
+
+    /// Says what is wrong on standard error and ends the process, as a service that refuses to
+    /// start (exit code 2, like any other usage error; clap's own help and version output exit
+    /// 0).
+    pub fn exit(self) -> ! {
+        match self {
+            Self::Parse(error) => error.exit(),
+            invalid @ Self::Invalid { .. } => {
+                eprintln!("error: {invalid}");
+                std::process::exit(2)
+            }
+        }
+    }
 }
 
 /// Parses a listen address, accepting a bare port (`8080`) as `0.0.0.0:8080`.
@@ -66,7 +143,54 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_listen_addr;
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Example {
+        /// Read from a variable every environment sets, so the test needs to set none.
+        #[arg(long, env = "PATH", default_value = "as declared")]
+        search_path: String,
+        #[command(flatten)]
+        telemetry: TelemetryConfig,
+    }
+
+    impl ServiceConfig for Example {
+        fn validate(&self) -> Result<(), ConfigError> {
+            if self.search_path.is_empty() {
+                return Err(ConfigError::invalid("PATH", "is empty"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_declared_ones_whatever_the_environment_says() {
+        let example = Example::defaults();
+        assert_eq!(example.search_path, "as declared");
+        assert_eq!(example.telemetry.log_filter, "info");
+        let from_env = Example::from_env().unwrap();
+        assert_eq!(from_env.search_path, std::env::var("PATH").unwrap());
+    }
+
+    #[test]
+    fn an_invalid_value_is_refused_naming_its_variable_and_not_its_value() {
+        let example = Example {
+            search_path: String::new(),
+            telemetry: TelemetryConfig::default(),
+        };
+        let refused = example.validate().unwrap_err().to_string();
+        assert_eq!(refused, "invalid configuration: PATH is empty");
+    }
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_refused_by_name() {
+        assert!(parse_log_filter("info,auth=debug").is_ok());
+        let refused = Example::try_parse_from(["example", "--log-filter", "auth=loud"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("RUST_LOG"), "{refused}");
+        assert!(refused.contains("auth=loud"), "{refused}");
+    }
 
     #[test]
     fn listen_addr_accepts_port_or_socket_address() {

@@ -3,8 +3,7 @@
 //! drains in-flight calls when [`Shutdown`] fires.
 
 use crate::Shutdown;
-use crate::ops::{self, Readiness};
-use std::future::Future;
+use crate::ops::OpsEndpoint;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -48,6 +47,15 @@ impl GrpcServer {
             .build_v1alpha()
             .expect("embedded descriptor sets are valid");
         let router = Server::builder()
+            // Every call's log lines carry its method and the request id it came with (the
+            // gateway's, for calls made on behalf of an HTTP request).
+            .trace_fn(|request| {
+                tracing::info_span!(
+                    "grpc",
+                    method = %request.uri().path(),
+                    request_id = crate::request_id::of(request).unwrap_or_default(),
+                )
+            })
             .add_service(health_service)
             .add_service(v1)
             .add_service(v1alpha);
@@ -98,20 +106,18 @@ impl GrpcServer {
     }
 }
 
-/// Runs a gRPC service the way every server of ours runs: the ops endpoint (`/healthz`,
-/// `/readyz`, `/metrics`) on `ops_listener` answers from the start, `build` prepares the service
-/// (connecting, migrating), then gRPC serves on `listener` and `/readyz` says ready until
-/// `shutdown` fires, when calls in flight drain.
-pub async fn serve_with_ops<S, F>(
+/// Serves a gRPC service the way every server of ours runs, once it is built: `/readyz` on
+/// `ops` says ready, gRPC serves on `listener` until `shutdown` fires, then calls in flight
+/// drain and the ops endpoint stops.
+pub async fn run_until_stopped<S>(
     label: &str,
     service_name: &str,
+    service: S,
     listener: TcpListener,
-    ops_listener: TcpListener,
+    ops: OpsEndpoint,
     shutdown: Shutdown,
-    build: F,
 ) -> anyhow::Result<()>
 where
-    F: Future<Output = anyhow::Result<S>>,
     S: tower::Service<
             http::Request<tonic::body::Body>,
             Response = http::Response<tonic::body::Body>,
@@ -123,31 +129,14 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let readiness = Readiness::new();
-    tracing::info!(addr = %ops_listener.local_addr()?, "{label} health and metrics listening");
-    let ops = tokio::spawn(ops::serve(
-        ops_listener,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
-    let service = match build.await {
-        Ok(service) => service,
-        Err(error) => {
-            shutdown.trigger();
-            let _ = ops.await;
-            return Err(error);
-        }
-    };
-    readiness.set(true);
+    ops.readiness().set(true);
     tracing::info!(addr = %listener.local_addr()?, "{label} serving gRPC");
     let served = GrpcServer::new(&[service_name])
         .add_service(service)
         .await
-        .serve(listener, shutdown.clone())
+        .serve(listener, shutdown)
         .await;
-    readiness.set(false);
-    shutdown.trigger();
-    ops.await??;
+    ops.stop().await?;
     served?;
     tracing::info!("{label} stopped");
     Ok(())

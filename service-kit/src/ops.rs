@@ -1,14 +1,17 @@
-//! The small HTTP endpoint every worker (converter, notifier) serves for Kubernetes probes and
-//! Prometheus: `/healthz` (the process is alive), `/readyz` (it can do work) and `/metrics`.
+//! The small HTTP endpoint every service but the gateway (which serves the same routes beside
+//! its API) answers for Kubernetes probes and Prometheus: `/healthz` (the process is alive),
+//! `/readyz` (it can do work) and `/metrics`.
 
 use crate::Shutdown;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Whether a worker can do work right now (connected to its broker, say). Cheap to clone and
 /// flip from anywhere.
@@ -43,12 +46,63 @@ pub fn router(readiness: Readiness) -> Router {
         .with_state(readiness)
 }
 
-/// Binds the ops endpoint at `addr` (OPS_LISTEN_ADDR), naming the variable if it cannot.
-pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context;
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding OPS_LISTEN_ADDR {addr}"))
+/// A service's ops endpoint, serving from the moment it is bound: `/healthz` answers at once,
+/// `/readyz` says "not ready" until the service sets its [`Readiness`], so an orchestrator sees
+/// a service that is still migrating or connecting as alive but not ready. It stops when
+/// [`OpsEndpoint::stop`] is called, or when dropped.
+#[derive(Debug)]
+pub struct OpsEndpoint {
+    addr: SocketAddr,
+    readiness: Readiness,
+    stop: Shutdown,
+    serving: AbortOnDropHandle<std::io::Result<()>>,
+}
+
+impl OpsEndpoint {
+    /// Binds `addr` (OPS_LISTEN_ADDR, naming the variable if it cannot) and starts serving.
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding OPS_LISTEN_ADDR {addr}"))?;
+        Self::serve(listener)
+    }
+
+    /// Serves on `listener`, already bound (a gateway serves its ops routes with its API; tests
+    /// bind port 0).
+    pub fn serve(listener: TcpListener) -> anyhow::Result<Self> {
+        let addr = listener.local_addr()?;
+        let readiness = Readiness::new();
+        let stop = Shutdown::new();
+        let serving = AbortOnDropHandle::new(tokio::spawn(serve(
+            listener,
+            readiness.clone(),
+            stop.clone(),
+        )));
+        Ok(Self {
+            addr,
+            readiness,
+            stop,
+            serving,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The readiness `/readyz` reports.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Stops accepting, lets open requests finish, and returns how serving ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.readiness.set(false);
+        self.stop.trigger();
+        Ok(self.serving.await??)
+    }
 }
 
 /// Serves the ops routes on `listener` until `shutdown` fires.

@@ -47,6 +47,12 @@ impl From<String> for Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Secret;

@@ -1,12 +1,14 @@
 //! Tracing set-up: one subscriber per process, JSON in production, pretty in a terminal.
 
-use crate::config::{LogFormat, TelemetryConfig};
+use crate::config::{ConfigError, LogFormat, TelemetryConfig};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global tracing subscriber and the Prometheus recorder. Calling it again (several services in one process,
-/// as in tests or the single-process run) keeps the first one.
-pub fn init(config: &TelemetryConfig) {
-    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global tracing subscriber and the Prometheus recorder. Calling it again
+/// (several services in one process, as in tests or the single-process run) keeps the first
+/// one. A filter that does not parse is refused, never replaced by another.
+pub fn init(config: &TelemetryConfig) -> Result<(), ConfigError> {
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .map_err(|error| ConfigError::invalid("RUST_LOG", format!("does not parse: {error}")))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -19,4 +21,5 @@ pub fn init(config: &TelemetryConfig) {
         LogFormat::Pretty => builder.compact().try_init(),
     };
     crate::metrics::prometheus();
+    Ok(())
 }

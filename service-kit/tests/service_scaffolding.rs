@@ -10,11 +10,9 @@ use test_support::grpc::{health_status, reflected_services};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn grpc_server(services: &'static [&'static str]) -> TestServer {
-    TestServer::start(move |listener, shutdown| {
-        GrpcServer::new(services).serve(listener, shutdown.into())
-    })
-    .await
-    .unwrap()
+    TestServer::start(move |listener, shutdown| GrpcServer::new(services).serve(listener, shutdown))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -105,11 +103,9 @@ async fn ops_endpoint_answers_probes_and_metrics() {
     let readiness = Readiness::new();
     let server = {
         let readiness = readiness.clone();
-        TestServer::start(move |listener, shutdown| {
-            ops::serve(listener, readiness, shutdown.into())
-        })
-        .await
-        .unwrap()
+        TestServer::start(move |listener, shutdown| ops::serve(listener, readiness, shutdown))
+            .await
+            .unwrap()
     };
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("{}{path}", server.url())).send();

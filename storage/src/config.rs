@@ -2,9 +2,9 @@
 //! follows `MONGODB_URI`: set, files go to GridFS and jobs to a collection; unset, both live in
 //! a directory under `DATA_DIR` (the embedded default).
 
-use clap::Args;
+use clap::Parser;
 use service_kit::Secret;
-use service_kit::config::{TelemetryConfig, parse_listen_addr};
+use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -12,7 +12,12 @@ use std::path::PathBuf;
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// The storage service's settings.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "storage",
+    version,
+    about = "The storage service of mp3converter: files and job records over gRPC."
+)]
 pub struct Config {
     /// Address (or bare port) the gRPC server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50052", value_parser = parse_listen_addr)]
@@ -41,6 +46,21 @@ pub struct Config {
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+}
+
+impl ServiceConfig for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(uri) = &self.mongodb_uri
+            && !(uri.expose().starts_with("mongodb://")
+                || uri.expose().starts_with("mongodb+srv://"))
+        {
+            return Err(ConfigError::invalid(
+                "MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Config {

@@ -21,9 +21,10 @@ pub use service::StorageApi;
 
 use anyhow::Context;
 use backend::Backend;
-use clap::Parser;
 use proto::storage::v1::storage_service_server::StorageServiceServer;
 use service_kit::Shutdown;
+use service_kit::ops::OpsEndpoint;
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 /// The full name of the gRPC service, as reflection lists it.
@@ -33,68 +34,68 @@ pub const SERVICE_NAME: &str = "mp3converter.storage.v1.StorageService";
 /// clients that send bigger ones.
 const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
-/// The command line: the service's settings.
-#[derive(Debug, Parser)]
-#[command(
-    name = "storage",
-    version,
-    about = "The storage service of mp3converter: files and job records over gRPC."
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub config: Config,
-}
-
-/// Runs the command line.
-pub async fn main(cli: Cli) -> anyhow::Result<()> {
-    service_kit::telemetry::init(&cli.config.telemetry);
+/// Runs the service until SIGTERM or Ctrl-C (its configuration already checked by
+/// `Config::load`).
+pub async fn main(config: Config) -> anyhow::Result<()> {
+    service_kit::telemetry::init(&config.telemetry)?;
     // Boxed: the server's future nests deeply enough to overflow rustc's layout query depth.
-    Box::pin(run(cli.config)).await
+    let app = Box::pin(App::build(config)).await?;
+    Box::pin(app.run_until_stopped(Shutdown::on_signals())).await
 }
 
-/// Serves until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen_addr)
+/// The storage service, built: its listeners bound (the ops endpoint already answering) and
+/// its backend connected. [`App::run_until_stopped`] serves it.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    ops: OpsEndpoint,
+    api: StorageApi,
+}
+
+impl App {
+    /// Binds LISTEN_ADDR and OPS_LISTEN_ADDR and connects the backend; `config` is checked
+    /// already.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
+        tracing::info!(grpc = %listener.local_addr()?, ops = %ops.addr(), "storage listening");
+        let api = build(&config).await?;
+        Ok(Self { listener, ops, api })
+    }
+
+    /// Where gRPC is served.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.addr()
+    }
+
+    /// Serves gRPC until `shutdown` fires, then drains the calls in flight.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let service = StorageServiceServer::new(self.api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        service_kit::grpc::run_until_stopped(
+            "storage",
+            SERVICE_NAME,
+            service,
+            self.listener,
+            self.ops,
+            shutdown,
+        )
         .await
-        .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
-    serve(config, listener, Shutdown::on_signals()).await
-}
-
-/// Connects the backend and serves gRPC on `listener` until `shutdown` fires, with the ops
-/// endpoint on OPS_LISTEN_ADDR.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Into<Shutdown>,
-) -> anyhow::Result<()> {
-    let ops = service_kit::ops::bind(config.ops_listen_addr).await?;
-    serve_with_ops(config, listener, ops, shutdown).await
-}
-
-/// [`serve`] with the ops endpoint (`/healthz`, `/readyz`, `/metrics`) on a given listener.
-pub async fn serve_with_ops(
-    config: Config,
-    listener: TcpListener,
-    ops_listener: TcpListener,
-    shutdown: impl Into<Shutdown>,
-) -> anyhow::Result<()> {
-    service_kit::grpc::serve_with_ops(
-        "storage",
-        SERVICE_NAME,
-        listener,
-        ops_listener,
-        shutdown.into(),
-        async {
-            Ok(StorageServiceServer::new(build(&config).await?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES))
-        },
-    )
-    .await
+    }
 }
 
 /// The service over the configured backend, ready to answer requests.
-pub async fn build(config: &Config) -> anyhow::Result<StorageApi> {
+async fn build(config: &Config) -> anyhow::Result<StorageApi> {
     let backend = match &config.mongodb_uri {
         Some(uri) => {
             let mongo =

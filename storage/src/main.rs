@@ -2,9 +2,10 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use service_kit::config::ServiceConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    storage::main(storage::Cli::parse()).await
+    let config = storage::Config::load().unwrap_or_else(|error| error.exit());
+    storage::main(config).await
 }

@@ -1,15 +1,13 @@
 //! The storage contract over real gRPC on loopback: every scenario runs against both backends,
 //! MongoDB GridFS (on the MongoDB-wire server) and the embedded local directory.
 
-use clap::Parser;
 use futures::StreamExt;
 use mongodb::bson::doc;
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use storage::Cli;
-use test_support::{TempDir, TestMongo, TestServer, pseudo_random_bytes, temp_dir};
+use test_support::{Running, TempDir, TestMongo, configs, pseudo_random_bytes, temp_dir};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -26,41 +24,34 @@ enum Backend {
     Local,
 }
 
-/// One storage service on port 0 with its own database or directory.
+/// One storage service on port 0 with its own database or directory, and a raw gRPC client of
+/// it (these tests are of the contract itself, so they speak it directly).
 struct RunningStorage {
-    server: TestServer,
+    service: Running<storage::App>,
     client: StorageServiceClient<Channel>,
-    args: Vec<String>,
     mongo: Option<TestMongo>,
     dir: TempDir,
 }
 
 impl RunningStorage {
-    async fn start(backend: Backend, extra: &[&str]) -> Self {
+    async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    async fn start_with(backend: Backend, change: impl FnOnce(&mut storage::Config)) -> Self {
+        test_support::init_tracing();
         let dir = temp_dir();
         let mongo = match backend {
             Backend::Mongo => Some(TestMongo::create().await.unwrap()),
             Backend::Local => None,
         };
-        let mut args: Vec<String> = ["storage", "--data-dir", dir.path().to_str().unwrap()]
-            .into_iter()
-            .chain(["--log-format", "pretty", "--ops-listen-addr", "127.0.0.1:0"])
-            .map(String::from)
-            .collect();
-        if let Some(mongo) = &mongo {
-            args.extend([
-                "--mongodb-uri".into(),
-                mongo.uri().into(),
-                "--mongodb-database".into(),
-                mongo.name().into(),
-            ]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let (server, client) = serve(&args).await;
+        let mut config = configs::storage(dir.path(), mongo.as_ref());
+        change(&mut config);
+        let service = Running::<storage::App>::start(config).await.unwrap();
+        let client = StorageServiceClient::new(service.grpc_channel().await.unwrap());
         Self {
-            server,
+            service,
             client,
-            args,
             mongo,
             dir,
         }
@@ -68,18 +59,16 @@ impl RunningStorage {
 
     async fn restart(self) -> Self {
         let Self {
-            server,
-            args,
+            service,
             mongo,
             dir,
             ..
         } = self;
-        server.stop().await.unwrap();
-        let (server, client) = serve(&args).await;
+        let service = service.restart().await.unwrap();
+        let client = StorageServiceClient::new(service.grpc_channel().await.unwrap());
         Self {
-            server,
+            service,
             client,
-            args,
             mongo,
             dir,
         }
@@ -307,20 +296,6 @@ impl RunningStorage {
     }
 }
 
-async fn serve(args: &[String]) -> (TestServer, StorageServiceClient<Channel>) {
-    test_support::init_tracing();
-    let config = Cli::try_parse_from(args).unwrap().config;
-    let mut server =
-        TestServer::start(|listener, shutdown| storage::serve(config, listener, shutdown))
-            .await
-            .unwrap();
-    let channel = server
-        .ready_grpc_channel(Duration::from_secs(20))
-        .await
-        .unwrap();
-    (server, StorageServiceClient::new(channel))
-}
-
 fn header(bucket: pb::Bucket, owner: &str) -> pb::UploadRequest {
     pb::UploadRequest {
         content: Some(pb::upload_request::Content::Header(pb::UploadHeader {
@@ -392,7 +367,7 @@ on_both_backends!(
 );
 
 async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let data = pseudo_random_bytes(3 * 1024 * 1024 + 17, 1);
     let info = storage
         .upload(pb::Bucket::Videos, ALICE, &data)
@@ -428,7 +403,7 @@ async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: 
 }
 
 async fn ranged_downloads_return_exactly_the_requested_bytes(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let data = pseudo_random_bytes(3 * GRIDFS_CHUNK as usize + 1000, 2);
     let size = data.len() as u64;
     let id = storage
@@ -466,7 +441,7 @@ async fn ranged_downloads_return_exactly_the_requested_bytes(backend: Backend) {
 }
 
 async fn other_owners_missing_and_malformed_ids_are_told_apart_without_leaking(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let id = storage
         .upload(pb::Bucket::Videos, ALICE, b"alice's video")
         .await
@@ -540,7 +515,7 @@ async fn other_owners_missing_and_malformed_ids_are_told_apart_without_leaking(b
 }
 
 async fn an_upload_broken_off_midway_leaves_nothing_behind(backend: Backend) {
-    let storage = RunningStorage::start(backend, &[]).await;
+    let storage = RunningStorage::start(backend).await;
     let (messages, outgoing) = mpsc::channel(4);
     let mut client = storage.client.clone();
     let call = tokio::spawn(async move { client.upload(ReceiverStream::new(outgoing)).await });
@@ -563,7 +538,7 @@ async fn an_upload_broken_off_midway_leaves_nothing_behind(backend: Backend) {
 }
 
 async fn the_size_limit_is_enforced_while_streaming(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &["--max-file-bytes", "1000000"]).await;
+    let mut storage = RunningStorage::start_with(backend, |c| c.max_file_bytes = 1_000_000).await;
     let at_limit = pseudo_random_bytes(1_000_000, 4);
     storage
         .upload(pb::Bucket::Videos, ALICE, &at_limit)
@@ -582,7 +557,7 @@ async fn the_size_limit_is_enforced_while_streaming(backend: Backend) {
 }
 
 async fn an_upload_must_start_with_one_header(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let cases = [
         vec![chunk(b"no header")],
         vec![],
@@ -610,7 +585,7 @@ async fn an_upload_must_start_with_one_header(backend: Backend) {
 }
 
 async fn files_are_listed_per_owner_newest_first_and_deleted(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let mut alices = Vec::new();
     for n in 0..3u8 {
         alices.push(
@@ -656,7 +631,7 @@ async fn files_are_listed_per_owner_newest_first_and_deleted(backend: Backend) {
 }
 
 async fn job_claims_are_compare_and_set_so_only_one_worker_wins(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let video = storage
         .upload(pb::Bucket::Videos, ALICE, b"v")
         .await
@@ -716,7 +691,7 @@ async fn job_claims_are_compare_and_set_so_only_one_worker_wins(backend: Backend
 }
 
 async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let video = storage
         .upload(pb::Bucket::Videos, ALICE, b"v")
         .await
@@ -822,7 +797,7 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
 }
 
 async fn deleting_a_job_removes_its_files(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let video = storage
         .upload(pb::Bucket::Videos, ALICE, b"v")
         .await
@@ -854,7 +829,7 @@ async fn deleting_a_job_removes_its_files(backend: Backend) {
 }
 
 async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let video = storage
         .upload(pb::Bucket::Videos, ALICE, b"v")
         .await
@@ -899,7 +874,7 @@ async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
 }
 
 async fn files_and_jobs_survive_a_restart(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let data = pseudo_random_bytes(600_000, 6);
     let video = storage
         .upload(pb::Bucket::Videos, ALICE, &data)
@@ -916,7 +891,7 @@ async fn files_and_jobs_survive_a_restart(backend: Backend) {
 }
 
 async fn listings_come_in_pages_that_together_hold_every_record_once(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     // Created in quick succession, so several share a millisecond: the pages must still split
     // them without losing or repeating one.
     let mut videos = Vec::new();
@@ -971,7 +946,7 @@ async fn listings_come_in_pages_that_together_hold_every_record_once(backend: Ba
 }
 
 async fn a_request_must_name_its_owner_or_ask_for_every_owner(backend: Backend) {
-    let mut storage = RunningStorage::start(backend, &[]).await;
+    let mut storage = RunningStorage::start(backend).await;
     let video = storage
         .upload(pb::Bucket::Videos, ALICE, b"video")
         .await
@@ -1012,7 +987,7 @@ async fn a_request_must_name_its_owner_or_ask_for_every_owner(backend: Backend) 
 
 #[tokio::test]
 async fn the_local_backend_clears_what_a_crash_left_behind_at_start_up() {
-    let mut storage = RunningStorage::start(Backend::Local, &[]).await;
+    let mut storage = RunningStorage::start(Backend::Local).await;
     let kept = storage
         .upload(pb::Bucket::Videos, ALICE, b"kept")
         .await
@@ -1045,26 +1020,11 @@ async fn the_local_backend_clears_what_a_crash_left_behind_at_start_up() {
 async fn serves_health_reflection_and_counts_bytes_in_metrics() {
     test_support::init_tracing();
     let dir = temp_dir();
-    let config = Cli::try_parse_from([
-        "storage",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--log-format",
-        "pretty",
-    ])
-    .unwrap()
-    .config;
-    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ops_url = format!("http://{}", ops.local_addr().unwrap());
-    let mut server = TestServer::start(|listener, shutdown| {
-        storage::serve_with_ops(config, listener, ops, shutdown)
-    })
-    .await
-    .unwrap();
-    let channel = server
-        .ready_grpc_channel(Duration::from_secs(20))
+    let server = Running::<storage::App>::start(configs::storage(dir.path(), None))
         .await
         .unwrap();
+    let ops_url = server.ops_url();
+    let channel = server.grpc_channel().await.unwrap();
     let services = test_support::grpc::reflected_services(channel.clone())
         .await
         .unwrap();

@@ -1,7 +1,8 @@
 //! Helpers every crate's tests share, in one place: each test gets its own isolated slice of
 //! the real infrastructure (a fresh MySQL database, a fresh Mongo database, queue names behind
-//! a unique prefix, a temp dir) and can start a service on port 0, so tests run in parallel and
-//! repeat cleanly.
+//! a unique prefix, a temp dir) and runs the services on port 0 from typed configurations
+//! ([`configs`], [`app`]), alone, as the in-process [`mesh`], or as the five-process
+//! [`cluster`], so tests run in parallel and repeat cleanly.
 //!
 //! Where the servers are comes from the environment that `scripts/test` exports, with the
 //! same defaults it uses:
@@ -17,8 +18,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cluster;
+pub mod configs;
 pub mod grpc;
 pub mod media;
+pub mod mesh;
 pub mod mongo;
 pub mod mysql;
 pub mod process;
@@ -28,7 +33,8 @@ pub mod rest;
 pub mod server;
 pub mod smtp;
 
-pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video, mp4_bytes};
+pub use app::Running;
+pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video, mp4_bytes, mp4_like};
 pub use mongo::{MongoServer, TestMongo};
 pub use mysql::TestMysql;
 pub use proxy::TcpProxy;

@@ -149,3 +149,14 @@ pub async fn ffprobe_codecs(path: &Path) -> anyhow::Result<Vec<String>> {
         .filter(|line| !line.is_empty())
         .collect())
 }
+
+/// The first bytes of an MP4 (an `ftyp` box) followed by `len` bytes of noise: passes the
+/// gateway's sniffing, which is all some tests need of a "video" (ffmpeg refuses it).
+pub fn mp4_like(len: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    bytes.extend(crate::pseudo_random_bytes(
+        len.saturating_sub(bytes.len()),
+        seed,
+    ));
+    bytes
+}

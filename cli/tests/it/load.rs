@@ -4,13 +4,11 @@
 //! and storage's memory must stay flat (the second wave must not grow it: nothing accumulates
 //! per request). The test prints throughput and latency percentiles.
 
-mod cluster;
-
-use cluster::{Cluster, Role, User};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::cluster::{Cluster, Role, User};
 use test_support::process::memory_mib;
 use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::sync::Barrier;
@@ -132,7 +130,7 @@ fn ms(duration: Duration) -> String {
 
 #[tokio::test]
 async fn fifty_clients_upload_at_once_and_all_complete_with_flat_memory() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start(crate::binary()).await;
     let mut users = Vec::new();
     for n in 0..USERS {
         users.push(cluster.user(&format!("client-{n}@example.com")).await);

@@ -2,16 +2,16 @@
 //! status and JSON error code it must get. None may produce a 5xx, an error message that shows
 //! the insides, or a stored file; the test prints a table of what was tried.
 
-mod common;
-
+use crate::support::leaked_detail;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Mesh, MeshOptions, SECRET, User, leaked_detail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
+use test_support::configs::JWT_SECRET as SECRET;
+use test_support::mesh::{Mesh, MeshOptions, User, tweak};
 use test_support::{VideoSpec, mp4_bytes, rest};
 
 /// The largest upload this gateway takes (small, so the over-limit case is quick).
@@ -146,7 +146,9 @@ fn basic(raw: &str) -> String {
 #[tokio::test]
 async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
     let mesh = Mesh::start(MeshOptions {
-        gateway_args: vec!["--max-upload-bytes".into(), MAX_UPLOAD_BYTES.to_string()],
+        gateway: tweak(|config: &mut gateway::Config| {
+            config.max_upload_bytes = MAX_UPLOAD_BYTES as u64;
+        }),
         ..MeshOptions::default()
     })
     .await;
@@ -652,7 +654,7 @@ async fn file_names_with_paths_or_control_characters_are_kept_without_them() {
     // Other control characters cannot even be in a part's header: the body is malformed.
     for sent in ["bell\u{7}.mp4", "escape\u{1b}[31m.mp4", "nul\u{0}.mp4"] {
         let response = upload_named(sent).await;
-        common::assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+        crate::support::assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
     }
     assert!(
         mesh.stored_videos(&user.id).await.is_empty(),

@@ -4,27 +4,28 @@
 //! burst of concurrent guesses, and the internal gRPC services cannot be reached through the
 //! gateway.
 
-mod cluster;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use cluster::{Cluster, JWT_SECRET, PASSWORD, Role};
 use proto::auth::v1 as auth_pb;
 use proto::storage::v1 as storage_pb;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
+use test_support::cluster::{Cluster, JWT_SECRET, PASSWORD, Role};
 use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
     // Stricter than production (info): our own crates and the HTTP layer at debug.
-    let cluster = Cluster::start_with(&[(
-        "RUST_LOG",
-        "info,gateway=debug,auth=debug,storage=debug,converter=debug,notifier=debug,\
+    let cluster = Cluster::start_with(
+        crate::binary(),
+        &[(
+            "RUST_LOG",
+            "info,gateway=debug,auth=debug,storage=debug,converter=debug,notifier=debug,\
          service_kit=debug,tower_http=debug",
-    )])
+        )],
+    )
     .await;
     let email = "careful@example.com";
     let user = cluster.user(email).await;
@@ -120,7 +121,7 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
 async fn the_login_throttle_holds_under_a_burst_of_concurrent_guesses() {
     const MAX_FAILURES: usize = 3;
     const BURST: usize = 30;
-    let cluster = Cluster::start_with(&[("LOGIN_MAX_FAILURES", "3")]).await;
+    let cluster = Cluster::start_with(crate::binary(), &[("LOGIN_MAX_FAILURES", "3")]).await;
     let email = "target@example.com";
     cluster.user(email).await;
     let guesses: Vec<_> = (0..BURST)
@@ -169,7 +170,7 @@ async fn the_login_throttle_holds_under_a_burst_of_concurrent_guesses() {
 
 #[tokio::test]
 async fn auth_and_storage_cannot_be_reached_through_the_gateway() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start(crate::binary()).await;
     let user = cluster.user("outsider@example.com").await;
 
     // Real gRPC clients aimed at the gateway get no service.

@@ -10,10 +10,8 @@
 //! lower-cased, passwords are limited in bytes, not characters), and an "upload" of random bytes
 //! is rightly refused with 415; `hostile_input.rs` pins those answers case by case.
 
-mod common;
-
-use common::{Mesh, MeshOptions};
 use std::time::Duration;
+use test_support::mesh::{Mesh, MeshOptions};
 
 /// Bounds the run: examples per operation, and the whole run's time.
 const MAX_EXAMPLES: &str = "100";

@@ -2,8 +2,7 @@
 //! user runs it, plus what the tests read from it: the gateway's URL from the start-up banner,
 //! the outbox and the stored MP3s.
 
-#![allow(dead_code)]
-
+use crate::binary;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,11 +11,6 @@ use tokio::process::{Child, Command};
 
 /// How long `up` may take to print its banner.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The path of the `mp3converter` binary under test.
-pub fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_mp3converter"))
-}
 
 /// A running `mp3converter up`.
 pub struct System {

@@ -8,14 +8,12 @@
 //!
 //! Each test prints its row of the summary table.
 
-mod cluster;
-
-use cluster::{Cluster, REQUEST_DEADLINE, Role, User};
 use proto::storage::v1 as pb;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
+use test_support::cluster::{Cluster, REQUEST_DEADLINE, Role, User};
 use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -164,7 +162,7 @@ async fn survive(
     fault_name: &'static str,
     fault: impl AsyncFnOnce(&mut Cluster, &User) -> Vec<String>,
 ) {
-    let mut cluster = Cluster::start().await;
+    let mut cluster = Cluster::start(crate::binary()).await;
     let user = cluster.user("survivor@example.com").await;
     let clip = mp4_bytes(VideoSpec::small(2.0)).await;
     let traffic = Traffic::start(&cluster, &user, clip.clone());

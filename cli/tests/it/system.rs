@@ -2,9 +2,7 @@
 //! MongoDB, RabbitMQ or SMTP), driven through the README's walkthrough, the CLI, a browser, and
 //! a crash in the middle of a conversion.
 
-mod common;
-
-use common::{System, looks_like_mp3, run_readme_block};
+use crate::up_process::{System, looks_like_mp3, run_readme_block};
 use messaging::RetryConfig;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -31,7 +29,7 @@ async fn cli(
     stdin: Option<&str>,
 ) -> (i32, String, String) {
     use tokio::io::AsyncWriteExt;
-    let mut command = tokio::process::Command::new(common::binary());
+    let mut command = tokio::process::Command::new(crate::binary());
     command
         .args(args)
         .env("MP3CONVERTER_URL", gateway)
@@ -75,6 +73,37 @@ async fn sign_up(config: &Path, gateway: &str, email: &str) {
     )
     .await;
     assert_eq!(code, 0, "login: {err}");
+}
+
+#[tokio::test]
+async fn up_refuses_a_configuration_that_cannot_work_before_it_writes_anything() {
+    let parent = temp_dir();
+    for (variable, value, named) in [
+        ("FFMPEG_PATH", "/no/such/ffmpeg", "FFMPEG_PATH"),
+        ("RUST_LOG", "auth=loud", "RUST_LOG"),
+        ("AMQP_URL", "http://not-a-broker", "AMQP_URL"),
+        ("JWT_SECRET", "too short", "JWT_SECRET"),
+    ] {
+        let data_dir = parent.path().join(format!("fresh-{variable}"));
+        let run = tokio::process::Command::new(crate::binary())
+            .args(["up", "--any-ports", "--data-dir"])
+            .arg(&data_dir)
+            .env(variable, value)
+            .stdin(std::process::Stdio::null())
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("up stops at once")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{variable}={value} was accepted");
+        assert!(stderr.contains(named), "{variable}: {stderr}");
+        assert!(
+            !data_dir.exists(),
+            "{variable}: a refused start left {}",
+            data_dir.display()
+        );
+    }
 }
 
 #[tokio::test]

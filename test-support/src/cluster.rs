@@ -5,8 +5,9 @@
 //! test can cut them or take them down without touching other tests. Each process can be
 //! killed, stopped and started again; its logs go to one file per role.
 
-#![allow(dead_code)]
-
+use crate::{
+    MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, free_port, rest, temp_dir,
+};
 use clients::{Owner, StorageClient};
 use messaging::RetryConfig;
 use proto::storage::v1 as pb;
@@ -15,12 +16,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use test_support::{
-    MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, free_port, rest, temp_dir,
-};
 use tokio::process::{Child, Command};
 
+/// The HS256 key the cluster's auth signs with.
 pub const JWT_SECRET: &str = "cluster-test-signing-key-of-at-least-32-bytes";
+/// The password of every account a cluster test makes.
 pub const PASSWORD: &str = "correct horse battery staple";
 /// Retries wait a fraction of a second and go on long enough to outlast every outage here.
 const RETRY: RetryConfig = RetryConfig {
@@ -32,14 +32,20 @@ const RETRY: RetryConfig = RetryConfig {
 /// One of the five services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// The REST edge.
     Gateway,
+    /// Accounts.
     Auth,
+    /// Files and jobs.
     Storage,
+    /// The ffmpeg worker.
     Converter,
+    /// The e-mail worker.
     Notifier,
 }
 
 impl Role {
+    /// Every role, in start-up order.
     pub const ALL: [Role; 5] = [
         Role::Auth,
         Role::Storage,
@@ -59,24 +65,28 @@ impl Role {
     }
 }
 
-/// A registered, logged-in user.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub email: String,
-    pub id: String,
-    pub token: String,
-}
+pub use crate::mesh::User;
 
 /// The running system and the infrastructure under it.
+#[derive(Debug)]
 pub struct Cluster {
+    /// The gateway's URL.
     pub gateway: String,
+    /// An HTTP client with [`REQUEST_DEADLINE`].
     pub http: reqwest::Client,
+    /// The MongoDB-wire server, which a test can stop and start.
     pub mongo: MongoServer,
+    /// Storage's database on it.
     pub mongo_database: String,
+    /// Between the services and RabbitMQ.
     pub broker_proxy: TcpProxy,
+    /// Where the notifier's mail arrives.
     pub smtp: SmtpCapture,
+    /// Between the notifier and the SMTP capture.
     pub smtp_proxy: TcpProxy,
+    /// RabbitMQ, behind the cluster's queue prefix.
     pub broker: TestBroker,
+    binary: PathBuf,
     queues: [String; 2],
     storage_url: String,
     env: HashMap<Role, Vec<(&'static str, String)>>,
@@ -84,21 +94,23 @@ pub struct Cluster {
     processes: HashMap<Role, Child>,
     logs: TempDir,
     work_dir: TempDir,
-    data_dir: TempDir,
+    _data_dir: TempDir,
     _mysql: TestMysql,
 }
 
 impl Cluster {
-    /// Starts the infrastructure and every service, and waits until the gateway is ready.
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
+    /// Starts the infrastructure and every service as processes of `binary` (the
+    /// `mp3converter` program), and waits until each is ready.
+    pub async fn start(binary: &Path) -> Self {
+        Self::start_with(binary, &[]).await
     }
 
-    /// [`Cluster::start`], with `overrides` added to every service's environment.
-    pub async fn start_with(overrides: &[(&'static str, &str)]) -> Self {
+    /// [`Cluster::start`], with `overrides` added to every service's environment (the
+    /// processes are configured the way Kubernetes configures them: through variables).
+    pub async fn start_with(binary: &Path, overrides: &[(&'static str, &str)]) -> Self {
         let mysql = TestMysql::create().await.unwrap();
         let mongo = MongoServer::start().await.unwrap();
-        let mongo_database = test_support::unique_name("t_");
+        let mongo_database = crate::unique_name("t_");
         let broker = TestBroker::create().await.unwrap();
         let video_queue = broker.queue("video");
         let mp3_queue = broker.queue("mp3");
@@ -171,6 +183,7 @@ impl Cluster {
             env.insert(role, vars);
         }
         let mut cluster = Self {
+            binary: binary.to_owned(),
             gateway: url(Role::Gateway),
             http: reqwest::Client::builder()
                 .timeout(REQUEST_DEADLINE)
@@ -189,7 +202,7 @@ impl Cluster {
             processes: HashMap::new(),
             logs,
             work_dir,
-            data_dir,
+            _data_dir: data_dir,
             _mysql: mysql,
         };
         for role in Role::ALL {
@@ -209,7 +222,7 @@ impl Cluster {
             .append(true)
             .open(self.log_path(role))
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mp3converter"));
+        let mut command = Command::new(&self.binary);
         command.args(["serve", role.name()]);
         for variable in [
             "DATABASE_URL",
@@ -309,6 +322,7 @@ impl Cluster {
         }
     }
 
+    /// The gateway's URL for `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
     }

@@ -1,9 +1,7 @@
 //! The REST API end to end with a real HTTP client, against real auth, storage, MariaDB, the
 //! MongoDB-wire server and RabbitMQ.
 
-mod common;
-
-use common::{ADMIN_EMAIL, Mesh, MeshOptions, assert_error, mp4_like};
+use crate::support::assert_error;
 use futures::StreamExt;
 use lapin::options::BasicGetOptions;
 use proto::events::v1::event::Payload;
@@ -12,7 +10,8 @@ use reqwest::header::{self, HeaderValue};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use test_support::{VideoSpec, generate_video, pseudo_random_bytes, temp_dir};
+use test_support::mesh::{ADMIN_EMAIL, Mesh, MeshOptions, tweak};
+use test_support::{VideoSpec, generate_video, mp4_like, pseudo_random_bytes, temp_dir};
 
 async fn flow_on(local_storage: bool) {
     let mesh = Mesh::start(MeshOptions {
@@ -280,7 +279,7 @@ async fn a_100_mb_upload_streams_through_and_downloads_byte_identical() {
 #[tokio::test]
 async fn refused_uploads_leave_no_file_and_no_job_behind() {
     let mesh = Mesh::start(MeshOptions {
-        gateway_args: vec!["--max-upload-bytes".into(), "1000000".into()],
+        gateway: tweak(|config: &mut gateway::Config| config.max_upload_bytes = 1_000_000),
         ..MeshOptions::default()
     })
     .await;
@@ -404,7 +403,7 @@ async fn an_upload_cut_off_by_the_client_leaves_nothing_behind() {
 #[tokio::test]
 async fn authentication_and_input_errors_are_json_with_the_right_status() {
     let mesh = Mesh::start(MeshOptions {
-        auth_args: vec!["--login-max-failures".into(), "2".into()],
+        auth: tweak(|config: &mut auth::Config| config.login_max_failures = 2),
         ..MeshOptions::default()
     })
     .await;

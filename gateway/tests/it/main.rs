@@ -1,0 +1,13 @@
+//! The gateway's integration tests, in one binary (one link instead of one per file):
+//!
+//! - [`router`]: what the gateway answers on its own, in process, without a backend;
+//! - [`api`]: the REST API end to end, on the mesh (real auth, storage, MariaDB, the
+//!   MongoDB-wire server, RabbitMQ);
+//! - [`hostile_input`]: a table of hostile requests against the mesh;
+//! - [`openapi_conformance`]: schemathesis, generating requests from `/openapi.json`.
+
+mod api;
+mod hostile_input;
+mod openapi_conformance;
+mod router;
+mod support;

@@ -1,0 +1,181 @@
+//! What the gateway answers on its own, without asking auth, storage or the queue: the router
+//! is driven in process (`tower::ServiceExt::oneshot`), with its backends pointed at a port
+//! where nothing listens. An answer that needed a backend would be a 503, so each answer here
+//! also shows that the gateway refused (or served) the request by itself.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::Value;
+use std::net::SocketAddr;
+use test_support::{TempDir, configs, temp_dir};
+use tower::ServiceExt;
+
+/// Nothing listens here.
+const NOWHERE: &str = "http://127.0.0.1:1";
+
+/// The gateway's router, its backends unreachable, and the directory its embedded queue would
+/// use (it is never opened).
+fn router() -> (axum::Router, TempDir) {
+    let dir = temp_dir();
+    let config = configs::gateway(NOWHERE, NOWHERE, configs::embedded(dir.path()));
+    let state = gateway::state(&config).unwrap();
+    let router = gateway::routes::router(state, &config)
+        .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40000))));
+    (router, dir)
+}
+
+/// Sends one request; returns the status, headers and body.
+async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let (router, _dir) = router();
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, headers, body.to_vec())
+}
+
+fn request(method: Method, path: &str) -> axum::http::request::Builder {
+    Request::builder().method(method).uri(path)
+}
+
+/// The JSON error's code.
+fn error_code(body: &[u8]) -> String {
+    let body: Value = serde_json::from_slice(body).expect("a JSON error body");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_protected_route_without_a_usable_bearer_token_is_401_with_a_bearer_challenge() {
+    let long = format!("Bearer {}", "a".repeat(5000));
+    for authorization in [
+        None,
+        Some("Basic dXNlcjpwYXNz"),
+        Some("Bearer "),
+        Some(&*long),
+    ] {
+        let mut builder = request(Method::GET, "/jobs");
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        let (status, headers, body) = send(builder.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(error_code(&body), "unauthenticated");
+    }
+}
+
+#[tokio::test]
+async fn a_login_without_usable_basic_credentials_is_401_with_a_basic_challenge() {
+    for authorization in [None, Some("Basic !!!"), Some("Bearer abc")] {
+        let mut builder = request(Method::POST, "/login");
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        let (status, headers, body) = send(builder.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
+        assert_eq!(error_code(&body), "bad_credentials");
+    }
+}
+
+#[tokio::test]
+async fn a_registration_that_is_not_json_too_big_or_malformed_is_refused_before_auth_is_asked() {
+    let cases = [
+        (
+            "text/plain",
+            b"email=a".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/json",
+            vec![b' '; 65 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "application/json",
+            b"{\"email\":".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (content_type, body, expected) in cases {
+        let request = request(Method::POST, "/register")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let (status, _, body) = send(request).await;
+        assert_eq!(status, expected, "{content_type}");
+        assert!(!error_code(&body).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_get_json_errors() {
+    let (status, _, body) = send(
+        request(Method::GET, "/nowhere")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, _, body) = send(request(Method::PUT, "/jobs").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+}
+
+#[tokio::test]
+async fn liveness_the_document_and_the_page_are_served_with_their_headers() {
+    let (status, headers, _) = send(
+        request(Method::GET, "/healthz")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert!(!headers["x-request-id"].is_empty());
+
+    let (status, _, body) = send(
+        request(Method::GET, "/openapi.json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let document: Value = serde_json::from_slice(&body).unwrap();
+    assert!(document["paths"]["/jobs"]["get"].is_object());
+
+    let (status, headers, body) =
+        send(request(Method::GET, "/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert!(String::from_utf8_lossy(&body).contains("<html"));
+
+    // Readiness does ask the backends: unreachable, it says so.
+    let (status, _, body) =
+        send(request(Method::GET, "/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_ne!(body["checks"]["auth"], "ok");
+}
