@@ -194,6 +194,7 @@ impl AuthService for AuthApi {
         let outcome = AuthApi::login(self, &email, password, &address).await;
         observe("Login", started);
         let (access_token, ttl) = outcome?;
+        tracing::debug!("logged in");
         Ok(Response::new(pb::LoginResponse {
             access_token,
             token_type: "Bearer".into(),
@@ -210,6 +211,7 @@ impl AuthService for AuthApi {
         let outcome = AuthApi::validate(self, &request.get_ref().token);
         observe("Validate", started);
         let claims = outcome?;
+        tracing::debug!(user_id = %claims.sub, "token valid");
         Ok(Response::new(pb::ValidateResponse {
             claims: Some(pb::Claims {
                 user_id: claims.sub,

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// What a handler decided about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +148,12 @@ impl<H: Handler> Worker<H> {
         let outcome = match events::decode(delivery.body, delivery.content_type) {
             Ok(event) => {
                 record_lag(self.settings.service, &event);
+                let request_id = event.request_id.clone();
+                let span = tracing::info_span!(
+                    "message",
+                    service = self.settings.service,
+                    request_id = %request_id,
+                );
                 let received = Received {
                     event,
                     attempt,
@@ -155,7 +162,9 @@ impl<H: Handler> Worker<H> {
                     publisher: self.publisher.clone(),
                     cancel: delivery.cancel,
                 };
-                self.handler.handle(received).await
+                // The work's calls to storage, and the events it publishes, carry the id on.
+                let handled = self.handler.handle(received).instrument(span);
+                service_kit::request_id::scope(request_id, handled).await
             }
             Err(error) => Outcome::DeadLetter(error.to_string()),
         };

@@ -22,11 +22,14 @@ pub enum EventDecodeError {
     UnknownPayload(String),
 }
 
-/// Wraps a payload in a new envelope with a fresh id and the current time.
+/// Wraps a payload in a new envelope with a fresh id, the current time, and the current request
+/// id (`service_kit::request_id`): the HTTP request's in the gateway, the consumed event's in a
+/// worker.
 pub fn new_event(payload: Payload) -> Event {
     Event {
         event_id: uuid::Uuid::new_v4().to_string(),
         occurred_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+        request_id: service_kit::request_id::current().unwrap_or_default(),
         payload: Some(payload),
     }
 }
@@ -85,6 +88,7 @@ mod tests {
         let empty = Event {
             event_id: "e1".into(),
             occurred_at: None,
+            request_id: String::new(),
             payload: None,
         };
         assert_eq!(

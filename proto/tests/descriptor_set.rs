@@ -76,6 +76,7 @@ fn event_envelope_round_trips_through_its_wire_encoding() {
             seconds: 1_700_000_000,
             nanos: 5,
         }),
+        request_id: "trace-me-123".into(),
         payload: Some(Payload::VideoUploaded(VideoUploaded {
             job_id: "65a1b2c3d4e5f60718293a4b".into(),
             video_id: "65a1b2c3d4e5f60718293a4c".into(),

@@ -145,10 +145,12 @@ where
 /// Deadline of calls that do not stream.
 pub const UNARY_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A gRPC request with the deadline every non-streaming call gets.
+/// A gRPC request with the deadline every non-streaming call gets, carrying the current request
+/// id (see [`crate::request_id`]).
 pub fn unary<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(UNARY_DEADLINE);
+    crate::request_id::attach(&mut request);
     request
 }
 

@@ -17,9 +17,19 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
-/// Runs `work` with `id` as the current request id.
+/// The longest id passed on: an id is for finding log lines, and a client-chosen one must not
+/// make every internal call carry a large header.
+pub const MAX_LEN: usize = 128;
+
+/// Runs `work` with `id` as the current request id (none when `id` is empty, or longer than
+/// [`MAX_LEN`], or not printable ASCII).
 pub async fn scope<F: Future>(id: String, work: F) -> F::Output {
-    REQUEST_ID.scope(id, work).await
+    let usable = !id.is_empty() && id.len() <= MAX_LEN && id.bytes().all(|b| b.is_ascii_graphic());
+    if usable {
+        REQUEST_ID.scope(id, work).await
+    } else {
+        work.await
+    }
 }
 
 /// The current request id, if the caller runs inside [`scope`].
@@ -58,5 +68,13 @@ mod tests {
         })
         .await;
         assert_eq!(inside.metadata().get(HEADER).unwrap(), "req-42");
+
+        for unusable in [String::new(), "x".repeat(MAX_LEN + 1), "two words".into()] {
+            assert_eq!(
+                scope(unusable.clone(), async { current() }).await,
+                None,
+                "{unusable:?}"
+            );
+        }
     }
 }

@@ -39,15 +39,24 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 
+    // The request id the client chose is carried to every service that works on the upload.
+    let request_id = format!("trace-upload-{}", test_support::unique_name(""));
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(mp4_bytes(VideoSpec::small(1.0)).await)
+            .file_name("clip.mp4"),
+    );
     let upload = cluster
-        .upload(
-            &user.token,
-            "clip.mp4",
-            mp4_bytes(VideoSpec::small(1.0)).await,
-        )
+        .http
+        .post(cluster.url("/upload"))
+        .bearer_auth(&user.token)
+        .header("x-request-id", &request_id)
+        .multipart(form)
+        .send()
         .await
         .unwrap();
     assert_eq!(upload.status(), StatusCode::ACCEPTED);
+    assert_eq!(upload.headers()["x-request-id"], request_id.as_str());
     let upload_headers = upload.headers().clone();
     let job_id = upload.json::<Value>().await.unwrap()["job_id"]
         .as_str()
@@ -111,6 +120,12 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         );
     }
     assert!(cluster.log(Role::Converter).contains(&job_id));
+    for role in Role::ALL {
+        assert!(
+            cluster.log(role).contains(&request_id),
+            "{role:?} logged nothing with the upload's request id {request_id}"
+        );
+    }
     println!(
         "searched {lines} log lines of 5 services for {} secrets: none found",
         secrets.len()

@@ -151,6 +151,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(with_request_id))
         .layer(cors(&config.cors_allowed_origins))
         .layer(
             ServiceBuilder::new()
@@ -208,6 +209,18 @@ async fn method_not_allowed() -> Response {
         },
     };
     (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Runs the request with its id (the client's `x-request-id`, or the one made for it) as the
+/// current one, so every call it makes to auth and storage, and the job it queues, carry it.
+async fn with_request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(service_kit::request_id::HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    service_kit::request_id::scope(id, next.run(request)).await
 }
 
 /// Counts requests and their latency by route and status.
