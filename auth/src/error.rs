@@ -28,14 +28,26 @@ pub enum AuthError {
         retry_after_seconds: u64,
     },
     /// The database could not be reached.
-    #[error("accounts database unavailable: {0}")]
+    #[error("accounts database unavailable")]
     DatabaseUnavailable(#[source] sea_orm::DbErr),
     /// Any other database failure.
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[source] sea_orm::DbErr),
-    /// A bug or an environment failure (a hashing task that panicked, say).
+    /// The argon2 parameters were refused.
+    #[error("argon2 parameters refused")]
+    Argon2Parameters(#[source] argon2::Error),
+    /// Hashing a password, or reading a stored hash, failed.
+    #[error("{0}")]
+    PasswordHash(&'static str, #[source] argon2::password_hash::Error),
+    /// A task on the blocking pool panicked or was cancelled.
+    #[error("a password task did not finish")]
+    Task(#[from] tokio::task::JoinError),
+    /// Signing a token failed.
+    #[error("signing a token")]
+    Signing(#[source] jsonwebtoken::errors::Error),
+    /// Something that cannot happen did (a bug, or a database that changed under us).
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(&'static str),
 }
 
 impl From<sea_orm::DbErr> for AuthError {
@@ -64,11 +76,16 @@ impl From<AuthError> for Status {
                 ErrorDetails::with_retry_info(Some(Duration::from_secs(*retry_after_seconds))),
             ),
             AuthError::DatabaseUnavailable(_) => {
-                tracing::error!(error = %error, "request failed");
+                tracing::error!(error = %service_kit::error::chain(&error), "request failed");
                 Status::new(Code::Unavailable, "auth service temporarily unavailable")
             }
-            AuthError::Database(_) | AuthError::Internal(_) => {
-                tracing::error!(error = %error, "request failed");
+            AuthError::Database(_)
+            | AuthError::Argon2Parameters(_)
+            | AuthError::PasswordHash(..)
+            | AuthError::Task(_)
+            | AuthError::Signing(_)
+            | AuthError::Internal(_) => {
+                tracing::error!(error = %service_kit::error::chain(&error), "request failed");
                 Status::internal("internal error")
             }
         }

@@ -27,8 +27,8 @@ impl Passwords {
     /// Sets up argon2id with `memory_kib` KiB and `iterations` passes over one lane, and makes
     /// the dummy hash (one hash's worth of work, at start-up).
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, AuthError> {
-        let params = Params::new(memory_kib, iterations, 1, None)
-            .map_err(|e| AuthError::Internal(format!("argon2 parameters: {e}")))?;
+        let params =
+            Params::new(memory_kib, iterations, 1, None).map_err(AuthError::Argon2Parameters)?;
         let argon2 = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
         let dummy_hash = hash_with(&argon2, "dummy password for unknown accounts")?;
         Ok(Self {
@@ -40,9 +40,7 @@ impl Passwords {
     /// The PHC string (`$argon2id$v=19$m=...`) for `password`, with a fresh random salt.
     pub async fn hash(&self, password: String) -> Result<String, AuthError> {
         let argon2 = self.argon2.clone();
-        tokio::task::spawn_blocking(move || hash_with(&argon2, &password))
-            .await
-            .map_err(|e| AuthError::Internal(format!("hashing task: {e}")))?
+        tokio::task::spawn_blocking(move || hash_with(&argon2, &password)).await?
     }
 
     /// Whether `password` matches `stored` (a PHC string). With `stored = None` (no such
@@ -57,11 +55,10 @@ impl Passwords {
         let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let matched = tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&stored)
-                .map_err(|e| AuthError::Internal(format!("stored hash unreadable: {e}")))?;
+                .map_err(|e| AuthError::PasswordHash("a stored hash is unreadable", e))?;
             Ok::<_, AuthError>(argon2.verify_password(password.as_bytes(), &parsed).is_ok())
         })
-        .await
-        .map_err(|e| AuthError::Internal(format!("verification task: {e}")))??;
+        .await??;
         Ok(matched && is_real)
     }
 }
@@ -71,7 +68,7 @@ fn hash_with(argon2: &Argon2<'_>, password: &str) -> Result<String, AuthError> {
     argon2
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(|e| AuthError::Internal(format!("hashing: {e}")))
+        .map_err(|e| AuthError::PasswordHash("hashing a password", e))
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ impl Tokens {
             aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| AuthError::Internal(format!("signing a token: {e}")))
+            .map_err(AuthError::Signing)
     }
 
     /// The claims of a valid token; any defect is [`AuthError::InvalidToken`].

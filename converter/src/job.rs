@@ -79,7 +79,7 @@ impl Converter {
         // not depend on each other. If the claim finds nothing to do, the fetch is dropped.
         let prefetch = match self.prefetch(&uploaded.video_id, &received.cancel) {
             Ok(prefetch) => prefetch,
-            Err(error) => return Outcome::Retry(error.to_string()),
+            Err(error) => return Outcome::Retry(error.report()),
         };
         let stage = Instant::now();
         let claimed = self.claim(&uploaded.job_id).await;
@@ -94,7 +94,7 @@ impl Converter {
                 tracing::info!("job was deleted; nothing to do");
                 return Outcome::Ack;
             }
-            Err(error) => return Outcome::Retry(error.to_string()),
+            Err(error) => return Outcome::Retry(error.report()),
         };
         tracing::info!(claim = job.attempts, "converting");
         metrics::counter!("converter_jobs_started_total").increment(1);
@@ -121,7 +121,7 @@ impl Converter {
             let job = match self.storage.job(job_id, &Owner::Any).await {
                 Ok(job) => job,
                 Err(status) if status.code() == Code::NotFound => return Ok(Claim::Gone),
-                Err(status) => return Err(ConversionError::storage("reading the job", &status)),
+                Err(status) => return Err(ConversionError::storage("reading the job", status)),
             };
             let from = match job.state() {
                 pb::JobState::Queued => pb::JobState::Queued,
@@ -134,7 +134,7 @@ impl Converter {
                 }
                 pb::JobState::Done | pb::JobState::Failed => return Ok(Claim::Finished(job)),
                 pb::JobState::Unspecified => {
-                    return Err(ConversionError::Transient("job has no state".into()));
+                    return Err(ConversionError::transient("job has no state"));
                 }
             };
             let claimed = self.storage.claim(&job, from).await;
@@ -143,11 +143,11 @@ impl Converter {
                 // Someone changed the job in between: look again.
                 Err(status) if status.code() == Code::FailedPrecondition => continue,
                 Err(status) if status.code() == Code::NotFound => return Ok(Claim::Gone),
-                Err(status) => return Err(ConversionError::storage("claiming the job", &status)),
+                Err(status) => return Err(ConversionError::storage("claiming the job", status)),
             }
         }
-        Err(ConversionError::Transient(
-            "the job kept changing while it was claimed".into(),
+        Err(ConversionError::transient(
+            "the job kept changing while it was claimed",
         ))
     }
 
@@ -198,9 +198,9 @@ impl Converter {
             workspace,
         } = prefetch;
         let output = workspace.path().join("output.mp3");
-        let size = fetch.await.map_err(|error| {
-            ConversionError::Transient(format!("fetching the video: {error}"))
-        })??;
+        let size = fetch
+            .await
+            .map_err(|error| ConversionError::transient_because("fetching the video", error))??;
         // The event and the job name the same video; a job that says otherwise wins.
         let size = if video_id == job.video_id {
             size
@@ -283,7 +283,7 @@ impl Converter {
             // The MP3 stays: the change may have been applied before the answer was lost.
             Err(status) => {
                 return Outcome::Retry(
-                    ConversionError::storage("finishing the job", &status).to_string(),
+                    ConversionError::storage("finishing the job", status).report(),
                 );
             }
         };
@@ -306,7 +306,8 @@ impl Converter {
                 tracing::info!(%reason, "the file cannot be converted");
                 self.fail(job, &reason, received).await
             }
-            ConversionError::Transient(reason) if received.last_attempt => {
+            error @ ConversionError::Transient { .. } if received.last_attempt => {
+                let reason = error.report();
                 metrics::counter!("converter_jobs_failed_total", "reason" => "attempts_exhausted")
                     .increment(1);
                 tracing::error!(%reason, "last attempt failed; failing the job");
@@ -320,10 +321,10 @@ impl Converter {
                     other => other,
                 }
             }
-            ConversionError::Transient(reason) => {
+            error @ ConversionError::Transient { .. } => {
                 metrics::counter!("converter_jobs_retried_total").increment(1);
                 self.hand_back(job).await;
-                Outcome::Retry(reason)
+                Outcome::Retry(error.report())
             }
             ConversionError::Cancelled => {
                 tracing::info!("conversion cancelled; handing the job back");
@@ -347,7 +348,7 @@ impl Converter {
                 Outcome::Ack
             }
             Err(status) => {
-                Outcome::Retry(ConversionError::storage("failing the job", &status).to_string())
+                Outcome::Retry(ConversionError::storage("failing the job", status).report())
             }
         }
     }
@@ -385,7 +386,9 @@ impl Converter {
         let event = messaging::events::new_event(payload);
         match received.publisher.publish(&self.mp3_queue, &event).await {
             Ok(()) => Outcome::Ack,
-            Err(error) => Outcome::Retry(format!("announcing the outcome: {error}")),
+            Err(error) => Outcome::Retry(
+                ConversionError::transient_because("announcing the outcome", error).report(),
+            ),
         }
     }
 

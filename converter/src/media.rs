@@ -75,10 +75,10 @@ impl Tools {
             .output()
             .await
             .map_err(|error| {
-                ConversionError::Transient(format!(
-                    "cannot run {}: {error}",
-                    self.ffprobe.display()
-                ))
+                ConversionError::transient_because(
+                    format!("cannot run {}", self.ffprobe.display()),
+                    error,
+                )
             })?;
         if !output.status.success() {
             tracing::info!(
@@ -123,7 +123,10 @@ impl Tools {
             .kill_on_drop(true)
             .spawn()
             .map_err(|error| {
-                ConversionError::Transient(format!("cannot run {}: {error}", self.ffmpeg.display()))
+                ConversionError::transient_because(
+                    format!("cannot run {}", self.ffmpeg.display()),
+                    error,
+                )
             })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -149,7 +152,7 @@ impl Tools {
             finished = run => finished,
             () = cancel.cancelled() => return Err(ConversionError::Cancelled),
             () = tokio::time::sleep(self.timeout) => {
-                return Err(ConversionError::Transient(format!(
+                return Err(ConversionError::transient(format!(
                     "the conversion took longer than {} s", self.timeout.as_secs()
                 )));
             }
@@ -162,7 +165,7 @@ impl Tools {
         tracing::info!(?status, stderr = %errors.trim(), "ffmpeg failed");
         match status.code() {
             // Killed by a signal (the OOM killer, an operator): not the file's fault.
-            None => Err(ConversionError::Transient(format!(
+            None => Err(ConversionError::transient(format!(
                 "ffmpeg was stopped ({status})"
             ))),
             Some(_) => Err(ConversionError::Unconvertible(

@@ -27,7 +27,7 @@ pub async fn download_video(
             tonic::Code::NotFound => {
                 ConversionError::Unconvertible("the uploaded video is no longer stored".into())
             }
-            _ => ConversionError::storage("fetching the video", &status),
+            _ => ConversionError::storage("fetching the video", status),
         })?;
     let mut file = tokio::fs::File::create(path).await?;
     let mut written = 0u64;
@@ -38,7 +38,7 @@ pub async fn download_video(
         };
         let Some(chunk) = chunk else { break };
         let chunk =
-            chunk.map_err(|status| ConversionError::storage("fetching the video", &status))?;
+            chunk.map_err(|status| ConversionError::storage("fetching the video", status))?;
         file.write_all(&chunk).await?;
         written += chunk.len() as u64;
     }
@@ -89,5 +89,5 @@ pub async fn upload_mp3(
     upload
         .finish()
         .await
-        .map_err(|status| ConversionError::storage("storing the MP3", &status))
+        .map_err(|status| ConversionError::storage("storing the MP3", status))
 }

@@ -54,17 +54,27 @@ pub enum ApiError {
         retry_after_seconds: u64,
     },
     /// A service the request needs is down or overloaded.
-    #[error("{dependency} is temporarily unavailable: {detail}")]
+    #[error("{dependency} is temporarily unavailable")]
     Unavailable {
         /// Which one, in words for the client.
         dependency: &'static str,
         /// What happened, for the log.
-        detail: String,
+        #[source]
+        cause: BoxError,
     },
     /// A bug, or a dependency answering nonsense.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {what}")]
+    Internal {
+        /// What failed.
+        what: &'static str,
+        /// Why, for the log.
+        #[source]
+        cause: BoxError,
+    },
 }
+
+/// Any error, kept as the source of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How tonic begins the message of a status it made itself from an HTTP/2 error, as opposed
 /// to one a server sent.
@@ -87,7 +97,7 @@ impl ApiError {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 Self::Unavailable {
                     dependency,
-                    detail: format!("{:?}: {}", status.code(), status.message()),
+                    cause: status.into(),
                 }
             }
             // A call the server's HTTP/2 layer ended without a gRPC status: tonic says INTERNAL,
@@ -96,14 +106,13 @@ impl ApiError {
             Code::Internal if status.message().starts_with(TRANSPORT_ENDED_CALL) => {
                 Self::Unavailable {
                     dependency,
-                    detail: status.message().to_owned(),
+                    cause: status.into(),
                 }
             }
-            _ => Self::Internal(format!(
-                "{dependency}: {:?}: {}",
-                status.code(),
-                status.message()
-            )),
+            _ => Self::Internal {
+                what: dependency,
+                cause: status.into(),
+            },
         }
     }
 
@@ -124,7 +133,7 @@ impl ApiError {
             }
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
@@ -133,7 +142,7 @@ impl ApiError {
             Self::Unavailable { dependency, .. } => {
                 format!("{dependency} is temporarily unavailable; try again shortly")
             }
-            Self::Internal(_) => "internal error".to_owned(),
+            Self::Internal { .. } => "internal error".to_owned(),
             other => other.to_string(),
         }
     }
@@ -159,8 +168,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         match &self {
-            Self::Unavailable { .. } => tracing::warn!(error = %self, "dependency unavailable"),
-            Self::Internal(_) => tracing::error!(error = %self, "request failed"),
+            Self::Unavailable { .. } => {
+                tracing::warn!(error = %service_kit::error::chain(&self), "dependency unavailable");
+            }
+            Self::Internal { .. } => {
+                tracing::error!(error = %service_kit::error::chain(&self), "request failed");
+            }
             _ => tracing::debug!(error = %self, "request refused"),
         }
         let body = ErrorBody {

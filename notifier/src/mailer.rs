@@ -49,17 +49,19 @@ impl Mailer {
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {
             Self::Smtp(transport) => transport.send(message).await.map(drop).map_err(|error| {
+                // The whole chain: lettre's top message alone often hides the server's answer.
+                let reason = service_kit::error::chain(&error);
                 if error.is_permanent() {
-                    SendError::Permanent(error.to_string())
+                    SendError::Permanent(reason)
                 } else {
-                    SendError::Transient(error.to_string())
+                    SendError::Transient(reason)
                 }
             }),
             Self::Outbox(transport) => transport
                 .send(message)
                 .await
                 .map(drop)
-                .map_err(|error| SendError::Transient(error.to_string())),
+                .map_err(|error| SendError::Transient(service_kit::error::chain(&error))),
         }
     }
 }

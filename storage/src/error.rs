@@ -1,6 +1,7 @@
 //! The storage service's one error type and its one mapping to gRPC statuses. Clients get a
 //! message that says what went wrong in their terms; database details go to the log only.
 
+use std::path::PathBuf;
 use tonic::{Code, Status};
 
 /// Everything a storage request can fail with.
@@ -34,19 +35,36 @@ pub enum StorageError {
     /// The client broke its upload stream off; nothing was kept.
     #[error("upload stream ended with an error: {0}")]
     UploadAborted(String),
-    /// The database or disk behind the service cannot be reached right now.
-    #[error("storage backend unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or an unexpected backend failure.
+    /// MongoDB cannot be reached right now.
+    #[error("MongoDB unavailable")]
+    DatabaseUnavailable(#[source] mongodb::error::Error),
+    /// The local backend's directory cannot be reached, or GridFS stopped taking bytes.
+    #[error("{0} unavailable")]
+    DiskUnavailable(&'static str, #[source] std::io::Error),
+    /// A job changed under every attempt to change it.
+    #[error("job {0} kept changing under every attempt")]
+    Contended(String),
+    /// Any other MongoDB failure.
+    #[error("MongoDB failed")]
+    Database(#[source] mongodb::error::Error),
+    /// A file of the local backend failed.
+    #[error("local storage failed")]
+    Io(#[from] std::io::Error),
+    /// A record of the local backend does not parse (or cannot be written as JSON).
+    #[error("record {} does not parse", .path.display())]
+    Record {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A task of the service panicked or was cancelled.
+    #[error("a storage task did not finish")]
+    Task(#[from] tokio::task::JoinError),
+    /// Stored data contradicts itself (a chunk missing from a file, say), or a bug.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-impl StorageError {
-    /// An unexpected failure, with its detail kept for the log.
-    pub fn internal(error: impl std::fmt::Display) -> Self {
-        Self::Internal(error.to_string())
-    }
 }
 
 impl From<mongodb::error::Error> for StorageError {
@@ -55,15 +73,9 @@ impl From<mongodb::error::Error> for StorageError {
         match *error.kind {
             ErrorKind::ServerSelection { .. }
             | ErrorKind::Io(_)
-            | ErrorKind::ConnectionPoolCleared { .. } => Self::Unavailable(error.to_string()),
-            _ => Self::internal(error),
+            | ErrorKind::ConnectionPoolCleared { .. } => Self::DatabaseUnavailable(error),
+            _ => Self::Database(error),
         }
-    }
-}
-
-impl From<std::io::Error> for StorageError {
-    fn from(error: std::io::Error) -> Self {
-        Self::internal(error)
     }
 }
 
@@ -76,12 +88,18 @@ impl From<StorageError> for Status {
             StorageError::RangeOutOfBounds { .. } => Status::out_of_range(error.to_string()),
             StorageError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             StorageError::UploadAborted(_) => Status::cancelled(error.to_string()),
-            StorageError::Unavailable(_) => {
-                tracing::warn!(error = %error, "storage backend unavailable");
+            StorageError::DatabaseUnavailable(_)
+            | StorageError::DiskUnavailable(..)
+            | StorageError::Contended(_) => {
+                tracing::warn!(error = %service_kit::error::chain(&error), "storage backend unavailable");
                 Status::new(Code::Unavailable, "storage temporarily unavailable")
             }
-            StorageError::Internal(_) => {
-                tracing::error!(error = %error, "request failed");
+            StorageError::Database(_)
+            | StorageError::Io(_)
+            | StorageError::Record { .. }
+            | StorageError::Task(_)
+            | StorageError::Internal(_) => {
+                tracing::error!(error = %service_kit::error::chain(&error), "request failed");
                 Status::internal("internal error")
             }
         }

@@ -200,9 +200,7 @@ impl StorageApi {
                 }
             }
         }
-        Err(StorageError::Unavailable(format!(
-            "job {id} kept changing under {MAX_CHANGE_ATTEMPTS} attempts"
-        )))
+        Err(StorageError::Contended(id.to_owned()))
     }
 
     /// Deletes the MP3s made for `job` other than the one it ended with: those of attempts
@@ -305,7 +303,7 @@ impl StorageService for StorageApi {
         // end (an error), and that end removes what was written.
         let record = tokio::spawn(async move { api.receive_upload(request.into_inner()).await })
             .await
-            .map_err(StorageError::internal)??;
+            .map_err(StorageError::Task)??;
         Ok(Response::new(pb::UploadResponse {
             file: Some(record.to_proto()),
         }))

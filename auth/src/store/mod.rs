@@ -92,7 +92,7 @@ impl UserStore {
             .await?;
         self.find_by_email(email)
             .await?
-            .ok_or_else(|| AuthError::Internal("admin account vanished after upsert".into()))
+            .ok_or_else(|| AuthError::Internal("admin account vanished after upsert"))
     }
 }
 

@@ -98,7 +98,10 @@ async fn serve_mp3(
         return response
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
-            .map_err(|error| ApiError::Internal(error.to_string()));
+            .map_err(|error| ApiError::Internal {
+                what: "building the answer",
+                cause: error.into(),
+            });
     }
     let (status, offset, length) = match parse_range(text(header::RANGE), file.size) {
         RangeRequest::Whole => (StatusCode::OK, 0, file.size),
@@ -139,5 +142,8 @@ async fn serve_mp3(
             ),
         )
         .body(Body::from_stream(body))
-        .map_err(|error| ApiError::Internal(error.to_string()))
+        .map_err(|error| ApiError::Internal {
+            what: "building the answer",
+            cause: error.into(),
+        })
 }

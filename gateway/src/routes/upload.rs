@@ -231,7 +231,7 @@ async fn record_and_queue(
         }
         return Err(ApiError::Unavailable {
             dependency: "the job queue",
-            detail: format!("{error:#}"),
+            cause: error.into(),
         });
     }
     Ok(UploadAccepted {

@@ -101,7 +101,7 @@ impl LocalBackend {
         fs::metadata(&self.root)
             .await
             .map(|_| ())
-            .map_err(|error| StorageError::Unavailable(format!("data directory: {error}")))
+            .map_err(|error| StorageError::DiskUnavailable("the data directory", error))
     }
 
     pub(super) async fn begin_upload(&self, file: NewFile) -> StorageResult<LocalUpload> {
@@ -257,7 +257,10 @@ async fn write_json_atomically(
     path: &Path,
     value: &impl Serialize,
 ) -> StorageResult<()> {
-    let json = serde_json::to_vec_pretty(value).map_err(StorageError::internal)?;
+    let json = serde_json::to_vec_pretty(value).map_err(|source| StorageError::Record {
+        path: path.to_owned(),
+        source,
+    })?;
     let temporary = scratch.join(format!("{}.json", ObjectId::new().to_hex()));
     let mut file = fs::File::create(&temporary).await?;
     file.write_all(&json).await?;
@@ -269,9 +272,14 @@ async fn write_json_atomically(
 
 async fn read_json<T: DeserializeOwned>(path: &Path) -> StorageResult<Option<T>> {
     match fs::read(path).await {
-        Ok(json) => serde_json::from_slice(&json)
-            .map(Some)
-            .map_err(|error| StorageError::Internal(format!("{}: {error}", path.display()))),
+        Ok(json) => {
+            serde_json::from_slice(&json)
+                .map(Some)
+                .map_err(|source| StorageError::Record {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
         Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error.into()),
     }
@@ -318,8 +326,6 @@ async fn sync_dir(path: &Path) -> StorageResult<()> {
         return Ok(());
     };
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-        .await
-        .map_err(StorageError::internal)??;
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await??;
     Ok(())
 }

@@ -355,7 +355,7 @@ impl GridFsUpload {
 }
 
 fn gridfs_io_error(error: std::io::Error) -> StorageError {
-    StorageError::Unavailable(format!("writing to GridFS: {error}"))
+    StorageError::DiskUnavailable("writing to GridFS", error)
 }
 
 fn record(bucket: Bucket, file: FilesCollectionDocument) -> StorageResult<FileRecord> {
