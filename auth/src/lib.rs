@@ -11,6 +11,7 @@
 pub mod config;
 pub mod email;
 pub mod error;
+pub mod meters;
 pub mod password;
 pub mod service;
 pub mod store;
@@ -126,6 +127,7 @@ impl App {
     /// Binds LISTEN_ADDR and OPS_LISTEN_ADDR and prepares the service. `config` is checked
     /// already: by [`Cli::load`], or by whoever built it (`up` validates every service's).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        meters::describe();
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;

@@ -87,7 +87,7 @@ impl AuthApi {
         }
         let throttle = &self.inner.throttle;
         let attempt = throttle.begin(&keys).map_err(|wait| {
-            metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
+            metrics::counter!(crate::meters::LOGINS, "outcome" => "throttled").increment(1);
             AuthError::Throttled {
                 retry_after_seconds: wait.as_secs().max(1),
             }
@@ -108,14 +108,14 @@ impl AuthApi {
         match user {
             Some(user) => {
                 throttle.succeeded(attempt);
-                metrics::counter!("auth_logins_total", "outcome" => "ok").increment(1);
+                metrics::counter!(crate::meters::LOGINS, "outcome" => "ok").increment(1);
                 let token = self.inner.tokens.issue(&user.id, &user.email, user.admin)?;
                 Ok((token, self.inner.tokens.ttl()))
             }
             None => {
                 // The attempt stays counted.
                 drop(attempt);
-                metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
+                metrics::counter!(crate::meters::LOGINS, "outcome" => "failed").increment(1);
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -125,7 +125,7 @@ impl AuthApi {
     pub fn validate(&self, token: &str) -> Result<Claims, AuthError> {
         let outcome = self.inner.tokens.validate(token);
         let label = if outcome.is_ok() { "valid" } else { "invalid" };
-        metrics::counter!("auth_validations_total", "outcome" => label).increment(1);
+        metrics::counter!(crate::meters::VALIDATIONS, "outcome" => label).increment(1);
         outcome
     }
 }
@@ -158,7 +158,7 @@ fn user_message(user: &User) -> pb::User {
 
 /// Records the call's latency under its method name.
 fn observe(method: &'static str, started: Instant) {
-    metrics::histogram!("auth_rpc_duration_seconds", "method" => method)
+    metrics::histogram!(crate::meters::RPC_DURATION, "method" => method)
         .record(started.elapsed().as_secs_f64());
 }
 
@@ -175,7 +175,7 @@ impl AuthService for AuthApi {
         observe("Register", started);
         let user = outcome?;
         tracing::info!(user_id = %user.id, "account registered");
-        metrics::counter!("auth_registrations_total").increment(1);
+        metrics::counter!(crate::meters::REGISTRATIONS).increment(1);
         Ok(Response::new(pb::RegisterResponse {
             user: Some(user_message(&user)),
         }))

@@ -97,7 +97,7 @@ impl Converter {
             Err(error) => return Outcome::Retry(error.report()),
         };
         tracing::info!(claim = job.attempts, "converting");
-        metrics::counter!("converter_jobs_started_total").increment(1);
+        metrics::counter!(crate::meters::JOBS_STARTED).increment(1);
         let started = Instant::now();
         match self.convert(&job, prefetch, &received.cancel).await {
             Ok(mp3) => {
@@ -105,7 +105,7 @@ impl Converter {
                 let outcome = self.finish(&job, mp3, &received).await;
                 record_stage("finish", stage);
                 if outcome == Outcome::Ack {
-                    metrics::histogram!("converter_conversion_seconds")
+                    metrics::histogram!(crate::meters::CONVERSION_DURATION)
                         .record(started.elapsed().as_secs_f64());
                 }
                 outcome
@@ -287,7 +287,7 @@ impl Converter {
                 );
             }
         };
-        metrics::counter!("converter_jobs_succeeded_total").increment(1);
+        metrics::counter!(crate::meters::JOBS_SUCCEEDED).increment(1);
         tracing::info!(mp3_id = %mp3.id, size = mp3.size, "job done");
         self.announce(&done, received).await
     }
@@ -301,14 +301,14 @@ impl Converter {
     ) -> Outcome {
         match error {
             ConversionError::Unconvertible(reason) => {
-                metrics::counter!("converter_jobs_failed_total", "reason" => "unconvertible")
+                metrics::counter!(crate::meters::JOBS_FAILED, "reason" => "unconvertible")
                     .increment(1);
                 tracing::info!(%reason, "the file cannot be converted");
                 self.fail(job, &reason, received).await
             }
             error @ ConversionError::Transient { .. } if received.last_attempt => {
                 let reason = error.report();
-                metrics::counter!("converter_jobs_failed_total", "reason" => "attempts_exhausted")
+                metrics::counter!(crate::meters::JOBS_FAILED, "reason" => "attempts_exhausted")
                     .increment(1);
                 tracing::error!(%reason, "last attempt failed; failing the job");
                 let told = format!(
@@ -322,7 +322,7 @@ impl Converter {
                 }
             }
             error @ ConversionError::Transient { .. } => {
-                metrics::counter!("converter_jobs_retried_total").increment(1);
+                metrics::counter!(crate::meters::JOBS_RETRIED).increment(1);
                 self.hand_back(job).await;
                 Outcome::Retry(error.report())
             }
@@ -457,7 +457,7 @@ struct Prefetch {
 /// Time spent in one stage of a job (claim, fetch, probe, transcode, store, finish), so an
 /// operator can see where a job's time goes: `converter_stage_seconds{stage}`.
 fn record_stage(stage: &'static str, since: Instant) {
-    metrics::histogram!("converter_stage_seconds", "stage" => stage)
+    metrics::histogram!(crate::meters::STAGE_DURATION, "stage" => stage)
         .record(since.elapsed().as_secs_f64());
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod job;
 pub mod media;
+pub mod meters;
 pub mod scratch;
 pub mod transfer;
 
@@ -56,6 +57,7 @@ pub struct App {
 impl App {
     /// Binds OPS_LISTEN_ADDR and sets up the scratch space; `config` is checked already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        meters::describe();
         let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
         tracing::info!(addr = %ops.addr(), "converter health and metrics listening");
         let storage = StorageClient::connect_lazy(&config.storage_url)

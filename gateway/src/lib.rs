@@ -15,6 +15,7 @@ pub mod caller;
 pub mod config;
 pub mod error;
 pub mod http_util;
+pub mod meters;
 pub mod multipart_guard;
 pub mod routes;
 pub mod sniff;
@@ -51,6 +52,7 @@ pub struct App {
 impl App {
     /// Binds LISTEN_ADDR and assembles the routes; `config` is checked already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        meters::describe();
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;

@@ -245,7 +245,7 @@ pub(crate) async fn consume<H: Handler>(
                 );
             }
         }
-        metrics::counter!("worker_broker_reconnects_total", "service" => worker.settings.service)
+        metrics::counter!(crate::meters::BROKER_RECONNECTS, "service" => worker.settings.service)
             .increment(1);
         tokio::select! {
             () = tokio::time::sleep(pause) => {}

@@ -102,6 +102,7 @@ pub async fn consume<H: Handler>(
     readiness: Readiness,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    crate::meters::describe();
     let worker = Worker {
         publisher: Publisher::new(&settings.broker, settings.service),
         settings,
@@ -181,7 +182,7 @@ impl<H: Handler> Worker<H> {
             Outcome::Retry(_) | Outcome::DeadLetter(_) => "dead_lettered",
             Outcome::HandBack => "handed_back",
         };
-        metrics::counter!("worker_messages_total", "service" => settings.service, "outcome" => label)
+        metrics::counter!(crate::meters::MESSAGES, "service" => settings.service, "outcome" => label)
             .increment(1);
         match outcome {
             Outcome::Ack => Settlement::Ack,
@@ -218,7 +219,7 @@ fn record_lag(service: &'static str, event: &Event) {
         return;
     };
     if let Ok(lag) = SystemTime::now().duration_since(occurred) {
-        metrics::histogram!("worker_queue_lag_seconds", "service" => service)
+        metrics::histogram!(crate::meters::QUEUE_LAG, "service" => service)
             .record(lag.as_secs_f64());
     }
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod consumer;
 pub mod embedded;
 pub mod events;
+pub mod meters;
 pub mod publisher;
 
 pub use config::{BrokerConfig, QueueConfig, RetryConfig};

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod mail;
 pub mod mailer;
+pub mod meters;
 pub mod notify;
 
 pub use config::Config;
@@ -49,6 +50,7 @@ pub struct App {
 impl App {
     /// Binds OPS_LISTEN_ADDR and sets up the mailer; `config` is checked already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        meters::describe();
         let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
         tracing::info!(addr = %ops.addr(), "notifier health and metrics listening");
         let storage = StorageClient::connect_lazy(&config.storage_url)

@@ -76,7 +76,7 @@ impl Notifier {
             Err(status) => return Outcome::Retry(format!("reading the job: {}", status.message())),
         };
         if job.notified {
-            metrics::counter!("notifier_duplicates_skipped_total").increment(1);
+            metrics::counter!(crate::meters::DUPLICATES_SKIPPED).increment(1);
             tracing::info!("user was already told; no second e-mail");
             return Outcome::Ack;
         }
@@ -84,23 +84,22 @@ impl Notifier {
         let message = match mail::message(letter, &self.mail_from, &job.owner_email) {
             Ok(message) => message,
             Err(error) => {
-                metrics::counter!("notifier_emails_failed_total", "reason" => "unaddressable")
+                metrics::counter!(crate::meters::EMAILS_FAILED, "reason" => "unaddressable")
                     .increment(1);
                 return Outcome::DeadLetter(error.to_string());
             }
         };
         match self.mailer.send(message).await {
             Ok(()) => {
-                metrics::counter!("notifier_emails_sent_total").increment(1);
+                metrics::counter!(crate::meters::EMAILS_SENT).increment(1);
                 tracing::info!("e-mail sent");
             }
             Err(SendError::Permanent(reason)) => {
-                metrics::counter!("notifier_emails_failed_total", "reason" => "refused")
-                    .increment(1);
+                metrics::counter!(crate::meters::EMAILS_FAILED, "reason" => "refused").increment(1);
                 return Outcome::DeadLetter(reason);
             }
             Err(SendError::Transient(reason)) => {
-                metrics::counter!("notifier_emails_failed_total", "reason" => "transient")
+                metrics::counter!(crate::meters::EMAILS_FAILED, "reason" => "transient")
                     .increment(1);
                 return Outcome::Retry(reason);
             }

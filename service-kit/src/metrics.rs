@@ -34,3 +34,38 @@ pub fn render() -> String {
     handle.run_upkeep();
     handle.render()
 }
+
+/// Declares a service's metrics in one place: a constant for each name, an `ALL` list of
+/// them (so a test can hold the README to exactly these), and a `describe()` that registers each
+/// one's unit and description with the recorder, so `/metrics` explains every series it shows.
+///
+/// ```ignore
+/// service_kit::metrics_catalog! {
+///     /// Logins, by outcome.
+///     counter LOGINS = "auth_logins_total": Count, "Logins by outcome (ok, failed, throttled)";
+/// }
+/// ```
+#[macro_export]
+macro_rules! metrics_catalog {
+    ($( $(#[$doc:meta])* $kind:ident $name:ident = $value:literal : $unit:ident, $description:literal; )*) => {
+        $( $(#[$doc])* pub const $name: &str = $value; )*
+
+        /// Every metric this service records, by name.
+        pub const ALL: &[&str] = &[$($value),*];
+
+        /// Registers each metric's unit and description with the recorder (call at start-up).
+        pub fn describe() {
+            $crate::metrics::prometheus();
+            $( $crate::metrics_catalog!(@describe $kind $value, $unit, $description); )*
+        }
+    };
+    (@describe counter $value:literal, $unit:ident, $description:literal) => {
+        ::metrics::describe_counter!($value, ::metrics::Unit::$unit, $description)
+    };
+    (@describe histogram $value:literal, $unit:ident, $description:literal) => {
+        ::metrics::describe_histogram!($value, ::metrics::Unit::$unit, $description)
+    };
+    (@describe gauge $value:literal, $unit:ident, $description:literal) => {
+        ::metrics::describe_gauge!($value, ::metrics::Unit::$unit, $description)
+    };
+}

@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod meters;
 pub mod model;
 pub mod service;
 
@@ -56,6 +57,7 @@ impl App {
     /// Binds LISTEN_ADDR and OPS_LISTEN_ADDR and connects the backend; `config` is checked
     /// already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        meters::describe();
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;

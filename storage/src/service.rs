@@ -89,7 +89,7 @@ impl StorageApi {
         match outcome {
             Ok((size, sha256)) => {
                 let record = sink.commit(size, sha256).await?;
-                metrics::counter!("storage_uploads_total", "bucket" => bucket.name(), "outcome" => "stored")
+                metrics::counter!(crate::meters::UPLOADS, "bucket" => bucket.name(), "outcome" => "stored")
                     .increment(1);
                 tracing::info!(size, "upload stored");
                 Ok(record)
@@ -98,7 +98,7 @@ impl StorageApi {
                 if let Err(cleanup) = sink.abort().await {
                     tracing::warn!(error = %cleanup, "could not remove a failed upload");
                 }
-                metrics::counter!("storage_uploads_total", "bucket" => bucket.name(), "outcome" => "refused")
+                metrics::counter!(crate::meters::UPLOADS, "bucket" => bucket.name(), "outcome" => "refused")
                     .increment(1);
                 tracing::info!(error = %error, "upload not stored");
                 Err(error)
@@ -116,7 +116,7 @@ impl StorageApi {
     ) -> StorageResult<(u64, String)> {
         use pb::upload_request::Content;
         let writer_gone = || StorageError::Internal("upload writer stopped".into());
-        let bytes_in = metrics::counter!("storage_bytes_in_total", "bucket" => bucket.name());
+        let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => bucket.name());
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
@@ -281,14 +281,14 @@ struct ActiveStream(&'static str);
 
 impl ActiveStream {
     fn start(direction: &'static str) -> Self {
-        metrics::gauge!("storage_active_streams", "direction" => direction).increment(1.0);
+        metrics::gauge!(crate::meters::ACTIVE_STREAMS, "direction" => direction).increment(1.0);
         Self(direction)
     }
 }
 
 impl Drop for ActiveStream {
     fn drop(&mut self) {
-        metrics::gauge!("storage_active_streams", "direction" => self.0).decrement(1.0);
+        metrics::gauge!(crate::meters::ACTIVE_STREAMS, "direction" => self.0).decrement(1.0);
     }
 }
 
@@ -328,8 +328,7 @@ impl StorageService for StorageApi {
         let (offset, length) = checked_range(file.size, request.offset, request.length)?;
         let bytes = self.backend.read_file(&file, offset, length).await?;
         let active = ActiveStream::start("download");
-        let bytes_out =
-            metrics::counter!("storage_bytes_out_total", "bucket" => file.bucket.name());
+        let bytes_out = metrics::counter!(crate::meters::BYTES_OUT, "bucket" => file.bucket.name());
         let info = pb::DownloadResponse {
             content: Some(Content::Info(file.to_proto())),
         };
@@ -437,7 +436,7 @@ impl StorageService for StorageApi {
             request.original_filename,
         );
         self.backend.insert_job(&job).await?;
-        metrics::counter!("storage_jobs_created_total").increment(1);
+        metrics::counter!(crate::meters::JOBS_CREATED).increment(1);
         tracing::info!(job_id = %job.id, "job created");
         Ok(Response::new(pb::CreateJobResponse {
             job: Some(job.to_proto()),

@@ -1065,5 +1065,10 @@ async fn serves_health_reflection_and_counts_bytes_in_metrics() {
     let counted: f64 = bytes_in.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(counted >= 1234.0, "{bytes_in}");
     assert!(metrics.contains("storage_active_streams"), "{metrics}");
+    // Described where it is named, so the exposition explains it.
+    assert!(
+        metrics.contains("# HELP storage_bytes_in_total Bytes of files received"),
+        "{metrics}"
+    );
     server.stop().await.unwrap();
 }

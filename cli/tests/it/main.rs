@@ -7,6 +7,7 @@
 
 mod faults;
 mod load;
+mod readme;
 mod security;
 mod system;
 mod up_process;

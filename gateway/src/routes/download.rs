@@ -130,7 +130,7 @@ async fn serve_mp3(
             std::io::Error::other(status.message().to_owned())
         })
     });
-    metrics::counter!("gateway_download_bytes_total").increment(length);
+    metrics::counter!(crate::meters::DOWNLOAD_BYTES).increment(length);
     response
         .status(status)
         .header(header::CONTENT_TYPE, "audio/mpeg")

@@ -233,9 +233,9 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     let method = request.method().to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("gateway_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(crate::meters::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("gateway_http_request_duration_seconds", "method" => method, "route" => route)
+    metrics::histogram!(crate::meters::HTTP_REQUEST_DURATION, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

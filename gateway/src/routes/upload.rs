@@ -167,8 +167,8 @@ pub async fn upload(
     tracing::Span::current().record("video_id", video.id.as_str());
 
     let accepted = record_and_queue(&state, &caller, &video, &filename).await?;
-    metrics::counter!("gateway_uploads_accepted_total").increment(1);
-    metrics::counter!("gateway_upload_bytes_total").increment(video.size);
+    metrics::counter!(crate::meters::UPLOADS_ACCEPTED).increment(1);
+    metrics::counter!(crate::meters::UPLOAD_BYTES).increment(video.size);
     tracing::info!(size = video.size, "upload accepted");
     let mut response = (StatusCode::ACCEPTED, Json(&accepted)).into_response();
     if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {

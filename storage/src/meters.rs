@@ -1,0 +1,14 @@
+//! Every metric the storage service records, named and described once.
+
+service_kit::metrics_catalog! {
+    /// Bytes received, labelled `bucket`.
+    counter BYTES_IN = "storage_bytes_in_total": Bytes, "Bytes of files received, by bucket";
+    /// Bytes sent, labelled `bucket`.
+    counter BYTES_OUT = "storage_bytes_out_total": Bytes, "Bytes of files sent, by bucket";
+    /// Streams open now, labelled `direction` (upload, download).
+    gauge ACTIVE_STREAMS = "storage_active_streams": Count, "File streams open now, by direction";
+    /// Uploads ended, labelled `bucket` and `outcome` (stored, refused).
+    counter UPLOADS = "storage_uploads_total": Count, "Uploads that ended, by bucket and outcome: stored or refused";
+    /// Jobs recorded.
+    counter JOBS_CREATED = "storage_jobs_created_total": Count, "Conversion jobs recorded";
+}
