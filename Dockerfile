@@ -46,11 +46,11 @@ COPY . .
 RUN --mount=type=cache,id=mp3converter-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=mp3converter-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=mp3converter-target,target=/src/target,sharing=locked \
-    cargo build --release --locked \
+    cargo build --profile dist --locked \
       -p gateway -p auth -p storage -p converter -p notifier \
  && mkdir -p /out \
  && for bin in gateway auth storage converter notifier; do \
-      cp "target/release/$bin" "/out/$bin"; \
+      cp "target/dist/$bin" "/out/$bin"; \
     done
 
 # An empty directory owned by the runtime user, copied to /tmp/data in each image so that
