@@ -27,14 +27,12 @@ use clap::{Parser, Subcommand};
 use password::Passwords;
 use proto::auth::v1::auth_service_server::AuthServiceServer;
 use service_kit::config::{ConfigError, ServiceConfig};
-use service_kit::ops::OpsEndpoint;
+use service_kit::grpc::{GrpcListeners, GrpcServer};
 use service_kit::{Secret, Shutdown};
-use std::net::SocketAddr;
 use std::path::Path;
 use store::UserStore;
 use throttle::LoginThrottle;
 use token::Tokens;
-use tokio::net::TcpListener;
 
 /// The full name of the gRPC service, as reflection lists it.
 pub const SERVICE_NAME: &str = "mp3converter.auth.v1.AuthService";
@@ -114,13 +112,10 @@ impl Cli {
     }
 }
 
-/// The auth service, built: its listeners bound (the ops endpoint already answering), the
-/// database connected and migrated, the first admin made. [`App::run_until_stopped`] serves it.
-#[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    ops: OpsEndpoint,
-    api: AuthApi,
+service_kit::grpc_app! {
+    /// The auth service, built: its listeners bound (the ops endpoint already answering), the
+    /// database connected and migrated, the first admin made. [`App::run_until_stopped`] serves it.
+    App
 }
 
 impl App {
@@ -128,11 +123,8 @@ impl App {
     /// already: by [`Cli::load`], or by whoever built it (`up` validates every service's).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
-        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
-        tracing::info!(grpc = %listener.local_addr()?, ops = %ops.addr(), "auth listening");
+        let listeners =
+            GrpcListeners::bind("auth", config.listen_addr, config.ops_listen_addr).await?;
         let api = prepare(&config).await?;
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             let admin = api
@@ -141,32 +133,10 @@ impl App {
                 .context("creating the ADMIN_EMAIL account")?;
             tracing::info!(user_id = %admin.id, "admin account ready");
         }
-        Ok(Self { listener, ops, api })
-    }
-
-    /// Where gRPC is served.
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    pub fn ops_addr(&self) -> SocketAddr {
-        self.ops.addr()
-    }
-
-    /// Serves gRPC until `shutdown` fires, then drains the calls in flight.
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        service_kit::grpc::run_until_stopped(
-            "auth",
-            SERVICE_NAME,
-            AuthServiceServer::new(self.api),
-            self.listener,
-            self.ops,
-            shutdown,
-        )
-        .await
+        let server = GrpcServer::new(&[SERVICE_NAME])
+            .add_service(AuthServiceServer::new(api))
+            .await;
+        Ok(Self(listeners.serving("auth", server)))
     }
 }
 

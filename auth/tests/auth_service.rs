@@ -18,12 +18,10 @@ enum Backend {
     Sqlite,
 }
 
-/// One auth service on port 0 with its own database, and a raw gRPC client of it.
+/// One auth service on port 0 with its own database (or directory), and a raw gRPC client of it.
 struct RunningAuth {
     service: Running<auth::App>,
     client: AuthServiceClient<Channel>,
-    _mysql: Option<TestMysql>,
-    _dir: TempDir,
 }
 
 impl RunningAuth {
@@ -41,7 +39,7 @@ impl RunningAuth {
         };
         let mut config = configs::auth(dir.path(), mysql.as_ref());
         change(&mut config);
-        Self::launch(config, mysql, dir).await
+        Self::launch(config, (mysql, dir)).await
     }
 
     /// The embedded default exactly as a newcomer runs it: SQLite and a generated JWT secret,
@@ -51,37 +49,23 @@ impl RunningAuth {
             jwt_secret: None,
             ..configs::auth(dir.path(), None)
         };
-        Self::launch(config, None, dir).await
+        Self::launch(config, dir).await
     }
 
-    async fn launch(config: auth::Config, mysql: Option<TestMysql>, dir: TempDir) -> Self {
+    async fn launch(config: auth::Config, data: impl std::any::Any + Send) -> Self {
         test_support::init_tracing();
         let service = Running::<auth::App>::start(config).await.unwrap();
+        Self::connected(service.keeping(data)).await
+    }
+
+    async fn connected(service: Running<auth::App>) -> Self {
         let client = AuthServiceClient::new(service.grpc_channel().await.unwrap());
-        Self {
-            service,
-            client,
-            _mysql: mysql,
-            _dir: dir,
-        }
+        Self { service, client }
     }
 
     /// Stops the service and starts it again on the same database and data directory.
     async fn restart(self) -> Self {
-        let Self {
-            service,
-            _mysql,
-            _dir,
-            ..
-        } = self;
-        let service = service.restart().await.unwrap();
-        let client = AuthServiceClient::new(service.grpc_channel().await.unwrap());
-        Self {
-            service,
-            client,
-            _mysql,
-            _dir,
-        }
+        Self::connected(self.service.restart().await.unwrap()).await
     }
 
     async fn register(&mut self, email: &str, password: &str) -> Result<String, tonic::Status> {
@@ -93,6 +77,19 @@ impl RunningAuth {
             })
             .await?;
         Ok(response.into_inner().user.unwrap().id)
+    }
+
+    /// `times` logins of `email` with a wrong password, each refused as wrong (not throttled).
+    async fn fail_logins(&mut self, email: &str, times: usize) {
+        for _ in 0..times {
+            let status = self.login(email, "wrong password").await.unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{email}");
+        }
+    }
+
+    /// A token for `email`, whose login must succeed.
+    async fn token(&mut self, email: &str, password: &str) -> String {
+        self.login(email, password).await.unwrap().access_token
     }
 
     async fn login(&mut self, email: &str, password: &str) -> Result<LoginResponse, tonic::Status> {
@@ -124,21 +121,13 @@ impl RunningAuth {
     }
 }
 
-/// Runs each scenario once per database.
-macro_rules! on_both_databases {
-    ($($scenario:ident),* $(,)?) => {
-        mod mysql { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Mysql).await } )* }
-        mod sqlite { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Sqlite).await } )* }
-    };
-}
-
-on_both_databases!(
+test_support::on_each!(Backend { Mysql => mysql, Sqlite => sqlite }: [
     register_login_validate_round_trip,
     duplicate_registration_is_already_exists_whatever_the_case,
     wrong_password_and_unknown_user_get_identical_answers,
     migrations_are_idempotent_across_restarts,
     admin_from_the_environment_gets_admin_claims,
-);
+]);
 
 async fn register_login_validate_round_trip(backend: Backend) {
     let mut auth = RunningAuth::start(backend).await;
@@ -223,11 +212,7 @@ async fn migrations_are_idempotent_across_restarts(backend: Backend) {
     let id = auth.register("dave@example.com", PASSWORD).await.unwrap();
     let mut auth = auth.restart().await;
     let mut auth_again = {
-        let token = auth
-            .login("dave@example.com", PASSWORD)
-            .await
-            .unwrap()
-            .access_token;
+        let token = auth.token("dave@example.com", PASSWORD).await;
         assert_eq!(auth.validate(&token).await.unwrap().user_id, id);
         auth.restart().await
     };
@@ -243,30 +228,18 @@ async fn admin_from_the_environment_gets_admin_claims(backend: Backend) {
         config.admin_password = Some("admin password 1".into());
     })
     .await;
-    let token = auth
-        .login("root@example.com", "admin password 1")
-        .await
-        .unwrap()
-        .access_token;
+    let token = auth.token("root@example.com", "admin password 1").await;
     assert!(auth.validate(&token).await.unwrap().admin);
 
     let id = auth.register("eve@example.com", PASSWORD).await.unwrap();
-    let token = auth
-        .login("eve@example.com", PASSWORD)
-        .await
-        .unwrap()
-        .access_token;
+    let token = auth.token("eve@example.com", PASSWORD).await;
     let claims = auth.validate(&token).await.unwrap();
     assert_eq!(claims.user_id, id);
     assert!(!claims.admin, "ordinary accounts are not admins");
 
     // A restart with the same variables neither fails nor duplicates the admin.
     let mut auth = auth.restart().await;
-    let token = auth
-        .login("root@example.com", "admin password 1")
-        .await
-        .unwrap()
-        .access_token;
+    let token = auth.token("root@example.com", "admin password 1").await;
     assert!(auth.validate(&token).await.unwrap().admin);
 }
 
@@ -288,11 +261,7 @@ async fn create_user_command_makes_an_admin_who_can_log_in() {
     let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).unwrap();
     assert_eq!(secret.len(), 64);
     let mut auth = RunningAuth::start_embedded(dir).await;
-    let token = auth
-        .login("ops@example.com", "ops password 1")
-        .await
-        .unwrap()
-        .access_token;
+    let token = auth.token("ops@example.com", "ops password 1").await;
     assert!(auth.validate(&token).await.unwrap().admin);
 }
 
@@ -300,11 +269,7 @@ async fn create_user_command_makes_an_admin_who_can_log_in() {
 async fn embedded_secret_survives_a_restart_so_tokens_stay_valid() {
     let mut auth = RunningAuth::start_embedded(temp_dir()).await;
     auth.register("fay@example.com", PASSWORD).await.unwrap();
-    let token = auth
-        .login("fay@example.com", PASSWORD)
-        .await
-        .unwrap()
-        .access_token;
+    let token = auth.token("fay@example.com", PASSWORD).await;
     let mut auth = auth.restart().await;
     auth.validate(&token).await.unwrap();
 }
@@ -485,13 +450,7 @@ mod throttling {
     async fn repeated_failures_for_one_email_are_refused_even_with_the_right_password() {
         let mut auth = RunningAuth::start_with(Backend::Sqlite, |c| c.login_max_failures = 3).await;
         auth.register("ivy@example.com", PASSWORD).await.unwrap();
-        for _ in 0..3 {
-            let status = auth
-                .login("ivy@example.com", "wrong password")
-                .await
-                .unwrap_err();
-            assert_eq!(status.code(), Code::Unauthenticated);
-        }
+        auth.fail_logins("ivy@example.com", 3).await;
         let throttled = auth.login("ivy@example.com", PASSWORD).await.unwrap_err();
         assert_eq!(throttled.code(), Code::ResourceExhausted);
         let wait = retry_after(&throttled);
@@ -510,23 +469,10 @@ mod throttling {
     async fn a_successful_login_resets_the_count() {
         let mut auth = RunningAuth::start_with(Backend::Sqlite, |c| c.login_max_failures = 3).await;
         auth.register("kim@example.com", PASSWORD).await.unwrap();
-        for _ in 0..2 {
-            auth.login("kim@example.com", "wrong password")
-                .await
-                .unwrap_err();
-        }
+        auth.fail_logins("kim@example.com", 2).await;
         auth.login("kim@example.com", PASSWORD).await.unwrap();
-        for _ in 0..2 {
-            let status = auth
-                .login("kim@example.com", "wrong password")
-                .await
-                .unwrap_err();
-            assert_eq!(
-                status.code(),
-                Code::Unauthenticated,
-                "the count started again"
-            );
-        }
+        // The count started again: two more wrong passwords are only wrong, not throttled.
+        auth.fail_logins("kim@example.com", 2).await;
         auth.login("kim@example.com", PASSWORD).await.unwrap();
     }
 
@@ -704,14 +650,7 @@ async fn ops_endpoint_reports_readiness_and_login_metrics() {
         Code::ResourceExhausted
     );
 
-    let metrics = http
-        .get(format!("{ops_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = test_support::scrape(&format!("{ops_url}/metrics")).await;
     for line in [
         "auth_logins_total{outcome=\"ok\"}",
         "auth_logins_total{outcome=\"failed\"}",

@@ -154,14 +154,14 @@ impl Configs {
         gateway.storage_url = url(addresses.storage);
 
         let mut converter = converter::Config::from_env()?;
-        converter.broker.data_dir = data_dir.to_owned();
+        converter.links.broker.data_dir = data_dir.to_owned();
         converter.ops_listen_addr = addresses.converter_ops;
-        converter.storage_url = url(addresses.storage);
+        converter.links.storage_url = url(addresses.storage);
 
         let mut notifier = notifier::Config::from_env()?;
-        notifier.broker.data_dir = data_dir.to_owned();
+        notifier.links.broker.data_dir = data_dir.to_owned();
         notifier.ops_listen_addr = addresses.notifier_ops;
-        notifier.storage_url = url(addresses.storage);
+        notifier.links.storage_url = url(addresses.storage);
         if std::env::var_os("PUBLIC_BASE_URL").is_none() {
             notifier.public_base_url = url(addresses.gateway);
         }
@@ -284,8 +284,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let storage = storage::App::build(storage).await.context("storage")?;
     gateway.auth_url = url(auth.grpc_addr());
     gateway.storage_url = url(storage.grpc_addr());
-    converter.storage_url = url(storage.grpc_addr());
-    notifier.storage_url = url(storage.grpc_addr());
+    converter.links.storage_url = url(storage.grpc_addr());
+    notifier.links.storage_url = url(storage.grpc_addr());
     let queue = gateway.broker.describe();
     let gateway = gateway::App::build(gateway).await.context("the gateway")?;
     let gateway_url = url(gateway.http_addr());

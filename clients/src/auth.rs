@@ -1,6 +1,6 @@
 //! The auth service as the gateway uses it: register, log in, validate a bearer token.
 
-use crate::incomplete;
+use crate::required;
 use proto::auth::v1 as pb;
 use proto::auth::v1::auth_service_client::AuthServiceClient;
 use service_kit::grpc::unary;
@@ -36,13 +36,13 @@ impl AuthClient {
             email: email.to_owned(),
             password: password.to_owned(),
         };
-        self.inner
+        let answer = self
+            .inner
             .clone()
             .register(unary(request))
             .await?
-            .into_inner()
-            .user
-            .ok_or_else(|| incomplete("Register", "a user"))
+            .into_inner();
+        required(answer.user, "Register", "a user")
     }
 
     /// Exchanges credentials for a token; `client_address` is the end user's, for the
@@ -67,13 +67,13 @@ impl AuthClient {
         let request = pb::ValidateRequest {
             token: token.to_owned(),
         };
-        self.inner
+        let answer = self
+            .inner
             .clone()
             .validate(unary(request))
             .await?
-            .into_inner()
-            .claims
-            .ok_or_else(|| incomplete("Validate", "claims"))
+            .into_inner();
+        required(answer.claims, "Validate", "claims")
     }
 }
 

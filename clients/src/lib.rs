@@ -19,7 +19,7 @@ pub use storage::{Owner, Page, StorageClient, Upload};
 /// Largest gRPC message taken from or sent to storage (chunks are a few hundred KiB).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
-/// What a call that answers without a field the contract promises is.
-fn incomplete(rpc: &str, field: &str) -> tonic::Status {
-    tonic::Status::internal(format!("{rpc} answered without {field}"))
+/// The field the contract promises an answer carries; `INTERNAL` when `rpc` answered without it.
+fn required<T>(field: Option<T>, rpc: &str, what: &str) -> Result<T, tonic::Status> {
+    field.ok_or_else(|| tonic::Status::internal(format!("{rpc} answered without {what}")))
 }

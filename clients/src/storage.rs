@@ -1,7 +1,7 @@
 //! The storage service as its callers use it: files (stat, download, upload, delete, list) and
 //! jobs (create, read, list, and each step of a job's life under a worker's claim).
 
-use crate::{MAX_MESSAGE_BYTES, incomplete};
+use crate::{MAX_MESSAGE_BYTES, required};
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use proto::storage::v1 as pb;
@@ -85,12 +85,8 @@ impl StorageClient {
             owner_id,
             any_owner,
         };
-        self.rpc()
-            .stat(unary(request))
-            .await?
-            .into_inner()
-            .file
-            .ok_or_else(|| incomplete("Stat", "a file"))
+        let answer = self.rpc().stat(unary(request)).await?.into_inner();
+        required(answer.file, "Stat", "a file")
     }
 
     /// `length` bytes of a file from `offset` (to the end when `None`), as they arrive. An error
@@ -188,12 +184,8 @@ impl StorageClient {
 
     /// Records a new job (QUEUED) for a stored video of its owner.
     pub async fn create_job(&self, request: pb::CreateJobRequest) -> Result<Job, Status> {
-        self.rpc()
-            .create_job(unary(request))
-            .await?
-            .into_inner()
-            .job
-            .ok_or_else(|| incomplete("CreateJob", "a job"))
+        let answer = self.rpc().create_job(unary(request)).await?.into_inner();
+        required(answer.job, "CreateJob", "a job")
     }
 
     /// A job `owner` may see.
@@ -204,12 +196,8 @@ impl StorageClient {
             owner_id,
             any_owner,
         };
-        self.rpc()
-            .get_job(unary(request))
-            .await?
-            .into_inner()
-            .job
-            .ok_or_else(|| incomplete("GetJob", "a job"))
+        let answer = self.rpc().get_job(unary(request)).await?.into_inner();
+        required(answer.job, "GetJob", "a job")
     }
 
     /// One page of the jobs `owner` may see.
@@ -352,12 +340,12 @@ impl StorageClient {
             error_reason,
             claim,
         };
-        self.rpc()
+        let answer = self
+            .rpc()
             .transition_job(unary(request))
             .await?
-            .into_inner()
-            .job
-            .ok_or_else(|| incomplete("TransitionJob", "a job"))
+            .into_inner();
+        required(answer.job, "TransitionJob", "a job")
     }
 }
 
@@ -435,10 +423,7 @@ impl Upload {
         if !finished {
             return Err(Status::internal("storage answered before the upload ended"));
         }
-        answer
-            .into_inner()
-            .file
-            .ok_or_else(|| incomplete("Upload", "a file"))
+        required(answer.into_inner().file, "Upload", "a file")
     }
 
     /// Ends the upload without keeping anything, and waits until storage has let it go.

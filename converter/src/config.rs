@@ -2,7 +2,7 @@
 //! value and names the variable.
 
 use clap::Parser;
-use messaging::{BrokerConfig, RetryConfig};
+use messaging::WorkerLinks;
 use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,16 +20,9 @@ pub struct Config {
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_listen_addr)]
     pub ops_listen_addr: SocketAddr,
 
-    /// The storage service's gRPC URL.
-    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
-    pub storage_url: String,
-
-    /// The broker (or the embedded queue) and the queue names.
+    /// Storage, the broker and its queues, and the retry policy.
     #[command(flatten)]
-    pub broker: BrokerConfig,
-
-    #[command(flatten)]
-    pub retry: RetryConfig,
+    pub links: WorkerLinks,
 
     /// Jobs converted at once by this process (0: one per CPU core).
     #[arg(long, env = "CONCURRENCY", default_value_t = 0)]
@@ -100,13 +93,7 @@ impl Config {
 
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if tonic::transport::Endpoint::from_shared(self.storage_url.clone()).is_err() {
-            return Err(ConfigError::invalid(
-                "STORAGE_URL",
-                format!("`{}` is not a valid http:// URL", self.storage_url),
-            ));
-        }
-        self.broker.validate()?;
+        self.links.validate()?;
         if !self.work_dir.is_dir() {
             return Err(ConfigError::invalid(
                 "WORK_DIR",

@@ -27,10 +27,9 @@ use anyhow::Context;
 use clients::StorageClient;
 use job::Converter;
 use media::{Encoding, Tools};
-use messaging::consumer::{self, ConsumerSettings};
+use messaging::WorkerApp;
 use scratch::ScratchSpace;
 use service_kit::Shutdown;
-use service_kit::ops::OpsEndpoint;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,9 +47,7 @@ pub async fn main(config: Config) -> anyhow::Result<()> {
 /// queue.
 #[derive(Debug)]
 pub struct App {
-    ops: OpsEndpoint,
-    settings: ConsumerSettings,
-    converter: Converter,
+    worker: WorkerApp<Converter>,
     scratch: ScratchSpace,
 }
 
@@ -58,10 +55,9 @@ impl App {
     /// Binds OPS_LISTEN_ADDR and sets up the scratch space; `config` is checked already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
-        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
-        tracing::info!(addr = %ops.addr(), "converter health and metrics listening");
-        let storage = StorageClient::connect_lazy(&config.storage_url)
-            .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
+        let links = &config.links;
+        let storage = StorageClient::connect_lazy(&links.storage_url)
+            .with_context(|| format!("STORAGE_URL `{}` is not a URL", links.storage_url))?;
         let tools = Tools {
             ffmpeg: config.ffmpeg.clone(),
             ffprobe: config.ffprobe.clone(),
@@ -81,38 +77,32 @@ impl App {
         if swept > 0 {
             tracing::info!(swept, "removed the temp files of converters that died");
         }
+        let queues = &links.broker.queues;
         let converter = Converter::new(
             storage,
             tools,
             scratch.path().to_owned(),
-            config.broker.queues.mp3_queue.clone(),
+            queues.mp3_queue.clone(),
         );
-        let settings = ConsumerSettings {
-            service: "converter",
-            queue: config.broker.queues.video_queue.clone(),
-            concurrency: config.effective_concurrency(),
-            broker: config.broker,
-            retry: config.retry,
-            grace: Duration::from_secs(config.shutdown_grace_seconds),
-        };
-        Ok(Self {
-            ops,
-            settings,
-            converter,
-            scratch,
-        })
+        let settings = links.consumer(
+            "converter",
+            &queues.video_queue,
+            config.effective_concurrency(),
+            Duration::from_secs(config.shutdown_grace_seconds),
+        );
+        let worker = WorkerApp::build(config.ops_listen_addr, settings, converter).await?;
+        Ok(Self { worker, scratch })
     }
 
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub fn ops_addr(&self) -> SocketAddr {
-        self.ops.addr()
+        self.worker.ops_addr()
     }
 
     /// Consumes the video queue until `shutdown` fires; then stops consuming and finishes (or
     /// hands back) the jobs in flight.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let served =
-            consumer::serve_worker(self.settings, self.converter, self.ops, shutdown).await;
+        let served = self.worker.run_until_stopped(shutdown).await;
         drop(self.scratch);
         served
     }

@@ -40,6 +40,14 @@ impl Pipeline {
         Self { mesh }
     }
 
+    /// [`Pipeline::start`], with a notifier mailing to an SMTP capture.
+    async fn start_mailing() -> (Self, SmtpCapture, Running<notifier::App>) {
+        let pipeline = Self::start().await;
+        let smtp = SmtpCapture::start().unwrap();
+        let notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
+        (pipeline, smtp, notifier)
+    }
+
     fn amqp_url(&self) -> String {
         self.mesh.broker.url().to_owned()
     }
@@ -48,8 +56,8 @@ impl Pipeline {
     /// `amqp_url` (the test broker, or a proxy in front of it).
     fn converter_config(&self, amqp_url: &str, concurrency: u16) -> converter::Config {
         let mut config = self.mesh.converter_config();
-        config.broker.amqp_url = Some(amqp_url.into());
-        config.retry = RETRY;
+        config.links.broker.amqp_url = Some(amqp_url.into());
+        config.links.retry = RETRY;
         config.concurrency = concurrency;
         config
     }
@@ -71,10 +79,10 @@ impl Pipeline {
         let config = self.converter_config(&self.amqp_url(), concurrency);
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_converter"));
         command
-            .env("STORAGE_URL", &config.storage_url)
+            .env("STORAGE_URL", &config.links.storage_url)
             .env("AMQP_URL", self.amqp_url())
-            .env("VIDEO_QUEUE", &config.broker.queues.video_queue)
-            .env("MP3_QUEUE", &config.broker.queues.mp3_queue)
+            .env("VIDEO_QUEUE", &config.links.broker.queues.video_queue)
+            .env("MP3_QUEUE", &config.links.broker.queues.mp3_queue)
             .env("MAX_ATTEMPTS", RETRY.max_attempts.to_string())
             .env("RETRY_BASE_DELAY_MS", RETRY.retry_base_delay_ms.to_string())
             .env("RETRY_MAX_DELAY_MS", RETRY.retry_max_delay_ms.to_string())
@@ -101,8 +109,8 @@ impl Pipeline {
         change: impl FnOnce(&mut notifier::Config),
     ) -> Running<notifier::App> {
         let mut config = self.mesh.notifier_config(smtp_url);
-        config.broker.amqp_url = Some(amqp_url.into());
-        config.retry = RETRY;
+        config.links.broker.amqp_url = Some(amqp_url.into());
+        config.links.retry = RETRY;
         change(&mut config);
         Running::start(config).await.unwrap()
     }
@@ -142,6 +150,17 @@ impl Pipeline {
         }
     }
 
+    /// Uploads the long lecture, and waits until a converter is under way with it.
+    async fn long_job_under_way(&self, user: &User) -> String {
+        let lecture = mp4_bytes(VideoSpec::long_conversion()).await;
+        let job_id = self.upload(user, "lecture.mp4", lecture).await;
+        self.wait_for_job(&job_id, JOB_WAIT, |job| {
+            job.state() == pb::JobState::Converting && job.progress_percent > 0
+        })
+        .await;
+        job_id
+    }
+
     async fn wait_until_ended(&self, job_id: &str) -> pb::Job {
         self.wait_for_job(job_id, JOB_WAIT, |job| {
             matches!(job.state(), pb::JobState::Done | pb::JobState::Failed) && job.notified
@@ -168,15 +187,6 @@ impl Pipeline {
     }
 }
 
-/// A counter's value in a Prometheus text exposition (0 when absent).
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Mails stay at `count` for a while: nothing more is on its way.
 async fn assert_mail_count_stays(smtp: &SmtpCapture, count: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -185,10 +195,8 @@ async fn assert_mail_count_stays(smtp: &SmtpCapture, count: usize) {
 
 #[tokio::test]
 async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its_duration() {
-    let pipeline = Pipeline::start().await;
-    let smtp = SmtpCapture::start().unwrap();
+    let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
     let _converter = pipeline.converter(&pipeline.amqp_url(), 2).await;
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
     let user = pipeline.mesh.user("listener@example.com").await;
 
     let job_id = pipeline
@@ -237,9 +245,7 @@ async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its
 #[tokio::test]
 async fn two_converter_processes_share_a_burst_of_jobs() {
     const JOBS: usize = 6;
-    let pipeline = Pipeline::start().await;
-    let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
+    let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
     let ports = [free_port(), free_port()];
     let mut workers: Vec<_> = ports
         .iter()
@@ -262,13 +268,11 @@ async fn two_converter_processes_share_a_burst_of_jobs() {
 
     let mut per_worker = Vec::new();
     for port in ports {
-        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        per_worker.push(counter(&metrics, "converter_jobs_succeeded_total"));
+        let metrics = test_support::scrape(&format!("http://127.0.0.1:{port}/metrics")).await;
+        per_worker.push(test_support::counter(
+            &metrics,
+            "converter_jobs_succeeded_total",
+        ));
     }
     assert_eq!(
         per_worker.iter().sum::<f64>(),
@@ -291,10 +295,8 @@ async fn two_converter_processes_share_a_burst_of_jobs() {
 
 #[tokio::test]
 async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no_retries() {
-    let pipeline = Pipeline::start().await;
-    let smtp = SmtpCapture::start().unwrap();
+    let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
     let _converter = pipeline.converter(&pipeline.amqp_url(), 2).await;
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
     let user = pipeline.mesh.user("unlucky@example.com").await;
 
     let silent = pipeline
@@ -339,23 +341,10 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
 
 #[tokio::test]
 async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
-    let pipeline = Pipeline::start().await;
-    let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
+    let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
     let mut doomed = pipeline.converter_process(1, free_port());
     let user = pipeline.mesh.user("patient@example.com").await;
-    let job_id = pipeline
-        .upload(
-            &user,
-            "lecture.mp4",
-            mp4_bytes(VideoSpec::long_conversion()).await,
-        )
-        .await;
-    pipeline
-        .wait_for_job(&job_id, JOB_WAIT, |job| {
-            job.state() == pb::JobState::Converting && job.progress_percent > 0
-        })
-        .await;
+    let job_id = pipeline.long_job_under_way(&user).await;
     doomed.start_kill().unwrap();
     doomed.wait().await.unwrap();
 
@@ -372,9 +361,7 @@ async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
 
 #[tokio::test]
 async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_another() {
-    let pipeline = Pipeline::start().await;
-    let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
+    let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
     let stopping = pipeline
         .converter_with(converter::Config {
             shutdown_grace_seconds: 0,
@@ -382,18 +369,7 @@ async fn a_converter_shut_down_past_its_grace_period_hands_the_job_back_for_anot
         })
         .await;
     let user = pipeline.mesh.user("handed-back@example.com").await;
-    let job_id = pipeline
-        .upload(
-            &user,
-            "lecture.mp4",
-            mp4_bytes(VideoSpec::long_conversion()).await,
-        )
-        .await;
-    pipeline
-        .wait_for_job(&job_id, JOB_WAIT, |job| {
-            job.state() == pb::JobState::Converting && job.progress_percent > 0
-        })
-        .await;
+    let job_id = pipeline.long_job_under_way(&user).await;
 
     stopping.stop().await.unwrap();
     let job = pipeline.job(&job_id).await;
@@ -423,7 +399,7 @@ async fn a_mail_server_that_is_down_then_up_gets_exactly_one_email() {
             &pipeline.amqp_url(),
             &format!("smtp://{smtp_addr}"),
             |config| {
-                config.retry.max_attempts = 20;
+                config.links.retry.max_attempts = 20;
             },
         )
         .await;

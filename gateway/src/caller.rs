@@ -1,7 +1,8 @@
 //! Who is calling: every protected route takes a [`Caller`], which exists only once the auth
 //! service has validated the request's bearer token.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, OrApiError};
+use crate::http_util::authorization;
 use crate::routes::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -42,21 +43,14 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .ok_or(ApiError::Unauthenticated("missing bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty() && token.len() <= MAX_TOKEN_BYTES)
-            .ok_or(ApiError::Unauthenticated(
-                "the Authorization header must be `Bearer <token>`",
-            ))?;
+        let token = authorization(header, "bearer", MAX_TOKEN_BYTES).ok_or(
+            ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`"),
+        )?;
         let claims = state
             .auth
             .validate(token)
             .await
-            .map_err(|status| ApiError::from_status("the auth service", "account", status))?;
+            .or_api("the auth service", "account")?;
         tracing::Span::current().record("user_id", claims.user_id.as_str());
         Ok(Caller {
             user_id: claims.user_id,

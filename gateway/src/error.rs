@@ -219,6 +219,18 @@ impl IntoResponse for ApiError {
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A failed call to auth or storage, as the API answers it (see [`ApiError::from_status`]).
+pub trait OrApiError<T> {
+    /// The call to `dependency` (in the client's words) about a `what` failed.
+    fn or_api(self, dependency: &'static str, what: &'static str) -> ApiResult<T>;
+}
+
+impl<T> OrApiError<T> for Result<T, tonic::Status> {
+    fn or_api(self, dependency: &'static str, what: &'static str) -> ApiResult<T> {
+        self.map_err(|status| ApiError::from_status(dependency, what, status))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Small pieces of HTTP the download route needs, kept pure so they are tested alone: the
 //! `Range` header and a `Content-Disposition` that is safe whatever the file was called.
 
+use axum::http::HeaderValue;
 /// What a `Range` header asks of a file of a given size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeRequest {
@@ -112,6 +113,15 @@ pub fn attachment_disposition(name: &str, extension: &str) -> String {
     format!("attachment; filename=\"{ascii}.{extension}\"; filename*=UTF-8''{encoded}")
 }
 
+/// The credentials of an `Authorization` value in `scheme` (`Bearer`, `Basic`; any case), if the
+/// value is that scheme, non-empty, and at most `max_len` bytes.
+pub fn authorization<'a>(value: &'a HeaderValue, scheme: &str, max_len: usize) -> Option<&'a str> {
+    let (given, credentials) = value.to_str().ok()?.split_once(' ')?;
+    let credentials = credentials.trim();
+    (given.eq_ignore_ascii_case(scheme) && !credentials.is_empty() && credentials.len() <= max_len)
+        .then_some(credentials)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,22 +141,18 @@ mod tests {
 
     #[test]
     fn ranges_outside_the_file_are_unsatisfiable() {
-        assert_eq!(
-            parse_range(Some("bytes=1000-"), 1000),
-            RangeRequest::Unsatisfiable
-        );
-        assert_eq!(
-            parse_range(Some("bytes=2000-3000"), 1000),
-            RangeRequest::Unsatisfiable
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-0"), 1000),
-            RangeRequest::Unsatisfiable
-        );
-        assert_eq!(
-            parse_range(Some("bytes=0-"), 0),
-            RangeRequest::Unsatisfiable
-        );
+        for (range, size) in [
+            ("bytes=1000-", 1000),
+            ("bytes=2000-3000", 1000),
+            ("bytes=-0", 1000),
+            ("bytes=0-", 0),
+        ] {
+            assert_eq!(
+                parse_range(Some(range), size),
+                RangeRequest::Unsatisfiable,
+                "{range} of {size}"
+            );
+        }
     }
 
     #[test]

@@ -53,9 +53,7 @@ impl App {
     /// Binds LISTEN_ADDR and assembles the routes; `config` is checked already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
+        let listener = service_kit::net::bind("LISTEN_ADDR", config.listen_addr).await?;
         let state = state(&config)?;
         Ok(Self {
             listener,

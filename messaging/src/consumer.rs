@@ -14,7 +14,7 @@ use crate::events::{self, Event};
 use crate::publisher::Publisher;
 use crate::{amqp, embedded};
 use service_kit::Shutdown;
-use service_kit::ops::{OpsEndpoint, Readiness};
+use service_kit::ops::Readiness;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -77,20 +77,6 @@ pub struct ConsumerSettings {
     pub retry: RetryConfig,
     /// How long in-flight work may go on after shutdown before it is handed back.
     pub grace: Duration,
-}
-
-/// A whole worker: [`consume`] until `shutdown` fires, with `/readyz` on `ops` true while
-/// consuming. When consuming ends (shutdown, or a failure) the ops endpoint stops with it, so
-/// the orchestrator sees the process go.
-pub async fn serve_worker<H: Handler>(
-    settings: ConsumerSettings,
-    handler: H,
-    ops: OpsEndpoint,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let consumed = consume(settings, handler, ops.readiness().clone(), shutdown).await;
-    ops.stop().await?;
-    consumed
 }
 
 /// Consumes until `shutdown` fires: from RabbitMQ when `AMQP_URL` is set, reconnecting

@@ -395,6 +395,13 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(30);
 
+    /// A queue in `dir` holding one message, `body`, on `video`.
+    async fn holding(dir: &tempfile::TempDir, body: &[u8]) -> EmbeddedQueue {
+        let queue = queue_in(dir).await;
+        queue.publish("video", body).await.unwrap();
+        queue
+    }
+
     async fn queue_in(dir: &tempfile::TempDir) -> EmbeddedQueue {
         EmbeddedQueue::open(&dir.path().join(FILE_NAME))
             .await
@@ -404,8 +411,7 @@ mod tests {
     #[tokio::test]
     async fn a_published_message_is_leased_once_and_gone_after_its_ack() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = queue_in(&dir).await;
-        queue.publish("video", b"first").await.unwrap();
+        let queue = holding(&dir, b"first").await;
         queue.publish("video", b"second").await.unwrap();
         queue.publish("mp3", b"elsewhere").await.unwrap();
 
@@ -441,8 +447,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_lease_is_delivered_again_and_the_old_holder_loses_it() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = queue_in(&dir).await;
-        queue.publish("video", b"job").await.unwrap();
+        let queue = holding(&dir, b"job").await;
         let dead_worker = queue
             .lease("video", Duration::from_millis(50))
             .await
@@ -462,22 +467,22 @@ mod tests {
     #[tokio::test]
     async fn a_renewed_lease_is_not_delivered_to_anyone_else() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = queue_in(&dir).await;
-        queue.publish("video", b"job").await.unwrap();
-        let short = Duration::from_millis(100);
-        let held = queue.lease("video", short).await.unwrap().unwrap();
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert!(queue.renew(&held, short).await.unwrap());
-            assert!(queue.lease("video", short).await.unwrap().is_none());
+        let queue = holding(&dir, b"job").await;
+        // Renewed well inside the lease (a slow fsync cannot let it run out in between), and
+        // held past it in all.
+        let lease = Duration::from_secs(2);
+        let held = queue.lease("video", lease).await.unwrap().unwrap();
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            assert!(queue.renew(&held, lease).await.unwrap());
+            assert!(queue.lease("video", lease).await.unwrap().is_none());
         }
     }
 
     #[tokio::test]
     async fn a_released_message_comes_back_at_once_as_a_redelivery() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = queue_in(&dir).await;
-        queue.publish("video", b"job").await.unwrap();
+        let queue = holding(&dir, b"job").await;
         let leased = queue.lease("video", LEASE).await.unwrap().unwrap();
         assert!(queue.release(&leased).await.unwrap());
         let again = queue.lease("video", LEASE).await.unwrap().unwrap();
@@ -487,17 +492,13 @@ mod tests {
     #[tokio::test]
     async fn a_retry_waits_out_its_delay_and_counts_the_attempt() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = queue_in(&dir).await;
-        queue.publish("video", b"job").await.unwrap();
+        let queue = holding(&dir, b"job").await;
         let leased = queue.lease("video", LEASE).await.unwrap().unwrap();
-        assert!(
-            queue
-                .retry_later(&leased, Duration::from_millis(200))
-                .await
-                .unwrap()
-        );
+        // Long enough that the check just after cannot find the delay already over.
+        let delay = Duration::from_secs(2);
+        assert!(queue.retry_later(&leased, delay).await.unwrap());
         assert!(queue.lease("video", LEASE).await.unwrap().is_none());
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(delay + Duration::from_millis(200)).await;
         let retried = queue.lease("video", LEASE).await.unwrap().unwrap();
         assert_eq!((retried.attempt, retried.deliveries), (2, 1));
     }
@@ -505,8 +506,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_lettered_message_moves_to_the_dead_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = queue_in(&dir).await;
-        queue.publish("video", b"poison").await.unwrap();
+        let queue = holding(&dir, b"poison").await;
         let leased = queue.lease("video", LEASE).await.unwrap().unwrap();
         assert!(queue.dead_letter(&leased, "not an event").await.unwrap());
         assert_eq!(queue.depth("video").await.unwrap(), 0);

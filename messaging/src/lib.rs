@@ -11,6 +11,7 @@
 //!   retries with their delays, dead letters, draining at shutdown), over either transport:
 //! - [`amqp`]: RabbitMQ (topology, confirmed publishes, delay queues, the consuming session);
 //! - [`embedded`]: the SQLite queue file that stands in for RabbitMQ on one machine.
+//! - [`worker`]: what the converter and the notifier share as applications.
 
 #![forbid(unsafe_code)]
 
@@ -21,7 +22,9 @@ pub mod embedded;
 pub mod events;
 pub mod meters;
 pub mod publisher;
+pub mod worker;
 
 pub use config::{BrokerConfig, QueueConfig, RetryConfig};
 pub use consumer::{ConsumerSettings, Handler, Outcome, Received};
 pub use publisher::{PublishError, Publisher};
+pub use worker::{WorkerApp, WorkerLinks};

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use lettre::message::Mailbox;
-use messaging::{BrokerConfig, RetryConfig};
+use messaging::WorkerLinks;
 use service_kit::Secret;
 use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
@@ -21,16 +21,9 @@ pub struct Config {
     #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091", value_parser = parse_listen_addr)]
     pub ops_listen_addr: SocketAddr,
 
-    /// The storage service's gRPC URL (jobs record whether the user was told).
-    #[arg(long, env = "STORAGE_URL", default_value = "http://127.0.0.1:50052")]
-    pub storage_url: String,
-
-    /// The broker (or the embedded queue) and the queue names.
+    /// Storage, the broker and its queues, and the retry policy.
     #[command(flatten)]
-    pub broker: BrokerConfig,
-
-    #[command(flatten)]
-    pub retry: RetryConfig,
+    pub links: WorkerLinks,
 
     /// Where mail goes: `smtp://host:port` (no TLS), `smtp://host:587?tls=required`
     /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` for a login. Unset: mail is
@@ -68,13 +61,7 @@ pub struct Config {
 
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if tonic::transport::Endpoint::from_shared(self.storage_url.clone()).is_err() {
-            return Err(ConfigError::invalid(
-                "STORAGE_URL",
-                format!("`{}` is not a valid http:// URL", self.storage_url),
-            ));
-        }
-        self.broker.validate()?;
+        self.links.validate()?;
         if let Some(url) = &self.smtp_url {
             crate::mailer::Mailer::smtp(url.expose(), std::time::Duration::from_secs(1)).map_err(
                 |_| ConfigError::invalid("SMTP_URL", "is not an smtp:// or smtps:// URL"),
@@ -87,7 +74,7 @@ impl ServiceConfig for Config {
 impl Config {
     /// The outbox directory of the embedded default (`DATA_DIR/outbox`).
     pub fn outbox_dir(&self) -> PathBuf {
-        self.broker.data_dir.join("outbox")
+        self.links.broker.data_dir.join("outbox")
     }
 }
 

@@ -22,10 +22,9 @@ pub use config::Config;
 use anyhow::Context;
 use clients::StorageClient;
 use mailer::Mailer;
-use messaging::consumer::{self, ConsumerSettings};
+use messaging::WorkerApp;
 use notify::Notifier;
 use service_kit::Shutdown;
-use service_kit::ops::OpsEndpoint;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -42,19 +41,16 @@ pub async fn main(config: Config) -> anyhow::Result<()> {
 /// [`App::run_until_stopped`] consumes the mp3 queue.
 #[derive(Debug)]
 pub struct App {
-    ops: OpsEndpoint,
-    settings: ConsumerSettings,
-    notifier: Notifier,
+    worker: WorkerApp<Notifier>,
 }
 
 impl App {
     /// Binds OPS_LISTEN_ADDR and sets up the mailer; `config` is checked already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
-        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
-        tracing::info!(addr = %ops.addr(), "notifier health and metrics listening");
-        let storage = StorageClient::connect_lazy(&config.storage_url)
-            .with_context(|| format!("STORAGE_URL `{}` is not a URL", config.storage_url))?;
+        let links = &config.links;
+        let storage = StorageClient::connect_lazy(&links.storage_url)
+            .with_context(|| format!("STORAGE_URL `{}` is not a URL", links.storage_url))?;
         let timeout = Duration::from_secs(config.smtp_timeout_seconds);
         let mailer = match &config.smtp_url {
             Some(url) => Mailer::smtp(url.expose(), timeout)?,
@@ -70,28 +66,23 @@ impl App {
             config.mail_from.clone(),
             config.public_base_url.clone(),
         );
-        let settings = ConsumerSettings {
-            service: "notifier",
-            queue: config.broker.queues.mp3_queue.clone(),
-            concurrency: config.concurrency,
-            broker: config.broker,
-            retry: config.retry,
-            grace: Duration::from_secs(config.shutdown_grace_seconds),
-        };
-        Ok(Self {
-            ops,
-            settings,
-            notifier,
-        })
+        let settings = links.consumer(
+            "notifier",
+            &links.broker.queues.mp3_queue,
+            config.concurrency,
+            Duration::from_secs(config.shutdown_grace_seconds),
+        );
+        let worker = WorkerApp::build(config.ops_listen_addr, settings, notifier).await?;
+        Ok(Self { worker })
     }
 
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub fn ops_addr(&self) -> SocketAddr {
-        self.ops.addr()
+        self.worker.ops_addr()
     }
 
     /// Consumes the mp3 queue until `shutdown` fires.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        consumer::serve_worker(self.settings, self.notifier, self.ops, shutdown).await
+        self.worker.run_until_stopped(shutdown).await
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::Shutdown;
 use crate::ops::OpsEndpoint;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -106,40 +107,103 @@ impl GrpcServer {
     }
 }
 
-/// Serves a gRPC service the way every server of ours runs, once it is built: `/readyz` on
-/// `ops` says ready, gRPC serves on `listener` until `shutdown` fires, then calls in flight
-/// drain and the ops endpoint stops.
-pub async fn run_until_stopped<S>(
-    label: &str,
-    service_name: &str,
-    service: S,
+/// A gRPC service's listeners, bound: the first step of building one. The ops endpoint answers
+/// from here on (`/readyz`: not ready), while the service connects and migrates.
+#[derive(Debug)]
+pub struct GrpcListeners {
     listener: TcpListener,
     ops: OpsEndpoint,
-    shutdown: Shutdown,
-) -> anyhow::Result<()>
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    ops.readiness().set(true);
-    tracing::info!(addr = %listener.local_addr()?, "{label} serving gRPC");
-    let served = GrpcServer::new(&[service_name])
-        .add_service(service)
-        .await
-        .serve(listener, shutdown)
-        .await;
-    ops.stop().await?;
-    served?;
-    tracing::info!("{label} stopped");
-    Ok(())
+}
+
+impl GrpcListeners {
+    /// Binds `listen_addr` (LISTEN_ADDR) and `ops_listen_addr` (OPS_LISTEN_ADDR) for `label`.
+    pub async fn bind(
+        label: &str,
+        listen_addr: SocketAddr,
+        ops_listen_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let listener = crate::net::bind("LISTEN_ADDR", listen_addr).await?;
+        let ops = OpsEndpoint::bind(ops_listen_addr).await?;
+        tracing::info!(grpc = %listener.local_addr()?, ops = %ops.addr(), "{label} listening");
+        Ok(Self { listener, ops })
+    }
+
+    /// The built service: `server` (with its service added) will serve on these listeners.
+    pub fn serving(self, label: &'static str, server: GrpcServer) -> GrpcApp {
+        GrpcApp {
+            label,
+            listeners: self,
+            server,
+        }
+    }
+}
+
+/// A gRPC service of ours, built: its listeners bound and its server ready.
+#[derive(Debug)]
+pub struct GrpcApp {
+    label: &'static str,
+    listeners: GrpcListeners,
+    server: GrpcServer,
+}
+
+impl GrpcApp {
+    /// Where gRPC is served.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listeners
+            .listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.listeners.ops.addr()
+    }
+
+    /// Serves until `shutdown` fires: `/readyz` says ready, gRPC serves, then calls in flight
+    /// drain and the ops endpoint stops.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let GrpcListeners { listener, ops } = self.listeners;
+        ops.readiness().set(true);
+        tracing::info!(addr = %listener.local_addr()?, "{} serving gRPC", self.label);
+        let served = self.server.serve(listener, shutdown).await;
+        ops.stop().await?;
+        served?;
+        tracing::info!("{} stopped", self.label);
+        Ok(())
+    }
+}
+
+/// Declares a gRPC service's `App`: a [`GrpcApp`] with the addresses and the
+/// `run_until_stopped` every service's `App` has; the service writes its own `App::build`
+/// (bind with [`GrpcListeners::bind`], prepare, then [`GrpcListeners::serving`]).
+#[macro_export]
+macro_rules! grpc_app {
+    ($(#[$doc:meta])* $app:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $app($crate::grpc::GrpcApp);
+
+        impl $app {
+            /// Where gRPC is served.
+            pub fn grpc_addr(&self) -> std::net::SocketAddr {
+                self.0.grpc_addr()
+            }
+
+            /// Where `/healthz`, `/readyz` and `/metrics` are served.
+            pub fn ops_addr(&self) -> std::net::SocketAddr {
+                self.0.ops_addr()
+            }
+
+            /// Serves gRPC until `shutdown` fires, then drains the calls in flight.
+            pub async fn run_until_stopped(
+                self,
+                shutdown: $crate::Shutdown,
+            ) -> anyhow::Result<()> {
+                self.0.run_until_stopped(shutdown).await
+            }
+        }
+    };
 }
 
 /// Deadline of calls that do not stream.

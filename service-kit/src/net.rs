@@ -24,6 +24,14 @@ pub fn nodelay_incoming(
     TcpListenerStream::new(listener).map(|accepted| accepted.inspect(nodelay))
 }
 
+/// Binds `addr`, naming the variable it came from (`LISTEN_ADDR`, say) if it cannot.
+pub async fn bind(variable: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {variable} {addr}"))
+}
+
 fn nodelay(stream: &TcpStream) {
     // Without it the connection still works, only slower: serve it anyway.
     if let Err(error) = stream.set_nodelay(true) {

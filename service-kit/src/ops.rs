@@ -61,11 +61,7 @@ pub struct OpsEndpoint {
 impl OpsEndpoint {
     /// Binds `addr` (OPS_LISTEN_ADDR, naming the variable if it cannot) and starts serving.
     pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding OPS_LISTEN_ADDR {addr}"))?;
-        Self::serve(listener)
+        Self::serve(crate::net::bind("OPS_LISTEN_ADDR", addr).await?)
     }
 
     /// Serves on `listener`, already bound (a gateway serves its ops routes with its API; tests

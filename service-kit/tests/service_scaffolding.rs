@@ -4,31 +4,55 @@
 //! shutdown.
 
 use service_kit::grpc::GrpcServer;
-use service_kit::ops::{self, Readiness};
-use test_support::TestServer;
+use service_kit::ops::OpsEndpoint;
 use test_support::grpc::{health_status, reflected_services};
+use test_support::server::Spawned;
+use tokio::net::TcpListener;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-async fn grpc_server(services: &'static [&'static str]) -> TestServer {
-    TestServer::start(move |listener, shutdown| GrpcServer::new(services).serve(listener, shutdown))
-        .await
-        .unwrap()
+/// A bare gRPC server (health and reflection for `services`) on a port of its own.
+struct Bare {
+    addr: std::net::SocketAddr,
+    running: Spawned,
+}
+
+impl Bare {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+async fn grpc_server(services: &'static [&'static str]) -> Bare {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = Spawned::run(move |shutdown| async move {
+        Ok(GrpcServer::new(services).serve(listener, shutdown).await?)
+    });
+    Bare { addr, running }
 }
 
 #[tokio::test]
 async fn grpc_server_reports_serving_through_the_health_service() {
     let server = grpc_server(&[]).await;
-    let status = health_status(server.grpc_channel().await.unwrap(), "")
+    let status = health_status(server.grpc_channel().await, "")
         .await
         .unwrap();
     assert_eq!(status, ServingStatus::Serving);
-    server.stop().await.unwrap();
+    server.running.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn grpc_reflection_lists_the_named_services_and_the_standard_ones() {
     let server = grpc_server(&["mp3converter.auth.v1.AuthService"]).await;
-    let names = reflected_services(server.grpc_channel().await.unwrap())
+    let names = reflected_services(server.grpc_channel().await)
         .await
         .unwrap();
     assert_eq!(
@@ -46,7 +70,7 @@ async fn grpcurl_lists_services_through_v1alpha_reflection() {
     // grpcurl 1.8 speaks only v1alpha; scripts/test puts it on PATH.
     let server = grpc_server(&["mp3converter.storage.v1.StorageService"]).await;
     let output = tokio::process::Command::new("grpcurl")
-        .args(["-plaintext", &server.addr().to_string(), "list"])
+        .args(["-plaintext", &server.addr.to_string(), "list"])
         .output()
         .await
         .expect(
@@ -72,7 +96,7 @@ async fn grpcurl_lists_services_through_v1alpha_reflection() {
     let described = tokio::process::Command::new("grpcurl")
         .args([
             "-plaintext",
-            &server.addr().to_string(),
+            &server.addr.to_string(),
             "describe",
             "mp3converter.storage.v1.StorageService",
         ])
@@ -86,8 +110,8 @@ async fn grpcurl_lists_services_through_v1alpha_reflection() {
 async fn grpc_server_stops_when_shutdown_fires() {
     let server = grpc_server(&[]).await;
     let url = server.url();
-    let _ = server.grpc_channel().await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), server.stop())
+    let _ = server.grpc_channel().await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), server.running.stop())
         .await
         .expect("drains promptly")
         .unwrap();
@@ -100,15 +124,11 @@ async fn grpc_server_stops_when_shutdown_fires() {
 
 #[tokio::test]
 async fn ops_endpoint_answers_probes_and_metrics() {
-    let readiness = Readiness::new();
-    let server = {
-        let readiness = readiness.clone();
-        TestServer::start(move |listener, shutdown| ops::serve(listener, readiness, shutdown))
-            .await
-            .unwrap()
-    };
+    let ops = OpsEndpoint::serve(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let url = format!("http://{}", ops.addr());
+    let readiness = ops.readiness().clone();
     let http = reqwest::Client::new();
-    let get = |path: &str| http.get(format!("{}{path}", server.url())).send();
+    let get = |path: &str| http.get(format!("{url}{path}")).send();
 
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 503);
@@ -127,5 +147,5 @@ async fn ops_endpoint_answers_probes_and_metrics() {
     let body = metrics.text().await.unwrap();
     assert!(body.contains("scaffolding_test_events_total 3"), "{body}");
 
-    server.stop().await.unwrap();
+    ops.stop().await.unwrap();
 }

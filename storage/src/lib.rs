@@ -24,9 +24,7 @@ use anyhow::Context;
 use backend::Backend;
 use proto::storage::v1::storage_service_server::StorageServiceServer;
 use service_kit::Shutdown;
-use service_kit::ops::OpsEndpoint;
-use std::net::SocketAddr;
-use tokio::net::TcpListener;
+use service_kit::grpc::{GrpcListeners, GrpcServer};
 
 /// The full name of the gRPC service, as reflection lists it.
 pub const SERVICE_NAME: &str = "mp3converter.storage.v1.StorageService";
@@ -44,13 +42,10 @@ pub async fn main(config: Config) -> anyhow::Result<()> {
     Box::pin(app.run_until_stopped(Shutdown::on_signals())).await
 }
 
-/// The storage service, built: its listeners bound (the ops endpoint already answering) and
-/// its backend connected. [`App::run_until_stopped`] serves it.
-#[derive(Debug)]
-pub struct App {
-    listener: TcpListener,
-    ops: OpsEndpoint,
-    api: StorageApi,
+service_kit::grpc_app! {
+    /// The storage service, built: its listeners bound (the ops endpoint already answering) and
+    /// its backend connected. [`App::run_until_stopped`] serves it.
+    App
 }
 
 impl App {
@@ -58,41 +53,13 @@ impl App {
     /// already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?;
-        let ops = OpsEndpoint::bind(config.ops_listen_addr).await?;
-        tracing::info!(grpc = %listener.local_addr()?, ops = %ops.addr(), "storage listening");
-        let api = build(&config).await?;
-        Ok(Self { listener, ops, api })
-    }
-
-    /// Where gRPC is served.
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    pub fn ops_addr(&self) -> SocketAddr {
-        self.ops.addr()
-    }
-
-    /// Serves gRPC until `shutdown` fires, then drains the calls in flight.
-    pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let service = StorageServiceServer::new(self.api)
+        let listeners =
+            GrpcListeners::bind("storage", config.listen_addr, config.ops_listen_addr).await?;
+        let service = StorageServiceServer::new(build(&config).await?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        service_kit::grpc::run_until_stopped(
-            "storage",
-            SERVICE_NAME,
-            service,
-            self.listener,
-            self.ops,
-            shutdown,
-        )
-        .await
+        let server = GrpcServer::new(&[SERVICE_NAME]).add_service(service).await;
+        Ok(Self(listeners.serving("storage", server)))
     }
 }
 

@@ -158,20 +158,37 @@ impl PageQuery {
 
     /// Cuts `records` (from [`PageQuery::one_more`]) to this page, with the token of the next
     /// page if there is one.
-    pub fn page<T>(
-        &self,
-        mut records: Vec<T>,
-        cursor: impl Fn(&T) -> PageCursor,
-    ) -> (Vec<T>, String) {
+    pub fn page<T: Listed>(&self, mut records: Vec<T>) -> (Vec<T>, String) {
         if records.len() <= self.limit {
             return (records, String::new());
         }
         records.truncate(self.limit);
-        let next = records
-            .last()
-            .map(|last| cursor(last).token())
-            .unwrap_or_default();
-        (records, next)
+        let next = records.last().map(|last| last.cursor().token());
+        (records, next.unwrap_or_default())
+    }
+}
+
+/// A record that listings page through, newest first.
+pub trait Listed {
+    /// Where a page that ends with this record goes on.
+    fn cursor(&self) -> PageCursor;
+}
+
+impl Listed for FileRecord {
+    fn cursor(&self) -> PageCursor {
+        PageCursor {
+            at: self.uploaded_at,
+            id: self.id,
+        }
+    }
+}
+
+impl Listed for JobRecord {
+    fn cursor(&self) -> PageCursor {
+        PageCursor {
+            at: self.created_at,
+            id: self.id,
+        }
     }
 }
 
@@ -590,6 +607,15 @@ mod tests {
         }
     }
 
+    /// A fresh job, claimed once.
+    fn claimed() -> JobRecord {
+        changed(
+            job()
+                .apply(&transition(JobState::Queued, JobState::Converting))
+                .unwrap(),
+        )
+    }
+
     fn changed(applied: Applied) -> JobRecord {
         match applied {
             Applied::Changed(record) => record,
@@ -599,11 +625,7 @@ mod tests {
 
     #[test]
     fn claiming_counts_an_attempt_and_bumps_the_revision() {
-        let claimed = changed(
-            job()
-                .apply(&transition(JobState::Queued, JobState::Converting))
-                .unwrap(),
-        );
+        let claimed = claimed();
         assert_eq!(claimed.state, JobState::Converting);
         assert_eq!(claimed.attempts, 1);
         assert_eq!(claimed.revision, 1);
@@ -611,11 +633,7 @@ mod tests {
 
     #[test]
     fn a_second_claim_loses_the_compare_and_set() {
-        let claimed = changed(
-            job()
-                .apply(&transition(JobState::Queued, JobState::Converting))
-                .unwrap(),
-        );
+        let claimed = claimed();
         let error = claimed
             .apply(&transition(JobState::Queued, JobState::Converting))
             .unwrap_err();
@@ -643,11 +661,7 @@ mod tests {
 
     #[test]
     fn a_takeover_is_a_new_claim_that_fences_off_the_previous_worker() {
-        let first = changed(
-            job()
-                .apply(&transition(JobState::Queued, JobState::Converting))
-                .unwrap(),
-        );
+        let first = claimed();
         let taken_over = changed(
             first
                 .apply(&transition(JobState::Converting, JobState::Converting))
@@ -699,11 +713,7 @@ mod tests {
 
     #[test]
     fn done_needs_a_well_formed_mp3_id_and_failed_a_reason() {
-        let claimed = changed(
-            job()
-                .apply(&transition(JobState::Queued, JobState::Converting))
-                .unwrap(),
-        );
+        let claimed = claimed();
         let bad_mp3 = JobChange::Transition {
             from: JobState::Converting,
             to: JobState::Done,
@@ -761,11 +771,7 @@ mod tests {
             job().apply(&progress(10)),
             Err(StorageError::FailedPrecondition(_))
         ));
-        let claimed = changed(
-            job()
-                .apply(&transition(JobState::Queued, JobState::Converting))
-                .unwrap(),
-        );
+        let claimed = claimed();
         assert!(matches!(
             claimed.apply(&progress(101)),
             Err(StorageError::InvalidArgument(_))

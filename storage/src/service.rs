@@ -177,6 +177,17 @@ impl StorageApi {
         }
     }
 
+    /// The complete file a request names, if its requester may see it.
+    async fn requested_file(&self, request: &impl Addressed) -> StorageResult<FileRecord> {
+        self.visible_file(request.bucket(), request.id(), &request.owner()?)
+            .await
+    }
+
+    /// The job a request names, if its requester may see it.
+    async fn requested_job(&self, request: &impl Addressed) -> StorageResult<JobRecord> {
+        self.visible_job(request.id(), &request.owner()?).await
+    }
+
     /// A job the requester may see.
     async fn visible_job(&self, id: &str, requester: &Owner) -> StorageResult<JobRecord> {
         let id = parse_id(id, "job")?;
@@ -227,6 +238,37 @@ impl StorageApi {
         Ok(())
     }
 }
+
+/// A request about one record: its id, its bucket (for files), and whose records it may see.
+trait Addressed {
+    fn id(&self) -> &str;
+    fn bucket(&self) -> i32 {
+        pb::Bucket::Unspecified.into()
+    }
+    fn owner(&self) -> StorageResult<Owner>;
+}
+
+macro_rules! addressed {
+    ($request:ty $(, $bucket:ident)?) => {
+        impl Addressed for $request {
+            fn id(&self) -> &str {
+                &self.id
+            }
+            $(fn bucket(&self) -> i32 {
+                self.$bucket
+            })?
+            fn owner(&self) -> StorageResult<Owner> {
+                Owner::from_request(self.owner_id.clone(), self.any_owner)
+            }
+        }
+    };
+}
+
+addressed!(pb::DownloadRequest, bucket);
+addressed!(pb::StatRequest, bucket);
+addressed!(pb::DeleteRequest, bucket);
+addressed!(pb::GetJobRequest);
+addressed!(pb::DeleteJobRequest);
 
 /// Stores batches as they come; gives the sink back (to commit or abort) with the outcome.
 async fn write_batches(
@@ -318,13 +360,7 @@ impl StorageService for StorageApi {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         use pb::download_response::Content;
         let request = request.into_inner();
-        let file = self
-            .visible_file(
-                request.bucket,
-                &request.id,
-                &Owner::from_request(request.owner_id, request.any_owner)?,
-            )
-            .await?;
+        let file = self.requested_file(&request).await?;
         let (offset, length) = checked_range(file.size, request.offset, request.length)?;
         let bytes = self.backend.read_file(&file, offset, length).await?;
         let active = ActiveStream::start("download");
@@ -355,13 +391,7 @@ impl StorageService for StorageApi {
         request: Request<pb::StatRequest>,
     ) -> Result<Response<pb::StatResponse>, Status> {
         let request = request.into_inner();
-        let file = self
-            .visible_file(
-                request.bucket,
-                &request.id,
-                &Owner::from_request(request.owner_id, request.any_owner)?,
-            )
-            .await?;
+        let file = self.requested_file(&request).await?;
         Ok(Response::new(pb::StatResponse {
             file: Some(file.to_proto()),
         }))
@@ -373,13 +403,7 @@ impl StorageService for StorageApi {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let request = request.into_inner();
-        let file = self
-            .visible_file(
-                request.bucket,
-                &request.id,
-                &Owner::from_request(request.owner_id, request.any_owner)?,
-            )
-            .await?;
+        let file = self.requested_file(&request).await?;
         if !self.backend.delete_file(file.bucket, file.id).await? {
             return Err(StorageError::NotFound("file").into());
         }
@@ -398,11 +422,8 @@ impl StorageService for StorageApi {
             request.limit,
             &request.page_token,
         )?;
-        let files = self.backend.list_files(bucket, &query.one_more()).await?;
-        let (files, next_page_token) = query.page(files, |file| PageCursor {
-            at: file.uploaded_at,
-            id: file.id,
-        });
+        let listed = self.backend.list_files(bucket, &query.one_more()).await?;
+        let (files, next_page_token) = query.page(listed);
         Ok(Response::new(pb::ListFilesResponse {
             files: files.iter().map(FileRecord::to_proto).collect(),
             next_page_token,
@@ -448,8 +469,7 @@ impl StorageService for StorageApi {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         let request = request.into_inner();
-        let owner = Owner::from_request(request.owner_id, request.any_owner)?;
-        let job = self.visible_job(&request.id, &owner).await?;
+        let job = self.requested_job(&request).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job.to_proto()),
         }))
@@ -466,11 +486,8 @@ impl StorageService for StorageApi {
             request.limit,
             &request.page_token,
         )?;
-        let jobs = self.backend.list_jobs(&query.one_more()).await?;
-        let (jobs, next_page_token) = query.page(jobs, |job| PageCursor {
-            at: job.created_at,
-            id: job.id,
-        });
+        let listed = self.backend.list_jobs(&query.one_more()).await?;
+        let (jobs, next_page_token) = query.page(listed);
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(JobRecord::to_proto).collect(),
             next_page_token,
@@ -540,8 +557,7 @@ impl StorageService for StorageApi {
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let request = request.into_inner();
-        let owner = Owner::from_request(request.owner_id, request.any_owner)?;
-        let job = self.visible_job(&request.id, &owner).await?;
+        let job = self.requested_job(&request).await?;
         // The record goes first: a crash afterwards leaves unreferenced files, never a job
         // pointing at files that are gone.
         if !self.backend.delete_job(job.id).await? {

@@ -74,6 +74,11 @@ impl RunningStorage {
         }
     }
 
+    /// Stores `data`, which must succeed.
+    async fn stored(&mut self, bucket: pb::Bucket, owner: &str, data: &[u8]) -> pb::FileInfo {
+        self.upload(bucket, owner, data).await.unwrap()
+    }
+
     async fn upload(
         &mut self,
         bucket: pb::Bucket,
@@ -341,15 +346,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Runs each scenario once per backend.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod mongo { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Mongo).await } )* }
-        mod local { $( #[tokio::test] async fn $scenario() { super::$scenario(super::Backend::Local).await } )* }
-    };
-}
-
-on_both_backends!(
+test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     upload_reports_size_and_checksum_and_downloads_byte_identical,
     ranged_downloads_return_exactly_the_requested_bytes,
     other_owners_missing_and_malformed_ids_are_told_apart_without_leaking,
@@ -364,15 +361,12 @@ on_both_backends!(
     files_and_jobs_survive_a_restart,
     listings_come_in_pages_that_together_hold_every_record_once,
     a_request_must_name_its_owner_or_ask_for_every_owner,
-);
+]);
 
 async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
     let data = pseudo_random_bytes(3 * 1024 * 1024 + 17, 1);
-    let info = storage
-        .upload(pb::Bucket::Videos, ALICE, &data)
-        .await
-        .unwrap();
+    let info = storage.stored(pb::Bucket::Videos, ALICE, &data).await;
     assert_eq!(info.id.len(), 24);
     assert_eq!(info.size, data.len() as u64);
     assert_eq!(info.sha256, sha256_hex(&data));
@@ -390,7 +384,7 @@ async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: 
     assert!(bytes == data, "downloaded bytes differ from the upload");
 
     // An empty file is a file too.
-    let empty = storage.upload(pb::Bucket::Mp3s, ALICE, &[]).await.unwrap();
+    let empty = storage.stored(pb::Bucket::Mp3s, ALICE, &[]).await;
     assert_eq!(
         (empty.size, empty.sha256.as_str()),
         (0, sha256_hex(&[]).as_str())
@@ -406,11 +400,7 @@ async fn ranged_downloads_return_exactly_the_requested_bytes(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
     let data = pseudo_random_bytes(3 * GRIDFS_CHUNK as usize + 1000, 2);
     let size = data.len() as u64;
-    let id = storage
-        .upload(pb::Bucket::Videos, ALICE, &data)
-        .await
-        .unwrap()
-        .id;
+    let id = storage.stored(pb::Bucket::Videos, ALICE, &data).await.id;
     for (offset, length) in [
         (0, Some(1)),
         (GRIDFS_CHUNK - 1, Some(2)),
@@ -443,9 +433,8 @@ async fn ranged_downloads_return_exactly_the_requested_bytes(backend: Backend) {
 async fn other_owners_missing_and_malformed_ids_are_told_apart_without_leaking(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
     let id = storage
-        .upload(pb::Bucket::Videos, ALICE, b"alice's video")
+        .stored(pb::Bucket::Videos, ALICE, b"alice's video")
         .await
-        .unwrap()
         .id;
     let missing = "0123456789abcdef01234567";
 
@@ -540,10 +529,7 @@ async fn an_upload_broken_off_midway_leaves_nothing_behind(backend: Backend) {
 async fn the_size_limit_is_enforced_while_streaming(backend: Backend) {
     let mut storage = RunningStorage::start_with(backend, |c| c.max_file_bytes = 1_000_000).await;
     let at_limit = pseudo_random_bytes(1_000_000, 4);
-    storage
-        .upload(pb::Bucket::Videos, ALICE, &at_limit)
-        .await
-        .unwrap();
+    storage.stored(pb::Bucket::Videos, ALICE, &at_limit).await;
     let before = storage.stored_objects().await;
     let over = pseudo_random_bytes(1_500_000, 5);
     let status = storage
@@ -588,20 +574,11 @@ async fn files_are_listed_per_owner_newest_first_and_deleted(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
     let mut alices = Vec::new();
     for n in 0..3u8 {
-        alices.push(
-            storage
-                .upload(pb::Bucket::Videos, ALICE, &[n])
-                .await
-                .unwrap()
-                .id,
-        );
+        alices.push(storage.stored(pb::Bucket::Videos, ALICE, &[n]).await.id);
         // Upload times are kept to the millisecond.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    storage
-        .upload(pb::Bucket::Videos, BOB, b"bob")
-        .await
-        .unwrap();
+    storage.stored(pb::Bucket::Videos, BOB, b"bob").await;
     let listed: Vec<String> = storage
         .list(ALICE)
         .await
@@ -632,10 +609,7 @@ async fn files_are_listed_per_owner_newest_first_and_deleted(backend: Backend) {
 
 async fn job_claims_are_compare_and_set_so_only_one_worker_wins(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
-    let video = storage
-        .upload(pb::Bucket::Videos, ALICE, b"v")
-        .await
-        .unwrap();
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"v").await;
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
     assert_eq!(job.state, i32::from(pb::JobState::Queued));
     assert_eq!(job.video_id, video.id);
@@ -692,10 +666,7 @@ async fn job_claims_are_compare_and_set_so_only_one_worker_wins(backend: Backend
 
 async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
-    let video = storage
-        .upload(pb::Bucket::Videos, ALICE, b"v")
-        .await
-        .unwrap();
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"v").await;
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
     let notify = pb::MarkJobNotifiedRequest { id: job.id.clone() };
     assert_eq!(
@@ -724,10 +695,7 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
         40
     );
 
-    let mp3 = storage
-        .upload(pb::Bucket::Mp3s, ALICE, b"mp3")
-        .await
-        .unwrap();
+    let mp3 = storage.stored(pb::Bucket::Mp3s, ALICE, b"mp3").await;
     let done = storage
         .transition(
             &job.id,
@@ -798,11 +766,8 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
 
 async fn deleting_a_job_removes_its_files(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
-    let video = storage
-        .upload(pb::Bucket::Videos, ALICE, b"v")
-        .await
-        .unwrap();
-    let mp3 = storage.upload(pb::Bucket::Mp3s, ALICE, b"m").await.unwrap();
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"v").await;
+    let mp3 = storage.stored(pb::Bucket::Mp3s, ALICE, b"m").await;
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
     storage.claim(&job.id).await;
     storage.finish(&job.id, &mp3.id).await;
@@ -830,10 +795,7 @@ async fn deleting_a_job_removes_its_files(backend: Backend) {
 
 async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
-    let video = storage
-        .upload(pb::Bucket::Videos, ALICE, b"v")
-        .await
-        .unwrap();
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"v").await;
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
     storage.claim(&job.id).await;
     // A converter stored an MP3 and died before recording it; the next attempt stores its own.
@@ -846,10 +808,7 @@ async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
         .await
         .unwrap();
     // Alice's MP3s of other jobs, or of none, are not this job's business.
-    let unrelated = storage
-        .upload(pb::Bucket::Mp3s, ALICE, b"unrelated")
-        .await
-        .unwrap();
+    let unrelated = storage.stored(pb::Bucket::Mp3s, ALICE, b"unrelated").await;
     storage.finish(&job.id, &kept.id).await;
 
     let mp3s = pb::ListFilesRequest {
@@ -876,10 +835,7 @@ async fn a_job_that_ends_keeps_only_the_mp3_it_names(backend: Backend) {
 async fn files_and_jobs_survive_a_restart(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
     let data = pseudo_random_bytes(600_000, 6);
-    let video = storage
-        .upload(pb::Bucket::Videos, ALICE, &data)
-        .await
-        .unwrap();
+    let video = storage.stored(pb::Bucket::Videos, ALICE, &data).await;
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
     let mut storage = storage.restart().await;
     let (_, bytes) = storage
@@ -897,17 +853,11 @@ async fn listings_come_in_pages_that_together_hold_every_record_once(backend: Ba
     let mut videos = Vec::new();
     let mut jobs = Vec::new();
     for n in 0..7u8 {
-        let video = storage
-            .upload(pb::Bucket::Videos, ALICE, &[n; 16])
-            .await
-            .unwrap();
+        let video = storage.stored(pb::Bucket::Videos, ALICE, &[n; 16]).await;
         jobs.push(storage.create_job(ALICE, &video.id).await.unwrap().id);
         videos.push(video.id);
     }
-    storage
-        .upload(pb::Bucket::Videos, BOB, b"bob's")
-        .await
-        .unwrap();
+    storage.stored(pb::Bucket::Videos, BOB, b"bob's").await;
 
     let mut pages = Vec::new();
     let mut listed = Vec::new();
@@ -947,10 +897,7 @@ async fn listings_come_in_pages_that_together_hold_every_record_once(backend: Ba
 
 async fn a_request_must_name_its_owner_or_ask_for_every_owner(backend: Backend) {
     let mut storage = RunningStorage::start(backend).await;
-    let video = storage
-        .upload(pb::Bucket::Videos, ALICE, b"video")
-        .await
-        .unwrap();
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"video").await;
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
     let neither = pb::GetJobRequest {
         id: job.id.clone(),
@@ -988,10 +935,7 @@ async fn a_request_must_name_its_owner_or_ask_for_every_owner(backend: Backend) 
 #[tokio::test]
 async fn the_local_backend_clears_what_a_crash_left_behind_at_start_up() {
     let mut storage = RunningStorage::start(Backend::Local).await;
-    let kept = storage
-        .upload(pb::Bucket::Videos, ALICE, b"kept")
-        .await
-        .unwrap();
+    let kept = storage.stored(pb::Bucket::Videos, ALICE, b"kept").await;
     let root = storage.dir.path().join("storage");
     // What a crash can leave: an upload still in `incoming`, bytes moved in without a record.
     std::fs::write(
@@ -1050,14 +994,7 @@ async fn serves_health_reflection_and_counts_bytes_in_metrics() {
     let http = reqwest::Client::new();
     let ready = http.get(format!("{ops_url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = http
-        .get(format!("{ops_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = test_support::scrape(&format!("{ops_url}/metrics")).await;
     let bytes_in = metrics
         .lines()
         .find(|line| line.starts_with("storage_bytes_in_total{bucket=\"videos\"}"))

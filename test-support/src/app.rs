@@ -25,88 +25,41 @@ pub trait TestApp: Sized + Send + 'static {
     const READY_PATH: &'static str = "/readyz";
 }
 
-impl TestApp for auth::App {
-    type Config = auth::Config;
-    fn build(config: Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        Self::build(config)
-    }
-    fn addr(&self) -> SocketAddr {
-        self.grpc_addr()
-    }
-    fn ops_addr(&self) -> SocketAddr {
-        self.ops_addr()
-    }
-    fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>> + Send {
-        self.run_until_stopped(shutdown)
-    }
+/// `TestApp` for a service's `App`: `$addr` is the method that says where it answers callers.
+macro_rules! test_app {
+    ($app:ty, $config:ty, $addr:ident, $ops:ident $(, $ready:literal)?) => {
+        impl TestApp for $app {
+            type Config = $config;
+            $(const READY_PATH: &'static str = $ready;)?
+            fn build(config: Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send {
+                Self::build(config)
+            }
+            fn addr(&self) -> SocketAddr {
+                self.$addr()
+            }
+            fn ops_addr(&self) -> SocketAddr {
+                self.$ops()
+            }
+            fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>> + Send {
+                self.run_until_stopped(shutdown)
+            }
+        }
+    };
 }
 
-impl TestApp for storage::App {
-    type Config = storage::Config;
-    fn build(config: Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        Self::build(config)
-    }
-    fn addr(&self) -> SocketAddr {
-        self.grpc_addr()
-    }
-    fn ops_addr(&self) -> SocketAddr {
-        self.ops_addr()
-    }
-    fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>> + Send {
-        self.run_until_stopped(shutdown)
-    }
-}
-
-impl TestApp for gateway::App {
-    type Config = gateway::Config;
-    // The gateway's `/readyz` also needs auth, storage and the broker, which some tests keep
-    // away on purpose; up means serving HTTP.
-    const READY_PATH: &'static str = "/healthz";
-    fn build(config: Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        Self::build(config)
-    }
-    fn addr(&self) -> SocketAddr {
-        self.http_addr()
-    }
-    fn ops_addr(&self) -> SocketAddr {
-        self.http_addr()
-    }
-    fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>> + Send {
-        self.run_until_stopped(shutdown)
-    }
-}
-
-impl TestApp for converter::App {
-    type Config = converter::Config;
-    fn build(config: Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        Self::build(config)
-    }
-    fn addr(&self) -> SocketAddr {
-        self.ops_addr()
-    }
-    fn ops_addr(&self) -> SocketAddr {
-        self.ops_addr()
-    }
-    fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>> + Send {
-        self.run_until_stopped(shutdown)
-    }
-}
-
-impl TestApp for notifier::App {
-    type Config = notifier::Config;
-    fn build(config: Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        Self::build(config)
-    }
-    fn addr(&self) -> SocketAddr {
-        self.ops_addr()
-    }
-    fn ops_addr(&self) -> SocketAddr {
-        self.ops_addr()
-    }
-    fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>> + Send {
-        self.run_until_stopped(shutdown)
-    }
-}
+test_app!(auth::App, auth::Config, grpc_addr, ops_addr);
+test_app!(storage::App, storage::Config, grpc_addr, ops_addr);
+// The gateway's `/readyz` also needs auth, storage and the broker, which some tests keep away
+// on purpose; up means serving HTTP.
+test_app!(
+    gateway::App,
+    gateway::Config,
+    http_addr,
+    http_addr,
+    "/healthz"
+);
+test_app!(converter::App, converter::Config, ops_addr, ops_addr);
+test_app!(notifier::App, notifier::Config, ops_addr, ops_addr);
 
 /// How long a service may take to be up once built (it has connected already; only a worker's
 /// first broker session is left, on a loaded machine).
@@ -120,6 +73,9 @@ pub struct Running<A: TestApp> {
     addr: SocketAddr,
     ops_addr: SocketAddr,
     spawned: crate::server::Spawned,
+    /// What the service's data lives in (a test database, a directory): kept for as long as
+    /// the service, across restarts.
+    guards: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl<A: TestApp> Running<A> {
@@ -135,7 +91,14 @@ impl<A: TestApp> Running<A> {
             addr,
             ops_addr,
             spawned,
+            guards: Vec::new(),
         })
+    }
+
+    /// Keeps `guard` (a test database, a directory) alive as long as the service.
+    pub fn keeping(mut self, guard: impl std::any::Any + Send) -> Self {
+        self.guards.push(Box::new(guard));
+        self
     }
 
     /// The configuration it was started with.
@@ -168,9 +131,16 @@ impl<A: TestApp> Running<A> {
     /// Stops it (waiting for it to drain) and starts it again with the same configuration, on
     /// the same data (its address may change when the configuration says port 0).
     pub async fn restart(self) -> anyhow::Result<Self> {
-        let config = self.config.clone();
-        self.stop().await?;
-        Self::start(config).await
+        let Self {
+            config,
+            spawned,
+            guards,
+            ..
+        } = self;
+        spawned.stop().await?;
+        let mut restarted = Self::start(config).await?;
+        restarted.guards = guards;
+        Ok(restarted)
     }
 
     /// Fires its shutdown and waits for it to return, with its result.

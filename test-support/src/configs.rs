@@ -4,7 +4,7 @@
 //! return; nothing is assembled from argument strings.
 
 use crate::{TestBroker, TestMongo, TestMysql};
-use messaging::BrokerConfig;
+use messaging::{BrokerConfig, RetryConfig, WorkerLinks};
 use service_kit::config::{LogFormat, ServiceConfig, TelemetryConfig};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -86,12 +86,21 @@ pub fn gateway(auth_url: &str, storage_url: &str, broker: BrokerConfig) -> gatew
     }
 }
 
+/// What a worker is linked to: storage at `storage_url`, the queues of `broker`, the default
+/// retry policy.
+fn links(storage_url: &str, broker: BrokerConfig) -> WorkerLinks {
+    WorkerLinks {
+        storage_url: storage_url.to_owned(),
+        broker,
+        retry: RetryConfig::default(),
+    }
+}
+
 /// A converter on `broker`, storing through `storage_url`, with its temp files in `work_dir`.
 pub fn converter(storage_url: &str, broker: BrokerConfig, work_dir: &Path) -> converter::Config {
     converter::Config {
         ops_listen_addr: any_port(),
-        storage_url: storage_url.to_owned(),
-        broker,
+        links: links(storage_url, broker),
         work_dir: work_dir.to_owned(),
         telemetry: telemetry(),
         ..converter::Config::defaults()
@@ -107,8 +116,7 @@ pub fn notifier(
 ) -> notifier::Config {
     notifier::Config {
         ops_listen_addr: any_port(),
-        storage_url: storage_url.to_owned(),
-        broker,
+        links: links(storage_url, broker),
         smtp_url: smtp_url.map(Into::into),
         public_base_url: "https://mp3.example.com".into(),
         telemetry: telemetry(),

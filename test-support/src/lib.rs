@@ -39,9 +39,31 @@ pub use mongo::{MongoServer, TestMongo};
 pub use mysql::TestMysql;
 pub use proxy::TcpProxy;
 pub use rabbitmq::TestBroker;
-pub use server::TestServer;
 pub use smtp::{CapturedMail, SmtpCapture};
 pub use tempfile::TempDir;
+
+/// Runs each scenario (an `async fn(Backend)` of the calling test file) once per backend, as
+/// tests named `module::scenario`:
+///
+/// ```ignore
+/// test_support::on_each!(Backend { Mysql => mysql, Sqlite => sqlite }: [round_trip, restart]);
+/// ```
+#[macro_export]
+macro_rules! on_each {
+    ($backend:ident { $($variant:ident => $module:ident),+ $(,)? }: $scenarios:tt) => {
+        $( $crate::on_each!(@one $backend $variant $module $scenarios); )+
+    };
+    (@one $backend:ident $variant:ident $module:ident [$($scenario:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::$backend::$variant).await
+                }
+            )*
+        }
+    };
+}
 
 /// A name no other test (in this run or an earlier one) uses: `prefix` plus a random suffix of
 /// lower-case hex, safe in MySQL, Mongo and AMQP names.
@@ -74,6 +96,27 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port below the ephemeral range ({floor}..{ephemeral_start})");
+}
+
+/// The Prometheus text exposition served at `url` (a service's `/metrics`).
+pub async fn scrape(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|error| panic!("scraping {url}: {error}"))
+        .text()
+        .await
+        .expect("a text exposition")
+}
+
+/// The sum of every series of the counter `name` in an exposition (0 when absent).
+pub fn counter(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A fresh temporary directory, removed when dropped.

@@ -97,15 +97,26 @@ pub async fn generate_video(path: &Path, spec: VideoSpec) -> anyhow::Result<()> 
 
 /// The duration of a media file in seconds, as ffprobe reads it.
 pub async fn ffprobe_duration_seconds(path: &Path) -> anyhow::Result<f64> {
+    let text = ffprobe_entries("format=duration", path).await?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("ffprobe printed no duration: {text:?}"))
+}
+
+/// The codec names of a media file's streams, in order (e.g. `["h264", "aac"]`).
+pub async fn ffprobe_codecs(path: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(ffprobe_entries("stream=codec_name", path)
+        .await?
+        .lines()
+        .map(|line| line.trim().trim_end_matches(',').to_owned())
+        .filter(|line| !line.is_empty())
+        .collect())
+}
+
+/// What ffprobe prints of `entries` (`-show_entries`) for the file at `path`, as bare CSV.
+async fn ffprobe_entries(entries: &str, path: &Path) -> anyhow::Result<String> {
     let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-show_entries", entries, "-of", "csv=p=0"])
         .arg(path)
         .output()
         .await
@@ -116,38 +127,7 @@ pub async fn ffprobe_duration_seconds(path: &Path) -> anyhow::Result<f64> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.trim()
-        .parse()
-        .with_context(|| format!("ffprobe printed no duration: {text:?}"))
-}
-
-/// The codec names of a media file's streams, in order (e.g. `["h264", "aac"]`).
-pub async fn ffprobe_codecs(path: &Path) -> anyhow::Result<Vec<String>> {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .await
-        .context("running ffprobe")?;
-    if !output.status.success() {
-        bail!(
-            "ffprobe failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| line.trim().trim_end_matches(',').to_owned())
-        .filter(|line| !line.is_empty())
-        .collect())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The first bytes of an MP4 (an `ftyp` box) followed by `len` bytes of noise: passes the

@@ -1,7 +1,18 @@
 //! The gateway's REST API called as a user calls it (sign up, log in, upload, read a job), for
 //! tests that need a signed-in user or an accepted upload.
 
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+
+/// Sends `request`, which must answer `expected`; its JSON body.
+async fn answered(request: RequestBuilder, expected: StatusCode, what: &str) -> Value {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("the gateway answers {what}: {error}"));
+    assert_eq!(response.status(), expected, "{what}");
+    response.json().await.expect("a JSON body")
+}
 
 /// Registers `email` with `password` at the gateway `base_url`; returns the account's id.
 pub async fn register(
@@ -10,35 +21,24 @@ pub async fn register(
     email: &str,
     password: &str,
 ) -> String {
-    let response = http
+    let request = http
         .post(format!("{base_url}/register"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .expect("the gateway answers /register");
-    assert_eq!(
-        response.status(),
-        reqwest::StatusCode::CREATED,
-        "registering {email}"
-    );
-    let body: Value = response.json().await.expect("a JSON body");
+        .json(&json!({ "email": email, "password": password }));
+    let body = answered(
+        request,
+        StatusCode::CREATED,
+        &format!("registering {email}"),
+    )
+    .await;
     body["id"].as_str().expect("an id").to_owned()
 }
 
 /// Logs in with HTTP Basic; returns the access token.
 pub async fn login(http: &reqwest::Client, base_url: &str, email: &str, password: &str) -> String {
-    let response = http
+    let request = http
         .post(format!("{base_url}/login"))
-        .basic_auth(email, Some(password))
-        .send()
-        .await
-        .expect("the gateway answers /login");
-    assert_eq!(
-        response.status(),
-        reqwest::StatusCode::OK,
-        "logging in {email}"
-    );
-    let body: Value = response.json().await.expect("a JSON body");
+        .basic_auth(email, Some(password));
+    let body = answered(request, StatusCode::OK, &format!("logging in {email}")).await;
     body["access_token"].as_str().expect("a token").to_owned()
 }
 
@@ -62,12 +62,22 @@ pub async fn upload(
 
 /// `GET /jobs/{job_id}` as the owner of `token`: the job's JSON, which must be a 200.
 pub async fn job(http: &reqwest::Client, base_url: &str, token: &str, job_id: &str) -> Value {
-    let response = http
+    let request = http
         .get(format!("{base_url}/jobs/{job_id}"))
+        .bearer_auth(token);
+    answered(request, StatusCode::OK, &format!("job {job_id}")).await
+}
+
+/// `GET path` as the owner of `token`.
+pub async fn get(
+    http: &reqwest::Client,
+    base_url: &str,
+    path: &str,
+    token: &str,
+) -> reqwest::Response {
+    http.get(format!("{base_url}{path}"))
         .bearer_auth(token)
         .send()
         .await
-        .expect("the gateway answers /jobs/{id}");
-    assert_eq!(response.status(), reqwest::StatusCode::OK, "job {job_id}");
-    response.json().await.expect("a JSON body")
+        .unwrap_or_else(|error| panic!("the gateway answers {path}: {error}"))
 }

@@ -1,11 +1,9 @@
-//! Running something until told to stop, inside the test process: [`Spawned`] for a service
-//! (see [`crate::app::Running`]), and [`TestServer`] for the scaffolding pieces that have no
-//! `App` of their own (a bare gRPC server, an ops endpoint), served on a port-0 listener.
+//! Running something until told to stop, inside the test process: a service (see
+//! [`crate::app::Running`]), or a scaffolding piece that has no `App` of its own (a bare gRPC
+//! server).
 
 use service_kit::Shutdown;
 use std::future::Future;
-use std::net::SocketAddr;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// A task that runs until its [`Shutdown`] fires. Dropping it fires the shutdown;
@@ -76,52 +74,5 @@ impl Spawned {
 impl Drop for Spawned {
     fn drop(&mut self) {
         self.shutdown.trigger();
-    }
-}
-
-/// A serve function running on a free port of 127.0.0.1.
-#[derive(Debug)]
-pub struct TestServer {
-    addr: SocketAddr,
-    spawned: Spawned,
-}
-
-impl TestServer {
-    /// Binds 127.0.0.1:0 and runs `serve(listener, shutdown)` in the background.
-    pub async fn start<F, Fut, E>(serve: F) -> anyhow::Result<Self>
-    where
-        F: FnOnce(TcpListener, Shutdown) -> Fut,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<anyhow::Error>,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let spawned = Spawned::run(|shutdown| {
-            let running = serve(listener, shutdown);
-            async move { running.await.map_err(Into::into) }
-        });
-        Ok(Self { addr, spawned })
-    }
-
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, for HTTP clients and tonic channels.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// A gRPC channel to the server (connected eagerly, so a refused connection is an error).
-    pub async fn grpc_channel(&self) -> anyhow::Result<tonic::transport::Channel> {
-        Ok(tonic::transport::Endpoint::from_shared(self.url())?
-            .connect()
-            .await?)
-    }
-
-    /// Fires the shutdown signal and waits for the server to return, with its result.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.spawned.stop().await
     }
 }

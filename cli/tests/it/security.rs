@@ -15,6 +15,16 @@ use test_support::cluster::{Cluster, JWT_SECRET, PASSWORD, Role};
 use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// `POST /login` with HTTP Basic.
+async fn log_in(cluster: &Cluster, email: &str, password: &str) -> reqwest::Response {
+    let request = cluster.http.post(cluster.url("/login"));
+    request
+        .basic_auth(email, Some(password))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
     // Stricter than production (info): our own crates and the HTTP layer at debug.
@@ -30,13 +40,7 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
     let email = "careful@example.com";
     let user = cluster.user(email).await;
     let wrong_password = "not-the-password-4711";
-    let refused = cluster
-        .http
-        .post(cluster.url("/login"))
-        .basic_auth(email, Some(wrong_password))
-        .send()
-        .await
-        .unwrap();
+    let refused = log_in(&cluster, email, wrong_password).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 
     // The request id the client chose is carried to every service that works on the upload.
@@ -71,13 +75,8 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         assert!(tokio::time::Instant::now() < deadline, "never done: {job}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let download = cluster
-        .http
-        .get(cluster.url(&format!("/download/{mp3_id}")))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/download/{mp3_id}");
+    let download = rest::get(&cluster.http, &cluster.gateway, &path, &user.token).await;
     assert_eq!(download.status(), StatusCode::OK);
     // Authenticated answers are never cached, and never sniffed into another type.
     for (what, headers) in [
@@ -173,13 +172,7 @@ async fn the_login_throttle_holds_under_a_burst_of_concurrent_guesses() {
     );
     assert_eq!(refused + throttled, BURST);
     // Even the right password waits now.
-    let right = cluster
-        .http
-        .post(cluster.url("/login"))
-        .basic_auth(email, Some(PASSWORD))
-        .send()
-        .await
-        .unwrap();
+    let right = log_in(&cluster, email, PASSWORD).await;
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 

@@ -55,24 +55,31 @@ async fn cli(
     )
 }
 
+/// `mp3converter [--json] upload VIDEO --wait --output OUTPUT`, which must succeed; its stdout.
+async fn upload_and_wait(
+    config: &Path,
+    gateway: &str,
+    video: &Path,
+    output: &Path,
+    json: bool,
+) -> String {
+    let mut args = vec!["upload", video.to_str().unwrap(), "--wait", "--output"];
+    args.push(output.to_str().unwrap());
+    if json {
+        args.insert(0, "--json");
+    }
+    let (code, out, err) = cli(config, gateway, &args, None).await;
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
 /// Registers `email` and logs the CLI in as it, keeping the login in `config`.
 async fn sign_up(config: &Path, gateway: &str, email: &str) {
-    let (code, _, err) = cli(
-        config,
-        gateway,
-        &["register", email, "--password-stdin"],
-        Some(PASSWORD),
-    )
-    .await;
-    assert_eq!(code, 0, "register: {err}");
-    let (code, _, err) = cli(
-        config,
-        gateway,
-        &["login", email, "--password-stdin"],
-        Some(PASSWORD),
-    )
-    .await;
-    assert_eq!(code, 0, "login: {err}");
+    for command in ["register", "login"] {
+        let args = [command, email, "--password-stdin"];
+        let (code, _, err) = cli(config, gateway, &args, Some(PASSWORD)).await;
+        assert_eq!(code, 0, "{command}: {err}");
+    }
 }
 
 #[tokio::test]
@@ -201,21 +208,7 @@ async fn the_cli_registers_logs_in_uploads_waits_and_downloads() {
     assert_eq!(mode, 0o600, "the token is readable by its owner only");
 
     let output = work.path().join("clip.mp3");
-    let (code, out, err) = cli(
-        &config,
-        gateway,
-        &[
-            "--json",
-            "upload",
-            video.to_str().unwrap(),
-            "--wait",
-            "--output",
-            output.to_str().unwrap(),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(code, 0, "{out}{err}");
+    let out = upload_and_wait(&config, gateway, &video, &output, true).await;
     let result: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(result["job"]["status"], "done");
     assert!(looks_like_mp3(&output));
@@ -429,20 +422,7 @@ async fn up_uses_each_real_component_whose_variable_is_set() {
 
     sign_up(&config, gateway, "real@example.com").await;
     let output = work.path().join("real.mp3");
-    let (code, out, err) = cli(
-        &config,
-        gateway,
-        &[
-            "upload",
-            video.to_str().unwrap(),
-            "--wait",
-            "--output",
-            output.to_str().unwrap(),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(code, 0, "{out}{err}");
+    upload_and_wait(&config, gateway, &video, &output, false).await;
     assert!(looks_like_mp3(&output));
     let mails = smtp.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(mails[0].to, ["real@example.com"]);

@@ -1,7 +1,8 @@
 //! `POST /register` and `POST /login`: accounts, relayed to the auth service.
 
 use super::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, OrApiError};
+use crate::http_util::authorization;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
@@ -77,7 +78,7 @@ pub async fn register(
         .auth
         .register(&registration.email, &registration.password)
         .await
-        .map_err(|status| ApiError::from_status("the auth service", "account", status))?;
+        .or_api("the auth service", "account")?;
     Ok((
         StatusCode::CREATED,
         Json(Account {
@@ -128,14 +129,7 @@ pub async fn login(
 fn basic_credentials(headers: &HeaderMap) -> ApiResult<(String, String)> {
     let refuse = || ApiError::BadCredentials("send the e-mail and password with HTTP Basic");
     let value = headers.get(AUTHORIZATION).ok_or_else(refuse)?;
-    let encoded = value
-        .to_str()
-        .ok()
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .map(|(_, encoded)| encoded.trim())
-        .filter(|encoded| encoded.len() <= 4096)
-        .ok_or_else(refuse)?;
+    let encoded = authorization(value, "basic", 4096).ok_or_else(refuse)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()

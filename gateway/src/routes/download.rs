@@ -1,9 +1,9 @@
 //! `GET /download/{mp3_id}` (and the original tutorial's `GET /download?fid=…`): the MP3
 //! streams from storage to the client, with ranges and conditional requests.
 
-use super::{AppState, check_id};
+use super::{AppState, MalformedId, StorageRefusals, check_id};
 use crate::caller::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, OrApiError};
 use crate::http_util::{RangeRequest, attachment_disposition, etag_matches, parse_range};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -36,11 +36,9 @@ pub struct FileQuery {
         (status = 200, description = "The whole MP3", content_type = "audio/mpeg", body = Vec<u8>),
         (status = 206, description = "The requested range", content_type = "audio/mpeg", body = Vec<u8>),
         (status = 304, description = "Unchanged since the ETag given"),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "No such MP3 of the caller's", body = ErrorBody),
         (status = 416, description = "The range is outside the file", body = ErrorBody),
-        (status = 503, description = "Storage is down", body = ErrorBody),
+        MalformedId, StorageRefusals,
     ))]
 #[instrument(skip_all, fields(user_id, mp3_id = %id))]
 pub async fn download_by_path(
@@ -59,9 +57,9 @@ pub async fn download_by_path(
         (status = 200, description = "The whole MP3", content_type = "audio/mpeg", body = Vec<u8>),
         (status = 206, description = "The requested range", content_type = "audio/mpeg", body = Vec<u8>),
         (status = 400, description = "Missing or malformed `fid`", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "No such MP3 of the caller's", body = ErrorBody),
         (status = 416, description = "The range is outside the file", body = ErrorBody),
+        StorageRefusals,
     ))]
 #[instrument(skip_all, fields(user_id))]
 pub async fn download_by_query(
@@ -87,7 +85,7 @@ async fn serve_mp3(
         .storage
         .stat(Bucket::Mp3s, &id, &owner)
         .await
-        .map_err(|status| ApiError::from_status("storage", "file", status))?;
+        .or_api("storage", "file")?;
 
     let etag = format!("\"{}\"", file.sha256);
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -121,7 +119,7 @@ async fn serve_mp3(
         .storage
         .download(Bucket::Mp3s, &id, &owner, offset, Some(length))
         .await
-        .map_err(|status| ApiError::from_status("storage", "file", status))?;
+        .or_api("storage", "file")?;
     let body = chunks.map(|chunk| {
         chunk.map_err(|status| {
             // Headers are gone already: all that is left is to cut the body short, which the

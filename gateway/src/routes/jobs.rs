@@ -1,8 +1,8 @@
 //! `GET /jobs`, `GET /jobs/{id}` and `DELETE /jobs/{id}`: the caller's conversion jobs.
 
-use super::{AppState, check_id};
+use super::{AppState, MalformedId, StorageRefusals, check_id};
 use crate::caller::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, OrApiError};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -99,8 +99,7 @@ fn rfc3339(time: Option<prost_types::Timestamp>) -> String {
     responses(
         (status = 200, description = "A page of the caller's jobs", body = JobList),
         (status = 400, description = "A limit outside 1 to 100, or a malformed page token", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "Storage is down", body = ErrorBody),
+        StorageRefusals,
     ))]
 #[instrument(skip_all, fields(user_id))]
 pub async fn list_jobs(
@@ -125,7 +124,7 @@ pub async fn list_jobs(
             query.page_token.as_deref().unwrap_or_default(),
         )
         .await
-        .map_err(|status| ApiError::from_status("storage", "job", status))?;
+        .or_api("storage", "job")?;
     Ok(Json(JobList {
         jobs: page.items.into_iter().map(JobView::from).collect(),
         next_page_token: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
@@ -137,10 +136,8 @@ pub async fn list_jobs(
     params(("id" = String, Path, description = "The job's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "No such job of the caller's", body = ErrorBody),
-        (status = 503, description = "Storage is down", body = ErrorBody),
+        MalformedId, StorageRefusals,
     ))]
 #[instrument(skip_all, fields(user_id, job_id = %id))]
 pub async fn get_job(
@@ -153,7 +150,7 @@ pub async fn get_job(
         .storage
         .job(&id, &caller.readable_owner())
         .await
-        .map_err(|status| ApiError::from_status("storage", "job", status))?;
+        .or_api("storage", "job")?;
     Ok(Json(job.into()))
 }
 
@@ -162,10 +159,8 @@ pub async fn get_job(
     params(("id" = String, Path, description = "The job's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
     responses(
         (status = 204, description = "Deleted with its files"),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "No such job of the caller's", body = ErrorBody),
-        (status = 503, description = "Storage is down", body = ErrorBody),
+        MalformedId, StorageRefusals,
     ))]
 #[instrument(skip_all, fields(user_id, job_id = %id))]
 pub async fn delete_job(
@@ -178,6 +173,6 @@ pub async fn delete_job(
         .storage
         .delete_job(&id, &caller.readable_owner())
         .await
-        .map_err(|status| ApiError::from_status("storage", "job", status))?;
+        .or_api("storage", "job")?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -27,8 +27,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, OpenApi};
 
 /// The largest body a route without a file takes (credentials are a few hundred bytes).
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
@@ -56,6 +56,23 @@ pub struct Channels {
     /// To storage.
     pub storage: Channel,
 }
+
+/// The answers every route that asks storage on a signed-in caller's behalf can give besides
+/// its own, documented once.
+#[derive(Debug, IntoResponses)]
+pub enum StorageRefusals {
+    /// No usable bearer token.
+    #[response(status = 401, description = "Missing or invalid bearer token")]
+    Unauthenticated(ErrorBody),
+    /// Storage did not answer.
+    #[response(status = 503, description = "Storage is down")]
+    StorageDown(ErrorBody),
+}
+
+/// What a route that names a record by id answers for an id that is not one.
+#[derive(Debug, IntoResponses)]
+#[response(status = 400, description = "Malformed id")]
+pub struct MalformedId(pub ErrorBody);
 
 /// A malformed id is the client's mistake (400), caught before any call.
 pub fn check_id(id: &str, what: &str) -> ApiResult<()> {

@@ -123,28 +123,26 @@ async fn flow_on(local_storage: bool) {
     );
     assert!(response.bytes().await.unwrap() == mp3);
 
-    let ranged = mesh
-        .http
-        .get(mesh.url(&format!("/download/{mp3_id}")))
-        .bearer_auth(&alice.token)
-        .header(header::RANGE, "bytes=1000-1999")
-        .send()
-        .await
-        .unwrap();
+    let ranged = get_range(
+        &mesh,
+        &format!("/download/{mp3_id}"),
+        &alice.token,
+        "bytes=1000-1999",
+    )
+    .await;
     assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         ranged.headers()[header::CONTENT_RANGE],
         format!("bytes 1000-1999/{}", mp3.len()).as_str()
     );
     assert!(ranged.bytes().await.unwrap() == mp3[1000..2000]);
-    let suffix = mesh
-        .http
-        .get(mesh.url(&format!("/download?fid={mp3_id}")))
-        .bearer_auth(&alice.token)
-        .header(header::RANGE, "bytes=-100")
-        .send()
-        .await
-        .unwrap();
+    let suffix = get_range(
+        &mesh,
+        &format!("/download?fid={mp3_id}"),
+        &alice.token,
+        "bytes=-100",
+    )
+    .await;
     assert_eq!(suffix.status(), StatusCode::PARTIAL_CONTENT);
     assert!(suffix.bytes().await.unwrap() == mp3[mp3.len() - 100..]);
     let outside = mesh
@@ -476,46 +474,36 @@ async fn authentication_and_input_errors_are_json_with_the_right_status() {
         request.send()
     };
     let json = Some("application/json");
-    assert_error(
-        register("{", json).await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-    )
-    .await;
-    assert_error(
-        register("{\"email\":\"x@y.z\"}", json).await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-    )
-    .await;
-    assert_error(
-        register(
+    let refused_registrations = [
+        ("{", json, StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            "{\"email\":\"x@y.z\"}",
+            json,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
             "{\"email\":\"not-an-email\",\"password\":\"long enough pw\"}",
             json,
-        )
-        .await
-        .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-    )
-    .await;
-    assert_error(
-        register("{}", None).await.unwrap(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    )
-    .await;
-    assert_error(
-        register(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "{}",
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
             "{\"email\":\"ALICE@example.com\",\"password\":\"correct horse battery\"}",
             json,
-        )
-        .await
-        .unwrap(),
-        StatusCode::CONFLICT,
-        "conflict",
-    )
-    .await;
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+    ];
+    for (body, content_type, status, code) in refused_registrations {
+        assert_error(register(body, content_type).await.unwrap(), status, code).await;
+    }
 
     let login = |authorization: &'static str| {
         mesh.http
@@ -531,19 +519,11 @@ async fn authentication_and_input_errors_are_json_with_the_right_status() {
             .starts_with("Basic")
     );
     assert_error(no_credentials, StatusCode::UNAUTHORIZED, "bad_credentials").await;
-    assert_error(
-        login("Basic %%%").await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "bad_credentials",
-    )
-    .await;
-    // "no-colon" in base64.
-    assert_error(
-        login("Basic bm8tY29sb24=").await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "bad_credentials",
-    )
-    .await;
+    // "bm8tY29sb24=" is "no-colon" in base64.
+    for authorization in ["Basic %%%", "Basic bm8tY29sb24="] {
+        let refused = login(authorization).await.unwrap();
+        assert_error(refused, StatusCode::UNAUTHORIZED, "bad_credentials").await;
+    }
     for _ in 0..2 {
         let wrong = mesh
             .http
@@ -672,15 +652,7 @@ async fn ops_endpoints_security_headers_request_ids_and_the_openapi_document() {
             "{path} is missing from the spec"
         );
     }
-    let metrics = mesh
-        .http
-        .get(mesh.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = test_support::scrape(&mesh.url("/metrics")).await;
     assert!(
         metrics.contains(
             "gateway_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}"
@@ -690,9 +662,15 @@ async fn ops_endpoints_security_headers_request_ids_and_the_openapi_document() {
 }
 
 async fn get(mesh: &Mesh, path: &str, token: &str) -> reqwest::Response {
+    test_support::rest::get(&mesh.http, &mesh.gateway.url(), path, token).await
+}
+
+/// `path` with a `Range` header.
+async fn get_range(mesh: &Mesh, path: &str, token: &str, range: &str) -> reqwest::Response {
     mesh.http
         .get(mesh.url(path))
         .bearer_auth(token)
+        .header(header::RANGE, range)
         .send()
         .await
         .unwrap()

@@ -37,6 +37,11 @@ async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec
     (status, headers, body.to_vec())
 }
 
+/// Sends a request without a body.
+async fn send_empty(method: Method, path: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    send(request(method, path).body(Body::empty()).unwrap()).await
+}
+
 fn request(method: Method, path: &str) -> axum::http::request::Builder {
     Request::builder().method(method).uri(path)
 }
@@ -121,17 +126,12 @@ async fn a_registration_that_is_not_json_too_big_or_malformed_is_refused_before_
 
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_get_json_errors() {
-    let (status, _, body) = send(
-        request(Method::GET, "/nowhere")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = send_empty(Method::GET, "/nowhere").await;
     assert_eq!(
         (status, error_code(&body).as_str()),
         (StatusCode::NOT_FOUND, "not_found")
     );
-    let (status, _, body) = send(request(Method::PUT, "/jobs").body(Body::empty()).unwrap()).await;
+    let (status, _, body) = send_empty(Method::PUT, "/jobs").await;
     assert_eq!(
         (status, error_code(&body).as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -140,29 +140,18 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
 
 #[tokio::test]
 async fn liveness_the_document_and_the_page_are_served_with_their_headers() {
-    let (status, headers, _) = send(
-        request(Method::GET, "/healthz")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (status, headers, _) = send_empty(Method::GET, "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(headers[header::CACHE_CONTROL], "no-store");
     assert!(!headers["x-request-id"].is_empty());
 
-    let (status, _, body) = send(
-        request(Method::GET, "/openapi.json")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = send_empty(Method::GET, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     let document: Value = serde_json::from_slice(&body).unwrap();
     assert!(document["paths"]["/jobs"]["get"].is_object());
 
-    let (status, headers, body) =
-        send(request(Method::GET, "/").body(Body::empty()).unwrap()).await;
+    let (status, headers, body) = send_empty(Method::GET, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         headers[header::CONTENT_SECURITY_POLICY]
@@ -173,8 +162,7 @@ async fn liveness_the_document_and_the_page_are_served_with_their_headers() {
     assert!(String::from_utf8_lossy(&body).contains("<html"));
 
     // Readiness does ask the backends: unreachable, it says so.
-    let (status, _, body) =
-        send(request(Method::GET, "/readyz").body(Body::empty()).unwrap()).await;
+    let (status, _, body) = send_empty(Method::GET, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_ne!(body["checks"]["auth"], "ok");
