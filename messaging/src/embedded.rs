@@ -74,10 +74,31 @@ pub struct Leased {
 
 impl EmbeddedQueue {
     /// Opens (creating if needed) the queue file at `path`.
+    ///
+    /// Several processes (or the services of one `up`) open the file at the same moment. The
+    /// first to switch a new file to WAL, or to create its table, needs the write lock; SQLite
+    /// answers BUSY at once, without waiting out the busy timeout, to an opener that would
+    /// otherwise deadlock with another. So an opener that meets a lock tries again, for as long as
+    /// a statement would wait for one.
     pub async fn open(path: &Path) -> Result<Self, QueueError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| QueueError(sqlx::Error::Io(e)))?;
         }
+        let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match Self::open_once(path).await {
+                Err(error) if is_locked(&error.0) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(path = %path.display(), "queue file locked while opening; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<Self, QueueError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -378,6 +399,18 @@ async fn renew_until_done(
     }
 }
 
+/// Whether `error` is SQLite's BUSY or LOCKED (another connection holds the lock we need).
+fn is_locked(error: &sqlx::Error) -> bool {
+    // Extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...) keep the primary code in the low byte.
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    error
+        .as_database_error()
+        .and_then(|database| database.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
 fn now_millis() -> i64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -406,6 +439,28 @@ mod tests {
         EmbeddedQueue::open(&dir.path().join(FILE_NAME))
             .await
             .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn services_opening_a_new_queue_file_at_the_same_moment_all_get_it() {
+        // As `up` does: a gateway and two workers open one file that does not exist yet. Many
+        // fresh files, so the race SQLite refuses without waiting is surely met.
+        for round in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(FILE_NAME);
+            let openers = (0..6).map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { EmbeddedQueue::open(&path).await })
+            });
+            for opened in futures::future::join_all(openers).await {
+                let queue = opened.unwrap().unwrap_or_else(|error| {
+                    panic!("round {round}: {}", service_kit::error::chain(&error))
+                });
+                queue.publish("video", b"job").await.unwrap();
+            }
+            let queue = queue_in(&dir).await;
+            assert_eq!(queue.depth("video").await.unwrap(), 6);
+        }
     }
 
     #[tokio::test]
