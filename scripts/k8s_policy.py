@@ -255,26 +255,24 @@ def env_of(pod: Pod, container: dict, problems: list[str]) -> dict[str, tuple[st
     """Variable -> (where it comes from, its value when known) for one container."""
     r = pod.render
     env: dict[str, tuple[str, str | None]] = {}
+    # A Secret's values are never read, only its keys.
+    sources = (
+        ("configMapRef", "ConfigMap", configmap_values),
+        ("secretRef", "Secret", lambda doc: dict.fromkeys(secret_values(doc))),
+    )
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")
-        if "configMapRef" in src:
-            name = src["configMapRef"]["name"]
-            cm = r.find("ConfigMap", name)
-            if cm is None:
-                if not src["configMapRef"].get("optional"):
-                    problems.append(f"{pod.where}: envFrom ConfigMap '{name}' is not in the render")
+        for ref_key, kind, values_of in sources:
+            if ref_key not in src:
                 continue
-            for k, v in configmap_values(cm).items():
-                env[prefix + k] = (f"ConfigMap/{name}", v)
-        if "secretRef" in src:
-            name = src["secretRef"]["name"]
-            sec = r.find("Secret", name)
-            if sec is None:
-                if not src["secretRef"].get("optional"):
-                    problems.append(f"{pod.where}: envFrom Secret '{name}' is not in the render")
+            name = src[ref_key]["name"]
+            doc = r.find(kind, name)
+            if doc is None:
+                if not src[ref_key].get("optional"):
+                    problems.append(f"{pod.where}: envFrom {kind} '{name}' is not in the render")
                 continue
-            for k in secret_values(sec):
-                env[prefix + k] = (f"Secret/{name}", None)
+            for k, v in values_of(doc).items():
+                env[prefix + k] = (f"{kind}/{name}", v)
     for e in container.get("env") or []:
         value_from = e.get("valueFrom") or {}
         if "value" in e:
@@ -299,54 +297,57 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
 # Checks
 
 
-def check_images(renders: list[Render]) -> Result:
-    res = Result()
-    ecr = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/mp3converter/(?P<svc>[a-z]+)$")
+def checked_containers(renders: list[Render], res: Result):
+    """Every container of every pod of `renders` (init containers too), counted as checked."""
     for r in renders:
         for pod in pods_of(r):
             for what, c in pod.containers():
                 res.count(r)
-                image = c.get("image", "")
-                where = f"{pod.where} {what} {c.get('name')}"
-                name, tag, digest = image, None, None
-                if "@" in name:
-                    name, digest = name.split("@", 1)
-                if ":" in name.rsplit("/", 1)[-1]:
-                    name, tag = name.rsplit(":", 1)
-                if not tag and not digest:
-                    res.problems.append(f"{where}: image '{image}' has no tag (means :latest)")
-                elif tag == "latest":
-                    res.problems.append(f"{where}: image '{image}' uses :latest")
-                ours = pod.app in SERVICES
-                if ours and r.profile == "eks":
-                    m = ecr.match(name)
-                    if not m or m.group("svc") != pod.app:
-                        res.problems.append(
-                            f"{where}: image '{image}' is not <account>.dkr.ecr.<region>.amazonaws.com/mp3converter/{pod.app}"
-                        )
-                if ours and r.profile == "local":
-                    if name != f"mp3converter/{pod.app}":
-                        res.problems.append(f"{where}: image '{image}' is not the locally built mp3converter/{pod.app}")
-                    if c.get("imagePullPolicy") not in ("IfNotPresent", "Never"):
-                        res.problems.append(
-                            f"{where}: imagePullPolicy must be IfNotPresent or Never for a locally loaded image"
-                        )
+                yield r, pod, what, c
+
+
+def check_images(renders: list[Render]) -> Result:
+    res = Result()
+    ecr = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/mp3converter/(?P<svc>[a-z]+)$")
+    for r, pod, what, c in checked_containers(renders, res):
+        image = c.get("image", "")
+        where = f"{pod.where} {what} {c.get('name')}"
+        name, tag, digest = image, None, None
+        if "@" in name:
+            name, digest = name.split("@", 1)
+        if ":" in name.rsplit("/", 1)[-1]:
+            name, tag = name.rsplit(":", 1)
+        if not tag and not digest:
+            res.problems.append(f"{where}: image '{image}' has no tag (means :latest)")
+        elif tag == "latest":
+            res.problems.append(f"{where}: image '{image}' uses :latest")
+        ours = pod.app in SERVICES
+        if ours and r.profile == "eks":
+            m = ecr.match(name)
+            if not m or m.group("svc") != pod.app:
+                res.problems.append(
+                    f"{where}: image '{image}' is not <account>.dkr.ecr.<region>.amazonaws.com/mp3converter/{pod.app}"
+                )
+        if ours and r.profile == "local":
+            if name != f"mp3converter/{pod.app}":
+                res.problems.append(f"{where}: image '{image}' is not the locally built mp3converter/{pod.app}")
+            if c.get("imagePullPolicy") not in ("IfNotPresent", "Never"):
+                res.problems.append(
+                    f"{where}: imagePullPolicy must be IfNotPresent or Never for a locally loaded image"
+                )
     return res
 
 
 def check_resources(renders: list[Render]) -> Result:
     res = Result()
-    for r in renders:
-        for pod in pods_of(r):
-            for what, c in pod.containers():
-                res.count(r)
-                resources = c.get("resources") or {}
-                for section in ("requests", "limits"):
-                    for key in ("cpu", "memory"):
-                        if not (resources.get(section) or {}).get(key):
-                            res.problems.append(
-                                f"{pod.where} {what} {c.get('name')}: no resources.{section}.{key}"
-                            )
+    for _, pod, what, c in checked_containers(renders, res):
+        resources = c.get("resources") or {}
+        for section in ("requests", "limits"):
+            for key in ("cpu", "memory"):
+                if not (resources.get(section) or {}).get(key):
+                    res.problems.append(
+                        f"{pod.where} {what} {c.get('name')}: no resources.{section}.{key}"
+                    )
     return res
 
 
@@ -372,34 +373,31 @@ def check_security(renders: list[Render]) -> Result:
     for (workload, _), checks in EXEMPTIONS.items():
         if workload in SERVICES:
             res.problems.append(f"scripts/k8s_policy.py: EXEMPTIONS must not list our service '{workload}' ({checks})")
-    for r in renders:
-        for pod in pods_of(r):
-            for what, c in pod.containers():
-                res.count(r)
-                where = f"{pod.where} {what} {c.get('name')}"
-                csc = c.get("securityContext") or {}
+    for _, pod, what, c in checked_containers(renders, res):
+        where = f"{pod.where} {what} {c.get('name')}"
+        csc = c.get("securityContext") or {}
 
-                def need(check: str, ok: bool, message: str) -> None:
-                    if not ok and not exempt(pod, c, check):
-                        res.problems.append(f"{where}: {message}")
+        def need(check: str, ok: bool, message: str) -> None:
+            if not ok and not exempt(pod, c, check):
+                res.problems.append(f"{where}: {message}")
 
-                run_as_user = effective(pod, c, "runAsUser")
-                need("runAsNonRoot", effective(pod, c, "runAsNonRoot") is True,
-                     "runAsNonRoot is not true (container or pod securityContext)")
-                need("runAsUser", isinstance(run_as_user, int) and run_as_user > 0,
-                     f"runAsUser must be a numeric non-root user, got {run_as_user!r}")
-                need("readOnlyRootFilesystem", csc.get("readOnlyRootFilesystem") is True,
-                     "securityContext.readOnlyRootFilesystem is not true")
-                need("allowPrivilegeEscalation", csc.get("allowPrivilegeEscalation") is False,
-                     "securityContext.allowPrivilegeEscalation is not false")
-                drops = [d.upper() for d in ((csc.get("capabilities") or {}).get("drop") or [])]
-                need("capabilities", "ALL" in drops, "securityContext.capabilities.drop does not hold ALL")
-                need("privileged", not csc.get("privileged"), "runs privileged")
-                seccomp = (effective(pod, c, "seccompProfile") or {}).get("type")
-                need("seccompProfile", seccomp == "RuntimeDefault",
-                     f"seccompProfile must be RuntimeDefault (container or pod), got {seccomp!r}")
-            if pod.spec.get("hostNetwork") or pod.spec.get("hostPID") or pod.spec.get("hostIPC"):
-                res.problems.append(f"{pod.where}: uses the host's network/PID/IPC namespace")
+        run_as_user = effective(pod, c, "runAsUser")
+        need("runAsNonRoot", effective(pod, c, "runAsNonRoot") is True,
+             "runAsNonRoot is not true (container or pod securityContext)")
+        need("runAsUser", isinstance(run_as_user, int) and run_as_user > 0,
+             f"runAsUser must be a numeric non-root user, got {run_as_user!r}")
+        need("readOnlyRootFilesystem", csc.get("readOnlyRootFilesystem") is True,
+             "securityContext.readOnlyRootFilesystem is not true")
+        need("allowPrivilegeEscalation", csc.get("allowPrivilegeEscalation") is False,
+             "securityContext.allowPrivilegeEscalation is not false")
+        drops = [d.upper() for d in ((csc.get("capabilities") or {}).get("drop") or [])]
+        need("capabilities", "ALL" in drops, "securityContext.capabilities.drop does not hold ALL")
+        need("privileged", not csc.get("privileged"), "runs privileged")
+        seccomp = (effective(pod, c, "seccompProfile") or {}).get("type")
+        need("seccompProfile", seccomp == "RuntimeDefault",
+             f"seccompProfile must be RuntimeDefault (container or pod), got {seccomp!r}")
+    if pod.spec.get("hostNetwork") or pod.spec.get("hostPID") or pod.spec.get("hostIPC"):
+        res.problems.append(f"{pod.where}: uses the host's network/PID/IPC namespace")
     return res
 
 

@@ -4,8 +4,7 @@
 
 use clap::Parser;
 use service_kit::Secret;
-use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
-use std::net::SocketAddr;
+use service_kit::config::{ApiAddrs, ConfigError, ServiceConfig, TelemetryConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,21 +15,13 @@ pub const ARGON2_MIN_ITERATIONS: u32 = 2;
 /// The shortest signing key accepted for HS256.
 pub const JWT_SECRET_MIN_BYTES: usize = 32;
 
-/// The auth service's settings.
+/// The auth service of mp3converter: accounts, passwords and tokens over gRPC.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "auth",
-    version,
-    about = "The auth service of mp3converter: accounts, passwords and tokens over gRPC."
-)]
+#[command(name = "auth", version)]
 pub struct Config {
-    /// Address (or bare port) the gRPC server listens on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051", value_parser = parse_listen_addr)]
-    pub listen_addr: SocketAddr,
-
-    /// Address (or bare port) of the health (`/healthz`, `/readyz`) and `/metrics` endpoint.
-    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9092", value_parser = parse_listen_addr)]
-    pub ops_listen_addr: SocketAddr,
+    /// Where gRPC (50051) and the ops endpoint (9092) listen.
+    #[command(flatten)]
+    pub addrs: ApiAddrs<50051, 9092>,
 
     /// Accounts database: `mysql://user:pass@host/db`, or unset for the embedded SQLite file
     /// in DATA_DIR.

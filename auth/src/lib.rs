@@ -37,13 +37,9 @@ use token::Tokens;
 /// The full name of the gRPC service, as reflection lists it.
 pub const SERVICE_NAME: &str = "mp3converter.auth.v1.AuthService";
 
-/// The command line: serve by default, or run one maintenance command.
+/// The auth service of mp3converter: accounts, passwords and tokens over gRPC.
 #[derive(Debug, Parser)]
-#[command(
-    name = "auth",
-    version,
-    about = "The auth service of mp3converter: accounts, passwords and tokens over gRPC."
-)]
+#[command(name = "auth", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -123,8 +119,7 @@ impl App {
     /// already: by [`Cli::load`], or by whoever built it (`up` validates every service's).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
-        let listeners =
-            GrpcListeners::bind("auth", config.listen_addr, config.ops_listen_addr).await?;
+        let listeners = GrpcListeners::bind("auth", config.addrs.api, config.addrs.ops).await?;
         let api = prepare(&config).await?;
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
             let admin = api

@@ -139,13 +139,13 @@ impl Configs {
     fn from_env(addresses: &Addresses, data_dir: &Path) -> anyhow::Result<Self> {
         let mut auth = auth::Config::from_env()?;
         auth.data_dir = data_dir.to_owned();
-        auth.listen_addr = addresses.auth;
-        auth.ops_listen_addr = addresses.auth_ops;
+        auth.addrs.api = addresses.auth;
+        auth.addrs.ops = addresses.auth_ops;
 
         let mut storage = storage::Config::from_env()?;
         storage.data_dir = data_dir.to_owned();
-        storage.listen_addr = addresses.storage;
-        storage.ops_listen_addr = addresses.storage_ops;
+        storage.addrs.api = addresses.storage;
+        storage.addrs.ops = addresses.storage_ops;
 
         let mut gateway = gateway::Config::from_env()?;
         gateway.broker.data_dir = data_dir.to_owned();
@@ -155,12 +155,12 @@ impl Configs {
 
         let mut converter = converter::Config::from_env()?;
         converter.links.broker.data_dir = data_dir.to_owned();
-        converter.ops_listen_addr = addresses.converter_ops;
+        converter.ops.ops = addresses.converter_ops;
         converter.links.storage_url = url(addresses.storage);
 
         let mut notifier = notifier::Config::from_env()?;
         notifier.links.broker.data_dir = data_dir.to_owned();
-        notifier.ops_listen_addr = addresses.notifier_ops;
+        notifier.ops.ops = addresses.notifier_ops;
         notifier.links.storage_url = url(addresses.storage);
         if std::env::var_os("PUBLIC_BASE_URL").is_none() {
             notifier.public_base_url = url(addresses.gateway);

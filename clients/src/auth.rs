@@ -30,18 +30,18 @@ impl AuthClient {
         Ok(Self::new(service_kit::grpc::client_channel(url)?))
     }
 
+    // A tonic client is a cheap handle on the shared channel; each call takes its own.
+    fn rpc(&self) -> AuthServiceClient<Channel> {
+        self.inner.clone()
+    }
+
     /// Creates an account.
     pub async fn register(&self, email: &str, password: &str) -> Result<User, Status> {
         let request = pb::RegisterRequest {
             email: email.to_owned(),
             password: password.to_owned(),
         };
-        let answer = self
-            .inner
-            .clone()
-            .register(unary(request))
-            .await?
-            .into_inner();
+        let answer = self.rpc().register(unary(request)).await?.into_inner();
         required(answer.user, "Register", "a user")
     }
 
@@ -59,7 +59,7 @@ impl AuthClient {
             password: password.to_owned(),
             client_address: client_address.to_owned(),
         };
-        Ok(self.inner.clone().login(unary(request)).await?.into_inner())
+        Ok(self.rpc().login(unary(request)).await?.into_inner())
     }
 
     /// The claims of a valid token; UNAUTHENTICATED otherwise.
@@ -67,12 +67,7 @@ impl AuthClient {
         let request = pb::ValidateRequest {
             token: token.to_owned(),
         };
-        let answer = self
-            .inner
-            .clone()
-            .validate(unary(request))
-            .await?
-            .into_inner();
+        let answer = self.rpc().validate(unary(request)).await?.into_inner();
         required(answer.claims, "Validate", "claims")
     }
 }

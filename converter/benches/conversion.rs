@@ -182,16 +182,8 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     let (storage_port, storage_ops) = (free_port(), free_port());
-    let _storage = ServiceProcess::spawn_release(
-        "storage",
-        &[
-            ("LISTEN_ADDR", format!("127.0.0.1:{storage_port}")),
-            ("OPS_LISTEN_ADDR", format!("127.0.0.1:{storage_ops}")),
-            ("MONGODB_URI", mongo.uri().to_owned()),
-            ("MONGODB_DATABASE", mongo.name().to_owned()),
-            ("DATA_DIR", dir.path().display().to_string()),
-        ],
-    );
+    let _storage =
+        ServiceProcess::spawn_release_storage(storage_port, storage_ops, &mongo, dir.path());
     wait_for_port(storage_port).await;
     let storage_url = format!("http://127.0.0.1:{storage_port}");
     let storage = StorageClient::connect_lazy(&storage_url)?;

@@ -3,22 +3,17 @@
 
 use clap::Parser;
 use messaging::WorkerLinks;
-use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
-use std::net::SocketAddr;
+use service_kit::config::{ConfigError, OpsAddr, ServiceConfig, TelemetryConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything the converter reads from its environment.
+/// The converter worker of mp3converter: turns uploaded videos into MP3s with ffmpeg.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "converter",
-    version,
-    about = "The converter worker of mp3converter: turns uploaded videos into MP3s with ffmpeg."
-)]
+#[command(name = "converter", version)]
 pub struct Config {
-    /// Address (or bare port) of the health and metrics endpoint.
-    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_listen_addr)]
-    pub ops_listen_addr: SocketAddr,
+    /// Where the health and metrics endpoint listens (9090).
+    #[command(flatten)]
+    pub ops: OpsAddr<9090>,
 
     /// Storage, the broker and its queues, and the retry policy.
     #[command(flatten)]

@@ -90,7 +90,7 @@ impl App {
             config.effective_concurrency(),
             Duration::from_secs(config.shutdown_grace_seconds),
         );
-        let worker = WorkerApp::build(config.ops_listen_addr, settings, converter).await?;
+        let worker = WorkerApp::build(config.ops.ops, settings, converter).await?;
         Ok(Self { worker, scratch })
     }
 

@@ -48,6 +48,20 @@ impl Pipeline {
         (pipeline, smtp, notifier)
     }
 
+    /// [`Pipeline::start_mailing`] with one converter of `concurrency` on the test broker.
+    async fn start_converting(
+        concurrency: u16,
+    ) -> (
+        Self,
+        SmtpCapture,
+        Running<notifier::App>,
+        Running<converter::App>,
+    ) {
+        let (pipeline, smtp, notifier) = Self::start_mailing().await;
+        let converter = pipeline.converter(&pipeline.amqp_url(), concurrency).await;
+        (pipeline, smtp, notifier, converter)
+    }
+
     fn amqp_url(&self) -> String {
         self.mesh.broker.url().to_owned()
     }
@@ -168,6 +182,20 @@ impl Pipeline {
         .await
     }
 
+    /// Uploads `clip` as `clip-{n}.mp4`, the n-th of a burst; returns the job id.
+    async fn upload_clip(&self, user: &User, n: usize, clip: &[u8]) -> String {
+        self.upload(user, &format!("clip-{n}.mp4"), clip.to_vec())
+            .await
+    }
+
+    /// Waits for every job to end, and fails the test unless each ended DONE.
+    async fn assert_all_done(&self, jobs: &[String]) {
+        for job_id in jobs {
+            let job = self.wait_until_ended(job_id).await;
+            assert_eq!(job.state(), pb::JobState::Done, "{job:?}");
+        }
+    }
+
     /// The MP3s storage holds for `owner`.
     async fn stored_mp3s(&self, owner: &str) -> Vec<pb::FileInfo> {
         self.mesh.stored_files(pb::Bucket::Mp3s, owner).await
@@ -195,8 +223,7 @@ async fn assert_mail_count_stays(smtp: &SmtpCapture, count: usize) {
 
 #[tokio::test]
 async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its_duration() {
-    let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
-    let _converter = pipeline.converter(&pipeline.amqp_url(), 2).await;
+    let (pipeline, smtp, _notifier, _converter) = Pipeline::start_converting(2).await;
     let user = pipeline.mesh.user("listener@example.com").await;
 
     let job_id = pipeline
@@ -255,16 +282,9 @@ async fn two_converter_processes_share_a_burst_of_jobs() {
     let clip = mp4_bytes(VideoSpec::small(4.0)).await;
     let mut jobs = Vec::new();
     for n in 0..JOBS {
-        jobs.push(
-            pipeline
-                .upload(&user, &format!("clip-{n}.mp4"), clip.clone())
-                .await,
-        );
+        jobs.push(pipeline.upload_clip(&user, n, &clip).await);
     }
-    for job_id in &jobs {
-        let job = pipeline.wait_until_ended(job_id).await;
-        assert_eq!(job.state(), pb::JobState::Done, "{job:?}");
-    }
+    pipeline.assert_all_done(&jobs).await;
 
     let mut per_worker = Vec::new();
     for port in ports {
@@ -295,8 +315,7 @@ async fn two_converter_processes_share_a_burst_of_jobs() {
 
 #[tokio::test]
 async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no_retries() {
-    let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
-    let _converter = pipeline.converter(&pipeline.amqp_url(), 2).await;
+    let (pipeline, smtp, _notifier, _converter) = Pipeline::start_converting(2).await;
     let user = pipeline.mesh.user("unlucky@example.com").await;
 
     let silent = pipeline
@@ -444,11 +463,7 @@ async fn workers_recover_when_the_broker_drops_their_connections_and_lose_nothin
 
     let mut jobs = Vec::new();
     for n in 0..JOBS {
-        jobs.push(
-            pipeline
-                .upload(&user, &format!("clip-{n}.mp4"), clip.clone())
-                .await,
-        );
+        jobs.push(pipeline.upload_clip(&user, n, &clip).await);
         if n == 1 {
             // Cut while the first jobs are in flight, and again a moment later.
             proxy.sever();
@@ -456,10 +471,7 @@ async fn workers_recover_when_the_broker_drops_their_connections_and_lose_nothin
             proxy.sever();
         }
     }
-    for job_id in &jobs {
-        let job = pipeline.wait_until_ended(job_id).await;
-        assert_eq!(job.state(), pb::JobState::Done, "{job:?}");
-    }
+    pipeline.assert_all_done(&jobs).await;
     assert_eq!(pipeline.stored_mp3s(&user.id).await.len(), JOBS);
     assert_eq!(
         smtp.wait_for(JOBS, Duration::from_secs(30)).await.len(),

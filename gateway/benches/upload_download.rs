@@ -215,25 +215,16 @@ async fn run() -> anyhow::Result<()> {
         free_port(),
         free_port(),
     );
-    let data_dir = data.path().display().to_string();
     let _auth = ServiceProcess::spawn_release(
         "auth",
         &[
             ("LISTEN_ADDR", format!("127.0.0.1:{auth_port}")),
             ("OPS_LISTEN_ADDR", format!("127.0.0.1:{auth_ops}")),
-            ("DATA_DIR", data_dir.clone()),
+            ("DATA_DIR", data.path().display().to_string()),
         ],
     );
-    let storage = ServiceProcess::spawn_release(
-        "storage",
-        &[
-            ("LISTEN_ADDR", format!("127.0.0.1:{storage_port}")),
-            ("OPS_LISTEN_ADDR", format!("127.0.0.1:{storage_ops}")),
-            ("MONGODB_URI", mongo.uri().to_owned()),
-            ("MONGODB_DATABASE", mongo.name().to_owned()),
-            ("DATA_DIR", data_dir.clone()),
-        ],
-    );
+    let storage =
+        ServiceProcess::spawn_release_storage(storage_port, storage_ops, &mongo, data.path());
     let gateway = ServiceProcess::spawn_release(
         "gateway",
         &[

@@ -6,9 +6,9 @@ use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_lis
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The gateway's settings.
+/// The REST edge of mp3converter.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "gateway", version, about = "The REST edge of mp3converter.")]
+#[command(name = "gateway", version)]
 pub struct Config {
     /// Address (or bare port) the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080", value_parser = parse_listen_addr)]

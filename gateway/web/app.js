@@ -306,8 +306,8 @@
   }
   const isBusy = (button) => button.getAttribute('aria-disabled') === 'true';
 
-  /** Checks fields; marks the invalid ones and focuses the first. Returns an error text or null. */
-  function validate(fields) {
+  /** Checks fields; marks the invalid ones, focuses and reports the first. True when all pass. */
+  function fieldsAreValid(fields) {
     let firstError = null;
     for (const { input, check } of fields) {
       const problem = check(input.value);
@@ -321,7 +321,8 @@
         input.removeAttribute('aria-invalid');
       }
     }
-    return firstError;
+    if (firstError) showError(firstError);
+    return !firstError;
   }
 
   const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+$/;
@@ -334,17 +335,14 @@
   async function onSignup(event) {
     event.preventDefault();
     if (isBusy(el.signupButton)) return;
-    const problem = validate([
+    const valid = fieldsAreValid([
       { input: el.signupEmail, check: checkEmail },
       {
         input: el.signupPassword,
         check: (value) => (value.length < 8 ? 'Your password must be at least 8 characters long.' : null),
       },
     ]);
-    if (problem) {
-      showError(problem);
-      return;
-    }
+    if (!valid) return;
     const email = el.signupEmail.value.trim();
     const password = el.signupPassword.value;
     setBusy(el.signupButton, true, 'Creating account…');
@@ -366,14 +364,11 @@
   async function onLogin(event) {
     event.preventDefault();
     if (isBusy(el.loginButton)) return;
-    const problem = validate([
+    const valid = fieldsAreValid([
       { input: el.loginEmail, check: checkEmail },
       { input: el.loginPassword, check: (value) => (value ? null : 'Please enter your password.') },
     ]);
-    if (problem) {
-      showError(problem);
-      return;
-    }
+    if (!valid) return;
     const email = el.loginEmail.value.trim();
     const password = el.loginPassword.value;
     setBusy(el.loginButton, true, 'Logging in…');
@@ -594,51 +589,48 @@
     el.jobsUpdated.textContent = '';
   }
 
+  /** A new `tag` element with the class names `className`. */
+  function make(tag, className) {
+    const element = document.createElement(tag);
+    element.className = className;
+    return element;
+  }
+
   function createRow(job) {
-    const li = document.createElement('li');
-    li.className = 'job';
+    const li = make('li', 'job');
     li.dataset.jobId = job.id;
 
-    const head = document.createElement('div');
-    head.className = 'job-head';
-    const name = document.createElement('span');
-    name.className = 'job-name';
-    const badge = document.createElement('span');
-    badge.className = 'badge';
+    const head = make('div', 'job-head');
+    const name = make('span', 'job-name');
+    const badge = make('span', 'badge');
     head.append(name, badge);
 
-    const meta = document.createElement('p');
-    meta.className = 'job-meta';
+    const meta = make('p', 'job-meta');
     const time = document.createElement('time');
     meta.append('Uploaded ', time);
 
-    const progressLine = document.createElement('div');
-    progressLine.className = 'job-progress';
+    const progressLine = make('div', 'job-progress');
     const progress = document.createElement('progress');
     progress.max = 100;
-    const percent = document.createElement('span');
-    percent.className = 'job-percent';
+    const percent = make('span', 'job-percent');
     progressLine.append(progress, percent);
 
-    const error = document.createElement('p');
-    error.className = 'job-error';
+    const error = make('p', 'job-error');
 
-    const actions = document.createElement('div');
-    actions.className = 'job-actions';
-    const download = document.createElement('button');
-    download.type = 'button';
-    download.className = 'button download';
-    download.textContent = 'Download';
-    download.addEventListener('click', () => downloadJob(li.dataset.jobId, download));
-    const remove = document.createElement('button');
-    remove.type = 'button';
-    remove.className = 'button secondary delete';
-    remove.textContent = 'Delete';
-    remove.addEventListener('click', () => deleteJob(li.dataset.jobId, remove));
+    const actions = make('div', 'job-actions');
+    // A button of the row acts on the row's job, and shows itself busy while it does.
+    const rowButton = (className, label, act) => {
+      const button = make('button', className);
+      button.type = 'button';
+      button.textContent = label;
+      button.addEventListener('click', () => act(li.dataset.jobId, button));
+      return button;
+    };
+    const download = rowButton('button download', 'Download', downloadJob);
+    const remove = rowButton('button secondary delete', 'Delete', deleteJob);
     actions.append(download, remove);
 
-    const main = document.createElement('div');
-    main.className = 'job-main';
+    const main = make('div', 'job-main');
     main.append(head, meta, progressLine, error);
     li.append(main, actions);
     return { li, parts: { name, badge, time, progressLine, progress, percent, error, download, remove }, job: null };

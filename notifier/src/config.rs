@@ -5,31 +5,26 @@ use clap::Parser;
 use lettre::message::Mailbox;
 use messaging::WorkerLinks;
 use service_kit::Secret;
-use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
-use std::net::SocketAddr;
+use service_kit::config::{ConfigError, OpsAddr, ServiceConfig, TelemetryConfig};
 use std::path::PathBuf;
 
-/// Everything the notifier reads from its environment.
+/// The notifier worker of mp3converter: e-mails users when their conversion ended.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "notifier",
-    version,
-    about = "The notifier worker of mp3converter: e-mails users when their conversion ended."
-)]
+#[command(name = "notifier", version)]
 pub struct Config {
-    /// Address (or bare port) of the health and metrics endpoint.
-    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9091", value_parser = parse_listen_addr)]
-    pub ops_listen_addr: SocketAddr,
-
-    /// Storage, the broker and its queues, and the retry policy.
+    /// Where the health and metrics endpoint listens (9091).
     #[command(flatten)]
-    pub links: WorkerLinks,
+    pub ops: OpsAddr<9091>,
 
     /// Where mail goes: `smtp://host:port` (no TLS), `smtp://host:587?tls=required`
     /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` for a login. Unset: mail is
     /// written as `.eml` files to the outbox, `DATA_DIR/outbox`.
     #[arg(long, env = "SMTP_URL")]
     pub smtp_url: Option<Secret>,
+
+    /// Storage, the broker and its queues, and the retry policy.
+    #[command(flatten)]
+    pub links: WorkerLinks,
 
     /// How long one SMTP conversation may take, in seconds.
     #[arg(long, env = "SMTP_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]

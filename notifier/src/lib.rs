@@ -72,7 +72,7 @@ impl App {
             config.concurrency,
             Duration::from_secs(config.shutdown_grace_seconds),
         );
-        let worker = WorkerApp::build(config.ops_listen_addr, settings, notifier).await?;
+        let worker = WorkerApp::build(config.ops.ops, settings, notifier).await?;
         Ok(Self { worker })
     }
 

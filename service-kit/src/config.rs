@@ -131,6 +131,33 @@ impl ConfigError {
     }
 }
 
+/// Where a service with an API listens, with its own ports as defaults: `LISTEN_ADDR` for the
+/// API, `OPS_LISTEN_ADDR` for `/healthz`, `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct ApiAddrs<const API_PORT: u16, const OPS_PORT: u16> {
+    /// Address (or bare port) the service's API listens on.
+    #[arg(long = "listen-addr", env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value_t = any_interface(API_PORT), value_parser = parse_listen_addr)]
+    pub api: SocketAddr,
+
+    /// Address (or bare port) of the health (`/healthz`, `/readyz`) and `/metrics` endpoint.
+    #[arg(long = "ops-listen-addr", env = "OPS_LISTEN_ADDR", value_name = "OPS_LISTEN_ADDR", default_value_t = any_interface(OPS_PORT), value_parser = parse_listen_addr)]
+    pub ops: SocketAddr,
+}
+
+/// Where a worker (which has no API) serves `/healthz`, `/readyz` and `/metrics`:
+/// `OPS_LISTEN_ADDR`, its own port as the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct OpsAddr<const OPS_PORT: u16> {
+    /// Address (or bare port) of the health (`/healthz`, `/readyz`) and `/metrics` endpoint.
+    #[arg(long = "ops-listen-addr", env = "OPS_LISTEN_ADDR", value_name = "OPS_LISTEN_ADDR", default_value_t = any_interface(OPS_PORT), value_parser = parse_listen_addr)]
+    pub ops: SocketAddr,
+}
+
+/// `port` on every interface.
+pub fn any_interface(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
+
 /// Parses a listen address, accepting a bare port (`8080`) as `0.0.0.0:8080`.
 pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = value.parse::<u16>() {

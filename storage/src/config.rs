@@ -4,28 +4,23 @@
 
 use clap::Parser;
 use service_kit::Secret;
-use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
-use std::net::SocketAddr;
+use service_kit::config::{ApiAddrs, ConfigError, ServiceConfig, TelemetryConfig};
 use std::path::PathBuf;
 
 /// The default largest file accepted: 2 GiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
-/// The storage service's settings.
+/// The storage service of mp3converter: files and job records over gRPC.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "storage",
-    version,
-    about = "The storage service of mp3converter: files and job records over gRPC."
-)]
+#[command(name = "storage", version)]
 pub struct Config {
-    /// Address (or bare port) the gRPC server listens on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50052", value_parser = parse_listen_addr)]
-    pub listen_addr: SocketAddr,
+    /// Where gRPC (50052) and the ops endpoint (9093) listen.
+    #[command(flatten)]
+    pub addrs: ApiAddrs<50052, 9093>,
 
-    /// Address (or bare port) of the health (`/healthz`, `/readyz`) and `/metrics` endpoint.
-    #[arg(long, env = "OPS_LISTEN_ADDR", default_value = "0.0.0.0:9093", value_parser = parse_listen_addr)]
-    pub ops_listen_addr: SocketAddr,
+    /// Where the embedded backend keeps files and job records (in `DATA_DIR/storage`).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
 
     /// MongoDB connection string (files in GridFS, jobs in a collection). Unset: the embedded
     /// local-directory backend under DATA_DIR.
@@ -35,10 +30,6 @@ pub struct Config {
     /// Database used on the MongoDB server.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "mp3converter")]
     pub mongodb_database: String,
-
-    /// Where the embedded backend keeps files and job records (in `DATA_DIR/storage`).
-    #[arg(long, env = "DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
 
     /// Largest file accepted, in bytes; enforced while the bytes stream in.
     #[arg(long, env = "MAX_FILE_BYTES", default_value_t = DEFAULT_MAX_FILE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]

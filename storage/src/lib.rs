@@ -53,8 +53,7 @@ impl App {
     /// already.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
-        let listeners =
-            GrpcListeners::bind("storage", config.listen_addr, config.ops_listen_addr).await?;
+        let listeners = GrpcListeners::bind("storage", config.addrs.api, config.addrs.ops).await?;
         let service = StorageServiceServer::new(build(&config).await?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -261,6 +261,20 @@ impl RunningStorage {
             .expect("a claimed job can be finished")
     }
 
+    /// Gives a claimed job back to the queue, as a worker that stops does (CONVERTING → QUEUED).
+    async fn hand_back(&mut self, id: &str) -> pb::Job {
+        self.transition(id, pb::JobState::Converting, pb::JobState::Queued, "", "")
+            .await
+            .expect("a claimed job can be handed back")
+    }
+
+    /// Ends a job as failed with `reason`, from whichever state `from` it is in.
+    async fn fail(&mut self, id: &str, from: pb::JobState, reason: &str) -> pb::Job {
+        self.transition(id, from, pb::JobState::Failed, "", reason)
+            .await
+            .expect("a job can fail from this state")
+    }
+
     /// Files and chunks the backend holds, complete or not, for "nothing left behind" checks.
     async fn stored_objects(&self) -> usize {
         match &self.mongo {
@@ -645,16 +659,7 @@ async fn job_claims_are_compare_and_set_so_only_one_worker_wins(backend: Backend
     assert_eq!(claimed.attempts, 1);
 
     // A worker that stops hands the job back, and the next claim counts a second attempt.
-    storage
-        .transition(
-            &job.id,
-            pb::JobState::Converting,
-            pb::JobState::Queued,
-            "",
-            "",
-        )
-        .await
-        .unwrap();
+    storage.hand_back(&job.id).await;
     let reclaimed = storage.claim(&job.id).await;
     assert_eq!(reclaimed.attempts, 2);
     let illegal = storage
@@ -696,16 +701,7 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
     );
 
     let mp3 = storage.stored(pb::Bucket::Mp3s, ALICE, b"mp3").await;
-    let done = storage
-        .transition(
-            &job.id,
-            pb::JobState::Converting,
-            pb::JobState::Done,
-            &mp3.id,
-            "",
-        )
-        .await
-        .unwrap();
+    let done = storage.finish(&job.id, &mp3.id).await;
     assert_eq!(done.state, i32::from(pb::JobState::Done));
     assert_eq!(
         (done.mp3_id.as_str(), done.progress_percent),
@@ -752,15 +748,8 @@ async fn a_job_lives_through_progress_done_and_one_notification(backend: Backend
     // A failed job carries its reason.
     let other = storage.create_job(ALICE, &video.id).await.unwrap();
     let failed = storage
-        .transition(
-            &other.id,
-            pb::JobState::Queued,
-            pb::JobState::Failed,
-            "",
-            "no audio stream",
-        )
-        .await
-        .unwrap();
+        .fail(&other.id, pb::JobState::Queued, "no audio stream")
+        .await;
     assert_eq!(failed.error_reason, "no audio stream");
 }
 

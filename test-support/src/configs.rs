@@ -5,7 +5,7 @@
 
 use crate::{TestBroker, TestMongo, TestMysql};
 use messaging::{BrokerConfig, RetryConfig, WorkerLinks};
-use service_kit::config::{LogFormat, ServiceConfig, TelemetryConfig};
+use service_kit::config::{ApiAddrs, LogFormat, OpsAddr, ServiceConfig, TelemetryConfig};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -29,8 +29,10 @@ pub fn telemetry() -> TelemetryConfig {
 /// embedded SQLite file in `data_dir`).
 pub fn auth(data_dir: &Path, mysql: Option<&TestMysql>) -> auth::Config {
     auth::Config {
-        listen_addr: any_port(),
-        ops_listen_addr: any_port(),
+        addrs: ApiAddrs {
+            api: any_port(),
+            ops: any_port(),
+        },
         data_dir: data_dir.to_owned(),
         database_url: mysql.map(|mysql| mysql.url().into()),
         jwt_secret: Some(JWT_SECRET.into()),
@@ -42,8 +44,10 @@ pub fn auth(data_dir: &Path, mysql: Option<&TestMysql>) -> auth::Config {
 /// Storage on `mongo` when given (GridFS), else the local directory in `data_dir`.
 pub fn storage(data_dir: &Path, mongo: Option<&TestMongo>) -> storage::Config {
     storage::Config {
-        listen_addr: any_port(),
-        ops_listen_addr: any_port(),
+        addrs: ApiAddrs {
+            api: any_port(),
+            ops: any_port(),
+        },
         data_dir: data_dir.to_owned(),
         mongodb_uri: mongo.map(|mongo| mongo.uri().into()),
         mongodb_database: mongo.map_or_else(|| "mp3converter".into(), |m| m.name().to_owned()),
@@ -99,7 +103,7 @@ fn links(storage_url: &str, broker: BrokerConfig) -> WorkerLinks {
 /// A converter on `broker`, storing through `storage_url`, with its temp files in `work_dir`.
 pub fn converter(storage_url: &str, broker: BrokerConfig, work_dir: &Path) -> converter::Config {
     converter::Config {
-        ops_listen_addr: any_port(),
+        ops: OpsAddr { ops: any_port() },
         links: links(storage_url, broker),
         work_dir: work_dir.to_owned(),
         telemetry: telemetry(),
@@ -115,7 +119,7 @@ pub fn notifier(
     smtp_url: Option<&str>,
 ) -> notifier::Config {
     notifier::Config {
-        ops_listen_addr: any_port(),
+        ops: OpsAddr { ops: any_port() },
         links: links(storage_url, broker),
         smtp_url: smtp_url.map(Into::into),
         public_base_url: "https://mp3.example.com".into(),

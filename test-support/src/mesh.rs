@@ -20,7 +20,7 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub type Tweak<C> = Option<Box<dyn FnOnce(&mut C) + Send>>;
 
 /// A [`Tweak`] from a closure.
-pub fn tweak<C>(change: impl FnOnce(&mut C) + Send + 'static) -> Tweak<C> {
+fn tweak<C>(change: impl FnOnce(&mut C) + Send + 'static) -> Tweak<C> {
     Some(Box::new(change))
 }
 
@@ -37,6 +37,24 @@ pub struct MeshOptions {
     pub gateway: Tweak<gateway::Config>,
     /// A change to auth's configuration.
     pub auth: Tweak<auth::Config>,
+}
+
+impl MeshOptions {
+    /// The usual mesh, but with `change` made to the gateway's configuration.
+    pub fn gateway(change: impl FnOnce(&mut gateway::Config) + Send + 'static) -> Self {
+        Self {
+            gateway: tweak(change),
+            ..Self::default()
+        }
+    }
+
+    /// The usual mesh, but with `change` made to auth's configuration.
+    pub fn auth(change: impl FnOnce(&mut auth::Config) + Send + 'static) -> Self {
+        Self {
+            auth: tweak(change),
+            ..Self::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for MeshOptions {

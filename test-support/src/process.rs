@@ -1,9 +1,11 @@
 //! The release binaries as separate processes, for benchmarks that measure a service's own
 //! memory (VmHWM of its process, not of the benchmark), and reading any process's memory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::TestMongo;
 
 /// A running service; killed when dropped.
 #[derive(Debug)]
@@ -29,6 +31,26 @@ impl ServiceProcess {
             .spawn()
             .expect("service starts");
         Self(child)
+    }
+
+    /// The release storage service on `mongo`, serving gRPC on `port` and its ops endpoint on
+    /// `ops_port` of 127.0.0.1; `data_dir` is what it would use for local files.
+    pub fn spawn_release_storage(
+        port: u16,
+        ops_port: u16,
+        mongo: &TestMongo,
+        data_dir: &Path,
+    ) -> Self {
+        Self::spawn_release(
+            "storage",
+            &[
+                ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
+                ("OPS_LISTEN_ADDR", format!("127.0.0.1:{ops_port}")),
+                ("MONGODB_URI", mongo.uri().to_owned()),
+                ("MONGODB_DATABASE", mongo.name().to_owned()),
+                ("DATA_DIR", data_dir.display().to_string()),
+            ],
+        )
     }
 
     /// The process id.

@@ -208,6 +208,17 @@ async function main() {
   const email = `browser-${randomBytes(6).toString('hex')}@example.com`;
   const password = `pw-${randomBytes(9).toString('base64url')}`;
 
+  // Fills the form `form` (`signup` or `login`), presses its button, and answers the POST it sent.
+  const submitCredentials = async (form, path, address, secret) => {
+    await page.fill(`#${form}-email`, address);
+    await page.fill(`#${form}-password`, secret);
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith(path) && r.request().method() === 'POST'),
+      page.click(`#${form}-button`),
+    ]);
+    return response;
+  };
+
   step('a too-short password is refused with a message in #message');
   await page.fill('#signup-email', email);
   await page.fill('#signup-password', 'short');
@@ -217,23 +228,13 @@ async function main() {
   ok(JSON.stringify(await messageText()));
 
   step(`sign up as ${email}`);
-  await page.fill('#signup-email', email);
-  await page.fill('#signup-password', password);
-  const [register] = await Promise.all([
-    page.waitForResponse((r) => r.url().endsWith('/register') && r.request().method() === 'POST'),
-    page.click('#signup-button'),
-  ]);
+  const register = await submitCredentials('signup', '/register', email, password);
   check(register.status() === 201, `POST /register answered ${register.status()}: ${await register.text().catch(() => '')}`);
   await waitFor(async () => /created/i.test(await messageText()), 5_000, 'no confirmation message after sign-up');
   ok(JSON.stringify(await messageText()));
 
   step('log in');
-  await page.fill('#login-email', email);
-  await page.fill('#login-password', password);
-  const [login] = await Promise.all([
-    page.waitForResponse((r) => r.url().endsWith('/login') && r.request().method() === 'POST'),
-    page.click('#login-button'),
-  ]);
+  const login = await submitCredentials('login', '/login', email, password);
   check(login.status() === 200, `POST /login answered ${login.status()}: ${await login.text().catch(() => '')}`);
   await page.locator('#file-input').waitFor({ state: 'attached' });
   await page.locator('#logout-button').waitFor({ state: 'visible' });

@@ -182,11 +182,12 @@ async fn auth_and_storage_cannot_be_reached_through_the_gateway() {
     let user = cluster.user("outsider@example.com").await;
 
     // Real gRPC clients aimed at the gateway get no service.
-    let mut auth =
-        auth_pb::auth_service_client::AuthServiceClient::connect(cluster.gateway.clone())
-            .await
-            .unwrap();
-    let login = auth
+    let gateway = tonic::transport::Endpoint::from_shared(cluster.gateway.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let login = auth_pb::auth_service_client::AuthServiceClient::new(gateway.clone())
         .login(auth_pb::LoginRequest {
             email: "outsider@example.com".into(),
             password: PASSWORD.into(),
@@ -197,11 +198,7 @@ async fn auth_and_storage_cannot_be_reached_through_the_gateway() {
         login.is_err(),
         "the gateway answered an AuthService call: {login:?}"
     );
-    let mut storage =
-        storage_pb::storage_service_client::StorageServiceClient::connect(cluster.gateway.clone())
-            .await
-            .unwrap();
-    let listed = storage
+    let listed = storage_pb::storage_service_client::StorageServiceClient::new(gateway)
         .list_files(storage_pb::ListFilesRequest {
             bucket: storage_pb::Bucket::Videos.into(),
             any_owner: true,

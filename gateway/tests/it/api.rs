@@ -10,7 +10,7 @@ use reqwest::header::{self, HeaderValue};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use test_support::mesh::{ADMIN_EMAIL, Mesh, MeshOptions, tweak};
+use test_support::mesh::{ADMIN_EMAIL, Mesh, MeshOptions};
 use test_support::{VideoSpec, generate_video, mp4_like, pseudo_random_bytes, temp_dir};
 
 async fn flow_on(local_storage: bool) {
@@ -103,7 +103,8 @@ async fn flow_on(local_storage: bool) {
     assert_eq!(job["status"], "done");
     assert_eq!(job["download_url"], format!("/download/{mp3_id}"));
 
-    let response = get(&mesh, &format!("/download/{mp3_id}"), &alice.token).await;
+    let download = format!("/download/{mp3_id}");
+    let response = get(&mesh, &download, &alice.token).await;
     assert_eq!(response.status(), StatusCode::OK);
     let headers = response.headers().clone();
     assert_eq!(headers[header::CONTENT_TYPE], "audio/mpeg");
@@ -123,10 +124,11 @@ async fn flow_on(local_storage: bool) {
     );
     assert!(response.bytes().await.unwrap() == mp3);
 
-    let ranged = get_range(
+    let ranged = get_with(
         &mesh,
-        &format!("/download/{mp3_id}"),
+        &download,
         &alice.token,
+        header::RANGE,
         "bytes=1000-1999",
     )
     .await;
@@ -136,23 +138,12 @@ async fn flow_on(local_storage: bool) {
         format!("bytes 1000-1999/{}", mp3.len()).as_str()
     );
     assert!(ranged.bytes().await.unwrap() == mp3[1000..2000]);
-    let suffix = get_range(
-        &mesh,
-        &format!("/download?fid={mp3_id}"),
-        &alice.token,
-        "bytes=-100",
-    )
-    .await;
+    let by_fid = format!("/download?fid={mp3_id}");
+    let suffix = get_with(&mesh, &by_fid, &alice.token, header::RANGE, "bytes=-100").await;
     assert_eq!(suffix.status(), StatusCode::PARTIAL_CONTENT);
     assert!(suffix.bytes().await.unwrap() == mp3[mp3.len() - 100..]);
-    let outside = mesh
-        .http
-        .get(mesh.url(&format!("/download/{mp3_id}")))
-        .bearer_auth(&alice.token)
-        .header(header::RANGE, format!("bytes={}-", mp3.len()))
-        .send()
-        .await
-        .unwrap();
+    let past_the_end = format!("bytes={}-", mp3.len());
+    let outside = get_with(&mesh, &download, &alice.token, header::RANGE, &past_the_end).await;
     assert_eq!(
         outside.headers()[header::CONTENT_RANGE],
         format!("bytes */{}", mp3.len()).as_str()
@@ -163,44 +154,32 @@ async fn flow_on(local_storage: bool) {
         "range_not_satisfiable",
     )
     .await;
-    let unchanged = mesh
-        .http
-        .get(mesh.url(&format!("/download/{mp3_id}")))
-        .bearer_auth(&alice.token)
-        .header(header::IF_NONE_MATCH, etag)
-        .send()
-        .await
-        .unwrap();
+    let etag = etag.to_str().unwrap();
+    let unchanged = get_with(&mesh, &download, &alice.token, header::IF_NONE_MATCH, etag).await;
     assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
     assert!(unchanged.bytes().await.unwrap().is_empty());
 
     // Bob cannot fetch Alice's MP3 (and cannot tell it exists); an admin can.
-    let response = get(&mesh, &format!("/download/{mp3_id}"), &bob.token).await;
+    let response = get(&mesh, &download, &bob.token).await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
-    let response = get(&mesh, &format!("/download?fid={mp3_id}"), &bob.token).await;
+    let response = get(&mesh, &by_fid, &bob.token).await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     let admin = mesh.login(ADMIN_EMAIL).await;
-    let response = get(&mesh, &format!("/download/{mp3_id}"), &admin).await;
+    let response = get(&mesh, &download, &admin).await;
     assert_eq!(response.status(), StatusCode::OK);
 
     // Deleting the job removes it and its files.
-    let response = mesh
-        .http
-        .delete(mesh.url(&format!("/jobs/{job_id}")))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .unwrap();
+    let delete_job = |token: &str| {
+        mesh.http
+            .delete(mesh.url(&format!("/jobs/{job_id}")))
+            .bearer_auth(token)
+            .send()
+    };
+    let response = delete_job(&bob.token).await.unwrap();
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
-    let response = mesh
-        .http
-        .delete(mesh.url(&format!("/jobs/{job_id}")))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+    let response = delete_job(&alice.token).await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let response = get(&mesh, &format!("/download/{mp3_id}"), &alice.token).await;
+    let response = get(&mesh, &download, &alice.token).await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     assert!(mesh.stored_videos(&alice.id).await.is_empty());
 }
@@ -276,10 +255,9 @@ async fn a_100_mb_upload_streams_through_and_downloads_byte_identical() {
 
 #[tokio::test]
 async fn refused_uploads_leave_no_file_and_no_job_behind() {
-    let mesh = Mesh::start(MeshOptions {
-        gateway: tweak(|config: &mut gateway::Config| config.max_upload_bytes = 1_000_000),
-        ..MeshOptions::default()
-    })
+    let mesh = Mesh::start(MeshOptions::gateway(|config| {
+        config.max_upload_bytes = 1_000_000
+    }))
     .await;
     let alice = mesh.user("alice@example.com").await;
     let upload = |body: reqwest::multipart::Form| {
@@ -332,30 +310,28 @@ async fn refused_uploads_leave_no_file_and_no_job_behind() {
         .unwrap();
     assert_error(too_big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
-    let not_multipart = mesh
-        .http
-        .post(mesh.url("/upload"))
-        .bearer_auth(&alice.token)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    // Bodies no form encoder would write, sent as they are.
+    let raw_upload = |content_type: &'static str, body: &'static str| {
+        mesh.http
+            .post(mesh.url("/upload"))
+            .bearer_auth(&alice.token)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+    };
+    let not_multipart = raw_upload("application/json", "{}").await.unwrap();
     assert_error(
         not_multipart,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
     .await;
-    let broken = mesh
-        .http
-        .post(mesh.url("/upload"))
-        .bearer_auth(&alice.token)
-        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XYZ")
-        .body("--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n\x00\x00\x00\x18ftypisom and then no closing boundary")
-        .send()
-        .await
-        .unwrap();
+    let broken = raw_upload(
+        "multipart/form-data; boundary=XYZ",
+        "--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n\x00\x00\x00\x18ftypisom and then no closing boundary",
+    )
+    .await
+    .unwrap();
     assert_error(broken, StatusCode::BAD_REQUEST, "bad_request").await;
 
     // Give storage a moment to finish discarding, then check nothing is left.
@@ -400,11 +376,7 @@ async fn an_upload_cut_off_by_the_client_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn authentication_and_input_errors_are_json_with_the_right_status() {
-    let mesh = Mesh::start(MeshOptions {
-        auth: tweak(|config: &mut auth::Config| config.login_max_failures = 2),
-        ..MeshOptions::default()
-    })
-    .await;
+    let mesh = Mesh::start(MeshOptions::auth(|config| config.login_max_failures = 2)).await;
     let alice = mesh.user("alice@example.com").await;
 
     let missing = mesh.http.get(mesh.url("/jobs")).send().await.unwrap();
@@ -665,12 +637,18 @@ async fn get(mesh: &Mesh, path: &str, token: &str) -> reqwest::Response {
     test_support::rest::get(&mesh.http, &mesh.gateway.url(), path, token).await
 }
 
-/// `path` with a `Range` header.
-async fn get_range(mesh: &Mesh, path: &str, token: &str, range: &str) -> reqwest::Response {
+/// `path` with one more request header, `name: value` (a Range, an If-None-Match).
+async fn get_with(
+    mesh: &Mesh,
+    path: &str,
+    token: &str,
+    name: header::HeaderName,
+    value: &str,
+) -> reqwest::Response {
     mesh.http
         .get(mesh.url(path))
         .bearer_auth(token)
-        .header(header::RANGE, range)
+        .header(name, value)
         .send()
         .await
         .unwrap()

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
 use test_support::configs::JWT_SECRET as SECRET;
-use test_support::mesh::{Mesh, MeshOptions, User, tweak};
+use test_support::mesh::{Mesh, MeshOptions, User};
 use test_support::{VideoSpec, mp4_bytes, rest};
 
 /// The largest upload this gateway takes (small, so the over-limit case is quick).
@@ -145,12 +145,9 @@ fn basic(raw: &str) -> String {
 
 #[tokio::test]
 async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
-    let mesh = Mesh::start(MeshOptions {
-        gateway: tweak(|config: &mut gateway::Config| {
-            config.max_upload_bytes = MAX_UPLOAD_BYTES as u64;
-        }),
-        ..MeshOptions::default()
-    })
+    let mesh = Mesh::start(MeshOptions::gateway(|config| {
+        config.max_upload_bytes = MAX_UPLOAD_BYTES as u64;
+    }))
     .await;
     let mallory = mesh.user("mallory@example.com").await;
     let victim = mesh.user("victim@example.com").await;
