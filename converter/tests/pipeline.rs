@@ -89,7 +89,7 @@ impl Pipeline {
 
     /// A converter as its own process (so a test can kill it), with its ops endpoint on
     /// `ops_port`: configured through its variables, as its binary is.
-    fn converter_process(&self, concurrency: u16, ops_port: u16) -> tokio::process::Child {
+    async fn converter_process(&self, concurrency: u16, ops_port: u16) -> tokio::process::Child {
         let config = self.converter_config(&self.amqp_url(), concurrency);
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_converter"));
         command
@@ -107,7 +107,17 @@ impl Pipeline {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        command.spawn().expect("the converter binary starts")
+        let mut child = command.spawn().expect("the converter binary starts");
+        // Consuming before the test goes on, so jobs published next can reach this process.
+        test_support::process::wait_until_child_answers(
+            &mut child,
+            &self.mesh.http,
+            &format!("http://127.0.0.1:{ops_port}/readyz"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the converter process is ready");
+        child
     }
 
     /// A notifier in this process, mailing through `smtp`, on the broker at `amqp_url`.
@@ -274,10 +284,10 @@ async fn two_converter_processes_share_a_burst_of_jobs() {
     const JOBS: usize = 6;
     let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
     let ports = [free_port(), free_port()];
-    let mut workers: Vec<_> = ports
-        .iter()
-        .map(|port| pipeline.converter_process(1, *port))
-        .collect();
+    let mut workers = Vec::new();
+    for port in ports {
+        workers.push(pipeline.converter_process(1, port).await);
+    }
     let user = pipeline.mesh.user("burst@example.com").await;
     let clip = mp4_bytes(VideoSpec::small(4.0)).await;
     let mut jobs = Vec::new();
@@ -361,7 +371,7 @@ async fn a_silent_video_and_a_corrupt_file_fail_once_with_a_failure_email_and_no
 #[tokio::test]
 async fn a_converter_killed_mid_job_leaves_exactly_one_mp3_and_one_email() {
     let (pipeline, smtp, _notifier) = Pipeline::start_mailing().await;
-    let mut doomed = pipeline.converter_process(1, free_port());
+    let mut doomed = pipeline.converter_process(1, free_port()).await;
     let user = pipeline.mesh.user("patient@example.com").await;
     let job_id = pipeline.long_job_under_way(&user).await;
     doomed.start_kill().unwrap();

@@ -296,29 +296,23 @@ impl Cluster {
     }
 
     async fn wait_until_ready(&mut self, role: Role) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.ops_ports[&role]);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = self
-                .processes
-                .get_mut(&role)
-                .and_then(|child| child.try_wait().ok().flatten())
-            {
-                panic!("{role:?} exited ({status}):\n{}", self.log(role));
-            }
-            let ready = match role {
-                Role::Gateway => self.http.get(self.url("/readyz")).send().await,
-                _ => self.http.get(&url).send().await,
-            };
-            if ready.is_ok_and(|response| response.status().is_success()) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{role:?} not ready within 90 s:\n{}",
-                self.log(role)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let url = match role {
+            Role::Gateway => self.url("/readyz"),
+            _ => format!("http://127.0.0.1:{}/readyz", self.ops_ports[&role]),
+        };
+        let child = self
+            .processes
+            .get_mut(&role)
+            .expect("the role was launched");
+        let ready = crate::process::wait_until_child_answers(
+            child,
+            &self.http,
+            &url,
+            Duration::from_secs(90),
+        )
+        .await;
+        if let Err(error) = ready {
+            panic!("{role:?} is not ready: {error}\n{}", self.log(role));
         }
     }
 

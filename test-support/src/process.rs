@@ -105,6 +105,30 @@ pub fn release_binary(name: &str) -> PathBuf {
     path
 }
 
+/// Waits until `url` answers 200 (a service's `/readyz`), failing if `child`, the process that
+/// serves it, exits first or `within` passes.
+pub async fn wait_until_child_answers(
+    child: &mut tokio::process::Child,
+    http: &reqwest::Client,
+    url: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the process exited ({status}) before {url} answered");
+        }
+        let answered = http.get(url).timeout(Duration::from_secs(2)).send().await;
+        if answered.is_ok_and(|response| response.status().is_success()) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("{url} did not answer 200 within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until something listens on `port` of 127.0.0.1.
 pub async fn wait_for_port(port: u16) {
     for _ in 0..300 {
