@@ -30,13 +30,9 @@ ARG CONVERTER_BASE_IMAGE=debian:bookworm-20251229-slim
 # ---------------------------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS builder
 
-# The -sys crates (aws-lc-sys, ring, bundled libsqlite3-sys) compile C with gcc, which the
-# rust:slim image already has; aws-lc-sys falls back to cmake on some targets. No OpenSSL:
-# every TLS client uses rustls. No protoc: the proto crate compiles the contracts with protox.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
- && rm -rf /var/lib/apt/lists/*
-
+# The -sys crates (ring, the bundled libsqlite3-sys) compile C with the gcc that the rust:slim
+# image already has; no cmake, since nothing builds aws-lc-sys any more. No OpenSSL: every TLS
+# client uses rustls on ring. No protoc: the proto crate compiles the contracts with protox.
 WORKDIR /src
 COPY . .
 
