@@ -6,9 +6,12 @@ CACHE="$ROOT/.cache"
 LOGS="$CACHE/logs"
 VENV="$CACHE/venv"
 REQS="$ROOT/scripts/requirements-test.txt"
-MONGO_PORT=27117
-# What scripts/services started (so `scripts/services stop` stops exactly that).
-SERVICES_STATE="$CACHE/services.state"
+: "${MONGO_PORT:=27117}" # scripts/test picks a free one for its own server
+# What scripts/services started (so `scripts/services stop` stops exactly that), and where
+# SecantusDB logs: one of each per port, so a `scripts/test` beside a `scripts/services run` in
+# the same checkout keeps to its own.
+SERVICES_STATE="$CACHE/services-$MONGO_PORT.state"
+MONGO_LOG="$LOGS/secantus-$MONGO_PORT.log"
 mkdir -p "$LOGS"
 
 if [[ $EUID -eq 0 ]]; then SUDO=(); else SUDO=(sudo); fi
