@@ -5,6 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="$ROOT/.cache"
 LOGS="$CACHE/logs"
 VENV="$CACHE/venv"
+LINT_VENV="$CACHE/lint-venv" # hadolint and checkov, apart: their pins fight the test tools
 REQS="$ROOT/scripts/requirements-test.txt"
 : "${MONGO_PORT:=27117}" # scripts/test picks a free one for its own server
 # What scripts/services started (so `scripts/services stop` stops exactly that), and where
