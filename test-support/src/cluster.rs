@@ -286,6 +286,21 @@ impl Cluster {
         std::fs::read_to_string(self.log_path(role)).unwrap_or_default()
     }
 
+    /// Everything `role` logged, once that holds `needle` or `timeout` has passed. A service
+    /// logs what it did after doing it (the notifier's "e-mail sent" comes once the SMTP
+    /// conversation has ended, after the capture already holds the mail), so a test that has
+    /// seen the effect waits for the line.
+    pub async fn log_containing(&self, role: Role, needle: &str, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log = self.log(role);
+            if log.contains(needle) || tokio::time::Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn log_path(&self, role: Role) -> PathBuf {
         self.logs.path().join(format!("{}.log", role.name()))
     }

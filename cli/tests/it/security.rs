@@ -87,6 +87,17 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
     }
     cluster.smtp.wait_for(1, Duration::from_secs(30)).await;
+    // Every service that worked on the upload logs its request id, the notifier only after the
+    // mail it sent has arrived: wait for each, so the search below reads the whole flow.
+    for role in Role::ALL {
+        let log = cluster
+            .log_containing(role, &request_id, Duration::from_secs(10))
+            .await;
+        assert!(
+            log.contains(&request_id),
+            "{role:?} logged nothing with the upload's request id {request_id}"
+        );
+    }
 
     let signature = user.token.rsplit('.').next().unwrap();
     let secrets = [
@@ -119,12 +130,6 @@ async fn passwords_tokens_and_the_signing_key_never_reach_the_logs() {
         );
     }
     assert!(cluster.log(Role::Converter).contains(&job_id));
-    for role in Role::ALL {
-        assert!(
-            cluster.log(role).contains(&request_id),
-            "{role:?} logged nothing with the upload's request id {request_id}"
-        );
-    }
     println!(
         "searched {lines} log lines of 5 services for {} secrets: none found",
         secrets.len()
