@@ -61,9 +61,13 @@ apt_install() {
 
 # ---------------------------------------------------------------------------------------------
 # The test servers (a preset URL means: not ours to manage).
-MYSQL_TEST_URL_PRESET="${MYSQL_TEST_URL:+1}"
-AMQP_TEST_URL_PRESET="${AMQP_TEST_URL:+1}"
-MONGODB_TEST_URI_PRESET="${MONGODB_TEST_URI:+1}"
+# Decided once, by the first script (scripts/test), and inherited by the scripts it runs: the
+# defaults below are exported, so a child would otherwise take them for presets and neither
+# install nor start MariaDB and RabbitMQ on a machine that lacks them.
+: "${MYSQL_TEST_URL_PRESET=${MYSQL_TEST_URL:+1}}"
+: "${AMQP_TEST_URL_PRESET=${AMQP_TEST_URL:+1}}"
+: "${MONGODB_TEST_URI_PRESET=${MONGODB_TEST_URI:+1}}"
+export MYSQL_TEST_URL_PRESET AMQP_TEST_URL_PRESET MONGODB_TEST_URI_PRESET
 : "${MYSQL_TEST_URL:=mysql://root@127.0.0.1:3306}"
 : "${AMQP_TEST_URL:=amqp://guest:guest@127.0.0.1:5672/%2f}"
 : "${MONGODB_TEST_URI:=mongodb://127.0.0.1:${MONGO_PORT}/?directConnection=true}"
