@@ -88,10 +88,22 @@ ENTRYPOINT ["/usr/local/bin/notifier"]
 # ---------------------------------------------------------------------------------------------
 # The converter runs ffmpeg and ffprobe, so it needs Debian's ffmpeg (with libmp3lame) and
 # therefore a full userland. ca-certificates: for amqps:// and TLS to storage, should it be used.
+#
+# Mesa's OpenGL drivers and the LLVM and Z3 they compile shaders with (libgl1-mesa-dri,
+# libllvm15, libz3-4: about 160 MB, a fifth of the image) come in through SDL's display support.
+# ffmpeg and ffprobe do not link them: they are loaded only to draw on a screen, which a
+# converter never has. They are purged (forcing past the dependency, so apt would ask for them
+# back in a derived image), and the build fails if either tool then lacks a library it links.
 FROM ${CONVERTER_BASE_IMAGE} AS converter
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
+ && dpkg --purge --force-depends libgl1-mesa-dri libllvm15 libz3-4 \
+ && ldd /usr/bin/ffmpeg /usr/bin/ffprobe > /tmp/ldd.txt \
+ && if grep 'not found' /tmp/ldd.txt; then exit 1; fi \
+ && rm /tmp/ldd.txt \
+ && ffmpeg -hide_banner -version >/dev/null \
+ && ffprobe -hide_banner -version >/dev/null \
  && groupadd --system --gid 65532 nonroot \
  && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin nonroot \
