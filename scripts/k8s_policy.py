@@ -328,9 +328,10 @@ def check_images(renders: list[Render]) -> Result:
                 res.problems.append(
                     f"{where}: image '{image}' is not <account>.dkr.ecr.<region>.amazonaws.com/mp3converter/{pod.app}"
                 )
-        if ours and r.profile == "local":
-            if name != f"mp3converter/{pod.app}":
-                res.problems.append(f"{where}: image '{image}' is not the locally built mp3converter/{pod.app}")
+        if ours and r.profile in ("local", "podman"):
+            local_name = {"local": "mp3converter", "podman": "localhost/mp3converter"}[r.profile]
+            if name != f"{local_name}/{pod.app}":
+                res.problems.append(f"{where}: image '{image}' is not the locally built {local_name}/{pod.app}")
             if c.get("imagePullPolicy") not in ("IfNotPresent", "Never"):
                 res.problems.append(
                     f"{where}: imagePullPolicy must be IfNotPresent or Never for a locally loaded image"
@@ -699,8 +700,8 @@ def main() -> int:
 
     renders = []
     for name, profile, path in args.render:
-        if profile not in ("local", "eks"):
-            parser.error(f"unknown profile {profile!r} (local or eks)")
+        if profile not in ("local", "eks", "podman"):
+            parser.error(f"unknown profile {profile!r} (local, eks or podman)")
         renders.append(load_render(name, profile, Path(path)))
     readme_reads = parse_readme(args.readme)
 
