@@ -2,7 +2,8 @@
 //! the real infrastructure (a fresh MySQL database, a fresh Mongo database, queue names behind
 //! a unique prefix, a temp dir) and runs the services on port 0 from typed configurations
 //! ([`configs`], [`app`]), alone, as the in-process [`mesh`], or as the five-process
-//! [`cluster`], so tests run in parallel and repeat cleanly.
+//! [`cluster`], or from the container images as the played Kubernetes manifests ([`pods`]),
+//! so tests run in parallel and repeat cleanly.
 //!
 //! Where the servers are comes from the environment that `scripts/test` exports, with the
 //! same defaults it uses:
@@ -26,6 +27,7 @@ pub mod media;
 pub mod mesh;
 pub mod mongo;
 pub mod mysql;
+pub mod pods;
 pub mod process;
 pub mod proxy;
 pub mod rabbitmq;
