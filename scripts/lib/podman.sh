@@ -14,6 +14,9 @@ podman_prerequisites() {
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   # Each played pod's network (podman kube play --network slirp4netns:allow_host_loopback=true).
   command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+  # The init of each pod's infra container; only recommended by podman, and apt_install leaves
+  # recommendations out.
+  [[ -x /usr/libexec/podman/catatonit || -x /usr/bin/catatonit ]] || missing+=(catatonit)
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
   [[ $EUID -eq 0 ]] || die "the container scripts run rootful podman: run them as root"
   mkdir -p "$(dirname "$PODMAN_CONF")"
