@@ -17,6 +17,10 @@ podman_prerequisites() {
   # The init of each pod's infra container; only recommended by podman, and apt_install leaves
   # recommendations out.
   [[ -x /usr/libexec/podman/catatonit || -x /usr/bin/catatonit ]] || missing+=(catatonit)
+  # Podman's network backend (even slirp4netns pods and `podman import` ask for it); another
+  # recommendation only, with CNI plugins satisfying the dependency instead (seen on a fresh
+  # machine: 'could not find "netavark"').
+  [[ -x /usr/lib/podman/netavark || -x /usr/libexec/podman/netavark ]] || missing+=(netavark)
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
   [[ $EUID -eq 0 ]] || die "the container scripts run rootful podman: run them as root"
   mkdir -p "$(dirname "$PODMAN_CONF")"
@@ -27,6 +31,8 @@ log_driver = "k8s-file"
 [engine]
 cgroup_manager = "cgroupfs"
 runtime = "runc"
+[network]
+network_backend = "netavark"
 CONF
 }
 
