@@ -135,21 +135,12 @@ fn converter(
 
 /// Mean seconds per job of each stage, from the converter's own `converter_stage_seconds`.
 async fn stage_means(ops_port: u16, jobs: usize) -> anyhow::Result<Vec<(String, f64)>> {
-    let metrics = reqwest::get(format!("http://127.0.0.1:{ops_port}/metrics"))
-        .await?
-        .text()
-        .await?;
-    let mut stages = Vec::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("converter_stage_seconds_sum{stage=\"") else {
-            continue;
-        };
-        let Some((stage, value)) = rest.split_once("\"} ") else {
-            continue;
-        };
-        stages.push((stage.to_owned(), value.trim().parse::<f64>()? / jobs as f64));
+    let metrics = test_support::scrape(&format!("http://127.0.0.1:{ops_port}/metrics")).await;
+    let mut stages = test_support::series_by_label(&metrics, "converter_stage_seconds_sum");
+    for (_, seconds) in &mut stages {
+        *seconds /= jobs as f64;
     }
-    let order = ["claim", "fetch", "probe", "transcode", "store", "finish"];
+    let order = ["claim", "fetch", "wait", "convert", "store", "finish"];
     stages.sort_by_key(|(stage, _)| order.iter().position(|known| known == stage));
     Ok(stages)
 }

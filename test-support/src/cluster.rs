@@ -3,7 +3,9 @@
 //! MongoDB-wire server of its own (so it can be stopped), queues behind a unique prefix on
 //! RabbitMQ, and an SMTP capture. RabbitMQ and SMTP are reached through [`TcpProxy`]s, so a
 //! test can cut them or take them down without touching other tests. Each process can be
-//! killed, stopped and started again; its logs go to one file per role.
+//! killed, stopped and started again; its logs go to one file per role. The same five
+//! processes can run on the embedded defaults instead ([`Parts::Embedded`]), as a machine
+//! without any of those servers runs them.
 
 use crate::{
     MongoServer, SmtpCapture, TcpProxy, TempDir, TestBroker, TestMysql, free_port, rest, temp_dir,
@@ -28,6 +30,16 @@ const RETRY: RetryConfig = RetryConfig {
     retry_base_delay_ms: 200,
     retry_max_delay_ms: 1000,
 };
+
+/// What the services run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    /// MariaDB, the MongoDB-wire server, RabbitMQ and the SMTP capture.
+    Real,
+    /// The embedded defaults, all in the shared data directory: SQLite accounts, the local
+    /// file store, the queue file and the outbox. (The real servers are still set up, unused.)
+    Embedded,
+}
 
 /// One of the five services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,7 +106,7 @@ pub struct Cluster {
     processes: HashMap<Role, Child>,
     logs: TempDir,
     work_dir: TempDir,
-    _data_dir: TempDir,
+    data_dir: TempDir,
     _mysql: TestMysql,
 }
 
@@ -108,6 +120,18 @@ impl Cluster {
     /// [`Cluster::start`], with `overrides` added to every service's environment (the
     /// processes are configured the way Kubernetes configures them: through variables).
     pub async fn start_with(binary: &Path, overrides: &[(&'static str, &str)]) -> Self {
+        let mut cluster = Self::configure(binary, Parts::Real, overrides).await;
+        cluster.start_roles(&Role::ALL).await;
+        cluster
+    }
+
+    /// Sets up the infrastructure and every service's settings on `parts`, with `overrides`
+    /// added, but starts no service: [`Cluster::start_roles`] starts them.
+    pub async fn configure(
+        binary: &Path,
+        parts: Parts,
+        overrides: &[(&'static str, &str)],
+    ) -> Self {
         let mysql = TestMysql::create().await.unwrap();
         let mongo = MongoServer::start().await.unwrap();
         let mongo_database = crate::unique_name("t_");
@@ -148,33 +172,43 @@ impl Cluster {
                 ("LOG_FORMAT", "json".into()),
                 ("RUST_LOG", "info".into()),
             ];
+            let real = parts == Parts::Real;
             match role {
-                Role::Auth => vars.extend([
-                    ("DATABASE_URL", mysql.url()),
-                    ("JWT_SECRET", JWT_SECRET.into()),
-                ]),
-                Role::Storage => vars.extend([
+                Role::Auth => {
+                    vars.push(("JWT_SECRET", JWT_SECRET.into()));
+                    if real {
+                        vars.push(("DATABASE_URL", mysql.url()));
+                    }
+                }
+                Role::Storage if real => vars.extend([
                     ("MONGODB_URI", mongo.uri()),
                     ("MONGODB_DATABASE", mongo_database.clone()),
                 ]),
+                Role::Storage => {}
                 Role::Gateway => {
                     vars.extend([
                         ("AUTH_URL", url(Role::Auth)),
                         ("STORAGE_URL", url(Role::Storage)),
-                        ("AMQP_URL", amqp_url.clone()),
                     ]);
+                    if real {
+                        vars.push(("AMQP_URL", amqp_url.clone()));
+                    }
                     vars.extend(queues.clone());
                 }
                 Role::Converter | Role::Notifier => {
                     vars.extend([
                         ("STORAGE_URL", url(Role::Storage)),
-                        ("AMQP_URL", amqp_url.clone()),
                         ("WORK_DIR", work_dir.path().display().to_string()),
                         ("CONCURRENCY", "2".into()),
-                        ("SMTP_URL", format!("smtp://{}", smtp_proxy.addr())),
                         ("SMTP_TIMEOUT_SECONDS", "5".into()),
                         ("PUBLIC_BASE_URL", "https://mp3.example.com".into()),
                     ]);
+                    if real {
+                        vars.extend([
+                            ("AMQP_URL", amqp_url.clone()),
+                            ("SMTP_URL", format!("smtp://{}", smtp_proxy.addr())),
+                        ]);
+                    }
                     vars.extend(queues.clone());
                     vars.extend(retry.clone());
                 }
@@ -182,7 +216,7 @@ impl Cluster {
             vars.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
             env.insert(role, vars);
         }
-        let mut cluster = Self {
+        Self {
             binary: binary.to_owned(),
             gateway: url(Role::Gateway),
             http: reqwest::Client::builder()
@@ -202,21 +236,32 @@ impl Cluster {
             processes: HashMap::new(),
             logs,
             work_dir,
-            _data_dir: data_dir,
+            data_dir,
             _mysql: mysql,
-        };
-        for role in Role::ALL {
-            cluster.launch(role);
         }
-        for role in Role::ALL {
-            cluster.wait_until_ready(role).await;
+    }
+
+    /// Starts `roles` together and waits until each is ready.
+    pub async fn start_roles(&mut self, roles: &[Role]) {
+        for role in roles {
+            self.launch(*role);
         }
-        cluster
+        for role in roles {
+            self.wait_until_ready(*role).await;
+        }
     }
 
     /// Starts `role`'s process (again), with the same settings; returns at once.
     pub fn launch(&mut self, role: Role) {
         assert!(!self.processes.contains_key(&role), "{role:?} runs already");
+        let child = self.spawn(role, &[]);
+        self.processes.insert(role, child);
+    }
+
+    /// Starts one more process of `role` beside the cluster's own, with `overrides` added to
+    /// its settings (its own `OPS_LISTEN_ADDR`, say, or another `CONCURRENCY`); it logs to the
+    /// role's log and is killed when the returned handle is dropped.
+    pub fn spawn(&self, role: Role, overrides: &[(&'static str, String)]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -236,12 +281,12 @@ impl Cluster {
         }
         command
             .envs(self.env[&role].iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(overrides.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .kill_on_drop(true);
-        self.processes
-            .insert(role, command.spawn().expect("mp3converter serve starts"));
+        command.spawn().expect("mp3converter serve starts")
     }
 
     /// Starts `role` again and waits until it is ready.
@@ -303,6 +348,11 @@ impl Cluster {
 
     fn log_path(&self, role: Role) -> PathBuf {
         self.logs.path().join(format!("{}.log", role.name()))
+    }
+
+    /// The data directory every service shares (where the embedded defaults keep everything).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
     }
 
     /// Where the converters keep temp files.

@@ -121,6 +121,23 @@ pub fn counter(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The series of `name` in an exposition, by the value of their one label (a histogram's
+/// `NAME_sum{stage="fetch"} 1.5`, say): `(label value, value)` in the order served.
+pub fn series_by_label(exposition: &str, name: &str) -> Vec<(String, f64)> {
+    exposition
+        .lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = labels.split_once("} ")?;
+            let (_, label) = labels.split_once("=\"")?;
+            Some((
+                label.strip_suffix('"')?.to_owned(),
+                value.trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub fn temp_dir() -> TempDir {
     tempfile::Builder::new()

@@ -93,6 +93,11 @@ impl MongoServer {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
     /// Stops the server the way an operator does (SIGTERM) and waits for it to exit.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {

@@ -142,3 +142,137 @@ pub async fn wait_for_port(port: u16) {
     }
     panic!("nothing listens on {port}");
 }
+
+/// CPU seconds a process has used, from `/proc/PID/stat`: its own, and that of its children
+/// it has waited for (so a worker's ffmpeg runs count once they have exited).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// The process's own user and system time.
+    pub own: f64,
+    /// Its own system time alone.
+    pub own_system: f64,
+    /// User and system time of its children that have exited.
+    pub children: f64,
+}
+
+impl std::ops::Sub for CpuTimes {
+    type Output = CpuTimes;
+
+    fn sub(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            own: self.own - earlier.own,
+            own_system: self.own_system - earlier.own_system,
+            children: self.children - earlier.children,
+        }
+    }
+}
+
+/// The CPU times of process `pid` (zero once it has exited).
+pub fn cpu_times(pid: u32) -> CpuTimes {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: the fields that follow start after its ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return CpuTimes::default();
+    };
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14-17 of the line; `rest` starts at field 3.
+    let tick = |n: usize| fields.get(n - 3).copied().unwrap_or(0.0) / clock_ticks_per_second();
+    CpuTimes {
+        own: tick(14) + tick(15),
+        own_system: tick(15),
+        children: tick(16) + tick(17),
+    }
+}
+
+/// How the whole machine's CPUs spent their time, in seconds summed over the CPUs (the `cpu`
+/// line of `/proc/stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MachineCpu {
+    /// User and nice time.
+    pub user: f64,
+    /// System, IRQ and soft-IRQ time: the kernel's.
+    pub kernel: f64,
+    /// Idle and I/O-wait time.
+    pub idle: f64,
+}
+
+impl MachineCpu {
+    /// Now.
+    pub fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse::<f64>().unwrap_or(0.0) / clock_ticks_per_second())
+            .collect();
+        let field = |n: usize| fields.get(n).copied().unwrap_or(0.0);
+        Self {
+            user: field(0) + field(1),
+            kernel: field(2) + field(5) + field(6),
+            idle: field(3) + field(4),
+        }
+    }
+
+    /// The share of the CPUs' time that was busy between `earlier` and this reading.
+    pub fn busy_share_since(&self, earlier: &Self) -> f64 {
+        let (user, kernel, idle) = self.deltas(earlier);
+        (user + kernel) / (user + kernel + idle)
+    }
+
+    /// The kernel's share of the busy time between `earlier` and this reading.
+    pub fn kernel_share_since(&self, earlier: &Self) -> f64 {
+        let (user, kernel, _) = self.deltas(earlier);
+        kernel / (user + kernel)
+    }
+
+    fn deltas(&self, earlier: &Self) -> (f64, f64, f64) {
+        (
+            self.user - earlier.user,
+            self.kernel - earlier.kernel,
+            self.idle - earlier.idle,
+        )
+    }
+}
+
+/// The kernel's clock tick (`getconf CLK_TCK`, 100 on Linux's usual builds), read once.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_loop_shows_in_this_process_own_cpu_and_a_waited_child_in_its_children() {
+        let before = cpu_times(std::process::id());
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let status = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let used = cpu_times(std::process::id()) - before;
+        assert!(used.own >= 0.2, "{used:?}");
+        assert!(used.children > 0.0, "{used:?}");
+    }
+}
