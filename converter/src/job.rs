@@ -16,8 +16,9 @@ use messaging::events::{ConversionFailed, ConversionSucceeded, Payload, VideoUpl
 use messaging::{Handler, Outcome, Received};
 use proto::storage::v1 as pb;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::Code;
@@ -28,6 +29,11 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Times a claim is tried again when the job changed under it.
 const CLAIM_ATTEMPTS: usize = 3;
 
+/// Jobs a converter holds beyond those it converts: each fetches its video (and claims its
+/// job) while the others convert, so when a conversion ends the next one starts at once
+/// instead of after a fetch, and the cores stay busy with ffmpeg.
+pub const JOBS_IN_HAND_AHEAD: u16 = 1;
+
 /// The converter's handler of the video queue.
 #[derive(Debug, Clone)]
 pub struct Converter {
@@ -35,6 +41,9 @@ pub struct Converter {
     tools: Tools,
     work_dir: PathBuf,
     mp3_queue: String,
+    /// One permit per ffmpeg allowed to run at once (the configured concurrency); the queue
+    /// hands this converter [`JOBS_IN_HAND_AHEAD`] more jobs than that.
+    conversions: Arc<Semaphore>,
 }
 
 /// What claiming a job found.
@@ -63,14 +72,22 @@ impl Handler for Converter {
 }
 
 impl Converter {
-    /// A converter storing through `storage`, converting with `tools` in `work_dir`, and
-    /// announcing outcomes on `mp3_queue`.
-    pub fn new(storage: StorageClient, tools: Tools, work_dir: PathBuf, mp3_queue: String) -> Self {
+    /// A converter storing through `storage`, running up to `concurrency` conversions with
+    /// `tools` at once in `work_dir`, and announcing outcomes on `mp3_queue`. Its consumer
+    /// should hand it `concurrency` + [`JOBS_IN_HAND_AHEAD`] messages at once.
+    pub fn new(
+        storage: StorageClient,
+        tools: Tools,
+        work_dir: PathBuf,
+        mp3_queue: String,
+        concurrency: u16,
+    ) -> Self {
         Self {
             storage,
             tools,
             work_dir,
             mp3_queue,
+            conversions: Arc::new(Semaphore::new(usize::from(concurrency.max(1)))),
         }
     }
 
@@ -223,39 +240,28 @@ impl Converter {
             )
             .in_current_span(),
         );
-        // ffprobe judges the file while ffmpeg already converts it: on two cores or more this
-        // hides the probe's start-up. A file the probe refuses stops ffmpeg at once, and the
-        // probe's verdict (no sound, too long, unreadable) is what the user is told.
-        let (duration_known, duration) = watch::channel(None);
-        let refused = stop.child_token();
-        let judged = async {
-            let stage = Instant::now();
-            let probe = self.tools.probe(&input).await;
-            record_stage("probe", stage);
-            match &probe {
-                Ok(probe) => {
-                    duration_known.send_replace(probe.duration);
-                }
-                Err(_) => refused.cancel(),
+        let stage = Instant::now();
+        let permit = tokio::select! {
+            permit = self.conversions.acquire() => permit.expect("the semaphore is never closed"),
+            () = stop.cancelled() => {
+                reporter.abort();
+                return Err(if superseded.is_cancelled() {
+                    ConversionError::Superseded
+                } else {
+                    ConversionError::Cancelled
+                });
             }
-            probe
         };
-        let transcoding = async {
-            let stage = Instant::now();
-            let transcoded = self
-                .tools
-                .transcode(&input, &output, duration, &progress, &refused)
-                .await;
-            record_stage("transcode", stage);
-            transcoded
-        };
-        let (probe, transcoded) = tokio::join!(judged, transcoding);
+        record_stage("wait", stage);
+        let stage = Instant::now();
+        let converted = self.tools.convert(&input, &output, &progress, &stop).await;
+        drop(permit);
+        record_stage("convert", stage);
         reporter.abort();
         if superseded.is_cancelled() {
             return Err(ConversionError::Superseded);
         }
-        probe?;
-        transcoded?;
+        converted?;
         if cancel.is_cancelled() {
             return Err(ConversionError::Cancelled);
         }
@@ -454,7 +460,8 @@ struct Prefetch {
     workspace: tempfile::TempDir,
 }
 
-/// Time spent in one stage of a job (claim, fetch, probe, transcode, store, finish), so an
+/// Time spent in one stage of a job (claim, fetch, wait for a conversion slot, convert, store,
+/// finish), so an
 /// operator can see where a job's time goes: `converter_stage_seconds{stage}`.
 fn record_stage(stage: &'static str, since: Instant) {
     metrics::histogram!(crate::meters::STAGE_DURATION, "stage" => stage)

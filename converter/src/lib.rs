@@ -78,16 +78,18 @@ impl App {
             tracing::info!(swept, "removed the temp files of converters that died");
         }
         let queues = &links.broker.queues;
+        let concurrency = config.effective_concurrency();
         let converter = Converter::new(
             storage,
             tools,
             scratch.path().to_owned(),
             queues.mp3_queue.clone(),
+            concurrency,
         );
         let settings = links.consumer(
             "converter",
             &queues.video_queue,
-            config.effective_concurrency(),
+            concurrency.saturating_add(job::JOBS_IN_HAND_AHEAD),
             Duration::from_secs(config.shutdown_grace_seconds),
         );
         let worker = WorkerApp::build(config.ops.ops, settings, converter).await?;

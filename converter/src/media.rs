@@ -1,19 +1,25 @@
-//! ffprobe and ffmpeg as child processes. ffprobe decides whether a file can be converted at
-//! all (so a bad upload fails with a reason instead of a retry loop); ffmpeg converts, reports
-//! progress through `-progress`, and is killed when the job times out or is cancelled.
+//! ffmpeg and ffprobe as child processes. One ffmpeg run per job both judges and converts the
+//! file: the input's duration is read from ffmpeg's own description of it (on stderr, before
+//! it converts anything), so a file that is too long is stopped at once. ffprobe, a second
+//! process that costs as much CPU to start as the conversion of a short clip, runs only when
+//! ffmpeg fails, to tell the user why (not a media file, no sound, too long) the same way as
+//! ever. ffmpeg reports progress through `-progress` and is killed when the job times out or
+//! is cancelled.
 
 use crate::error::ConversionError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The most of ffmpeg's error output kept for the log.
-const MAX_STDERR_BYTES: u64 = 8 * 1024;
+const MAX_STDERR_BYTES: usize = 8 * 1024;
+/// The longest line of ffmpeg's output kept whole (a file's metadata can make longer ones).
+const MAX_LINE_BYTES: usize = 4 * 1024;
 
 /// How the MP3 is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,19 +99,27 @@ impl Tools {
     }
 
     /// Converts the first audio stream of `input` to an MP3 at `output`, publishing progress
-    /// (0..=100) to `progress` once `duration` says how long the input is (it may learn that
-    /// after ffmpeg started). Kills ffmpeg when `cancel` fires or the time limit passes.
-    pub async fn transcode(
+    /// (0..=100) to `progress`. A file that cannot be converted ends in
+    /// [`ConversionError::Unconvertible`] with the reason the user is told; ffmpeg is killed
+    /// when the input is longer than the limit, `cancel` fires or the time limit passes.
+    pub async fn convert(
         &self,
         input: &Path,
         output: &Path,
-        duration: watch::Receiver<Option<Duration>>,
         progress: &watch::Sender<u32>,
         cancel: &CancellationToken,
     ) -> Result<(), ConversionError> {
         let mut command = Command::new(&self.ffmpeg);
         command
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-nostats"])
+            // `level` tags each line, so ffmpeg's description of the input (info) and its
+            // complaints (warning and worse) can be told apart.
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "level+info",
+                "-nostats",
+            ])
             .args(["-progress", "pipe:1", "-y", "-i"])
             .arg(input)
             .args(["-map", "0:a:0", "-vn", "-sn", "-dn", "-c:a", "libmp3lame"]);
@@ -130,20 +144,10 @@ impl Tools {
             })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
+        let (duration_known, duration) = watch::channel(None);
+        let too_long = CancellationToken::new();
         let report = report_progress(stdout, duration, progress);
-        let errors = async {
-            // Keep the start for the log, but read to the end: closing the pipe early would
-            // kill ffmpeg with SIGPIPE (a damaged file can make it print an error per frame),
-            // and a killed ffmpeg counts as transient, so the file would be retried.
-            let mut stderr = stderr;
-            let mut head = Vec::new();
-            let _ = (&mut stderr)
-                .take(MAX_STDERR_BYTES)
-                .read_to_end(&mut head)
-                .await;
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-            String::from_utf8_lossy(&head).into_owned()
-        };
+        let errors = read_stderr(stderr, self.max_duration, &duration_known, &too_long);
         let run = async {
             let (status, (), errors) = tokio::join!(child.wait(), report, errors);
             (status, errors)
@@ -151,6 +155,10 @@ impl Tools {
         let (status, errors) = tokio::select! {
             finished = run => finished,
             () = cancel.cancelled() => return Err(ConversionError::Cancelled),
+            () = too_long.cancelled() => {
+                let duration = duration_known.borrow().unwrap_or_default();
+                return Err(too_long_for(duration, self.max_duration));
+            }
             () = tokio::time::sleep(self.timeout) => {
                 return Err(ConversionError::transient(format!(
                     "the conversion took longer than {} s", self.timeout.as_secs()
@@ -163,15 +171,103 @@ impl Tools {
             return Ok(());
         }
         tracing::info!(?status, stderr = %errors.trim(), "ffmpeg failed");
-        match status.code() {
+        if status.code().is_none() {
             // Killed by a signal (the OOM killer, an operator): not the file's fault.
-            None => Err(ConversionError::transient(format!(
+            return Err(ConversionError::transient(format!(
                 "ffmpeg was stopped ({status})"
-            ))),
-            Some(_) => Err(ConversionError::Unconvertible(
-                "the sound in your file could not be decoded; the file may be damaged".into(),
-            )),
+            )));
         }
+        // ffprobe says what is wrong with the file; if it finds nothing, the sound is damaged.
+        self.probe(input).await?;
+        Err(ConversionError::Unconvertible(
+            "the sound in your file could not be decoded; the file may be damaged".into(),
+        ))
+    }
+}
+
+/// Reads ffmpeg's stderr to the end, one line at a time. The input's duration goes to
+/// `duration_known` (firing `too_long` past `max_duration`); warnings and errors are returned,
+/// up to [`MAX_STDERR_BYTES`], for the log.
+async fn read_stderr(
+    stderr: impl AsyncRead + Unpin,
+    max_duration: Duration,
+    duration_known: &watch::Sender<Option<Duration>>,
+    too_long: &CancellationToken,
+) -> String {
+    // Read to the end, not only the start: closing the pipe early would kill ffmpeg with
+    // SIGPIPE (a damaged file can make it print an error per frame), and a killed ffmpeg
+    // counts as transient, so the file would be retried.
+    let mut lines = BoundedLines::new(BufReader::new(stderr));
+    let mut kept = String::new();
+    let mut duration_seen = false;
+    while let Some(line) = lines.next_line().await {
+        if let Some(info) = line.strip_prefix("[info] ") {
+            if !duration_seen && let Some(duration) = input_duration(info) {
+                duration_seen = true;
+                duration_known.send_replace(duration);
+                if duration.is_some_and(|duration| duration > max_duration) {
+                    too_long.cancel();
+                }
+            }
+        } else if kept.len() + line.len() < MAX_STDERR_BYTES {
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    }
+    kept
+}
+
+/// The duration in ffmpeg's description of its input (`  Duration: 00:01:02.50, start: …`):
+/// `Some(None)` when it says `N/A`, `None` when the line is another one.
+fn input_duration(line: &str) -> Option<Option<Duration>> {
+    let value = line.trim_start().strip_prefix("Duration: ")?;
+    let value = value.split(',').next()?.trim();
+    if value == "N/A" {
+        return Some(None);
+    }
+    let mut parts = value.split(':');
+    let (hours, minutes, seconds) = (parts.next()?, parts.next()?, parts.next()?);
+    let seconds = hours.parse::<f64>().ok()? * 3600.0
+        + minutes.parse::<f64>().ok()? * 60.0
+        + seconds.parse::<f64>().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Some(Duration::from_secs_f64(seconds)))
+}
+
+/// Lines of a stream, each cut to [`MAX_LINE_BYTES`] (the rest of a longer one is skipped), so
+/// what a file makes ffmpeg print cannot make the converter's memory grow. `\r` ends a line too.
+struct BoundedLines<R> {
+    reader: R,
+    done: bool,
+}
+
+impl<R: AsyncBufRead + Unpin> BoundedLines<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            done: false,
+        }
+    }
+
+    async fn next_line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        while !self.done {
+            let buffer = match self.reader.fill_buf().await {
+                Ok([]) | Err(_) => {
+                    self.done = true;
+                    break;
+                }
+                Ok(buffer) => buffer,
+            };
+            let end = buffer.iter().position(|byte| matches!(byte, b'\n' | b'\r'));
+            let taken = end.unwrap_or(buffer.len());
+            let room = MAX_LINE_BYTES.saturating_sub(line.len());
+            line.extend_from_slice(&buffer[..taken.min(room)]);
+            self.reader.consume(end.map_or(taken, |end| end + 1));
+            if end.is_some() {
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+        (!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned())
     }
 }
 
@@ -204,13 +300,17 @@ fn judge(probe: &ProbeOutput, max_duration: Duration) -> Result<Probe, Conversio
     if let Some(duration) = duration
         && duration > max_duration
     {
-        return Err(ConversionError::Unconvertible(format!(
-            "your video is {} long; the longest we convert is {}",
-            clock(duration),
-            clock(max_duration)
-        )));
+        return Err(too_long_for(duration, max_duration));
     }
     Ok(Probe { duration })
+}
+
+fn too_long_for(duration: Duration, max_duration: Duration) -> ConversionError {
+    ConversionError::Unconvertible(format!(
+        "your video is {} long; the longest we convert is {}",
+        clock(duration),
+        clock(max_duration)
+    ))
 }
 
 /// `1:02:03` or `2:03`.
@@ -347,10 +447,9 @@ mod tests {
         };
         let (progress, _seen) = watch::channel(0);
         let result = tools
-            .transcode(
+            .convert(
                 &dir.path().join("in.mp4"),
                 &dir.path().join("out.mp3"),
-                watch::channel(Some(Duration::from_secs(1))).1,
                 &progress,
                 &CancellationToken::new(),
             )
@@ -359,5 +458,93 @@ mod tests {
             matches!(&result, Err(ConversionError::Unconvertible(_))),
             "{result:?}"
         );
+    }
+
+    fn real_tools(max_duration: Duration) -> Tools {
+        Tools {
+            ffmpeg: "ffmpeg".into(),
+            ffprobe: "ffprobe".into(),
+            encoding: Encoding::Vbr(2),
+            max_duration,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn the_duration_is_read_from_ffmpegs_description_of_its_input() {
+        assert_eq!(
+            input_duration("  Duration: 00:01:02.50, start: 0.000000, bitrate: 2711 kb/s"),
+            Some(Some(Duration::from_millis(62_500)))
+        );
+        assert_eq!(
+            input_duration("  Duration: 10:00:00.00, start: 0.0"),
+            Some(Some(Duration::from_secs(36_000)))
+        );
+        assert_eq!(input_duration("  Duration: N/A, bitrate: N/A"), Some(None));
+        assert_eq!(input_duration("  Stream #0:1: Audio: aac"), None);
+        assert_eq!(input_duration("  Duration: soon, start: 0"), None);
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_both_line_ends_count() {
+        let long = "x".repeat(3 * MAX_LINE_BYTES);
+        let text = format!("first\r{long}\nlast");
+        let mut lines = BoundedLines::new(BufReader::with_capacity(64, text.as_bytes()));
+        assert_eq!(lines.next_line().await.as_deref(), Some("first"));
+        assert_eq!(
+            lines.next_line().await.map(|l| l.len()),
+            Some(MAX_LINE_BYTES)
+        );
+        assert_eq!(lines.next_line().await.as_deref(), Some("last"));
+        assert_eq!(lines.next_line().await, None);
+    }
+
+    /// The real ffmpeg: the one run that converts also judges the file, with the reasons
+    /// ffprobe gave when it judged every file.
+    #[tokio::test]
+    async fn one_ffmpeg_run_converts_and_refuses_what_cannot_be_converted_with_the_usual_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("clip.mp4");
+        test_support::generate_video(&clip, test_support::VideoSpec::small(5.0))
+            .await
+            .unwrap();
+        let silent = dir.path().join("silent.mp4");
+        test_support::generate_video(&silent, test_support::VideoSpec::small(2.0).without_audio())
+            .await
+            .unwrap();
+        let junk = dir.path().join("junk.mp4");
+        std::fs::write(&junk, test_support::pseudo_random_bytes(64 * 1024, 7)).unwrap();
+        let output = dir.path().join("out.mp3");
+        let convert = |tools: Tools, input: std::path::PathBuf| {
+            let output = output.clone();
+            async move {
+                let (progress, seen) = watch::channel(0);
+                let result = tools
+                    .convert(&input, &output, &progress, &CancellationToken::new())
+                    .await;
+                (result, *seen.borrow())
+            }
+        };
+
+        let (converted, percent) = convert(real_tools(Duration::from_secs(60)), clip.clone()).await;
+        converted.unwrap();
+        assert!(std::fs::metadata(&output).unwrap().len() > 1000);
+        assert!(percent > 0, "progress was reported: {percent}");
+
+        let started = std::time::Instant::now();
+        let (refused, _) = convert(real_tools(Duration::from_secs(2)), clip).await;
+        assert!(
+            matches!(&refused, Err(ConversionError::Unconvertible(m)) if m == "your video is 0:05 long; the longest we convert is 0:02"),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        for (input, reason) in [(silent, "no sound track"), (junk, "could not be read")] {
+            let (refused, _) = convert(real_tools(Duration::from_secs(60)), input).await;
+            assert!(
+                matches!(&refused, Err(ConversionError::Unconvertible(m)) if m.contains(reason)),
+                "{reason}: {refused:?}"
+            );
+        }
     }
 }

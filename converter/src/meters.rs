@@ -12,6 +12,6 @@ service_kit::metrics_catalog! {
     counter JOBS_FAILED = "converter_jobs_failed_total": Count, "Jobs failed, by reason: unconvertible (the file) or attempts_exhausted (our side)";
     /// Time from claim to MP3 stored, for jobs that succeeded.
     histogram CONVERSION_DURATION = "converter_conversion_seconds": Seconds, "Time from claiming a job to its MP3 stored and recorded";
-    /// Time per stage, labelled `stage` (claim, fetch, probe, transcode, store, finish).
-    histogram STAGE_DURATION = "converter_stage_seconds": Seconds, "Time spent in each stage of a job: claim, fetch, probe, transcode, store, finish";
+    /// Time per stage, labelled `stage` (claim, fetch, wait, convert, store, finish).
+    histogram STAGE_DURATION = "converter_stage_seconds": Seconds, "Time spent in each stage of a job: claim, fetch, wait (for a conversion slot), convert, store, finish";
 }
