@@ -32,6 +32,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
+/// How often a worker looks at the queue for [`BUSY_SPELL`] after it last found a message. A
+/// worker in the middle of a stream of messages (a notifier behind busy converters, say) then
+/// picks up the next within 50 ms; after that the pause doubles up to
+/// [`POLL_INTERVAL`], so an idle worker costs no more than one look per interval.
+const BUSY_POLL_PAUSE: Duration = Duration::from_millis(50);
+/// How long after its last message a worker keeps looking every [`BUSY_POLL_PAUSE`].
+const BUSY_SPELL: Duration = Duration::from_secs(1);
 /// How often an idle worker looks at the queue again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The longest pause after the queue file failed, before trying again.
@@ -298,7 +305,8 @@ pub(crate) async fn consume<H: Handler>(
     )));
     let in_flight = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let mut pause = POLL_INTERVAL;
+    let mut pause = BUSY_POLL_PAUSE;
+    let mut last_found = tokio::time::Instant::now();
     loop {
         let slot = tokio::select! {
             () = shutdown.wait() => break,
@@ -306,7 +314,8 @@ pub(crate) async fn consume<H: Handler>(
         };
         match queue.lease(&settings.queue, lease).await {
             Ok(Some(leased)) => {
-                pause = POLL_INTERVAL;
+                pause = BUSY_POLL_PAUSE;
+                last_found = tokio::time::Instant::now();
                 let (queue, worker) = (queue.clone(), worker.clone());
                 let cancel = cancel.child_token();
                 in_flight.spawn(async move {
@@ -315,10 +324,11 @@ pub(crate) async fn consume<H: Handler>(
                 });
                 continue;
             }
-            Ok(None) => pause = POLL_INTERVAL,
+            Ok(None) if last_found.elapsed() < BUSY_SPELL => pause = BUSY_POLL_PAUSE,
+            Ok(None) => pause = (pause * 2).clamp(BUSY_POLL_PAUSE, POLL_INTERVAL),
             Err(error) => {
                 tracing::warn!(%error, ?pause, "cannot read the embedded queue; retrying");
-                pause = (pause * 2).min(MAX_ERROR_PAUSE);
+                pause = (pause * 2).clamp(POLL_INTERVAL, MAX_ERROR_PAUSE);
             }
         }
         drop(slot);
