@@ -6,8 +6,9 @@ use bytes::BytesMut;
 use clients::{Owner, StorageClient};
 use futures::StreamExt;
 use proto::storage::v1 as pb;
+use std::io::Write;
 use std::path::Path;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes per upload message.
@@ -29,7 +30,9 @@ pub async fn download_video(
             }
             _ => ConversionError::storage("fetching the video", status),
         })?;
-    let mut file = tokio::fs::File::create(path).await?;
+    // A std file written on a blocking thread, one hand-off per chunk: tokio's own file would
+    // copy every chunk into a buffer of its own first.
+    let mut file = Some(tokio::fs::File::create(path).await?.into_std().await);
     let mut written = 0u64;
     loop {
         let chunk = tokio::select! {
@@ -39,10 +42,14 @@ pub async fn download_video(
         let Some(chunk) = chunk else { break };
         let chunk =
             chunk.map_err(|status| ConversionError::storage("fetching the video", status))?;
-        file.write_all(&chunk).await?;
         written += chunk.len() as u64;
+        let mut out = file.take().expect("the file is put back after every write");
+        file = Some(
+            tokio::task::spawn_blocking(move || out.write_all(&chunk).map(|()| out))
+                .await
+                .map_err(std::io::Error::other)??,
+        );
     }
-    file.flush().await?;
     Ok(written)
 }
 

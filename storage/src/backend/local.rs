@@ -24,8 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio_util::io::ReaderStream;
 
-/// Bytes per chunk when reading a file out.
-const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes per chunk when reading a file out: each chunk is one read on a blocking thread and one
+/// gRPC message, so larger chunks mean fewer thread hand-offs and frames per file (a
+/// converter's fetch of a video is most of what storage does per job).
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A directory holding files and job records.
 #[derive(Debug)]
