@@ -24,25 +24,13 @@ use clients::Owner;
 use proto::storage::v1 as pb;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use test_support::bench::{env_number, median};
 use test_support::cluster::{Cluster, Parts, Role, User};
 use test_support::process::{CpuTimes, MachineCpu, cpu_times, release_binary};
 use test_support::{VideoSpec, free_port, generate_video};
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Writes what the page cache holds dirty, so one phase's writes are not paid in the next.

@@ -19,23 +19,12 @@ use messaging::events::{Payload, VideoUploaded, new_event};
 use proto::storage::v1 as pb;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use test_support::bench::{env_number, median};
 use test_support::process::{ServiceProcess, wait_for_port};
 use test_support::{VideoSpec, free_port, generate_video};
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Runs raw ffmpeg on a local file; seconds taken.
@@ -197,7 +186,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let ratios: Vec<f64> = through.iter().zip(&raw).map(|(t, r)| t / r).collect();
     let per_run: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    let (raw, through, ratio) = (median(raw), median(through), median(ratios));
+    let (raw, through, ratio) = (median(&raw), median(&through), median(&ratios));
     let stages = stage_means(first_ops, runs).await?;
 
     // Bursts: all jobs queued at once, to one worker process, then to two.

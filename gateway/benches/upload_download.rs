@@ -20,6 +20,7 @@ use mongodb::bson::Bson;
 use mongodb::gridfs::GridFsBucket;
 use proto::storage::v1 as pb;
 use std::time::{Duration, Instant};
+use test_support::bench::{env_number, median};
 use test_support::free_port;
 use test_support::process::{ServiceProcess, wait_for_port};
 
@@ -40,19 +41,6 @@ fn pieces(total: usize, seed: u64) -> impl futures::Stream<Item = Result<Vec<u8>
 
 fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 /// Writes `size` bytes with the driver's GridFS upload stream; the time taken and the file id.
