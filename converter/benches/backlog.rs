@@ -253,6 +253,7 @@ impl System {
             let _ = converter.wait().await;
         }
         self.check_batch(&ids).await;
+        assert_eq!(self.mails(), mails_before + jobs, "one e-mail per job");
         Phase {
             seconds,
             cpu,

@@ -242,21 +242,19 @@ impl Converter {
         );
         let stage = Instant::now();
         let permit = tokio::select! {
-            permit = self.conversions.acquire() => permit.expect("the semaphore is never closed"),
-            () = stop.cancelled() => {
-                reporter.abort();
-                return Err(if superseded.is_cancelled() {
-                    ConversionError::Superseded
-                } else {
-                    ConversionError::Cancelled
-                });
-            }
+            permit = self.conversions.acquire() => Some(permit.expect("the semaphore is never closed")),
+            () = stop.cancelled() => None,
         };
         record_stage("wait", stage);
-        let stage = Instant::now();
-        let converted = self.tools.convert(&input, &output, &progress, &stop).await;
-        drop(permit);
-        record_stage("convert", stage);
+        let converted = match permit {
+            Some(_permit) => {
+                let stage = Instant::now();
+                let converted = self.tools.convert(&input, &output, &progress, &stop).await;
+                record_stage("convert", stage);
+                converted
+            }
+            None => Err(ConversionError::Cancelled),
+        };
         reporter.abort();
         if superseded.is_cancelled() {
             return Err(ConversionError::Superseded);
@@ -461,8 +459,7 @@ struct Prefetch {
 }
 
 /// Time spent in one stage of a job (claim, fetch, wait for a conversion slot, convert, store,
-/// finish), so an
-/// operator can see where a job's time goes: `converter_stage_seconds{stage}`.
+/// finish), so an operator can see where a job's time goes: `converter_stage_seconds{stage}`.
 fn record_stage(stage: &'static str, since: Instant) {
     metrics::histogram!(crate::meters::STAGE_DURATION, "stage" => stage)
         .record(since.elapsed().as_secs_f64());

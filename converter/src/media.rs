@@ -332,8 +332,8 @@ async fn report_progress(
     progress: &watch::Sender<u32>,
 ) {
     // Every line is read, known length or not, so ffmpeg never blocks on the pipe.
-    let mut lines = BufReader::new(stdout).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut lines = BoundedLines::new(BufReader::new(stdout));
+    while let Some(line) = lines.next_line().await {
         let Some(total) = duration.borrow().filter(|d| !d.is_zero()) else {
             continue;
         };

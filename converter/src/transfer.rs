@@ -8,6 +8,7 @@ use futures::StreamExt;
 use proto::storage::v1 as pb;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +33,7 @@ pub async fn download_video(
         })?;
     // A std file written on a blocking thread, one hand-off per chunk: tokio's own file would
     // copy every chunk into a buffer of its own first.
-    let mut file = Some(tokio::fs::File::create(path).await?.into_std().await);
+    let file = Arc::new(tokio::fs::File::create(path).await?.into_std().await);
     let mut written = 0u64;
     loop {
         let chunk = tokio::select! {
@@ -43,12 +44,10 @@ pub async fn download_video(
         let chunk =
             chunk.map_err(|status| ConversionError::storage("fetching the video", status))?;
         written += chunk.len() as u64;
-        let mut out = file.take().expect("the file is put back after every write");
-        file = Some(
-            tokio::task::spawn_blocking(move || out.write_all(&chunk).map(|()| out))
-                .await
-                .map_err(std::io::Error::other)??,
-        );
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || (&*file).write_all(&chunk))
+            .await
+            .map_err(std::io::Error::other)??;
     }
     Ok(written)
 }
