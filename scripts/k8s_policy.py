@@ -14,13 +14,15 @@ prints every violation it found and ends the run with exit code 1. Categories:
   resources    cpu + memory requests and limits on every container and initContainer
   probes       liveness + readiness on every container
   security     runAsNonRoot, readOnlyRootFilesystem, no privilege escalation, capabilities
-               drop ALL, seccomp RuntimeDefault (exemptions below, by name)
+               drop ALL, seccomp RuntimeDefault, Secrets as mounted files and never as
+               environment variables (exemptions below, by name)
   shutdown     terminationGracePeriodSeconds longer than each service's drain
   references   Service/PDB/NetworkPolicy selectors match pods, Service target ports exist,
                Ingress backends exist, referenced ConfigMaps/Secrets/ServiceAccounts exist,
                one autoscaler per workload and no fixed replica count under it
   env          every variable a service needs in the cluster is set, and every variable set
-               is one the README's Configuration table lists for that service
+               is one the README's Configuration table lists for that service; NAME_FILE
+               counts as NAME when it names a key of a Secret mounted read-only
   secrets      secretGenerator sources are gitignored and untracked (only *.example
                templates are committed), and no Secret value appears in a committable file
 """
@@ -64,6 +66,9 @@ EXEMPTIONS: dict[tuple[str, str], dict[str, str]] = {
     ("rabbitmq", "rabbitmq"): {
         "readOnlyRootFilesystem": "the rabbitmq image's entrypoint and server write under "
         "/etc/rabbitmq and /var/log/rabbitmq, not only to the data volume",
+        "secretsAsFiles": "RabbitMQ 3.9+ reads its default user's password from "
+        "RABBITMQ_DEFAULT_PASS or its config file only (the image dropped the _FILE forms); "
+        "a config file holding the password is a Secret of another shape, not done yet",
     },
 }
 
@@ -286,7 +291,38 @@ def env_of(pod: Pod, container: dict, problems: list[str]) -> dict[str, tuple[st
             env[e["name"]] = (f"ConfigMap/{ref['name']}", configmap_values(cm).get(ref["key"]) if cm else None)
         else:
             env[e["name"]] = ("env", None)
+    for var, (source, value) in list(env.items()):
+        if not var.endswith("_FILE") or value is None:
+            continue
+        secret = mounted_secret_file(pod, container, value, problems)
+        if secret is not None:
+            del env[var]
+            env[var.removesuffix("_FILE")] = (f"{secret} (file)", None)
     return env
+
+
+def mounted_secret_file(pod: Pod, container: dict, path: str, problems: list[str]) -> str | None:
+    """`Secret/NAME key KEY` when `path` is a key's file in a Secret mounted read-only into
+    `container`, else None (reported)."""
+    where = f"{pod.where} container {container.get('name')}"
+    volumes = {v["name"]: v for v in pod.spec.get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        volume = volumes.get(mount["name"]) or {}
+        if not path.startswith(prefix) or "secret" not in volume:
+            continue
+        key = path[len(prefix):]
+        name = volume["secret"]["secretName"]
+        if not mount.get("readOnly"):
+            problems.append(f"{where}: the Secret '{name}' holding {path} is not mounted readOnly")
+        items = {i["path"]: i["key"] for i in volume["secret"].get("items") or []}
+        key = items.get(key, key) if items else key
+        doc = pod.render.find("Secret", name)
+        if doc is not None and key not in secret_values(doc):
+            problems.append(f"{where}: {path} names key {key}, which Secret/{name} does not hold")
+        return f"Secret/{name} key {key}"
+    problems.append(f"{where}: {path} is not in a Secret mounted into the container")
+    return None
 
 
 def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -394,6 +430,13 @@ def check_security(renders: list[Render]) -> Result:
         drops = [d.upper() for d in ((csc.get("capabilities") or {}).get("drop") or [])]
         need("capabilities", "ALL" in drops, "securityContext.capabilities.drop does not hold ALL")
         need("privileged", not csc.get("privileged"), "runs privileged")
+        # CKV_K8S_35: a Secret in the environment shows in /proc/PID/environ, `kubectl
+        # describe` and crash dumps; mounted files do not.
+        secret_env = [f"envFrom Secret/{src['secretRef']['name']}" for src in c.get("envFrom") or [] if "secretRef" in src]
+        secret_env += [f"env {e['name']} from Secret/{e['valueFrom']['secretKeyRef']['name']}"
+                       for e in c.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})]
+        need("secretsAsFiles", not secret_env,
+             f"takes a Secret through the environment ({', '.join(secret_env)}): mount it read-only and set NAME_FILE")
         seccomp = (effective(pod, c, "seccompProfile") or {}).get("type")
         need("seccompProfile", seccomp == "RuntimeDefault",
              f"seccompProfile must be RuntimeDefault (container or pod), got {seccomp!r}")

@@ -73,12 +73,14 @@ pub struct Config {
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
     pub login_failure_window_seconds: u64,
 
-    /// E-mail of an admin account to create (or promote) at start-up.
-    #[arg(long, env = "ADMIN_EMAIL", requires = "admin_password")]
+    /// E-mail of an admin account to create (or promote) at start-up; needs ADMIN_PASSWORD.
+    #[arg(long, env = "ADMIN_EMAIL")]
     pub admin_email: Option<String>,
 
     /// Password for ADMIN_EMAIL when the account is created.
-    #[arg(long, env = "ADMIN_PASSWORD", requires = "admin_email")]
+    // The pair is checked in `validate`, not by clap's `requires`: clap does not count a value
+    // read from ADMIN_PASSWORD_FILE (a default, to clap) as given.
+    #[arg(long, env = "ADMIN_PASSWORD")]
     pub admin_password: Option<Secret>,
 
     #[command(flatten)]
@@ -110,6 +112,21 @@ impl ServiceConfig for Config {
                     "must start with mysql:// or sqlite:",
                 ));
             }
+        }
+        match (&self.admin_email, &self.admin_password) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "ADMIN_EMAIL",
+                    "needs ADMIN_PASSWORD (or ADMIN_PASSWORD_FILE) for the account it creates",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "ADMIN_PASSWORD",
+                    "is set without ADMIN_EMAIL, the account it is for",
+                ));
+            }
+            _ => {}
         }
         if self.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB {
             return Err(ConfigError::invalid(

@@ -102,7 +102,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 impl Cli {
     /// The command line and environment of this process, its configuration checked.
     pub fn load() -> Result<Self, ConfigError> {
-        let cli = Self::try_parse()?;
+        let cli: Self = service_kit::secret_files::parse(std::env::args_os())?;
         cli.config.validate()?;
         Ok(cli)
     }

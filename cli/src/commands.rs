@@ -26,7 +26,7 @@ pub struct Credentials {
     /// The password (prefer MP3CONVERTER_PASSWORD, --password-stdin or the prompt: a flag shows
     /// in the process list).
     #[arg(long, env = "MP3CONVERTER_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    pub password: Option<service_kit::Secret>,
     /// Read the password from the first line of standard input.
     #[arg(long, conflicts_with = "password")]
     pub password_stdin: bool,
@@ -196,7 +196,7 @@ pub async fn run(
 
 fn password(credentials: &Credentials) -> Result<String, Failure> {
     if let Some(password) = &credentials.password {
-        return Ok(password.clone());
+        return Ok(password.expose().to_owned());
     }
     let stdin = std::io::stdin();
     if !credentials.password_stdin && stdin.is_terminal() {

@@ -1,8 +1,10 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    mp3converter::main(mp3converter::Cli::parse()).await
+    // Parsed as the services' own binaries parse, so `serve ROLE` takes each secret's `_FILE`
+    // form too.
+    let cli = service_kit::secret_files::parse(std::env::args_os())
+        .unwrap_or_else(|error: service_kit::config::ConfigError| error.exit());
+    mp3converter::main(cli).await
 }

@@ -9,6 +9,7 @@
 //!   set typed fields. No configuration is ever assembled from argument strings.
 
 use clap::{Args, Parser, ValueEnum};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 /// How log lines are written.
@@ -56,9 +57,10 @@ pub trait ServiceConfig: Parser {
     /// naming the variable at fault.
     fn validate(&self) -> Result<(), ConfigError>;
 
-    /// From the process's command line and environment, checked: a service's binary.
+    /// From the process's command line and environment (each secret's `_FILE` form
+    /// included: [`crate::secret_files`]), checked: a service's binary.
     fn load() -> Result<Self, ConfigError> {
-        let config = Self::try_parse()?;
+        let config: Self = crate::secret_files::parse(std::env::args_os())?;
         config.validate()?;
         Ok(config)
     }
@@ -66,9 +68,7 @@ pub trait ServiceConfig: Parser {
     /// From the process's environment alone (no command-line flags), not yet checked: how `up`
     /// reads each service's variables before it sets the fields that are its own to choose.
     fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self::try_parse_from([Self::command()
-            .get_name()
-            .to_owned()])?)
+        crate::secret_files::parse([Self::command().get_name().to_owned()])
     }
 
     /// The documented defaults, exactly as the declaration states them, with the process's
@@ -90,7 +90,7 @@ pub enum ConfigError {
     #[error("invalid configuration: {variable} {problem}")]
     Invalid {
         /// The environment variable at fault.
-        variable: &'static str,
+        variable: Cow<'static, str>,
         /// What is wrong with it.
         problem: String,
     },
@@ -102,15 +102,15 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// `variable` is set, but `problem`.
-    pub fn invalid(variable: &'static str, problem: impl Into<String>) -> Self {
+    pub fn invalid(variable: impl Into<Cow<'static, str>>, problem: impl Into<String>) -> Self {
         Self::Invalid {
-            variable,
+            variable: variable.into(),
             problem: problem.into(),
         }
     }
 
     /// The variable at fault, for a value that parsed but cannot work.
-    pub fn variable(&self) -> Option<&'static str> {
+    pub fn variable(&self) -> Option<&str> {
         match self {
             Self::Invalid { variable, .. } => Some(variable),
             Self::Parse(_) => None,

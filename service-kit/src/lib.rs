@@ -18,6 +18,7 @@ pub mod net;
 pub mod ops;
 pub mod request_id;
 pub mod secret;
+pub mod secret_files;
 pub mod shutdown;
 pub mod telemetry;
 

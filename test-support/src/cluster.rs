@@ -241,6 +241,33 @@ impl Cluster {
         }
     }
 
+    /// Takes every secret out of the services' environments and puts it in a file of its own
+    /// (the value and a trailing newline, as `echo` and `kubectl create secret --from-file`
+    /// leave it; readable by its owner alone), each service given `NAME_FILE` instead, as a
+    /// Kubernetes Secret mounted as files reaches it. Call it before any role starts. Returns
+    /// the values moved, for a test to look for where they must not be.
+    pub fn secrets_as_files(&mut self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.data_dir.path().join("secrets");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut moved = Vec::new();
+        for (role, vars) in &mut self.env {
+            for (name, value) in vars.iter_mut() {
+                let Some(file_form) = secret_file_form(name) else {
+                    continue;
+                };
+                let path = dir.join(format!("{}-{name}", role.name()));
+                std::fs::write(&path, format!("{value}\n")).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+                moved.push(std::mem::replace(value, path.display().to_string()));
+                *name = file_form;
+            }
+        }
+        moved.sort();
+        moved.dedup();
+        moved
+    }
+
     /// Starts `roles` together and waits until each is ready.
     pub async fn start_roles(&mut self, roles: &[Role]) {
         for role in roles {
@@ -278,6 +305,9 @@ impl Cluster {
             "AUTH_URL",
         ] {
             command.env_remove(variable);
+            if let Some(file_form) = secret_file_form(variable) {
+                command.env_remove(file_form);
+            }
         }
         command
             .envs(self.env[&role].iter().map(|(k, v)| (*k, v.as_str())))
@@ -503,4 +533,18 @@ async fn host_port(amqp_url: &str) -> SocketAddr {
         .unwrap()
         .next()
         .unwrap()
+}
+
+/// The `_FILE` form of a secret variable the cluster sets, or `None` for one that holds no
+/// secret.
+fn secret_file_form(variable: &str) -> Option<&'static str> {
+    Some(match variable {
+        "JWT_SECRET" => "JWT_SECRET_FILE",
+        "DATABASE_URL" => "DATABASE_URL_FILE",
+        "MONGODB_URI" => "MONGODB_URI_FILE",
+        "AMQP_URL" => "AMQP_URL_FILE",
+        "SMTP_URL" => "SMTP_URL_FILE",
+        "ADMIN_PASSWORD" => "ADMIN_PASSWORD_FILE",
+        _ => return None,
+    })
 }

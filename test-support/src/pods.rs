@@ -184,13 +184,14 @@ impl Deployment {
             .iter()
             .map(|d| {
                 let name = d["metadata"]["name"].as_str().context("a Secret's name")?;
-                Ok((name.to_owned(), d["data"].clone()))
+                Ok((name.to_owned(), (*d).clone()))
             })
             .collect::<anyhow::Result<Vec<(String, Value)>>>()?;
-        // The Secrets go to podman's secret store directly, each as the JSON map of its `data`
-        // (key to base64 value), which is what podman 4.3 reads for envFrom: the Secret it
-        // makes itself from a played document is stored as the whole YAML object, and envFrom
-        // then fails with "is not valid JSON" (podman issue 17071; seen here).
+        // The Secrets go to podman's secret store directly, each as its whole document: what
+        // podman 4.3 reads for a `secret` volume, the one way the manifests take a Secret. (Its
+        // envFrom would read the JSON map of `data` instead, podman issue 17071; no container
+        // here takes a Secret that way any more.) Each is removed again by `tear_down`, with
+        // the named volume podman makes of it for the pods that mount it.
         let render = scratch.path().join("podman.yaml");
         let mut stream = String::new();
         for document in others {
@@ -464,6 +465,9 @@ impl Deployment {
         for (secret, _) in &self.secrets {
             // Fails for a Secret that is not there, which is what is wanted.
             let _ = podman(&["secret", "rm", secret]);
+            // podman 4.3 plays a `secret` volume as a named volume holding the Secret's files
+            // and leaves it behind: the next play would find the old files in it.
+            let _ = podman(&["volume", "rm", "--force", secret]);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Security properties of the running system as a whole ([`cluster`]: five processes on real
-//! infrastructure): secrets never reach any service's logs, authenticated answers are not
-//! cached, the login throttle holds under a
-//! burst of concurrent guesses, and the internal gRPC services cannot be reached through the
-//! gateway.
+//! infrastructure): secrets never reach any service's logs, and given as files they never
+//! enter a process's environment; authenticated answers are not cached, the login throttle
+//! holds under a burst of concurrent guesses, and the internal gRPC services cannot be reached
+//! through the gateway.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -11,7 +11,7 @@ use proto::storage::v1 as storage_pb;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
-use test_support::cluster::{Cluster, JWT_SECRET, PASSWORD, Role};
+use test_support::cluster::{Cluster, JWT_SECRET, PASSWORD, Parts, Role};
 use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -247,4 +247,110 @@ async fn auth_and_storage_cannot_be_reached_through_the_gateway() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[tokio::test]
+async fn secrets_given_as_files_serve_the_whole_flow_and_never_enter_an_environment() {
+    let mut cluster = Cluster::configure(crate::binary(), Parts::Real, &[]).await;
+    let secrets = cluster.secrets_as_files();
+    // The signing key, MariaDB's URL, the MongoDB URI, the AMQP URL, the SMTP URL.
+    assert_eq!(secrets.len(), 5, "{} secrets moved", secrets.len());
+    cluster.start_roles(&Role::ALL).await;
+
+    let user = cluster.user("files@example.com").await;
+    let upload = cluster
+        .upload(
+            &user.token,
+            "clip.mp4",
+            mp4_bytes(VideoSpec::small(1.0)).await,
+        )
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), StatusCode::ACCEPTED);
+    let job_id = upload.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mail = cluster.smtp.wait_for(1, Duration::from_secs(120)).await;
+    assert_eq!(mail[0].to, ["files@example.com"]);
+    let job = rest::job(&cluster.http, &cluster.gateway, &user.token, &job_id).await;
+    assert!(job["mp3_id"].is_string(), "{job}");
+    // A token signed with the key read from the file, trailing newline trimmed, verifies.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["mp3converter"]);
+    jsonwebtoken::decode::<Value>(
+        &user.token,
+        &jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("the token is signed with the file's key, newline trimmed");
+
+    for role in Role::ALL {
+        let environ = std::fs::read(format!("/proc/{}/environ", cluster.pid(role))).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        for secret in &secrets {
+            assert!(
+                !environ.contains(secret.as_str()),
+                "{role:?}'s environment holds a secret"
+            );
+        }
+        // Every role is given at least one secret on the real servers.
+        assert!(environ.contains("_FILE="), "{role:?} got no secret file");
+    }
+}
+
+#[tokio::test]
+async fn a_secret_file_that_cannot_be_read_or_is_given_twice_stops_the_service_naming_it() {
+    let dir = test_support::temp_dir();
+    let secret_value = "a-signing-key-that-must-never-print-0123456789";
+    let key_file = dir.path().join("jwt");
+    std::fs::write(&key_file, format!("{secret_value}\n")).unwrap();
+    let not_a_file = dir.path().display().to_string();
+    let refusal = |env: Vec<(&'static str, String)>| async move {
+        let output = tokio::process::Command::new(crate::binary())
+            .args(["serve", "auth"])
+            .env_remove("JWT_SECRET")
+            .env_remove("JWT_SECRET_FILE")
+            .env("DATA_DIR", test_support::temp_dir().path())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("OPS_LISTEN_ADDR", "127.0.0.1:0")
+            .envs(env)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(30), output)
+            .await
+            .expect("the service stops at once")
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        String::from_utf8(output.stderr).unwrap()
+    };
+
+    let unreadable = refusal(vec![("JWT_SECRET_FILE", not_a_file.clone())]).await;
+    assert!(
+        unreadable.contains("JWT_SECRET_FILE") && unreadable.contains(&not_a_file),
+        "{unreadable}"
+    );
+
+    let twice = refusal(vec![
+        ("JWT_SECRET_FILE", key_file.display().to_string()),
+        ("JWT_SECRET", secret_value.into()),
+    ])
+    .await;
+    assert!(
+        twice.contains("JWT_SECRET_FILE") && twice.contains("and JWT_SECRET are both set"),
+        "{twice}"
+    );
+    assert!(!twice.contains(secret_value), "{twice}");
+
+    // The file's content still passes through validation: too short a key is refused by the
+    // variable it stands for, without its value.
+    std::fs::write(&key_file, "short\n").unwrap();
+    let short = refusal(vec![("JWT_SECRET_FILE", key_file.display().to_string())]).await;
+    assert!(
+        short.contains("JWT_SECRET must be at least 32 bytes"),
+        "{short}"
+    );
+    assert!(
+        !short.contains("short\n") && !short.contains(": short"),
+        "{short}"
+    );
 }
