@@ -4,6 +4,7 @@ use clap::Parser;
 use messaging::BrokerConfig;
 use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The REST edge of mp3converter.
@@ -43,6 +44,15 @@ pub struct Config {
     )]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Serve HTTPS with this PEM certificate chain (leaf first), with TLS_KEY_FILE; unset:
+    /// plain HTTP. Read again when it changes (cert-manager renews it in place).
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }
@@ -51,6 +61,15 @@ impl Config {
     /// Time limit for requests that do not stream a file.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
+    }
+
+    /// The certificate and key to serve HTTPS with, when both are set.
+    pub fn tls(&self) -> Option<service_kit::tls::CertificateFiles> {
+        Some(service_kit::tls::CertificateFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            variables: ("TLS_CERT_FILE", "TLS_KEY_FILE"),
+        })
     }
 }
 
@@ -66,6 +85,21 @@ impl ServiceConfig for Config {
                     format!("`{url}` is not a valid http:// URL"),
                 ));
             }
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "TLS_KEY_FILE",
+                    "is required when TLS_CERT_FILE is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "TLS_CERT_FILE",
+                    "is required when TLS_KEY_FILE is set",
+                ));
+            }
+            _ => {}
         }
         self.broker.validate()?;
         for origin in self.cors_allowed_origins.iter().filter(|o| !o.is_empty()) {

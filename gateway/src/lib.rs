@@ -23,10 +23,12 @@ pub mod sniff;
 pub use config::Config;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clients::{AuthClient, StorageClient};
 use messaging::Publisher;
 use routes::{AppState, Channels};
 use service_kit::Shutdown;
+use service_kit::tls::{ReloadingServerConfig, TlsListener};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -46,6 +48,8 @@ pub async fn main(config: Config) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    /// HTTPS when TLS_CERT_FILE and TLS_KEY_FILE are set.
+    tls: Option<ReloadingServerConfig>,
     router: axum::Router,
 }
 
@@ -54,11 +58,21 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
         let listener = service_kit::net::bind("LISTEN_ADDR", config.listen_addr).await?;
+        let tls = match config.tls() {
+            Some(files) => Some(ReloadingServerConfig::load(files).await?),
+            None => None,
+        };
         let state = state(&config)?;
         Ok(Self {
             listener,
+            tls,
             router: routes::router(state, &config),
         })
+    }
+
+    /// Whether it serves HTTPS (else plain HTTP).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Where HTTP is served: the API, the web page, and the ops routes.
@@ -68,19 +82,38 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// Serves HTTP until `shutdown` fires, then drains open requests.
+    /// Serves HTTP (or HTTPS) until `shutdown` fires, then drains open requests.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.http_addr(), "gateway listening");
-        axum::serve(
-            service_kit::net::nodelay_listener(self.listener),
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
+        tracing::info!(addr = %self.http_addr(), tls = self.serves_tls(), "gateway listening");
+        match self.tls {
+            Some(tls) => {
+                // A no-op tap: axum gives `ConnectInfo<SocketAddr>` (the login throttle's client
+                // address) for a `TcpListener` or a tapped listener, not for other listeners.
+                let listener = TlsListener::new(self.listener, tls).tap_io(|_| {});
+                serve(listener, self.router, shutdown).await?
+            }
+            None => {
+                let listener = service_kit::net::nodelay_listener(self.listener);
+                serve(listener, self.router, shutdown).await?
+            }
+        }
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// `router` on `listener` until `shutdown` fires, then the open requests drained.
+async fn serve<L>(listener: L, router: axum::Router, shutdown: Shutdown) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .await
 }
 
 /// What every handler shares: the clients of auth and storage, and the publisher.

@@ -1,7 +1,8 @@
 //! The runtime every mp3converter service needs, written once: the pieces of typed
-//! configuration they share, secrets that never print, telemetry, the shutdown signal, the gRPC
-//! scaffolding (health + reflection), the ops endpoint (health + `/metrics`), and the request id
-//! that ties one request's log lines together across services. How events travel between
+//! configuration they share, secrets that never print (and their `_FILE` forms), telemetry, the
+//! shutdown signal, the gRPC scaffolding (health + reflection), the ops endpoint (health +
+//! `/metrics`), a TLS listener whose certificate reloads, and the request id that ties one
+//! request's log lines together across services. How events travel between
 //! services is the `messaging` crate's job.
 //!
 //! Each service's `lib.rs` follows the same shape: parse its config (flattening
@@ -21,6 +22,7 @@ pub mod secret;
 pub mod secret_files;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use secret::Secret;
 pub use shutdown::Shutdown;

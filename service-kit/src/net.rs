@@ -32,7 +32,7 @@ pub async fn bind(variable: &str, addr: std::net::SocketAddr) -> anyhow::Result<
         .with_context(|| format!("binding {variable} {addr}"))
 }
 
-fn nodelay(stream: &TcpStream) {
+pub(crate) fn nodelay(stream: &TcpStream) {
     // Without it the connection still works, only slower: serve it anyway.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");

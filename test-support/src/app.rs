@@ -23,14 +23,21 @@ pub trait TestApp: Sized + Send + 'static {
     fn run(self, shutdown: Shutdown) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// What answers 200 once the service is up: `/readyz` (serving, or consuming).
     const READY_PATH: &'static str = "/readyz";
+    /// `https` for a service that serves TLS on [`TestApp::addr`], else `http`.
+    fn scheme(&self) -> &'static str {
+        "http"
+    }
 }
 
 /// `TestApp` for a service's `App`: `$addr` is the method that says where it answers callers.
 macro_rules! test_app {
-    ($app:ty, $config:ty, $addr:ident, $ops:ident $(, $ready:literal)?) => {
+    ($app:ty, $config:ty, $addr:ident, $ops:ident $(, $ready:literal)? $(; $scheme:expr)?) => {
         impl TestApp for $app {
             type Config = $config;
             $(const READY_PATH: &'static str = $ready;)?
+            $(fn scheme(&self) -> &'static str {
+                $scheme(self)
+            })?
             fn build(config: Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send {
                 Self::build(config)
             }
@@ -56,7 +63,8 @@ test_app!(
     gateway::Config,
     http_addr,
     http_addr,
-    "/healthz"
+    "/healthz";
+    |app: &gateway::App| if app.serves_tls() { "https" } else { "http" }
 );
 test_app!(converter::App, converter::Config, ops_addr, ops_addr);
 test_app!(notifier::App, notifier::Config, ops_addr, ops_addr);
@@ -70,6 +78,7 @@ const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Running<A: TestApp> {
     config: A::Config,
+    scheme: &'static str,
     addr: SocketAddr,
     ops_addr: SocketAddr,
     spawned: crate::server::Spawned,
@@ -82,12 +91,15 @@ impl<A: TestApp> Running<A> {
     /// Builds the service from `config`, runs it until stopped, and returns once it is up.
     pub async fn start(config: A::Config) -> anyhow::Result<Self> {
         let app = A::build(config.clone()).await?;
-        let (addr, ops_addr) = (app.addr(), app.ops_addr());
+        let (scheme, addr, ops_addr) = (app.scheme(), app.addr(), app.ops_addr());
         let mut spawned = crate::server::Spawned::run(|shutdown| app.run(shutdown));
-        let probe = format!("http://{ops_addr}{}", A::READY_PATH);
+        // The gateway's ops routes are on its own port, so over HTTPS when it serves TLS.
+        let ops_scheme = if ops_addr == addr { scheme } else { "http" };
+        let probe = format!("{ops_scheme}://{ops_addr}{}", A::READY_PATH);
         spawned.wait_until_answers(&probe, READY_WITHIN).await?;
         Ok(Self {
             config,
+            scheme,
             addr,
             ops_addr,
             spawned,
@@ -111,14 +123,20 @@ impl<A: TestApp> Running<A> {
         self.addr
     }
 
-    /// `http://` and [`Running::addr`], for HTTP clients and tonic channels.
+    /// `http://` (`https://` for a service serving TLS) and [`Running::addr`], for HTTP
+    /// clients and tonic channels.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
-    /// `http://` and the ops endpoint's address.
+    /// `http://` (or the gateway's `https://`) and the ops endpoint's address.
     pub fn ops_url(&self) -> String {
-        format!("http://{}", self.ops_addr)
+        let scheme = if self.ops_addr == self.addr {
+            self.scheme
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.ops_addr)
     }
 
     /// A gRPC channel to it, connected now.

@@ -35,6 +35,7 @@ pub mod rabbitmq;
 pub mod rest;
 pub mod server;
 pub mod smtp;
+pub mod tls;
 
 pub use app::Running;
 pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video, mp4_bytes, mp4_like};

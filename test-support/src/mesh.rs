@@ -37,6 +37,9 @@ pub struct MeshOptions {
     pub gateway: Tweak<gateway::Config>,
     /// A change to auth's configuration.
     pub auth: Tweak<auth::Config>,
+    /// The client the mesh's helpers call the gateway with, instead of a plain one (one that
+    /// trusts the test's certificate authority, for a gateway serving HTTPS).
+    pub http: Option<reqwest::Client>,
 }
 
 impl MeshOptions {
@@ -65,6 +68,7 @@ impl std::fmt::Debug for MeshOptions {
             .field("amqp_url", &self.amqp_url)
             .field("gateway", &self.gateway.is_some())
             .field("auth", &self.auth.is_some())
+            .field("http", &self.http.is_some())
             .finish()
     }
 }
@@ -155,7 +159,7 @@ impl Mesh {
             broker,
             video_queue,
             mp3_queue,
-            http: reqwest::Client::new(),
+            http: options.http.unwrap_or_default(),
             work_dir: temp_dir(),
             _mysql: mysql,
             _mongo: mongo,

@@ -4,10 +4,12 @@
 //! - [`api`]: the REST API end to end, on the mesh (real auth, storage, MariaDB, the
 //!   MongoDB-wire server, RabbitMQ);
 //! - [`hostile_input`]: a table of hostile requests against the mesh;
-//! - [`openapi_conformance`]: schemathesis, generating requests from `/openapi.json`.
+//! - [`openapi_conformance`]: schemathesis, generating requests from `/openapi.json`;
+//! - [`tls`]: HTTPS, and a certificate renewed on disk while a download runs.
 
 mod api;
 mod hostile_input;
 mod openapi_conformance;
 mod router;
 mod support;
+mod tls;
