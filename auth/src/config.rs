@@ -83,12 +83,18 @@ pub struct Config {
     #[arg(long, env = "ADMIN_PASSWORD")]
     pub admin_password: Option<Secret>,
 
+    /// Mutual TLS for its gRPC server (GRPC_TLS_*): callers must present a certificate the
+    /// authority signed.
+    #[command(flatten)]
+    pub grpc_tls: service_kit::grpc_tls::GrpcTlsConfig,
+
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }
 
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.grpc_tls.validate()?;
         match &self.jwt_secret {
             Some(secret) if secret.expose().len() < JWT_SECRET_MIN_BYTES => {
                 return Err(ConfigError::invalid(
@@ -113,21 +119,10 @@ impl ServiceConfig for Config {
                 ));
             }
         }
-        match (&self.admin_email, &self.admin_password) {
-            (Some(_), None) => {
-                return Err(ConfigError::invalid(
-                    "ADMIN_EMAIL",
-                    "needs ADMIN_PASSWORD (or ADMIN_PASSWORD_FILE) for the account it creates",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "ADMIN_PASSWORD",
-                    "is set without ADMIN_EMAIL, the account it is for",
-                ));
-            }
-            _ => {}
-        }
+        service_kit::config::set_together(
+            ("ADMIN_EMAIL", self.admin_email.is_some()),
+            ("ADMIN_PASSWORD", self.admin_password.is_some()),
+        )?;
         if self.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB {
             return Err(ConfigError::invalid(
                 "ARGON2_MEMORY_KIB",

@@ -128,7 +128,8 @@ impl App {
                 .context("creating the ADMIN_EMAIL account")?;
             tracing::info!(user_id = %admin.id, "admin account ready");
         }
-        let server = GrpcServer::new(&[SERVICE_NAME])
+        let grpc_tls = config.grpc_tls.load().await?;
+        let server = GrpcServer::new(&[SERVICE_NAME], grpc_tls.as_ref())?
             .add_service(AuthServiceServer::new(api))
             .await;
         Ok(Self(listeners.serving("auth", server)))

@@ -588,6 +588,10 @@ fn refuses_unsafe_configurations_naming_the_variable() {
         c.jwt_secret = Some(SECRET.into());
     });
     assert_eq!(scheme.variable(), Some("DATABASE_URL"));
+    let admin_alone = refused(|c| c.admin_email = Some("root@example.com".into()));
+    assert_eq!(admin_alone.variable(), Some("ADMIN_PASSWORD"));
+    let password_alone = refused(|c| c.admin_password = Some("a password".into()));
+    assert_eq!(password_alone.variable(), Some("ADMIN_EMAIL"));
     assert!(
         auth::Config::defaults().validate().is_ok(),
         "the embedded default needs nothing"

@@ -25,9 +25,12 @@ impl AuthClient {
         }
     }
 
-    /// A client of the service at `url`, connecting on first use.
-    pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
-        Ok(Self::new(service_kit::grpc::client_channel(url)?))
+    /// A client of the service at `url` (over mutual TLS with `tls`), connecting on first use.
+    pub fn connect_lazy(
+        url: &str,
+        tls: Option<&service_kit::grpc_tls::GrpcTls>,
+    ) -> Result<Self, tonic::transport::Error> {
+        Ok(Self::new(service_kit::grpc::client_channel(url, tls)?))
     }
 
     // A tonic client is a cheap handle on the shared channel; each call takes its own.

@@ -64,10 +64,13 @@ impl StorageClient {
         }
     }
 
-    /// A client of the service at `url`, connecting on first use (and again after the service
-    /// went away), so a caller can start before storage does.
-    pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
-        Ok(Self::new(service_kit::grpc::client_channel(url)?))
+    /// A client of the service at `url` (over mutual TLS with `tls`), connecting on first use
+    /// (and again after the service went away), so a caller can start before storage does.
+    pub fn connect_lazy(
+        url: &str,
+        tls: Option<&service_kit::grpc_tls::GrpcTls>,
+    ) -> Result<Self, tonic::transport::Error> {
+        Ok(Self::new(service_kit::grpc::client_channel(url, tls)?))
     }
 
     fn rpc(&self) -> StorageServiceClient<Channel> {

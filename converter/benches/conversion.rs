@@ -166,7 +166,7 @@ async fn run() -> anyhow::Result<()> {
         ServiceProcess::spawn_release_storage(storage_port, storage_ops, &mongo, dir.path());
     wait_for_port(storage_port).await;
     let storage_url = format!("http://127.0.0.1:{storage_port}");
-    let storage = StorageClient::connect_lazy(&storage_url)?;
+    let storage = StorageClient::connect_lazy(&storage_url, None)?;
     let video_id = store_video(&storage, &input).await?;
     let connection = broker::connect(broker.url(), "bench").await?;
     let channel = broker::confirmed_channel(&connection).await?;

@@ -56,7 +56,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
         let links = &config.links;
-        let storage = StorageClient::connect_lazy(&links.storage_url)
+        let grpc_tls = links.grpc_tls.load().await?;
+        let storage = StorageClient::connect_lazy(&links.storage_url, grpc_tls.as_ref())
             .with_context(|| format!("STORAGE_URL `{}` is not a URL", links.storage_url))?;
         let tools = Tools {
             ffmpeg: config.ffmpeg.clone(),

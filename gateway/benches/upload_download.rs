@@ -229,7 +229,8 @@ async fn run() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let gateway_client = Gateway::sign_in(format!("http://127.0.0.1:{gateway_port}")).await?;
-    let storage_client = StorageClient::connect_lazy(&format!("http://127.0.0.1:{storage_port}"))?;
+    let storage_client =
+        StorageClient::connect_lazy(&format!("http://127.0.0.1:{storage_port}"), None)?;
     let mp3_id = gateway_client
         .downloadable_mp3(&storage_client, size)
         .await?;

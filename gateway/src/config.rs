@@ -3,6 +3,7 @@
 use clap::Parser;
 use messaging::BrokerConfig;
 use service_kit::config::{ConfigError, ServiceConfig, TelemetryConfig, parse_listen_addr};
+use service_kit::grpc_tls::GrpcTlsConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +45,10 @@ pub struct Config {
     )]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Mutual TLS to auth and storage (GRPC_TLS_*; their URLs are then https://).
+    #[command(flatten)]
+    pub grpc_tls: GrpcTlsConfig,
+
     /// Serve HTTPS with this PEM certificate chain (leaf first), with TLS_KEY_FILE; unset:
     /// plain HTTP. Read again when it changes (cert-manager renews it in place).
     #[arg(long, env = "TLS_CERT_FILE")]
@@ -75,32 +80,13 @@ impl Config {
 
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        for (variable, url) in [
-            ("AUTH_URL", &self.auth_url),
-            ("STORAGE_URL", &self.storage_url),
-        ] {
-            if tonic::transport::Endpoint::from_shared(url.clone()).is_err() {
-                return Err(ConfigError::invalid(
-                    variable,
-                    format!("`{url}` is not a valid http:// URL"),
-                ));
-            }
-        }
-        match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(_), None) => {
-                return Err(ConfigError::invalid(
-                    "TLS_KEY_FILE",
-                    "is required when TLS_CERT_FILE is set",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "TLS_CERT_FILE",
-                    "is required when TLS_KEY_FILE is set",
-                ));
-            }
-            _ => {}
-        }
+        self.grpc_tls.validate()?;
+        self.grpc_tls.check_url("AUTH_URL", &self.auth_url)?;
+        self.grpc_tls.check_url("STORAGE_URL", &self.storage_url)?;
+        service_kit::config::set_together(
+            ("TLS_CERT_FILE", self.tls_cert_file.is_some()),
+            ("TLS_KEY_FILE", self.tls_key_file.is_some()),
+        )?;
         self.broker.validate()?;
         for origin in self.cors_allowed_origins.iter().filter(|o| !o.is_empty()) {
             if http::HeaderValue::from_str(origin).is_err() {

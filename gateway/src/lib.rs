@@ -28,10 +28,10 @@ use clients::{AuthClient, StorageClient};
 use messaging::Publisher;
 use routes::{AppState, Channels};
 use service_kit::Shutdown;
+use service_kit::grpc_tls::GrpcTls;
 use service_kit::tls::{ReloadingServerConfig, TlsListener};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 /// Runs the gateway until SIGTERM or Ctrl-C (its configuration already checked by
 /// `Config::load`).
@@ -62,7 +62,8 @@ impl App {
             Some(files) => Some(ReloadingServerConfig::load(files).await?),
             None => None,
         };
-        let state = state(&config)?;
+        let grpc_tls = config.grpc_tls.load().await?;
+        let state = state(&config, grpc_tls.as_ref())?;
         Ok(Self {
             listener,
             tls,
@@ -116,8 +117,10 @@ where
     .await
 }
 
-/// What every handler shares: the clients of auth and storage, and the publisher.
-pub fn state(config: &Config) -> anyhow::Result<AppState> {
+/// What every handler shares: the clients of auth and storage (over mutual TLS with `grpc_tls`),
+/// and the publisher.
+pub fn state(config: &Config, grpc_tls: Option<&GrpcTls>) -> anyhow::Result<AppState> {
+    let channel = |url: &str| service_kit::grpc::client_channel(url, grpc_tls);
     let auth = channel(&config.auth_url).context("AUTH_URL")?;
     let storage = channel(&config.storage_url).context("STORAGE_URL")?;
     Ok(AppState {
@@ -127,8 +130,4 @@ pub fn state(config: &Config) -> anyhow::Result<AppState> {
         publisher: Publisher::new(&config.broker, "gateway"),
         max_upload_bytes: config.max_upload_bytes,
     })
-}
-
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(service_kit::grpc::client_channel(url)?)
 }

@@ -7,6 +7,7 @@ use crate::consumer::{self, ConsumerSettings, Handler};
 use clap::Args;
 use service_kit::Shutdown;
 use service_kit::config::ConfigError;
+use service_kit::grpc_tls::GrpcTlsConfig;
 use service_kit::ops::OpsEndpoint;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,17 +26,17 @@ pub struct WorkerLinks {
 
     #[command(flatten)]
     pub retry: RetryConfig,
+
+    /// Mutual TLS to storage (GRPC_TLS_*).
+    #[command(flatten)]
+    pub grpc_tls: GrpcTlsConfig,
 }
 
 impl WorkerLinks {
     /// Checks what parsing cannot, naming the variable at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if tonic::transport::Endpoint::from_shared(self.storage_url.clone()).is_err() {
-            return Err(ConfigError::invalid(
-                "STORAGE_URL",
-                format!("`{}` is not a valid http:// URL", self.storage_url),
-            ));
-        }
+        self.grpc_tls.validate()?;
+        self.grpc_tls.check_url("STORAGE_URL", &self.storage_url)?;
         self.broker.validate()
     }
 

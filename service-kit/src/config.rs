@@ -131,6 +131,20 @@ impl ConfigError {
     }
 }
 
+/// Refuses one of two settings that only work together (`(variable, is set)` each) given
+/// without the other, naming the missing one.
+pub fn set_together(
+    first: (&'static str, bool),
+    second: (&'static str, bool),
+) -> Result<(), ConfigError> {
+    match (first, second) {
+        ((present, true), (missing, false)) | ((missing, false), (present, true)) => Err(
+            ConfigError::invalid(missing, format!("is required when {present} is set")),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Where a service with an API listens, with its own ports as defaults: `LISTEN_ADDR` for the
 /// API, `OPS_LISTEN_ADDR` for `/healthz`, `/readyz` and `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
@@ -217,6 +231,20 @@ mod tests {
             .to_string();
         assert!(refused.contains("RUST_LOG"), "{refused}");
         assert!(refused.contains("auth=loud"), "{refused}");
+    }
+
+    #[test]
+    fn settings_that_go_together_are_refused_alone_naming_the_missing_one() {
+        assert!(set_together(("FIRST", true), ("SECOND", true)).is_ok());
+        assert!(set_together(("FIRST", false), ("SECOND", false)).is_ok());
+        assert_eq!(
+            set_together(("FIRST", true), ("SECOND", false))
+                .unwrap_err()
+                .to_string(),
+            "invalid configuration: SECOND is required when FIRST is set"
+        );
+        let first_missing = set_together(("FIRST", false), ("SECOND", true)).unwrap_err();
+        assert_eq!(first_missing.variable(), Some("FIRST"));
     }
 
     #[test]

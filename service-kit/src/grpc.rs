@@ -3,6 +3,7 @@
 //! drains in-flight calls when [`Shutdown`] fires.
 
 use crate::Shutdown;
+use crate::grpc_tls::GrpcTls;
 use crate::ops::OpsEndpoint;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,8 +32,9 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Starts a router whose reflection describes exactly `services` (full names such as
-    /// `mp3converter.auth.v1.AuthService`) plus health and reflection themselves.
-    pub fn new(services: &[&str]) -> Self {
+    /// `mp3converter.auth.v1.AuthService`) plus health and reflection themselves; with `tls`,
+    /// it serves mutual TLS only.
+    pub fn new(services: &[&str], tls: Option<&GrpcTls>) -> Result<Self, tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             let mut builder = tonic_reflection::server::Builder::configure()
@@ -52,7 +54,11 @@ impl GrpcServer {
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
             .build_v1alpha()
             .expect("embedded descriptor sets are valid");
-        let router = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls.server())?;
+        }
+        let router = server
             .max_frame_size(MAX_FRAME_BYTES)
             // Every call's log lines carry its method and the request id it came with (the
             // gateway's, for calls made on behalf of an HTTP request).
@@ -66,7 +72,7 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(v1)
             .add_service(v1alpha);
-        Self { router, health }
+        Ok(Self { router, health })
     }
 
     /// The health reporter, to mark services serving or not.
@@ -224,10 +230,17 @@ pub fn unary<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// A client channel to one of our gRPC services. It connects on first use and again after the
-/// server went away, so a client can start before its server.
-pub fn client_channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// A client channel to one of our gRPC services (over mutual TLS with `tls`). It connects on
+/// first use and again after the server went away, so a client can start before its server.
+pub fn client_channel(
+    url: &str,
+    tls: Option<&GrpcTls>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.client())?;
+    }
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))

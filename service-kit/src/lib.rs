@@ -14,6 +14,7 @@
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod grpc_tls;
 pub mod metrics;
 pub mod net;
 pub mod ops;

@@ -34,7 +34,9 @@ async fn grpc_server(services: &'static [&'static str]) -> Bare {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let running = Spawned::run(move |shutdown| async move {
-        Ok(GrpcServer::new(services).serve(listener, shutdown).await?)
+        Ok(GrpcServer::new(services, None)?
+            .serve(listener, shutdown)
+            .await?)
     });
     Bare { addr, running }
 }

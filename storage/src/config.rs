@@ -35,12 +35,18 @@ pub struct Config {
     #[arg(long, env = "MAX_FILE_BYTES", default_value_t = DEFAULT_MAX_FILE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_bytes: u64,
 
+    /// Mutual TLS for its gRPC server (GRPC_TLS_*): callers must present a certificate the
+    /// authority signed.
+    #[command(flatten)]
+    pub grpc_tls: service_kit::grpc_tls::GrpcTlsConfig,
+
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }
 
 impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.grpc_tls.validate()?;
         if let Some(uri) = &self.mongodb_uri
             && !(uri.expose().starts_with("mongodb://")
                 || uri.expose().starts_with("mongodb+srv://"))

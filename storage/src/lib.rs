@@ -57,7 +57,10 @@ impl App {
         let service = StorageServiceServer::new(build(&config).await?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let server = GrpcServer::new(&[SERVICE_NAME]).add_service(service).await;
+        let grpc_tls = config.grpc_tls.load().await?;
+        let server = GrpcServer::new(&[SERVICE_NAME], grpc_tls.as_ref())?
+            .add_service(service)
+            .await;
         Ok(Self(listeners.serving("storage", server)))
     }
 }

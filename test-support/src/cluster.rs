@@ -13,6 +13,7 @@ use crate::{
 use clients::{Owner, StorageClient};
 use messaging::RetryConfig;
 use proto::storage::v1 as pb;
+use service_kit::grpc_tls::{GrpcTls, GrpcTlsConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,8 @@ pub struct Cluster {
     binary: PathBuf,
     queues: [String; 2],
     storage_url: String,
+    /// The test's own certificate for storage, once [`Cluster::use_grpc_tls`] is called.
+    storage_tls: Option<GrpcTls>,
     env: HashMap<Role, Vec<(&'static str, String)>>,
     ops_ports: HashMap<Role, u16>,
     processes: HashMap<Role, Child>,
@@ -231,6 +234,7 @@ impl Cluster {
             broker,
             queues: [video_queue, mp3_queue],
             storage_url: url(Role::Storage),
+            storage_tls: None,
             env,
             ops_ports,
             processes: HashMap::new(),
@@ -266,6 +270,43 @@ impl Cluster {
         moved.sort();
         moved.dedup();
         moved
+    }
+
+    /// Puts the gRPC hops on mutual TLS, as an operator would: a certificate authority of
+    /// this cluster's own, a certificate for each service (and one for the test's own storage
+    /// client), every service given GRPC_TLS_* and `https://` gRPC URLs. Call it before any
+    /// role starts.
+    pub async fn use_grpc_tls(&mut self) {
+        let ca = crate::tls::TestCa::new("mp3converter cluster CA");
+        let dir = self.data_dir.path().join("grpc-tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = ca.write_to(&dir);
+        let settings = |name: &str| {
+            let own = dir.join(name);
+            std::fs::create_dir_all(&own).unwrap();
+            let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]).write_to(&own);
+            GrpcTlsConfig {
+                cert_file: Some(cert),
+                key_file: Some(key),
+                ca_file: Some(ca_file.clone()),
+            }
+        };
+        let path = |file: &Option<PathBuf>| file.as_ref().unwrap().display().to_string();
+        for (role, vars) in &mut self.env {
+            let tls = settings(role.name());
+            for (name, value) in vars.iter_mut() {
+                if *name == "AUTH_URL" || *name == "STORAGE_URL" {
+                    *value = value.replacen("http://", "https://", 1);
+                }
+            }
+            vars.extend([
+                ("GRPC_TLS_CERT_FILE", path(&tls.cert_file)),
+                ("GRPC_TLS_KEY_FILE", path(&tls.key_file)),
+                ("GRPC_TLS_CA_FILE", path(&tls.ca_file)),
+            ]);
+        }
+        self.storage_url = self.storage_url.replacen("http://", "https://", 1);
+        self.storage_tls = settings("test").load().await.unwrap();
     }
 
     /// Starts `roles` together and waits until each is ready.
@@ -437,7 +478,7 @@ impl Cluster {
 
     /// A client of the storage service, straight to its port (not through the gateway).
     pub fn storage(&self) -> StorageClient {
-        StorageClient::connect_lazy(&self.storage_url).unwrap()
+        StorageClient::connect_lazy(&self.storage_url, self.storage_tls.as_ref()).unwrap()
     }
 
     /// Every job of `owner`'s, as storage holds them (all pages: a busy fault run accepts more

@@ -97,6 +97,7 @@ fn links(storage_url: &str, broker: BrokerConfig) -> WorkerLinks {
         storage_url: storage_url.to_owned(),
         broker,
         retry: RetryConfig::default(),
+        grpc_tls: Default::default(),
     }
 }
 

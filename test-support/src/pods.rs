@@ -93,10 +93,12 @@ pub struct Enforced {
     pub effective_capabilities: Vec<String>,
     /// The cgroup memory limit, in bytes.
     pub memory_limit: u64,
+    /// The names (never the values) of the process's environment variables.
+    pub environment: Vec<String>,
 }
 
-/// The played manifests and the infrastructure under them; the pods and Secrets are removed on
-/// drop.
+/// The played manifests and the infrastructure under them; the pods are removed on drop (the
+/// Secrets' files live in the scratch directory, removed with it).
 #[derive(Debug)]
 pub struct Deployment {
     /// The gateway's URL.
@@ -114,7 +116,6 @@ pub struct Deployment {
     /// How long each container took from its start until its readiness probe first passed.
     pub start_to_ready: Vec<(String, Duration)>,
     render: PathBuf,
-    secrets: Vec<(String, Value)>,
     _scratch: TempDir,
     _mysql: TestMysql,
 }
@@ -178,23 +179,25 @@ impl Deployment {
         .with_context(|| format!("{kubectl} kustomize k8s/overlays/podman"))?;
         let documents = yaml_documents(&rendered)?;
         let containers = containers_of(&documents)?;
-        let (secret_documents, others): (Vec<&Value>, Vec<&Value>) =
-            documents.iter().partition(|d| d["kind"] == "Secret");
-        let secrets = secret_documents
-            .iter()
-            .map(|d| {
-                let name = d["metadata"]["name"].as_str().context("a Secret's name")?;
-                Ok((name.to_owned(), (*d).clone()))
-            })
-            .collect::<anyhow::Result<Vec<(String, Value)>>>()?;
-        // The Secrets go to podman's secret store directly, each as its whole document: what
-        // podman 4.3 reads for a `secret` volume, the one way the manifests take a Secret. (Its
-        // envFrom would read the JSON map of `data` instead, podman issue 17071; no container
-        // here takes a Secret that way any more.) Each is removed again by `tear_down`, with
-        // the named volume podman makes of it for the pods that mount it.
+        // podman 4.3 cannot play a `secret` volume (it dereferences a secrets manager it never
+        // made: SIGSEGV in kube.VolumeFromSecret, seen here), and its envFrom from a Secret fails
+        // too (podman issue 17071). So the harness does what a kubelet does for a Secret volume
+        // itself: each rendered Secret's keys become files in a directory of this run (mode
+        // 0444, as the pod's fsGroup would make them readable on a cluster), and each `secret`
+        // volume becomes a `hostPath` one on that directory, mounted read-only as the manifest
+        // says. The Secrets themselves are not played.
+        let secret_dirs = scratch.path().join("secrets");
+        let (secret_documents, mut others): (Vec<Value>, Vec<Value>) =
+            documents.into_iter().partition(|d| d["kind"] == "Secret");
+        for secret in &secret_documents {
+            write_secret_files(secret, &secret_dirs)?;
+        }
+        for document in others.iter_mut().filter(|d| d["kind"] == "Deployment") {
+            secret_volumes_to_host_paths(document, &secret_dirs)?;
+        }
         let render = scratch.path().join("podman.yaml");
         let mut stream = String::new();
-        for document in others {
+        for document in &others {
             stream.push_str(&serde_json::to_string(document)?);
             stream.push_str("\n---\n");
         }
@@ -215,7 +218,6 @@ impl Deployment {
             containers,
             start_to_ready: Vec::new(),
             render,
-            secrets,
             _scratch: scratch,
             _mysql: mysql,
         };
@@ -226,9 +228,6 @@ impl Deployment {
         deployment.gateway = format!("http://127.0.0.1:{gateway_port}");
         // What an earlier run that died before tearing down left has the same names.
         deployment.tear_down();
-        for (name, data) in &deployment.secrets {
-            podman_with_input(&["secret", "create", name, "-"], &data.to_string())?;
-        }
         podman(&[
             "kube",
             "play",
@@ -261,7 +260,7 @@ impl Deployment {
     /// A client of the storage service on its container port.
     pub fn storage(&self) -> StorageClient {
         let port = self.container("storage").port().expect("a gRPC port");
-        StorageClient::connect_lazy(&format!("http://127.0.0.1:{port}")).expect("a valid URL")
+        StorageClient::connect_lazy(&format!("http://127.0.0.1:{port}"), None).expect("a valid URL")
     }
 
     /// Runs `probe` once, as a kubelet does (2 s deadline).
@@ -361,7 +360,16 @@ impl Deployment {
         } else {
             vec![cap_eff.to_owned()]
         };
+        let environ = std::fs::read(format!("/proc/{pid}/environ"))
+            .with_context(|| format!("the environment of {}'s process", container.podman_name()))?;
+        let environment = environ
+            .split(|byte| *byte == 0)
+            .filter_map(|entry| entry.split(|byte| *byte == b'=').next())
+            .filter(|name| !name.is_empty())
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
         Ok(Enforced {
+            environment,
             user,
             read_only_root: self.inspect(container, "{{.HostConfig.ReadonlyRootfs}}")? == "true",
             effective_capabilities,
@@ -449,8 +457,8 @@ impl Deployment {
 }
 
 impl Deployment {
-    /// Removes the pods and the Secrets the render plays (`podman kube down` keeps the
-    /// Secrets, and misses a pod whose play failed half-way); what is not there is skipped.
+    /// Removes the pods the render plays (`podman kube down` misses a pod whose play failed
+    /// half-way); what is not there is skipped.
     fn tear_down(&self) {
         let pods: Vec<String> = self
             .containers
@@ -461,13 +469,6 @@ impl Deployment {
         remove_pods.extend(pods.iter().map(String::as_str));
         if let Err(error) = podman(&remove_pods) {
             eprintln!("{error:#}");
-        }
-        for (secret, _) in &self.secrets {
-            // Fails for a Secret that is not there, which is what is wanted.
-            let _ = podman(&["secret", "rm", secret]);
-            // podman 4.3 plays a `secret` volume as a named volume holding the Secret's files
-            // and leaves it behind: the next play would find the old files in it.
-            let _ = podman(&["volume", "rm", "--force", secret]);
         }
     }
 }
@@ -538,6 +539,58 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         } else {
             std::fs::copy(entry.path(), &target)?;
         }
+    }
+    Ok(())
+}
+
+/// Writes each key of the Secret `secret` to `dir/SECRET-NAME/KEY`, readable by any user (the
+/// pods run as 65532, and podman applies no fsGroup).
+fn write_secret_files(secret: &Value, dir: &Path) -> anyhow::Result<()> {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let name = secret["metadata"]["name"]
+        .as_str()
+        .context("a Secret's name")?;
+    let own = dir.join(name);
+    std::fs::create_dir_all(&own)?;
+    let data = secret["data"].as_object().context("a Secret's data")?;
+    for (key, value) in data {
+        // kustomize wraps long values over several lines.
+        let encoded: String = value
+            .as_str()
+            .context("a Secret value")?
+            .split_ascii_whitespace()
+            .collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .with_context(|| format!("Secret {name} key {key}: not base64"))?;
+        let path = own.join(key);
+        std::fs::write(&path, bytes)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
+    }
+    Ok(())
+}
+
+/// Turns each `secret` volume of the Deployment `document` into a `hostPath` volume on the
+/// directory [`write_secret_files`] filled for that Secret.
+fn secret_volumes_to_host_paths(document: &mut Value, dir: &Path) -> anyhow::Result<()> {
+    let Some(volumes) = document["spec"]["template"]["spec"]["volumes"].as_array_mut() else {
+        return Ok(());
+    };
+    for volume in volumes {
+        let Some(secret_name) = volume["secret"]["secretName"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        let path = dir.join(&secret_name);
+        anyhow::ensure!(
+            path.is_dir(),
+            "a volume mounts Secret {secret_name}, which the render lacks"
+        );
+        let name = volume["name"].clone();
+        *volume = serde_json::json!({
+            "name": name,
+            "hostPath": { "path": path.display().to_string(), "type": "Directory" },
+        });
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! that trusts only that authority, and the certificate a server presents at a handshake.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
@@ -47,14 +48,44 @@ impl TestCa {
         self.issuer.pem()
     }
 
-    /// A server certificate for `names` (DNS names or IP addresses), signed by this authority.
+    /// Writes the authority's certificate to `dir` as `ca.crt`; returns its path.
+    pub fn write_to(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.crt");
+        std::fs::write(&path, self.cert_pem()).unwrap();
+        path
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses), signed by this authority, good
+    /// for a server and for a client (as each service is both, on gRPC).
     pub fn issue(&self, names: &[&str]) -> IssuedCertificate {
+        self.issue_with(names, |_| {})
+    }
+
+    /// [`TestCa::issue`], but expired yesterday.
+    pub fn issue_expired(&self, names: &[&str]) -> IssuedCertificate {
+        self.issue_with(names, |params| {
+            let now = std::time::SystemTime::now();
+            params.not_before = (now - std::time::Duration::from_secs(30 * 86_400)).into();
+            params.not_after = (now - std::time::Duration::from_secs(86_400)).into();
+        })
+    }
+
+    fn issue_with(
+        &self,
+        names: &[&str],
+        change: impl FnOnce(&mut CertificateParams),
+    ) -> IssuedCertificate {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = CertificateParams::new(names).unwrap();
         params
             .distinguished_name
-            .push(DnType::CommonName, "mp3converter test server");
+            .push(DnType::CommonName, "mp3converter test service");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        change(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         IssuedCertificate {
             der: cert.der().clone(),

@@ -83,6 +83,27 @@ async fn the_played_manifests_run_as_specified_and_serve_the_readme_walkthrough(
             "{name} runs as the non-root user"
         );
         assert!(enforced.read_only_root, "{name}: read-only root");
+        // Secrets arrive as mounted files, never through the environment.
+        for secret in [
+            "JWT_SECRET",
+            "DATABASE_URL",
+            "MONGODB_URI",
+            "AMQP_URL",
+            "SMTP_URL",
+        ] {
+            assert!(
+                !enforced.environment.iter().any(|name| name == secret),
+                "{name} has {secret} in its environment"
+            );
+        }
+        assert!(
+            enforced
+                .environment
+                .iter()
+                .any(|name| name.ends_with("_FILE")),
+            "{name} is given no secret file: {:?}",
+            enforced.environment
+        );
         assert!(
             enforced.effective_capabilities.is_empty(),
             "{name}: no capabilities, got {:?}",

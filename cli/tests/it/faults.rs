@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use test_support::cluster::{Cluster, REQUEST_DEADLINE, Role, User};
+use test_support::cluster::{Cluster, Parts, REQUEST_DEADLINE, Role, User};
 use test_support::{VideoSpec, mp4_bytes, rest};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -162,7 +162,15 @@ async fn survive(
     fault_name: &'static str,
     fault: impl AsyncFnOnce(&mut Cluster, &User) -> Vec<String>,
 ) {
-    let mut cluster = Cluster::start(crate::binary()).await;
+    survive_on(Cluster::start(crate::binary()).await, fault_name, fault).await;
+}
+
+/// [`survive`] on a cluster the test started itself.
+async fn survive_on(
+    mut cluster: Cluster,
+    fault_name: &'static str,
+    fault: impl AsyncFnOnce(&mut Cluster, &User) -> Vec<String>,
+) {
     let user = cluster.user("survivor@example.com").await;
     let clip = mp4_bytes(VideoSpec::small(2.0)).await;
     let traffic = Traffic::start(&cluster, &user, clip.clone());
@@ -431,13 +439,23 @@ async fn the_mongodb_server_stopped_and_started_is_503_then_recovers() {
 
 #[tokio::test]
 async fn the_auth_service_stopped_and_started_is_503_then_recovers() {
-    survive("auth service stopped, started", async |cluster, _| {
-        cluster.stop(Role::Auth).await;
-        tokio::time::sleep(OUTAGE).await;
-        cluster.restart(Role::Auth).await;
-        vec![]
-    })
-    .await;
+    survive("auth service stopped, started", restart_auth).await;
+}
+
+#[tokio::test]
+async fn the_auth_service_stopped_and_started_with_grpc_over_mutual_tls_is_503_then_recovers() {
+    let mut cluster = Cluster::configure(crate::binary(), Parts::Real, &[]).await;
+    cluster.use_grpc_tls().await;
+    cluster.start_roles(&Role::ALL).await;
+    survive_on(cluster, "auth stopped, started (mutual TLS)", restart_auth).await;
+}
+
+/// Auth stopped for [`OUTAGE`], then started again.
+async fn restart_auth(cluster: &mut Cluster, _: &User) -> Vec<String> {
+    cluster.stop(Role::Auth).await;
+    tokio::time::sleep(OUTAGE).await;
+    cluster.restart(Role::Auth).await;
+    vec![]
 }
 
 #[tokio::test]

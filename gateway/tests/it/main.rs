@@ -5,9 +5,11 @@
 //!   MongoDB-wire server, RabbitMQ);
 //! - [`hostile_input`]: a table of hostile requests against the mesh;
 //! - [`openapi_conformance`]: schemathesis, generating requests from `/openapi.json`;
-//! - [`tls`]: HTTPS, and a certificate renewed on disk while a download runs.
+//! - [`tls`]: HTTPS, and a certificate renewed on disk while a download runs;
+//! - [`grpc_tls`]: mutual TLS between the gateway and auth and storage.
 
 mod api;
+mod grpc_tls;
 mod hostile_input;
 mod openapi_conformance;
 mod router;

@@ -19,7 +19,7 @@ const NOWHERE: &str = "http://127.0.0.1:1";
 fn router() -> (axum::Router, TempDir) {
     let dir = temp_dir();
     let config = configs::gateway(NOWHERE, NOWHERE, configs::embedded(dir.path()));
-    let state = gateway::state(&config).unwrap();
+    let state = gateway::state(&config, None).unwrap();
     let router = gateway::routes::router(state, &config)
         .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40000))));
     (router, dir)
