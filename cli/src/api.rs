@@ -115,10 +115,10 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for the gateway at `base` (`http://host:port`).
-    pub fn new(base: &str, token: Option<String>) -> Self {
+    /// A client for the gateway at `base` (`http://host:port` or `https://…`) over `http`.
+    pub fn new(http: reqwest::Client, base: &str, token: Option<String>) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http,
             base: base.trim_end_matches('/').to_owned(),
             token,
         }

@@ -124,6 +124,8 @@ impl From<ApiError> for Failure {
 struct Context {
     dir: PathBuf,
     url: Option<String>,
+    /// Trusting MP3CONVERTER_CA_FILE too, when it is set.
+    http: reqwest::Client,
     session: Option<Session>,
     json: bool,
 }
@@ -138,7 +140,7 @@ impl Context {
     }
 
     fn anonymous(&self) -> Api {
-        Api::new(&self.base(), None)
+        Api::new(self.http.clone(), &self.base(), None)
     }
 
     fn logged_in(&self) -> Result<Api, Failure> {
@@ -157,7 +159,11 @@ impl Context {
                 ),
             ));
         }
-        Ok(Api::new(&session.url, Some(session.access_token.clone())))
+        Ok(Api::new(
+            self.http.clone(),
+            &session.url,
+            Some(session.access_token.clone()),
+        ))
     }
 
     /// Prints `human` for people, `value` for scripts.
@@ -170,11 +176,36 @@ impl Context {
     }
 }
 
+/// The HTTP client of every command: the usual trust roots, and the authority in `ca_file`
+/// (`up --tls` makes one) when given.
+async fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Failure> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_file {
+        let refused = |why: String| {
+            Failure::new(
+                1,
+                "input",
+                format!("MP3CONVERTER_CA_FILE {}: {why}", path.display()),
+            )
+        };
+        let pem = tokio::fs::read(path)
+            .await
+            .map_err(|error| refused(error.to_string()))?;
+        let ca =
+            reqwest::Certificate::from_pem(&pem).map_err(|error| refused(error.to_string()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    builder
+        .build()
+        .map_err(|error| Failure::new(1, "internal", format!("the HTTP client: {error}")))
+}
+
 /// Runs one client command.
 pub async fn run(
     command: ClientCommand,
     url: Option<String>,
     config_dir: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     json: bool,
 ) -> Result<(), Failure> {
     let dir = session::config_dir(config_dir)?;
@@ -182,6 +213,7 @@ pub async fn run(
         session: session::load(&dir)?,
         dir,
         url,
+        http: http_client(ca_file.as_deref()).await?,
         json,
     };
     match command {

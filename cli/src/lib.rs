@@ -5,6 +5,7 @@
 //!
 //! - [`up`]: the single-process system. `serve SERVICE`: one service, as its own binary runs it
 //!   (so one program, or one image, can play every role).
+//!   [`local_tls`]: the certificate authority and certificates of `up --tls`.
 //! - [`api`]: the REST client. [`session`]: the saved login.
 //! - [`commands`]: what each client command does and prints. [`progress`]: progress bars.
 
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod commands;
+pub mod local_tls;
 pub mod progress;
 pub mod session;
 pub mod up;
@@ -37,6 +39,11 @@ pub struct Cli {
     /// The gateway's URL (default: the one saved at login, else http://127.0.0.1:8080).
     #[arg(long, env = "MP3CONVERTER_URL", global = true)]
     pub url: Option<String>,
+
+    /// A certificate authority to trust besides the usual ones (PEM): `up --tls` makes one,
+    /// DATA_DIR/tls/ca.crt.
+    #[arg(long, env = "MP3CONVERTER_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 
     /// Print results as JSON on stdout (errors too), for scripts.
     #[arg(long, global = true)]
@@ -125,7 +132,9 @@ pub async fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args).await.map_err(commands::Failure::from),
         Command::Serve { service } => service.run().await.map_err(commands::Failure::from),
-        Command::Client(command) => commands::run(command, cli.url, cli.config_dir, json).await,
+        Command::Client(command) => {
+            commands::run(command, cli.url, cli.config_dir, cli.ca_file, json).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! RabbitMQ (`AMQP_URL`) and the outbox directory for SMTP (`SMTP_URL`), all in `--data-dir`.
 //! Everything durable lives there, so after a crash the next `up` picks up where it stopped.
 
+use crate::local_tls::LocalTls;
 use anyhow::Context;
 use clap::Args;
 use rand::distr::{Alphanumeric, SampleString};
@@ -14,6 +15,7 @@ use service_kit::Shutdown;
 use service_kit::config::{
     ConfigError, LogFormat, ServiceConfig, TelemetryConfig, parse_log_filter,
 };
+use service_kit::grpc_tls::GrpcTlsConfig;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
@@ -64,6 +66,12 @@ pub struct UpArgs {
     /// Let the system choose free ports for everything (side-by-side runs, tests).
     #[arg(long)]
     pub any_ports: bool,
+
+    /// Serve the gateway over HTTPS and the gRPC hops between the services over mutual TLS,
+    /// with a certificate authority and certificates of this machine's own, made on first use
+    /// in DATA_DIR/tls (clients trust DATA_DIR/tls/ca.crt).
+    #[arg(long)]
+    pub tls: bool,
 
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
@@ -136,7 +144,11 @@ struct Configs {
 }
 
 impl Configs {
-    fn from_env(addresses: &Addresses, data_dir: &Path) -> anyhow::Result<Self> {
+    fn from_env(
+        addresses: &Addresses,
+        data_dir: &Path,
+        tls: Option<&LocalTls>,
+    ) -> anyhow::Result<Self> {
         let mut auth = auth::Config::from_env()?;
         auth.data_dir = data_dir.to_owned();
         auth.addrs.api = addresses.auth;
@@ -150,20 +162,36 @@ impl Configs {
         let mut gateway = gateway::Config::from_env()?;
         gateway.broker.data_dir = data_dir.to_owned();
         gateway.listen_addr = addresses.gateway;
-        gateway.auth_url = url(addresses.auth);
-        gateway.storage_url = url(addresses.storage);
+        gateway.auth_url = url(tls.is_some(), addresses.auth);
+        gateway.storage_url = url(tls.is_some(), addresses.storage);
 
         let mut converter = converter::Config::from_env()?;
         converter.links.broker.data_dir = data_dir.to_owned();
         converter.ops.ops = addresses.converter_ops;
-        converter.links.storage_url = url(addresses.storage);
+        converter.links.storage_url = url(tls.is_some(), addresses.storage);
 
         let mut notifier = notifier::Config::from_env()?;
         notifier.links.broker.data_dir = data_dir.to_owned();
         notifier.ops.ops = addresses.notifier_ops;
-        notifier.links.storage_url = url(addresses.storage);
+        notifier.links.storage_url = url(tls.is_some(), addresses.storage);
         if std::env::var_os("PUBLIC_BASE_URL").is_none() {
-            notifier.public_base_url = url(addresses.gateway);
+            notifier.public_base_url = url(tls.is_some(), addresses.gateway);
+        }
+        if let Some(tls) = tls {
+            let (cert, key) = tls.gateway();
+            gateway.tls_cert_file = Some(cert);
+            gateway.tls_key_file = Some(key);
+            let (cert, key) = tls.services();
+            let grpc_tls = GrpcTlsConfig {
+                cert_file: Some(cert),
+                key_file: Some(key),
+                ca_file: Some(tls.ca()),
+            };
+            auth.grpc_tls = grpc_tls.clone();
+            storage.grpc_tls = grpc_tls.clone();
+            gateway.grpc_tls = grpc_tls.clone();
+            converter.links.grpc_tls = grpc_tls.clone();
+            notifier.links.grpc_tls = grpc_tls;
         }
         Ok(Self {
             auth,
@@ -224,12 +252,14 @@ fn admin_credentials(data_dir: &Path) -> anyhow::Result<(AdminCredentials, bool)
 
 type Service = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-fn url(addr: SocketAddr) -> String {
+/// How a service on `addr` is called: `https://` with `up --tls`.
+fn url(tls: bool, addr: SocketAddr) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(host, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(host, addr.port()))
 }
 
 /// Runs the system until Ctrl-C or SIGTERM.
@@ -238,7 +268,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.data_dir)
         .with_context(|| format!("the data directory {}", args.data_dir.display()))?;
     let addresses = Addresses::of(&args);
-    let mut configs = Configs::from_env(&addresses, &data_dir)?;
+    let local_tls = args.tls.then(|| LocalTls::in_data_dir(&data_dir));
+    let tls = local_tls.as_ref();
+    let mut configs = Configs::from_env(&addresses, &data_dir, tls)?;
     configs.validate()?;
     addresses.check_free()?;
     service_kit::telemetry::init(&TelemetryConfig {
@@ -248,6 +280,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    if let Some(tls) = tls
+        && tls.ensure(args.host)?
+    {
+        tracing::info!(ca = %tls.ca().display(), "made a local certificate authority and the mesh's certificates");
+    }
     let admin = if configs.auth.admin_email.is_none() {
         let (admin, first_start) = admin_credentials(&data_dir)?;
         configs.auth.admin_email = Some(admin.email.clone());
@@ -282,13 +319,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // known once bound).
     let auth = auth::App::build(auth).await.context("auth")?;
     let storage = storage::App::build(storage).await.context("storage")?;
-    gateway.auth_url = url(auth.grpc_addr());
-    gateway.storage_url = url(storage.grpc_addr());
-    converter.links.storage_url = url(storage.grpc_addr());
-    notifier.links.storage_url = url(storage.grpc_addr());
+    gateway.auth_url = url(tls.is_some(), auth.grpc_addr());
+    gateway.storage_url = url(tls.is_some(), storage.grpc_addr());
+    converter.links.storage_url = url(tls.is_some(), storage.grpc_addr());
+    notifier.links.storage_url = url(tls.is_some(), storage.grpc_addr());
     let queue = gateway.broker.describe();
     let gateway = gateway::App::build(gateway).await.context("the gateway")?;
-    let gateway_url = url(gateway.http_addr());
+    let gateway_url = url(tls.is_some(), gateway.http_addr());
     if std::env::var_os("PUBLIC_BASE_URL").is_none() {
         notifier.public_base_url = gateway_url.clone();
     }
@@ -309,6 +346,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         queue,
         mail,
         admin,
+        tls: local_tls.clone(),
     };
 
     let shutdown = Shutdown::on_signals();
@@ -338,7 +376,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut failure: Option<anyhow::Error> = None;
     tokio::select! {
-        ready = wait_until_ready(&gateway_url) => match ready {
+        ready = wait_until_ready(&gateway_url, tls) => match ready {
             Ok(()) => println!("{}", summary.render()),
             Err(error) => {
                 failure = Some(error.context("the system did not become ready"));
@@ -392,8 +430,13 @@ fn record(
 }
 
 /// Waits until the gateway's `/readyz` says auth, storage and the queue all answer.
-async fn wait_until_ready(gateway_url: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+async fn wait_until_ready(gateway_url: &str, tls: Option<&LocalTls>) -> anyhow::Result<()> {
+    let mut http = reqwest::Client::builder();
+    if let Some(tls) = tls {
+        let pem = tokio::fs::read(tls.ca()).await?;
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let http = http.build()?;
     let started = Instant::now();
     loop {
         let ready = http
@@ -423,6 +466,7 @@ struct Summary {
     queue: String,
     mail: String,
     admin: Option<(AdminCredentials, bool)>,
+    tls: Option<LocalTls>,
 }
 
 impl Summary {
@@ -441,6 +485,30 @@ impl Summary {
             ),
             None => "ADMIN_EMAIL, as configured".to_owned(),
         };
+        let (grpcurl, tls) = match &self.tls {
+            Some(tls) => {
+                let ca = tls.ca().display().to_string();
+                let (cert, key) = tls.services();
+                (
+                    format!(
+                        "grpcurl -cacert {ca} -cert {} -key {} {} list",
+                        cert.display(),
+                        key.display(),
+                        self.auth
+                    ),
+                    format!(
+                        "\x20 TLS       HTTPS and mutual-TLS gRPC; trust {ca}:\n\
+                         \x20           curl --cacert {ca} {gateway}/healthz\n\
+                         \x20           (or export CURL_CA_BUNDLE={ca} MP3CONVERTER_CA_FILE={ca})\n",
+                        gateway = self.gateway
+                    ),
+                )
+            }
+            None => (
+                format!("grpcurl -plaintext {} list", self.auth),
+                String::new(),
+            ),
+        };
         format!(
             "\n\
              mp3converter is up. Ctrl-C stops it.\n\
@@ -448,13 +516,14 @@ impl Summary {
              \x20 gateway   {gateway}\n\
              \x20 web page  {gateway}/\n\
              \x20 API docs  {gateway}/openapi.json\n\
-             \x20 auth      grpc {auth}     (grpcurl -plaintext {auth} list)\n\
+             \x20 auth      grpc {auth}     ({grpcurl})\n\
              \x20 storage   grpc {storage}\n\
              \x20 data      {data}\n\
              \x20 accounts  {accounts}; files: {files}\n\
              \x20 queue     {queue}\n\
              \x20 e-mail    {mail}\n\
              \x20 admin     {admin}\n\
+             {tls}\
              \n\
              Sign up on the web page, or: mp3converter register you@example.com && mp3converter login you@example.com",
             gateway = self.gateway,

@@ -115,10 +115,29 @@ async fn up_refuses_a_configuration_that_cannot_work_before_it_writes_anything()
 
 #[tokio::test]
 async fn the_readme_walkthrough_works_as_written_against_up() {
+    readme_walkthrough(&[]).await;
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_as_written_against_up_with_tls() {
+    readme_walkthrough(&["--tls"]).await;
+}
+
+/// The README's curl and CLI walkthroughs, as written, against `up` started with `args`.
+/// With `--tls`, curl and the CLI are told to trust the local authority (CURL_CA_BUNDLE,
+/// MP3CONVERTER_CA_FILE), as the banner says.
+async fn readme_walkthrough(args: &[&str]) {
     let data = temp_dir();
     let work = temp_dir();
-    let system = System::start(data.path(), &[]).await;
-    let env = [
+    let system = System::start_with(data.path(), args, &[]).await;
+    let tls = args.contains(&"--tls");
+    assert_eq!(
+        system.gateway.starts_with("https://"),
+        tls,
+        "{}",
+        system.gateway
+    );
+    let mut env = vec![
         ("GATEWAY", system.gateway.clone()),
         ("MP3CONVERTER_URL", system.gateway.clone()),
         (
@@ -127,6 +146,10 @@ async fn the_readme_walkthrough_works_as_written_against_up() {
         ),
         ("HOME", work.path().display().to_string()),
     ];
+    if tls {
+        let ca = data.path().join("tls/ca.crt").display().to_string();
+        env.extend([("CURL_CA_BUNDLE", ca.clone()), ("MP3CONVERTER_CA_FILE", ca)]);
+    }
 
     let curl = run_readme_block("curl", work.path(), &env).await;
     assert!(curl.status.success(), "the curl walkthrough failed");

@@ -23,9 +23,16 @@ impl System {
     /// Starts `up` on `data_dir` with `env` added, and waits for its banner. Real components are
     /// switched off, so the embedded defaults serve.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(data_dir, &[], env).await
+    }
+
+    /// [`System::start`] with `args` added to `up`'s own (`--tls`, say).
+    pub async fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary());
         command
-            .args(["up", "--any-ports", "--data-dir"])
+            .args(["up", "--any-ports"])
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn,converter=info")
             .env("WORK_DIR", std::env::temp_dir());
