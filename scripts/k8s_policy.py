@@ -72,6 +72,13 @@ EXEMPTIONS: dict[tuple[str, str], dict[str, str]] = {
     },
 }
 
+# The settings that hold a secret, whose NAME_FILE form (a key of a mounted Secret) stands for
+# NAME: ours (service-kit's Secret-typed settings) and the local datastores' images'.
+SECRET_SETTINGS = {
+    "JWT_SECRET", "DATABASE_URL", "MONGODB_URI", "AMQP_URL", "SMTP_URL", "ADMIN_PASSWORD",
+    "MARIADB_ROOT_PASSWORD", "MARIADB_PASSWORD", "MONGO_INITDB_ROOT_PASSWORD",
+}
+
 # Kinds whose pod template we read.
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
@@ -252,6 +259,21 @@ def secret_values(doc: dict) -> dict[str, str]:
     return out
 
 
+# The keys cert-manager writes into the Secret of a Certificate.
+CERTIFICATE_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+
+
+def secret_keys(render: Render, name: str) -> set[str] | None:
+    """The keys of the Secret `name`: one in the render, or one a cert-manager Certificate of
+    the render makes (spec.secretName); None when neither exists."""
+    doc = render.find("Secret", name)
+    if doc is not None:
+        return set(secret_values(doc))
+    if any(c["spec"].get("secretName") == name for c in render.of_kind("Certificate")):
+        return set(CERTIFICATE_SECRET_KEYS)
+    return None
+
+
 def configmap_values(doc: dict) -> dict[str, str]:
     return {k: str(v) for k, v in (doc.get("data") or {}).items()}
 
@@ -295,15 +317,20 @@ def env_of(pod: Pod, container: dict, problems: list[str]) -> dict[str, tuple[st
         if not var.endswith("_FILE") or value is None:
             continue
         secret = mounted_secret_file(pod, container, value, problems)
-        if secret is not None:
-            del env[var]
-            env[var.removesuffix("_FILE")] = (f"{secret} (file)", None)
+        name = var.removesuffix("_FILE")
+        if name not in SECRET_SETTINGS:
+            continue  # a path setting of its own (TLS_CERT_FILE): checked above, kept as it is
+        if secret is None:
+            problems.append(f"{pod.where} container {container.get('name')}: {var}={value} is not in a Secret mounted into the container")
+            continue
+        del env[var]
+        env[name] = (f"{secret} (file)", None)
     return env
 
 
 def mounted_secret_file(pod: Pod, container: dict, path: str, problems: list[str]) -> str | None:
-    """`Secret/NAME key KEY` when `path` is a key's file in a Secret mounted read-only into
-    `container`, else None (reported)."""
+    """`Secret/NAME key KEY` when `path` is a key's file in a Secret mounted into `container`
+    (a mount that is not read-only, or a key the Secret lacks, is reported), else None."""
     where = f"{pod.where} container {container.get('name')}"
     volumes = {v["name"]: v for v in pod.spec.get("volumes") or []}
     for mount in container.get("volumeMounts") or []:
@@ -317,11 +344,10 @@ def mounted_secret_file(pod: Pod, container: dict, path: str, problems: list[str
             problems.append(f"{where}: the Secret '{name}' holding {path} is not mounted readOnly")
         items = {i["path"]: i["key"] for i in volume["secret"].get("items") or []}
         key = items.get(key, key) if items else key
-        doc = pod.render.find("Secret", name)
-        if doc is not None and key not in secret_values(doc):
+        keys = secret_keys(pod.render, name)
+        if keys is not None and key not in keys:
             problems.append(f"{where}: {path} names key {key}, which Secret/{name} does not hold")
         return f"Secret/{name} key {key}"
-    problems.append(f"{where}: {path} is not in a Secret mounted into the container")
     return None
 
 
@@ -568,8 +594,21 @@ def check_references(renders: list[Render]) -> Result:
             for vol in pod.spec.get("volumes") or []:
                 if "configMap" in vol and not vol["configMap"].get("optional") and not r.find("ConfigMap", vol["configMap"]["name"]):
                     res.problems.append(f"{pod.where}: volume ConfigMap '{vol['configMap']['name']}' is not in the render")
-                if "secret" in vol and not vol["secret"].get("optional") and not r.find("Secret", vol["secret"]["secretName"]):
-                    res.problems.append(f"{pod.where}: volume Secret '{vol['secret']['secretName']}' is not in the render")
+                if "secret" in vol and not vol["secret"].get("optional") and secret_keys(r, vol["secret"]["secretName"]) is None:
+                    res.problems.append(f"{pod.where}: volume Secret '{vol['secret']['secretName']}' is not in the render"
+                                        " (nor made by a Certificate of it)")
+
+        # cert-manager: each Certificate's issuer is in the render, and a CA issuer's Secret is
+        # one a Certificate of the render makes.
+        for cert in r.of_kind("Certificate"):
+            res.count(r)
+            ref = cert["spec"].get("issuerRef") or {}
+            if ref.get("kind", "Issuer") == "Issuer" and r.find("Issuer", ref.get("name", "")) is None:
+                res.problems.append(f"[{r.name}] Certificate/{cert['metadata']['name']}: Issuer '{ref.get('name')}' is not in the render")
+        for issuer in r.of_kind("Issuer"):
+            ca = (issuer["spec"].get("ca") or {}).get("secretName")
+            if ca and secret_keys(r, ca) is None:
+                res.problems.append(f"[{r.name}] Issuer/{issuer['metadata']['name']}: its CA Secret '{ca}' is neither in the render nor made by a Certificate of it")
 
         # Autoscalers: the target exists, one autoscaler per workload, no fixed replicas.
         scaled: dict[str, list[str]] = {}
