@@ -672,3 +672,67 @@ async fn ops_endpoint_reports_readiness_and_login_metrics() {
         "ops endpoint stops with the service"
     );
 }
+
+#[tokio::test]
+async fn accounts_live_on_a_mysql_server_over_tls_and_a_server_that_cannot_be_verified_is_refused()
+{
+    use test_support::tls::TestCa;
+    let certs = temp_dir();
+    let ca = TestCa::new("mp3converter MariaDB test CA");
+    let tls = ca.server_files(certs.path());
+    let server = test_support::TlsMariaDb::start(&tls).await.unwrap();
+    let dir = temp_dir();
+    let config = |url: String| auth::Config {
+        database_url: Some(url.into()),
+        jwt_secret: Some(SECRET.into()),
+        ..configs::auth(dir.path(), None)
+    };
+
+    // sqlx's own URL options are the settings: TLS required, the server's name verified
+    // against the CA file.
+    let verified = format!(
+        "{}?ssl-mode=verify_identity&ssl-ca={}",
+        server.url(),
+        tls.ca.display()
+    );
+    let auth = Running::<auth::App>::start(config(verified)).await.unwrap();
+    let mut client = AuthServiceClient::new(auth.grpc_channel().await.unwrap());
+    let (email, password) = ("tls@example.com", "a long password 1");
+    client
+        .register(RegisterRequest {
+            email: email.into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap();
+    let login = client
+        .login(LoginRequest {
+            email: email.into(),
+            password: password.into(),
+            client_address: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!login.access_token.is_empty());
+
+    let other = temp_dir();
+    let other_ca = TestCa::new("another authority").write_to(other.path());
+    for (what, url) in [
+        (
+            "a server its CA file did not sign",
+            format!(
+                "{}?ssl-mode=verify_identity&ssl-ca={}",
+                server.url(),
+                other_ca.display()
+            ),
+        ),
+        (
+            "no TLS (the server requires it)",
+            format!("{}?ssl-mode=disabled", server.url()),
+        ),
+    ] {
+        let refused = auth::App::build(config(url)).await;
+        assert!(refused.is_err(), "auth started on {what}");
+    }
+}

@@ -168,7 +168,7 @@ async fn run() -> anyhow::Result<()> {
     let storage_url = format!("http://127.0.0.1:{storage_port}");
     let storage = StorageClient::connect_lazy(&storage_url, None)?;
     let video_id = store_video(&storage, &input).await?;
-    let connection = broker::connect(broker.url(), "bench").await?;
+    let connection = broker::connect(broker.url(), None, "bench").await?;
     let channel = broker::confirmed_channel(&connection).await?;
     broker::declare_topology(&channel, &queues).await?;
 

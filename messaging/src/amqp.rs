@@ -36,11 +36,22 @@ const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(10);
 /// The header that numbers a message's attempts; absent on the first.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 
-/// Connects to the broker at `url`, naming the connection after `service` (it shows in the
-/// management UI).
-pub async fn connect(url: &str, service: &str) -> Result<Connection, lapin::Error> {
+/// Connects to the broker at `url` (over TLS for `amqps://`, trusting `ca_file` besides the
+/// system's roots), naming the connection after `service` (it shows in the management UI).
+pub async fn connect(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    service: &str,
+) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(service.into());
-    Connection::connect(url, properties).await
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: match ca_file {
+            Some(path) => Some(tokio::fs::read_to_string(path).await?),
+            None => None,
+        },
+    };
+    Connection::connect_with_config(url, properties, tls, lapin::runtime::default_runtime()?).await
 }
 
 /// A channel with publisher confirms on.
@@ -275,7 +286,8 @@ impl Session {
             .amqp_url
             .as_ref()
             .context("AMQP_URL is not set")?;
-        let connection = connect(url.expose(), settings.service)
+        let ca_file = settings.broker.amqp_ca_file.as_deref();
+        let connection = connect(url.expose(), ca_file, settings.service)
             .await
             .context("connecting to the broker")?;
         let channel = confirmed_channel(&connection).await?;

@@ -24,6 +24,11 @@ pub struct BrokerConfig {
     #[arg(long, env = "AMQP_URL")]
     pub amqp_url: Option<Secret>,
 
+    /// The authority (PEM) to trust for an `amqps://` AMQP_URL, besides the system's roots: a
+    /// broker whose certificate a private authority signed.
+    #[arg(long, env = "AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
+
     /// Root of local data (the embedded queue is `DATA_DIR/queue.sqlite`).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -56,6 +61,16 @@ impl BrokerConfig {
             return Err(ConfigError::invalid(
                 "AMQP_URL",
                 "must start with amqp:// or amqps://",
+            ));
+        }
+        let amqps = self
+            .amqp_url
+            .as_ref()
+            .is_some_and(|url| url.expose().starts_with("amqps://"));
+        if self.amqp_ca_file.is_some() && !amqps {
+            return Err(ConfigError::invalid(
+                "AMQP_CA_FILE",
+                "is set, but AMQP_URL is not an amqps:// URL",
             ));
         }
         Ok(())

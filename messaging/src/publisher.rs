@@ -59,6 +59,8 @@ struct Inner {
 enum Target {
     Amqp {
         url: Secret,
+        /// AMQP_CA_FILE.
+        ca_file: Option<PathBuf>,
         // Boxed: a connection is large, and the embedded variant has none.
         link: Box<Mutex<Option<(Connection, Channel)>>>,
     },
@@ -75,6 +77,7 @@ impl Publisher {
         let target = match &config.amqp_url {
             Some(url) => Target::Amqp {
                 url: url.clone(),
+                ca_file: config.amqp_ca_file.clone(),
                 link: Box::new(Mutex::new(None)),
             },
             None => Target::Embedded {
@@ -131,7 +134,7 @@ impl Publisher {
 
     /// The shared confirmed channel, connecting (and declaring the topology) if there is none.
     async fn amqp_channel(&self) -> Result<Channel, PublishError> {
-        let Target::Amqp { url, link } = &self.inner.target else {
+        let Target::Amqp { url, ca_file, link } = &self.inner.target else {
             unreachable!("only called for RabbitMQ");
         };
         let mut link = link.lock().await;
@@ -143,7 +146,8 @@ impl Publisher {
         }
         *link = None;
         let connected = tokio::time::timeout(BROKER_TIMEOUT, async {
-            let connection = amqp::connect(url.expose(), self.inner.service).await?;
+            let connection =
+                amqp::connect(url.expose(), ca_file.as_deref(), self.inner.service).await?;
             let channel = amqp::confirmed_channel(&connection).await?;
             amqp::declare_topology(&channel, &self.inner.queues).await?;
             Ok::<_, lapin::Error>((connection, channel))

@@ -48,6 +48,7 @@ fn settings(dir: &std::path::Path, max_attempts: u32) -> ConsumerSettings {
         service: "test",
         broker: BrokerConfig {
             amqp_url: None,
+            amqp_ca_file: None,
             data_dir: dir.to_owned(),
             embedded_queue_lease_seconds: 30,
             queues: QueueConfig::default(),

@@ -998,3 +998,68 @@ async fn serves_health_reflection_and_counts_bytes_in_metrics() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_mongodb_backend_speaks_tls_to_its_server_and_refuses_one_it_cannot_verify() {
+    use clients::{Owner, StorageClient};
+    use test_support::tls::TestCa;
+
+    let certs = temp_dir();
+    let ca = TestCa::new("mp3converter MongoDB test CA");
+    let mongo = test_support::MongoServer::start_tls(ca.server_files(certs.path()))
+        .await
+        .unwrap();
+    let data = temp_dir();
+    let config = |uri: String| storage::Config {
+        mongodb_uri: Some(uri.into()),
+        mongodb_database: test_support::unique_name("t_"),
+        ..configs::storage(data.path(), None)
+    };
+
+    // The MONGODB_URI's own options are the settings: tls=true and the CA file.
+    let service = Running::<storage::App>::start(config(mongo.uri()))
+        .await
+        .unwrap();
+    let client = StorageClient::connect_lazy(&service.url(), None).unwrap();
+    let bytes = pseudo_random_bytes(600 * 1024, 5);
+    let mut upload = client.upload(pb::UploadHeader {
+        bucket: pb::Bucket::Videos.into(),
+        owner_id: ALICE.into(),
+        filename: "over-tls.mp4".into(),
+        content_type: "video/mp4".into(),
+        job_id: String::new(),
+    });
+    assert!(upload.send(bytes.clone().into()).await);
+    let stored = upload.finish().await.unwrap();
+    let mut downloaded = Vec::new();
+    let mut stream = client
+        .download(
+            pb::Bucket::Videos,
+            &stored.id,
+            &Owner::One(ALICE.into()),
+            0,
+            None,
+        )
+        .await
+        .unwrap();
+    while let Some(chunk) = stream.next().await {
+        downloaded.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(downloaded, bytes, "the file came back whole over TLS");
+
+    // Another authority's CA file, or no TLS at all: storage refuses to start.
+    let other = temp_dir();
+    let other_ca = TestCa::new("another authority").write_to(other.path());
+    let foreign = format!(
+        "{}&tls=true&tlsCAFile={}",
+        mongo.plain_uri(),
+        other_ca.display()
+    );
+    for (what, uri) in [
+        ("another authority", foreign),
+        ("no TLS", mongo.plain_uri()),
+    ] {
+        let refused = storage::App::build(config(uri)).await;
+        assert!(refused.is_err(), "storage started trusting {what}");
+    }
+}

@@ -40,9 +40,9 @@ pub mod tls;
 pub use app::Running;
 pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video, mp4_bytes, mp4_like};
 pub use mongo::{MongoServer, TestMongo};
-pub use mysql::TestMysql;
+pub use mysql::{TestMysql, TlsMariaDb};
 pub use proxy::TcpProxy;
-pub use rabbitmq::TestBroker;
+pub use rabbitmq::{TestBroker, TlsRabbitMq};
 pub use smtp::{CapturedMail, SmtpCapture};
 pub use tempfile::TempDir;
 

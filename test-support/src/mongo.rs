@@ -1,5 +1,6 @@
 //! A fresh Mongo database per test, on the MongoDB-wire server.
 
+use crate::tls::ServerTls;
 use anyhow::Context;
 use mongodb::Client;
 use mongodb::bson::doc;
@@ -74,22 +75,44 @@ pub struct MongoServer {
     port: u16,
     storage: tempfile::TempDir,
     child: Option<tokio::process::Child>,
+    tls: Option<ServerTls>,
 }
 
 impl MongoServer {
     /// Starts a server on a free port and waits until it answers a ping.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// [`MongoServer::start`], accepting TLS connections only, with `tls`.
+    pub async fn start_tls(tls: ServerTls) -> anyhow::Result<Self> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<ServerTls>) -> anyhow::Result<Self> {
         let mut server = Self {
             port: crate::free_port(),
             storage: crate::temp_dir(),
             child: None,
+            tls,
         };
         server.start_again().await?;
         Ok(server)
     }
 
-    /// `mongodb://127.0.0.1:PORT/?directConnection=true`.
+    /// `mongodb://127.0.0.1:PORT/?directConnection=true`, with `&tls=true&tlsCAFile=…` (the
+    /// server's authority) for a TLS server.
     pub fn uri(&self) -> String {
+        let plain = self.plain_uri();
+        match &self.tls {
+            Some(tls) => format!("{plain}&tls=true&tlsCAFile={}", tls.ca.display()),
+            None => plain,
+        }
+    }
+
+    /// `mongodb://127.0.0.1:PORT/?directConnection=true`, without TLS whatever the server
+    /// speaks.
+    pub fn plain_uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
     }
 
@@ -121,7 +144,15 @@ impl MongoServer {
     /// Starts the server (again) on the same port and data, and waits until it answers.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "the server is running already");
-        let child = tokio::process::Command::new("secantusd-py")
+        let mut command = tokio::process::Command::new("secantusd-py");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key);
+        }
+        let child = command
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--storage-path")
             .arg(self.storage.path())

@@ -87,3 +87,116 @@ impl Drop for TestBroker {
         });
     }
 }
+
+/// A RabbitMQ node of the test's own that accepts TLS connections only (AMQPS, its
+/// certificate from `tls`), for the tests of `amqps://`, which the machine's shared broker does
+/// not serve. Its files live in a temp directory; the node is stopped when this is dropped.
+#[derive(Debug)]
+pub struct TlsRabbitMq {
+    port: u16,
+    node: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRabbitMq {
+    /// Starts the node (`rabbitmq-server` with a configuration of its own: a TLS listener on
+    /// a free port, no plain one) and waits until an `amqps://` connection trusting `tls.ca`
+    /// opens.
+    pub async fn start(tls: &crate::tls::ServerTls) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::temp_dir();
+        let root = dir.path();
+        // The server script drops to the rabbitmq user: it must read the files and write here.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o777))?;
+        let copy = |from: &std::path::Path, name: &str| -> anyhow::Result<std::path::PathBuf> {
+            let to = root.join(name);
+            std::fs::copy(from, &to)?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))?;
+            Ok(to)
+        };
+        let (ca, cert, key) = (
+            copy(&tls.ca, "ca.crt")?,
+            copy(&tls.cert, "server.crt")?,
+            copy(&tls.key, "server.key")?,
+        );
+        let port = crate::free_port();
+        let config = root.join("rabbitmq.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listeners.tcp = none\n\
+                 listeners.ssl.default = {port}\n\
+                 ssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n\
+                 loopback_users = none\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+        )?;
+        let plugins = root.join("enabled_plugins");
+        std::fs::write(&plugins, "[].\n")?;
+        let node_name = format!("{}@localhost", crate::unique_name("tls-"));
+        std::process::Command::new("setsid")
+            .arg("rabbitmq-server")
+            .env("HOME", root)
+            .env("RABBITMQ_NODENAME", &node_name)
+            .env("RABBITMQ_DIST_PORT", crate::free_port().to_string())
+            .env("RABBITMQ_MNESIA_BASE", root.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", root.join("log"))
+            .env("RABBITMQ_CONFIG_FILE", &config)
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting rabbitmq-server")?;
+        let node = Self {
+            port,
+            node: node_name,
+            _dir: dir,
+        };
+        let pem = std::fs::read_to_string(&tls.ca)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let tls_config = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(pem.clone()),
+            };
+            let connected = Connection::connect_with_config(
+                &node.url(),
+                ConnectionProperties::default(),
+                tls_config,
+                lapin::runtime::default_runtime()?,
+            )
+            .await;
+            if let Ok(connection) = connected {
+                connection.close(200, "ok".into()).await?;
+                return Ok(node);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the TLS RabbitMQ node did not accept a connection within 60 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `amqps://guest:guest@127.0.0.1:PORT/%2f`.
+    pub fn url(&self) -> String {
+        format!("amqps://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+}
+
+impl Drop for TlsRabbitMq {
+    fn drop(&mut self) {
+        // The node runs as the rabbitmq user, detached from this process: its name, unique
+        // to this test, finds its processes (stopped even if it never finished starting).
+        let _ = std::process::Command::new("pkill")
+            .args(["-TERM", "-f", &self.node])
+            .status();
+    }
+}

@@ -111,6 +111,29 @@ impl IssuedCertificate {
     }
 }
 
+/// The files of a TLS server: its certificate and key, and the authority its clients trust.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The authority that signed it (PEM): what clients are given as their CA file.
+    pub ca: PathBuf,
+}
+
+impl TestCa {
+    /// A certificate for 127.0.0.1 and localhost, written with this authority's to `dir`.
+    pub fn server_files(&self, dir: &Path) -> ServerTls {
+        let (cert, key) = self.issue(&["127.0.0.1", "localhost"]).write_to(dir);
+        ServerTls {
+            cert,
+            key,
+            ca: self.write_to(dir),
+        }
+    }
+}
+
 /// An HTTP client that trusts `ca` alone.
 pub fn client_trusting(ca: &TestCa) -> reqwest::Client {
     reqwest::Client::builder()

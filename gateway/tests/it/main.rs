@@ -6,8 +6,10 @@
 //! - [`hostile_input`]: a table of hostile requests against the mesh;
 //! - [`openapi_conformance`]: schemathesis, generating requests from `/openapi.json`;
 //! - [`tls`]: HTTPS, and a certificate renewed on disk while a download runs;
-//! - [`grpc_tls`]: mutual TLS between the gateway and auth and storage.
+//! - [`grpc_tls`]: mutual TLS between the gateway and auth and storage; [`amqps`]: the queue
+//!   over TLS.
 
+mod amqps;
 mod api;
 mod grpc_tls;
 mod hostile_input;
