@@ -66,9 +66,6 @@ EXEMPTIONS: dict[tuple[str, str], dict[str, str]] = {
     ("rabbitmq", "rabbitmq"): {
         "readOnlyRootFilesystem": "the rabbitmq image's entrypoint and server write under "
         "/etc/rabbitmq and /var/log/rabbitmq, not only to the data volume",
-        "secretsAsFiles": "RabbitMQ 3.9+ reads its default user's password from "
-        "RABBITMQ_DEFAULT_PASS or its config file only (the image dropped the _FILE forms); "
-        "a config file holding the password is a Secret of another shape, not done yet",
     },
 }
 
