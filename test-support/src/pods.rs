@@ -416,7 +416,12 @@ impl Deployment {
     /// itself when its restart policy beats us to it), and waits until it is ready.
     pub async fn restart(&self, container: &Container) -> anyhow::Result<Duration> {
         if self.inspect(container, "{{.State.Running}}")? != "true" {
-            podman(&["start", &container.podman_name()])?;
+            // The pod, not the container: podman 4.3 plays each pod with the exit policy
+            // "stop", so when its only container dies the pod's infra container (its network
+            // namespace) stops a moment later, and `podman start` of the container then fails
+            // ("cannot get namespace path unless container … is running"; seen once in CI). A
+            // kubelet keeps the sandbox; `pod start` brings back the infra and the container.
+            podman(&["pod", "start", &format!("{}-pod-0", container.deployment)])?;
         }
         self.wait_until_ready(container).await
     }
