@@ -72,6 +72,7 @@ async fn queue_job(
             owner_email: "bench@example.com".into(),
             video_id: video_id.into(),
             original_filename: "bench.mp4".into(),
+            options: None,
         })
         .await?;
     let event = new_event(Payload::VideoUploaded(VideoUploaded {

@@ -9,13 +9,14 @@
 //!   worker off: its later updates are refused, and it deletes the MP3 it may have made.
 
 use crate::error::ConversionError;
-use crate::media::Tools;
+use crate::media::{Conversion, Tools};
 use crate::transfer;
+use audio_options::AudioOptions;
 use clients::{Owner, StorageClient};
 use messaging::events::{ConversionFailed, ConversionSucceeded, Payload, VideoUploaded};
 use messaging::{Handler, Outcome, Received};
 use proto::storage::v1 as pb;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
@@ -214,7 +215,6 @@ impl Converter {
             fetch,
             workspace,
         } = prefetch;
-        let output = workspace.path().join("output.mp3");
         let size = fetch
             .await
             .map_err(|error| ConversionError::transient_because("fetching the video", error))??;
@@ -225,6 +225,10 @@ impl Converter {
             transfer::download_video(&self.storage, &job.video_id, &input, cancel).await?
         };
         tracing::debug!(size, "video fetched");
+        // Storage checked them when it recorded the job; a job it cannot read is not retried.
+        let options = AudioOptions::from_proto(job.options.as_ref()).map_err(|error| {
+            ConversionError::Unconvertible(format!("the job's options cannot be used: {error}"))
+        })?;
 
         let (progress, progress_seen) = watch::channel(0);
         let superseded = CancellationToken::new();
@@ -249,7 +253,13 @@ impl Converter {
         let converted = match permit {
             Some(_permit) => {
                 let stage = Instant::now();
-                let converted = self.tools.convert(&input, &output, &progress, &stop).await;
+                let conversion = Conversion {
+                    input: &input,
+                    workspace: workspace.path(),
+                    options: &options,
+                    original_filename: &job.original_filename,
+                };
+                let converted = self.tools.convert(&conversion, &progress, &stop).await;
                 record_stage("convert", stage);
                 converted
             }
@@ -259,13 +269,14 @@ impl Converter {
         if superseded.is_cancelled() {
             return Err(ConversionError::Superseded);
         }
-        converted?;
+        let output = converted?;
         if cancel.is_cancelled() {
             return Err(ConversionError::Cancelled);
         }
-        let name = mp3_filename(&job.original_filename);
+        let name = options.output_filename(&job.original_filename);
         let stage = Instant::now();
-        let stored = transfer::upload_mp3(&self.storage, job, &name, &output).await;
+        let stored =
+            transfer::upload_audio(&self.storage, job, &name, options.format, &output).await;
         record_stage("store", stage);
         stored
     }
@@ -377,6 +388,11 @@ impl Converter {
                 owner_id: job.owner_id.clone(),
                 owner_email: job.owner_email.clone(),
                 original_filename: job.original_filename.clone(),
+                format: AudioOptions::from_proto(job.options.as_ref())
+                    .unwrap_or_default()
+                    .format
+                    .label()
+                    .to_owned(),
             }),
             pb::JobState::Failed => Payload::ConversionFailed(ConversionFailed {
                 job_id: job.id.clone(),
@@ -437,17 +453,6 @@ async fn report_progress(
     }
 }
 
-/// The MP3's file name: the video's name with `.mp3` instead of its extension.
-fn mp3_filename(original: &str) -> String {
-    let stem = Path::new(original)
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .map(str::trim)
-        .filter(|stem| !stem.is_empty())
-        .unwrap_or("audio");
-    format!("{stem}.mp3")
-}
-
 /// A job's temporary directory and the video being fetched into it. Dropping it stops the
 /// fetch and removes the directory.
 struct Prefetch {
@@ -463,18 +468,4 @@ struct Prefetch {
 fn record_stage(stage: &'static str, since: Instant) {
     metrics::histogram!(crate::meters::STAGE_DURATION, "stage" => stage)
         .record(since.elapsed().as_secs_f64());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mp3_filename;
-
-    #[test]
-    fn the_mp3_is_named_after_the_video() {
-        assert_eq!(mp3_filename("holiday.mp4"), "holiday.mp3");
-        assert_eq!(mp3_filename("talk.final.mkv"), "talk.final.mp3");
-        assert_eq!(mp3_filename("noext"), "noext.mp3");
-        assert_eq!(mp3_filename(""), "audio.mp3");
-        assert_eq!(mp3_filename(".mp4"), ".mp4.mp3");
-    }
 }

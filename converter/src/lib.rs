@@ -1,9 +1,12 @@
-//! The converter worker: turns uploaded videos into MP3s with ffmpeg, competing with its peers
-//! on the video queue.
+//! The converter worker: turns uploaded videos into audio files (an MP3 unless the job asks for
+//! another format) with ffmpeg, competing with its peers on the video queue.
 //!
 //! - [`config`]: settings from the environment.
 //! - [`job`]: one event from claim to announcement (the pipeline's rules live here).
-//! - [`media`]: ffprobe and ffmpeg as child processes.
+//! - [`media`]: ffprobe and ffmpeg as child processes, pass by pass.
+//! - [`recipe`]: a job's options as each pass's ffmpeg arguments; [`loudness`] and [`cover`]
+//!   the two passes that need more than arguments; [`description`] what ffmpeg says about its
+//!   input.
 //! - [`transfer`]: streaming files from and to the storage service.
 //! - [`scratch`]: this process's temp directory, and removing what killed converters left.
 //!
@@ -14,10 +17,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod cover;
+pub mod description;
 pub mod error;
 pub mod job;
+pub mod loudness;
 pub mod media;
 pub mod meters;
+pub mod recipe;
 pub mod scratch;
 pub mod transfer;
 

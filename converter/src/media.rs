@@ -1,13 +1,22 @@
-//! ffmpeg and ffprobe as child processes. One ffmpeg run per job both judges and converts the
-//! file: the input's duration is read from ffmpeg's own description of it (on stderr, before
-//! it converts anything), so a file that is too long is stopped at once. ffprobe, a second
+//! ffmpeg and ffprobe as child processes: the passes of one conversion (see [`crate::recipe`])
+//! run here. The pass that first reads the input also judges it: the input's duration is read
+//! from ffmpeg's own description of it (on stderr, before it converts anything), so a file
+//! that is too long, or shorter than where its trim starts, is stopped at once. ffprobe, a
 //! process that costs as much CPU to start as the conversion of a short clip, runs only when
 //! ffmpeg fails, to tell the user why (not a media file, no sound, too long) the same way as
 //! ever. ffmpeg reports progress through `-progress` and is killed when the job times out or
 //! is cancelled.
 
+use crate::cover;
+use crate::description::{DescriptionReader, InputFacts, Line};
 use crate::error::ConversionError;
+use crate::loudness;
+use crate::recipe::{self, Trim};
+use audio_options::{AudioOptions, Cover, Format};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -98,21 +107,86 @@ impl Tools {
         judge(&probe, self.max_duration)
     }
 
-    /// Converts the first audio stream of `input` to an MP3 at `output`, publishing progress
-    /// (0..=100) to `progress`. A file that cannot be converted ends in
-    /// [`ConversionError::Unconvertible`] with the reason the user is told; ffmpeg is killed
-    /// when the input is longer than the limit, `cancel` fires or the time limit passes.
+    /// Converts `conversion.input` as its options say, publishing progress (0..=99) to
+    /// `progress`; returns the finished file, in `conversion.workspace`. A file that cannot
+    /// be converted ends in [`ConversionError::Unconvertible`] with the reason the user is
+    /// told; ffmpeg is killed when the input is longer than the limit, when the trim starts
+    /// past its end, when `cancel` fires or when the time limit passes.
     pub async fn convert(
         &self,
-        input: &Path,
-        output: &Path,
+        conversion: &Conversion<'_>,
         progress: &watch::Sender<u32>,
         cancel: &CancellationToken,
-    ) -> Result<(), ConversionError> {
+    ) -> Result<PathBuf, ConversionError> {
+        let Conversion {
+            input,
+            workspace,
+            options,
+            original_filename,
+        } = *conversion;
+        let trim = Trim::of(options);
+        let format = options.format;
+        let (measured, source_rate, encode_share) = if options.normalize.is_some() {
+            let mut command = self.ffmpeg_reading(input, &trim);
+            command.args(recipe::measure_args(options));
+            let report = self
+                .run(command, input, &trim, Some((progress, 0..50)), cancel)
+                .await?;
+            let measured = loudness::measurement(report.loudnorm.as_deref());
+            (measured, report.facts.sample_rate, 50..100)
+        } else {
+            (None, None, 0..100)
+        };
+
+        let encoded = workspace.join(format!("encoded.{}", format.extension()));
+        let mut command = self.ffmpeg_reading(input, &trim);
+        command
+            .args(recipe::encode_args(
+                options,
+                self.encoding,
+                measured,
+                source_rate,
+            ))
+            // A file, not a pipe: the MP3 muxer seeks back to write the header that tells
+            // players the length of a VBR stream.
+            .arg(&encoded);
+        let report = self
+            .run(
+                command,
+                input,
+                &trim,
+                Some((progress, encode_share)),
+                cancel,
+            )
+            .await?;
+        let facts = report.facts;
+
+        let cover = match options.cover {
+            Cover::Auto => self.cover(input, &facts, workspace, cancel).await,
+            Cover::None => None,
+        };
+        if cancel.is_cancelled() {
+            return Err(ConversionError::Cancelled);
+        }
+        let output = workspace.join(format!("output.{}", format.extension()));
+        let finishing = Finishing {
+            encoded: &encoded,
+            facts: &facts,
+            options,
+            original_filename,
+            cover: cover.as_ref(),
+            output: &output,
+        };
+        self.finish(&finishing, cancel).await?;
+        Ok(output)
+    }
+
+    /// An ffmpeg command that reports progress on stdout and describes its input at info
+    /// level, each line tagged with its level so the description (info) and complaints
+    /// (warning and worse) can be told apart.
+    fn ffmpeg(&self) -> Command {
         let mut command = Command::new(&self.ffmpeg);
         command
-            // `level` tags each line, so ffmpeg's description of the input (info) and its
-            // complaints (warning and worse) can be told apart.
             .args([
                 "-nostdin",
                 "-hide_banner",
@@ -120,16 +194,144 @@ impl Tools {
                 "level+info",
                 "-nostats",
             ])
-            .args(["-progress", "pipe:1", "-y", "-i"])
-            .arg(input)
-            .args(["-map", "0:a:0", "-vn", "-sn", "-dn", "-c:a", "libmp3lame"]);
-        match self.encoding {
-            Encoding::Vbr(quality) => command.args(["-q:a", &quality.to_string()]),
-            Encoding::Cbr(kbps) => command.args(["-b:a", &format!("{kbps}k")]),
+            .args(["-progress", "pipe:1", "-y"]);
+        command
+    }
+
+    /// [`Tools::ffmpeg`] reading the trimmed part of `input`.
+    fn ffmpeg_reading(&self, input: &Path, trim: &Trim) -> Command {
+        let mut command = self.ffmpeg();
+        command.args(trim.input_args()).arg("-i").arg(input);
+        command
+    }
+
+    /// Takes the cover: a frame of the video, or the source's own picture. No cover is no
+    /// failure: the sound is what the user asked for, so a failed extraction is logged only.
+    async fn cover(
+        &self,
+        input: &Path,
+        facts: &InputFacts,
+        workspace: &Path,
+        cancel: &CancellationToken,
+    ) -> Option<CoverPicture> {
+        let path = workspace.join("cover.jpg");
+        // From a tenth of the way in; a video dark from there on is searched from its start.
+        let first = cover::seek_point(facts.duration.flatten());
+        let seeks = if first.is_zero() {
+            vec![first]
+        } else {
+            vec![first, Duration::ZERO]
         };
-        // A file, not a pipe: the MP3 muxer seeks back to write the header that tells players
-        // the length of a VBR stream.
-        command.args(["-f", "mp3"]).arg(output);
+        for seek in seeks {
+            let mut command = self.ffmpeg();
+            command.args(cover::extraction_args(facts.picture, seek, input, &path)?);
+            let report = match self
+                .run(command, input, &Trim::default(), None, cancel)
+                .await
+            {
+                Ok(report) => report,
+                Err(error) => {
+                    tracing::warn!(error = %error.report(), "no cover: taking the frame failed");
+                    return None;
+                }
+            };
+            let jpeg = match tokio::fs::read(&path).await {
+                Ok(jpeg) if !jpeg.is_empty() => jpeg,
+                _ => continue,
+            };
+            let at = report
+                .frame_time
+                .map(|time| seek + Duration::from_secs_f64(time.max(0.0)));
+            return Some(CoverPicture {
+                description: cover::description(facts.picture, at),
+                jpeg,
+                path,
+            });
+        }
+        tracing::info!("no cover: the video has no frame that is not black or blank");
+        None
+    }
+
+    /// Copies the encoded stream into the output with the tags and the picture.
+    async fn finish(
+        &self,
+        finishing: &Finishing<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), ConversionError> {
+        let Finishing {
+            encoded,
+            facts,
+            options,
+            original_filename,
+            cover,
+            output,
+        } = *finishing;
+        let tags = recipe::chosen_tags(facts, options, original_filename);
+        let picture_comment = match (options.format, cover) {
+            (Format::Opus, Some(cover)) => {
+                Some(BASE64.encode(cover::flac_picture_block(&cover.jpeg, &cover.description)))
+            }
+            _ => None,
+        };
+        let metadata = encoded.with_file_name("tags.txt");
+        tokio::fs::write(
+            &metadata,
+            recipe::metadata_file(&tags, picture_comment.as_deref()),
+        )
+        .await?;
+        let mut command = self.ffmpeg();
+        command
+            .arg("-i")
+            .arg(encoded)
+            .args(["-f", "ffmetadata", "-i"])
+            .arg(&metadata);
+        let stream_picture = cover.filter(|_| options.format != Format::Opus);
+        if let Some(cover) = stream_picture {
+            command.arg("-i").arg(&cover.path);
+        }
+        command
+            .args(recipe::finish_args(
+                options,
+                stream_picture.map(|cover| cover.description.as_str()),
+            ))
+            .arg(output);
+        match self
+            .run(command, encoded, &Trim::default(), None, cancel)
+            .await
+        {
+            Ok(_) => {}
+            // Our own file failed to copy: not the user's file's fault.
+            Err(ConversionError::Unconvertible(reason)) => {
+                return Err(ConversionError::transient(format!(
+                    "writing the tags failed: {reason}"
+                )));
+            }
+            Err(other) => return Err(other),
+        }
+        let comment = tags.iter().find(|(key, _)| key == "comment");
+        if let (Format::Mp3, Some((_, comment))) = (options.format, comment) {
+            let (output, comment, version) = (output.to_owned(), comment.clone(), options.id3v2);
+            tokio::task::spawn_blocking(move || write_id3_comment(&output, comment, version))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(|error| {
+                    ConversionError::transient_because("writing the MP3's comment", error)
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Runs one ffmpeg pass to its end: its description of `input` read (the duration judged
+    /// against the limit and the trim), its progress published to the given share of
+    /// `progress`, its complaints kept for the log. A failure is explained with ffprobe.
+    async fn run(
+        &self,
+        mut command: Command,
+        input: &Path,
+        trim: &Trim,
+        progress: Option<(&watch::Sender<u32>, Range<u32>)>,
+        cancel: &CancellationToken,
+    ) -> Result<Report, ConversionError> {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -145,19 +347,24 @@ impl Tools {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (duration_known, duration) = watch::channel(None);
-        let too_long = CancellationToken::new();
-        let report = report_progress(stdout, duration, progress);
-        let errors = read_stderr(stderr, self.max_duration, &duration_known, &too_long);
+        let refused = CancellationToken::new();
+        let judge = |duration| self.judge_duration(duration, trim).is_some();
+        let report = report_progress(stdout, duration, *trim, progress);
+        let errors = read_stderr(stderr, &judge, &duration_known, &refused);
         let run = async {
-            let (status, (), errors) = tokio::join!(child.wait(), report, errors);
-            (status, errors)
+            let (status, (), read) = tokio::join!(child.wait(), report, errors);
+            (status, read)
         };
-        let (status, errors) = tokio::select! {
+        // (Leaving the select early drops `run`, and with it the child: kill_on_drop kills
+        // ffmpeg.)
+        let (status, (reader, complaints)) = tokio::select! {
             finished = run => finished,
             () = cancel.cancelled() => return Err(ConversionError::Cancelled),
-            () = too_long.cancelled() => {
-                let duration = duration_known.borrow().unwrap_or_default();
-                return Err(too_long_for(duration, self.max_duration));
+            () = refused.cancelled() => {
+                let duration = *duration_known.borrow();
+                return Err(self
+                    .judge_duration(duration, trim)
+                    .unwrap_or_else(|| ConversionError::transient("the input was refused")));
             }
             () = tokio::time::sleep(self.timeout) => {
                 return Err(ConversionError::transient(format!(
@@ -165,12 +372,16 @@ impl Tools {
                 )));
             }
         };
-        // (Leaving the select drops `run`, and with it the child: kill_on_drop kills ffmpeg.)
         let status = status?;
+        let (facts, loudnorm, frame_time) = reader.finish();
         if status.success() {
-            return Ok(());
+            return Ok(Report {
+                facts,
+                loudnorm,
+                frame_time,
+            });
         }
-        tracing::info!(?status, stderr = %errors.trim(), "ffmpeg failed");
+        tracing::info!(?status, stderr = %complaints.trim(), "ffmpeg failed");
         if status.code().is_none() {
             // Killed by a signal (the OOM killer, an operator): not the file's fault.
             return Err(ConversionError::transient(format!(
@@ -183,54 +394,117 @@ impl Tools {
             "the sound in your file could not be decoded; the file may be damaged".into(),
         ))
     }
+
+    /// Why a source of `duration` cannot be converted as asked, if it cannot.
+    fn judge_duration(&self, duration: Option<Duration>, trim: &Trim) -> Option<ConversionError> {
+        let duration = duration?;
+        if duration > self.max_duration {
+            return Some(too_long_for(duration, self.max_duration));
+        }
+        match trim.start {
+            Some(start) if start >= duration => Some(ConversionError::Unconvertible(format!(
+                "`start` ({}) is at or past the end of your video, which is {} long",
+                cover::clock_ms(start),
+                cover::clock_ms(duration)
+            ))),
+            _ => None,
+        }
+    }
 }
 
-/// Reads ffmpeg's stderr to the end, one line at a time. The input's duration goes to
-/// `duration_known` (firing `too_long` past `max_duration`); warnings and errors are returned,
-/// up to [`MAX_STDERR_BYTES`], for the log.
+/// Turns the `TXXX:comment` frame that ffmpeg's MP3 muxer writes for a comment into the
+/// `COMM` frame that players show as the comment.
+fn write_id3_comment(
+    path: &Path,
+    text: String,
+    version: audio_options::Id3Version,
+) -> Result<(), id3::Error> {
+    use id3::TagLike;
+    let mut tag = id3::Tag::read_from_path(path)?;
+    tag.remove_extended_text(Some("comment"), None);
+    tag.add_frame(id3::frame::Comment {
+        lang: "eng".into(),
+        description: String::new(),
+        text,
+    });
+    let version = match version {
+        audio_options::Id3Version::V23 => id3::Version::Id3v23,
+        audio_options::Id3Version::V24 => id3::Version::Id3v24,
+    };
+    tag.write_to_path(path, version)
+}
+
+/// What a job's conversion needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Conversion<'a> {
+    /// The fetched source.
+    pub input: &'a Path,
+    /// The job's temporary directory, where the passes write.
+    pub workspace: &'a Path,
+    /// What to make.
+    pub options: &'a AudioOptions,
+    /// The uploaded file's name (the title when the source has none).
+    pub original_filename: &'a str,
+}
+
+/// What the finish pass puts together.
+#[derive(Debug, Clone, Copy)]
+struct Finishing<'a> {
+    encoded: &'a Path,
+    facts: &'a InputFacts,
+    options: &'a AudioOptions,
+    original_filename: &'a str,
+    cover: Option<&'a CoverPicture>,
+    output: &'a Path,
+}
+
+/// What one pass learnt.
+#[derive(Debug)]
+struct Report {
+    facts: InputFacts,
+    loudnorm: Option<String>,
+    frame_time: Option<f64>,
+}
+
+/// A cover taken for the file.
+#[derive(Debug)]
+struct CoverPicture {
+    path: PathBuf,
+    jpeg: Vec<u8>,
+    description: String,
+}
+
+/// Reads ffmpeg's stderr to the end, one line at a time, into a [`DescriptionReader`]. The
+/// input's duration goes to `duration_known`, and when `refuses` says the file cannot be
+/// converted so, `refused` fires; warnings and errors are returned, up to
+/// [`MAX_STDERR_BYTES`], for the log.
 async fn read_stderr(
     stderr: impl AsyncRead + Unpin,
-    max_duration: Duration,
+    refuses: &(dyn Fn(Option<Duration>) -> bool + Sync),
     duration_known: &watch::Sender<Option<Duration>>,
-    too_long: &CancellationToken,
-) -> String {
+    refused: &CancellationToken,
+) -> (DescriptionReader, String) {
     // Read to the end, not only the start: closing the pipe early would kill ffmpeg with
     // SIGPIPE (a damaged file can make it print an error per frame), and a killed ffmpeg
     // counts as transient, so the file would be retried.
     let mut lines = BoundedLines::new(BufReader::new(stderr));
+    let mut reader = DescriptionReader::default();
     let mut kept = String::new();
     let mut duration_seen = false;
     while let Some(line) = lines.next_line().await {
-        if let Some(info) = line.strip_prefix("[info] ") {
-            if !duration_seen && let Some(duration) = input_duration(info) {
-                duration_seen = true;
-                duration_known.send_replace(duration);
-                if duration.is_some_and(|duration| duration > max_duration) {
-                    too_long.cancel();
-                }
-            }
-        } else if kept.len() + line.len() < MAX_STDERR_BYTES {
+        if reader.read(&line) == Line::Complaint && kept.len() + line.len() < MAX_STDERR_BYTES {
             kept.push_str(&line);
             kept.push('\n');
         }
+        if !duration_seen && let Some(duration) = reader.facts().duration {
+            duration_seen = true;
+            duration_known.send_replace(duration);
+            if refuses(duration) {
+                refused.cancel();
+            }
+        }
     }
-    kept
-}
-
-/// The duration in ffmpeg's description of its input (`  Duration: 00:01:02.50, start: …`):
-/// `Some(None)` when it says `N/A`, `None` when the line is another one.
-fn input_duration(line: &str) -> Option<Option<Duration>> {
-    let value = line.trim_start().strip_prefix("Duration: ")?;
-    let value = value.split(',').next()?.trim();
-    if value == "N/A" {
-        return Some(None);
-    }
-    let mut parts = value.split(':');
-    let (hours, minutes, seconds) = (parts.next()?, parts.next()?, parts.next()?);
-    let seconds = hours.parse::<f64>().ok()? * 3600.0
-        + minutes.parse::<f64>().ok()? * 60.0
-        + seconds.parse::<f64>().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Some(Duration::from_secs_f64(seconds)))
+    (reader, kept)
 }
 
 /// Lines of a stream, each cut to [`MAX_LINE_BYTES`] (the rest of a longer one is skipped), so
@@ -324,23 +598,34 @@ fn clock(duration: Duration) -> String {
     }
 }
 
-/// Reads ffmpeg's `-progress` lines (`out_time_us=…`) and publishes whole percents, below 100
-/// until the MP3 is stored.
+/// Reads ffmpeg's `-progress` lines (`out_time_us=…`) and publishes whole percents of the
+/// kept part of the input, mapped onto `share` of the job (below 100 until the file is stored).
 async fn report_progress(
     stdout: tokio::process::ChildStdout,
     duration: watch::Receiver<Option<Duration>>,
-    progress: &watch::Sender<u32>,
+    trim: Trim,
+    progress: Option<(&watch::Sender<u32>, Range<u32>)>,
 ) {
     // Every line is read, known length or not, so ffmpeg never blocks on the pipe.
     let mut lines = BoundedLines::new(BufReader::new(stdout));
     while let Some(line) = lines.next_line().await {
-        let Some(total) = duration.borrow().filter(|d| !d.is_zero()) else {
+        let Some((progress, share)) = &progress else {
+            continue;
+        };
+        let Some(total) = duration
+            .borrow()
+            .map(|duration| trim.kept(duration))
+            .filter(|d| !d.is_zero())
+        else {
             continue;
         };
         if let Some(percent) = percent_from_progress_line(&line, total) {
+            let percent = (share.start + percent * (share.end - share.start) / 100).min(99);
             progress.send_if_modified(|current| {
-                let changed = *current != percent;
-                *current = percent;
+                let changed = *current < percent;
+                if changed {
+                    *current = percent;
+                }
                 changed
             });
         }
@@ -446,13 +731,15 @@ mod tests {
             timeout: Duration::from_secs(20),
         };
         let (progress, _seen) = watch::channel(0);
+        let input = dir.path().join("in.mp4");
+        let conversion = Conversion {
+            input: &input,
+            workspace: dir.path(),
+            options: &AudioOptions::default(),
+            original_filename: "in.mp4",
+        };
         let result = tools
-            .convert(
-                &dir.path().join("in.mp4"),
-                &dir.path().join("out.mp3"),
-                &progress,
-                &CancellationToken::new(),
-            )
+            .convert(&conversion, &progress, &CancellationToken::new())
             .await;
         assert!(
             matches!(&result, Err(ConversionError::Unconvertible(_))),
@@ -468,21 +755,6 @@ mod tests {
             max_duration,
             timeout: Duration::from_secs(60),
         }
-    }
-
-    #[test]
-    fn the_duration_is_read_from_ffmpegs_description_of_its_input() {
-        assert_eq!(
-            input_duration("  Duration: 00:01:02.50, start: 0.000000, bitrate: 2711 kb/s"),
-            Some(Some(Duration::from_millis(62_500)))
-        );
-        assert_eq!(
-            input_duration("  Duration: 10:00:00.00, start: 0.0"),
-            Some(Some(Duration::from_secs(36_000)))
-        );
-        assert_eq!(input_duration("  Duration: N/A, bitrate: N/A"), Some(None));
-        assert_eq!(input_duration("  Stream #0:1: Audio: aac"), None);
-        assert_eq!(input_duration("  Duration: soon, start: 0"), None);
     }
 
     #[tokio::test]
@@ -514,20 +786,26 @@ mod tests {
             .unwrap();
         let junk = dir.path().join("junk.mp4");
         std::fs::write(&junk, test_support::pseudo_random_bytes(64 * 1024, 7)).unwrap();
-        let output = dir.path().join("out.mp3");
+        let workspace = dir.path().to_owned();
         let convert = |tools: Tools, input: std::path::PathBuf| {
-            let output = output.clone();
+            let workspace = workspace.clone();
             async move {
                 let (progress, seen) = watch::channel(0);
+                let conversion = Conversion {
+                    input: &input,
+                    workspace: &workspace,
+                    options: &AudioOptions::default(),
+                    original_filename: "clip.mp4",
+                };
                 let result = tools
-                    .convert(&input, &output, &progress, &CancellationToken::new())
+                    .convert(&conversion, &progress, &CancellationToken::new())
                     .await;
                 (result, *seen.borrow())
             }
         };
 
         let (converted, percent) = convert(real_tools(Duration::from_secs(60)), clip.clone()).await;
-        converted.unwrap();
+        let output = converted.unwrap();
         assert!(std::fs::metadata(&output).unwrap().len() > 1000);
         assert!(percent > 0, "progress was reported: {percent}");
 

@@ -2,6 +2,7 @@
 //! in chunks, so a converter's memory does not grow with the file.
 
 use crate::error::ConversionError;
+use audio_options::Format;
 use bytes::BytesMut;
 use clients::{Owner, StorageClient};
 use futures::StreamExt;
@@ -52,18 +53,20 @@ pub async fn download_video(
     Ok(written)
 }
 
-/// Stores the MP3 at `path`, made for `job`, under `filename`; returns what storage recorded.
-pub async fn upload_mp3(
+/// Stores the audio file at `path`, made for `job` in `format`, under `filename` (in the MP3s
+/// bucket, which holds every format); returns what storage recorded.
+pub async fn upload_audio(
     storage: &StorageClient,
     job: &pb::Job,
     filename: &str,
+    format: Format,
     path: &Path,
 ) -> Result<pb::FileInfo, ConversionError> {
     let mut upload = storage.upload(pb::UploadHeader {
         bucket: pb::Bucket::Mp3s.into(),
         owner_id: job.owner_id.clone(),
         filename: filename.to_owned(),
-        content_type: "audio/mpeg".into(),
+        content_type: format.content_type().into(),
         job_id: job.id.clone(),
     });
     let mut file = match tokio::fs::File::open(path).await {

@@ -269,9 +269,10 @@ async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its
     tokio::fs::write(&mp3, download.bytes().await.unwrap())
         .await
         .unwrap();
+    // The sound, and its cover: a frame of the video.
     assert_eq!(
         test_support::media::ffprobe_codecs(&mp3).await.unwrap(),
-        ["mp3"]
+        ["mp3", "mjpeg"]
     );
     let seconds = ffprobe_duration_seconds(&mp3).await.unwrap();
     assert!((seconds - 3.0).abs() <= 0.2, "the MP3 lasts {seconds} s");

@@ -18,10 +18,13 @@ pub enum ComposeError {
 /// What the user is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum News {
-    /// The MP3 is ready.
+    /// The audio file is ready.
     Ready {
-        /// The MP3's id.
+        /// The file's id (the name is older than formats).
         mp3_id: String,
+        /// Its format as users read it ("MP3", "Opus"…); empty means MP3 (an event from a
+        /// converter older than formats).
+        format: String,
     },
     /// The conversion failed.
     Failed {
@@ -49,25 +52,31 @@ pub fn letter(news: &News, filename: &str, public_base_url: &str) -> Letter {
         filename
     };
     match news {
-        News::Ready { mp3_id } => {
+        News::Ready { mp3_id, format } => {
+            let format = if format.trim().is_empty() {
+                "MP3"
+            } else {
+                format.as_str()
+            };
             let url = format!(
                 "{}/download/{mp3_id}",
                 public_base_url.trim_end_matches('/')
             );
             let curl = format!("curl -fOJ -H \"Authorization: Bearer $TOKEN\" {url}");
             Letter {
-                subject: format!("Your MP3 of {name} is ready"),
+                subject: format!("Your {format} of {name} is ready"),
                 text: format!(
-                    "Hello,\n\nthe MP3 of {name} is ready.\n\nMP3 id: {mp3_id}\nDownload it \
+                    "Hello,\n\nthe {format} of {name} is ready.\n\nFile id: {mp3_id}\nDownload it \
                      (after logging in): {url}\n\nWith curl, using the access token from \
                      POST /login:\n\n    {curl}\n\n-- mp3converter\n"
                 ),
                 html: format!(
-                    "<p>Hello,</p><p>the MP3 of <b>{}</b> is ready.</p>\
-                     <p>MP3 id: <code>{}</code><br>Download it (after logging in): \
+                    "<p>Hello,</p><p>the {} of <b>{}</b> is ready.</p>\
+                     <p>File id: <code>{}</code><br>Download it (after logging in): \
                      <a href=\"{url_attr}\">{}</a></p>\
                      <p>With curl, using the access token from <code>POST /login</code>:</p>\
                      <pre>{}</pre><p>-- mp3converter</p>",
+                    escape(format),
                     escape(name),
                     escape(mp3_id),
                     escape(&url),
@@ -124,14 +133,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_ready_letter_names_the_format_it_was_made_in() {
+        let news = News::Ready {
+            mp3_id: "0123456789abcdef01234567".into(),
+            format: "Opus".into(),
+        };
+        let letter = letter(&news, "talk.mp4", "https://mp3.example.com");
+        assert_eq!(letter.subject, "Your Opus of talk.mp4 is ready");
+        assert!(letter.text.contains("the Opus of talk.mp4 is ready"));
+        assert!(letter.html.contains("the Opus of <b>talk.mp4</b>"));
+    }
+
+    #[test]
     fn a_ready_letter_gives_the_id_the_download_url_and_a_curl_example() {
         let news = News::Ready {
             mp3_id: "0123456789abcdef01234567".into(),
+            format: String::new(),
         };
         let letter = letter(&news, "holiday.mp4", "https://mp3.example.com/");
         assert_eq!(letter.subject, "Your MP3 of holiday.mp4 is ready");
         let url = "https://mp3.example.com/download/0123456789abcdef01234567";
-        assert!(letter.text.contains("MP3 id: 0123456789abcdef01234567"));
+        assert!(letter.text.contains("File id: 0123456789abcdef01234567"));
         assert!(letter.text.contains(&format!(
             "curl -fOJ -H \"Authorization: Bearer $TOKEN\" {url}"
         )));

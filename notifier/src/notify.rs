@@ -31,6 +31,7 @@ impl Handler for Notifier {
                 done.job_id,
                 News::Ready {
                     mp3_id: done.mp3_id,
+                    format: done.format,
                 },
             ),
             Some(Payload::ConversionFailed(failed)) => (

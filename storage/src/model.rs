@@ -3,6 +3,7 @@
 //! database and both backends only need a compare-and-set on the record's revision.
 
 use crate::error::{StorageError, StorageResult};
+use audio_options::AudioOptions;
 use proto::storage::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -357,7 +358,7 @@ impl JobState {
 
 /// A conversion job. `revision` grows with every change; backends store a change only if the
 /// revision they hold is still the one the change was computed from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     /// Its id.
     #[serde(rename = "_id")]
@@ -388,6 +389,10 @@ pub struct JobRecord {
     pub created_at: DateTime,
     /// When it last changed.
     pub updated_at: DateTime,
+    /// What it makes, as validated when it was created; a record older than options has the
+    /// defaults.
+    #[serde(default)]
+    pub options: AudioOptions,
 }
 
 /// A change asked of a job.
@@ -419,10 +424,10 @@ pub enum JobChange {
 }
 
 /// What applying a change gives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
-    /// The record after the change, to be stored.
-    Changed(JobRecord),
+    /// The record after the change, to be stored (boxed: a record is large beside nothing).
+    Changed(Box<JobRecord>),
     /// Nothing to store: the change was already made (the user was already notified).
     AlreadyDone,
 }
@@ -434,6 +439,7 @@ impl JobRecord {
         owner_email: String,
         video_id: ObjectId,
         original_filename: String,
+        options: AudioOptions,
     ) -> Self {
         let now = DateTime::now();
         Self {
@@ -451,6 +457,7 @@ impl JobRecord {
             notified: false,
             created_at: now,
             updated_at: now,
+            options,
         }
     }
 
@@ -533,7 +540,7 @@ impl JobRecord {
         }
         next.revision += 1;
         next.updated_at = DateTime::now();
-        Ok(Applied::Changed(next))
+        Ok(Applied::Changed(Box::new(next)))
     }
 
     /// Refuses a change from a worker whose claim was taken over since.
@@ -565,6 +572,7 @@ impl JobRecord {
             notified: self.notified,
             created_at: Some(timestamp(self.created_at)),
             updated_at: Some(timestamp(self.updated_at)),
+            options: Some(self.options.to_proto()),
         }
     }
 }
@@ -587,6 +595,7 @@ mod tests {
             "a@example.com".into(),
             ObjectId::new(),
             "clip.mp4".into(),
+            AudioOptions::default(),
         )
     }
 
@@ -618,7 +627,7 @@ mod tests {
 
     fn changed(applied: Applied) -> JobRecord {
         match applied {
-            Applied::Changed(record) => record,
+            Applied::Changed(record) => *record,
             Applied::AlreadyDone => panic!("expected a change"),
         }
     }
@@ -798,5 +807,13 @@ mod tests {
                 Err(StorageError::InvalidArgument(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_record_stored_before_options_existed_reads_with_the_defaults() {
+        let mut stored = serde_json::to_value(job()).unwrap();
+        stored.as_object_mut().unwrap().remove("options");
+        let record: JobRecord = serde_json::from_value(stored).unwrap();
+        assert_eq!(record.options, AudioOptions::default());
     }
 }

@@ -8,6 +8,7 @@ use crate::model::{
     Applied, Bucket, FileRecord, JobChange, JobRecord, JobState, NewFile, Owner, PageCursor,
     PageQuery, parse_id,
 };
+use audio_options::AudioOptions;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -206,7 +207,7 @@ impl StorageApi {
                 Applied::AlreadyDone => return Ok(None),
                 Applied::Changed(next) => {
                     if self.backend.replace_job(&next, current.revision).await? {
-                        return Ok(Some(next));
+                        return Ok(Some(*next));
                     }
                 }
             }
@@ -450,11 +451,14 @@ impl StorageService for StorageApi {
                 &Owner::One(request.owner_id.clone()),
             )
             .await?;
+        let options = AudioOptions::from_proto(request.options.as_ref())
+            .map_err(|error| StorageError::InvalidArgument(format!("options: {error}")))?;
         let job = JobRecord::new(
             request.owner_id,
             request.owner_email,
             video.id,
             request.original_filename,
+            options,
         );
         self.backend.insert_job(&job).await?;
         metrics::counter!(crate::meters::JOBS_CREATED).increment(1);

@@ -204,6 +204,7 @@ impl RunningStorage {
             owner_email: format!("{owner}@example.com"),
             video_id: video_id.into(),
             original_filename: "holiday clip.mp4".into(),
+            options: None,
         };
         Ok(self
             .client
@@ -375,6 +376,8 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     files_and_jobs_survive_a_restart,
     listings_come_in_pages_that_together_hold_every_record_once,
     a_request_must_name_its_owner_or_ask_for_every_owner,
+    a_job_keeps_its_audio_options_through_its_life_and_a_restart,
+    a_job_with_impossible_audio_options_is_refused_and_not_recorded,
 ]);
 
 async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
@@ -833,6 +836,124 @@ async fn files_and_jobs_survive_a_restart(backend: Backend) {
         .unwrap();
     assert!(bytes == data);
     assert_eq!(storage.get_job(&job.id, ALICE).await.unwrap(), job);
+}
+
+fn m4a_options() -> pb::AudioOptions {
+    pb::AudioOptions {
+        preset: "podcast".into(),
+        format: pb::AudioFormat::M4a.into(),
+        bitrate_kbps: Some(160),
+        sample_rate: Some(48000),
+        channels: Some(1),
+        start_ms: Some(1_500),
+        end_ms: Some(61_000),
+        normalize: Some(pb::Loudness {
+            target_lufs: -14.0,
+            true_peak_dbtp: -2.0,
+        }),
+        tags: Some(pb::AudioTags {
+            title: Some("Épisode 1 — ünïcode".into()),
+            artist: Some("Someone".into()),
+            year: Some("2024".into()),
+            track: Some("3/12".into()),
+            ..Default::default()
+        }),
+        cover: pb::CoverArt::None.into(),
+        id3v2_version: 3,
+        ..Default::default()
+    }
+}
+
+async fn a_job_keeps_its_audio_options_through_its_life_and_a_restart(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"v").await;
+    let request = pb::CreateJobRequest {
+        owner_id: ALICE.into(),
+        owner_email: "alice@example.com".into(),
+        video_id: video.id.clone(),
+        original_filename: "talk.mp4".into(),
+        options: Some(m4a_options()),
+    };
+    let job = storage
+        .client
+        .create_job(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(job.options, Some(m4a_options()));
+    storage.claim(&job.id).await;
+    let mp3 = storage.stored(pb::Bucket::Mp3s, ALICE, b"m4a").await;
+    let done = storage.finish(&job.id, &mp3.id).await;
+    assert_eq!(done.options, Some(m4a_options()));
+    let mut storage = storage.restart().await;
+    let again = storage.get_job(&job.id, ALICE).await.unwrap();
+    assert_eq!(again.options, Some(m4a_options()));
+
+    // A job created without options shows the defaults, spelled out.
+    let plain = storage.create_job(ALICE, &video.id).await.unwrap();
+    let options = plain.options.expect("the defaults are shown");
+    assert_eq!(options.format, i32::from(pb::AudioFormat::Mp3));
+    assert_eq!(options.cover, i32::from(pb::CoverArt::Auto));
+    assert_eq!((options.quality, options.bitrate_kbps), (None, None));
+}
+
+async fn a_job_with_impossible_audio_options_is_refused_and_not_recorded(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"v").await;
+    let impossible = [
+        (
+            "bitrate",
+            pb::AudioOptions {
+                bitrate_kbps: Some(7),
+                ..Default::default()
+            },
+        ),
+        (
+            "end",
+            pb::AudioOptions {
+                start_ms: Some(5_000),
+                end_ms: Some(4_000),
+                ..Default::default()
+            },
+        ),
+        (
+            "format",
+            pb::AudioOptions {
+                format: 99,
+                ..Default::default()
+            },
+        ),
+        (
+            "title",
+            pb::AudioOptions {
+                tags: Some(pb::AudioTags {
+                    title: Some("t".repeat(100_000)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (option, options) in impossible {
+        let request = pb::CreateJobRequest {
+            owner_id: ALICE.into(),
+            owner_email: "alice@example.com".into(),
+            video_id: video.id.clone(),
+            original_filename: "talk.mp4".into(),
+            options: Some(options),
+        };
+        let status = storage.client.create_job(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{option}");
+        assert!(
+            status.message().contains(&format!("`{option}`")),
+            "{option}: {}",
+            status.message()
+        );
+    }
+    let (jobs, _) = storage.jobs_page(ALICE, 0, "").await.unwrap();
+    assert!(jobs.is_empty(), "nothing was recorded: {jobs:?}");
 }
 
 async fn listings_come_in_pages_that_together_hold_every_record_once(backend: Backend) {

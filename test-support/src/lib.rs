@@ -38,7 +38,10 @@ pub mod smtp;
 pub mod tls;
 
 pub use app::Running;
-pub use media::{VideoSpec, ffprobe_duration_seconds, generate_video, mp4_bytes, mp4_like};
+pub use media::{
+    VideoSpec, ebur128_loudness, ffmpeg_generate, ffprobe_audio, ffprobe_duration_seconds,
+    generate_video, gray_pixels, mp4_bytes, mp4_like,
+};
 pub use mongo::{MongoServer, TestMongo};
 pub use mysql::{TestMysql, TlsMariaDb};
 pub use proxy::TcpProxy;

@@ -140,3 +140,145 @@ pub fn mp4_like(len: usize, seed: u64) -> Vec<u8> {
     ));
     bytes
 }
+
+/// Runs ffmpeg with `args` (inputs, filters, options) writing `output`: for test media that
+/// [`generate_video`] does not make (black openings, quiet tones, attached pictures).
+pub async fn ffmpeg_generate(args: &[&str], output: &Path) -> anyhow::Result<()> {
+    let result = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(args)
+        .arg(output)
+        .output()
+        .await
+        .context("running ffmpeg (is it installed? scripts/test installs it)")?;
+    if !result.status.success() {
+        bail!("ffmpeg failed: {}", String::from_utf8_lossy(&result.stderr));
+    }
+    Ok(())
+}
+
+/// A file's integrated loudness (LUFS) and true peak (dBTP), as ffmpeg's `ebur128` filter
+/// (EBU R128, ITU BS.1770) measures them.
+pub async fn ebur128_loudness(path: &Path) -> anyhow::Result<(f64, f64)> {
+    let result = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-nostats", "-i"])
+        .arg(path)
+        .args([
+            "-map",
+            "0:a:0",
+            "-af",
+            "ebur128=peak=true",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .await
+        .context("running ffmpeg")?;
+    let text = String::from_utf8_lossy(&result.stderr);
+    // The summary comes last: `I: -16.0 LUFS` … `Peak: -1.6 dBFS`.
+    let summary = text
+        .rsplit_once("Summary:")
+        .map(|(_, summary)| summary)
+        .with_context(|| format!("ebur128 printed no summary: {text}"))?;
+    let value = |label: &str| -> anyhow::Result<f64> {
+        summary
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse().ok())
+            .with_context(|| format!("no `{label}` in the ebur128 summary: {summary}"))
+    };
+    Ok((value("I:")?, value("Peak:")?))
+}
+
+/// A picture as `side`×`side` 8-bit grey pixels: `input_args` are ffmpeg's input options and
+/// input (`["-ss", "2.5", "-i", "video.mp4"]`, or `["-i", "cover.jpg"]`); the first frame.
+pub async fn gray_pixels(input_args: &[&str], side: u32) -> anyhow::Result<Vec<u8>> {
+    let result = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(input_args)
+        .args(["-frames:v", "1", "-vf"])
+        .arg(format!("scale={side}:{side},format=gray"))
+        .args(["-f", "rawvideo", "-"])
+        .output()
+        .await
+        .context("running ffmpeg")?;
+    if !result.status.success() || result.stdout.len() != (side * side) as usize {
+        bail!(
+            "ffmpeg gave no {side}x{side} picture: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    Ok(result.stdout)
+}
+
+/// What ffprobe says of `entries` (`-show_entries`, e.g. `stream=codec_name,sample_rate`) for
+/// the first audio stream of the file at `path`, as bare CSV.
+pub async fn ffprobe_audio(entries: &str, path: &Path) -> anyhow::Result<String> {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            entries,
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .await
+        .context("running ffprobe")?;
+    if !output.status.success() {
+        bail!(
+            "ffprobe failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// A picture file's width and height, as ffprobe reads them.
+pub async fn ffprobe_picture_size(path: &Path) -> anyhow::Result<(u32, u32)> {
+    let text = ffprobe_entries("stream=width,height", path).await?;
+    let (width, height) = text
+        .trim()
+        .split_once(',')
+        .with_context(|| format!("ffprobe printed no size: {text:?}"))?;
+    Ok((width.parse()?, height.parse()?))
+}
+
+/// A picture's mean red, green and blue (ffmpeg scales it to one pixel).
+pub async fn mean_rgb(path: &Path) -> anyhow::Result<(u8, u8, u8)> {
+    let result = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-vf", "scale=1:1:flags=area,format=rgb24"])
+        .args(["-f", "rawvideo", "-"])
+        .output()
+        .await
+        .context("running ffmpeg")?;
+    match result.stdout[..] {
+        [red, green, blue] => Ok((red, green, blue)),
+        _ => bail!("no pixel: {}", String::from_utf8_lossy(&result.stderr)),
+    }
+}
+
+/// How long a file plays, counted in the samples ffmpeg decodes from its first audio stream
+/// (so an MP3's encoder delay and padding, which its LAME header tells decoders to skip, do
+/// not count, as they do not for a player).
+pub async fn decoded_seconds(path: &Path) -> anyhow::Result<f64> {
+    let rate: f64 = ffprobe_audio("stream=sample_rate", path).await?.parse()?;
+    let result = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:a:0", "-ac", "1", "-f", "s16le", "-"])
+        .output()
+        .await
+        .context("running ffmpeg")?;
+    if !result.status.success() {
+        bail!("ffmpeg failed: {}", String::from_utf8_lossy(&result.stderr));
+    }
+    Ok(result.stdout.len() as f64 / 2.0 / rate)
+}

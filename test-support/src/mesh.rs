@@ -242,6 +242,28 @@ impl Mesh {
             .unwrap()
     }
 
+    /// [`Mesh::upload`] with audio options in the query and as multipart fields.
+    pub async fn upload_with_options(
+        &self,
+        token: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        query: &[(&str, &str)],
+        fields: &[(&str, &str)],
+    ) -> Response {
+        rest::upload_with_options(
+            &self.http,
+            &self.gateway.url(),
+            token,
+            name,
+            bytes,
+            query,
+            fields,
+        )
+        .await
+        .unwrap()
+    }
+
     /// The videos storage holds for `owner`.
     pub async fn stored_videos(&self, owner: &str) -> Vec<pb::FileInfo> {
         self.stored_files(pb::Bucket::Videos, owner).await

@@ -60,6 +60,32 @@ pub async fn upload(
         .await
 }
 
+/// [`upload`] with audio options: `query` as query parameters, `fields` as multipart text
+/// fields before the file part.
+pub async fn upload_with_options(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    name: &str,
+    bytes: Vec<u8>,
+    query: &[(&str, &str)],
+    fields: &[(&str, &str)],
+) -> reqwest::Result<reqwest::Response> {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str("video/mp4")?;
+    let mut form = reqwest::multipart::Form::new();
+    for (field, value) in fields {
+        form = form.text(field.to_string(), value.to_string());
+    }
+    http.post(format!("{base_url}/upload"))
+        .query(query)
+        .bearer_auth(token)
+        .multipart(form.part("file", part))
+        .send()
+        .await
+}
+
 /// `GET /jobs/{job_id}` as the owner of `token`: the job's JSON, which must be a 200.
 pub async fn job(http: &reqwest::Client, base_url: &str, token: &str, job_id: &str) -> Value {
     let request = http

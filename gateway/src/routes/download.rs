@@ -1,10 +1,12 @@
-//! `GET /download/{mp3_id}` (and the original tutorial's `GET /download?fid=…`): the MP3
-//! streams from storage to the client, with ranges and conditional requests.
+//! `GET /download/{mp3_id}` (and the original tutorial's `GET /download?fid=…`): the audio file
+//! (an MP3 unless the job asked for another format; the path keeps its old name) streams from
+//! storage to the client, with ranges and conditional requests.
 
 use super::{AppState, MalformedId, StorageRefusals, check_id};
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, OrApiError};
 use crate::http_util::{RangeRequest, attachment_disposition, etag_matches, parse_range};
+use audio_options::Format;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -33,8 +35,8 @@ pub struct FileQuery {
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier download"),
     ),
     responses(
-        (status = 200, description = "The whole MP3", content_type = "audio/mpeg", body = Vec<u8>),
-        (status = 206, description = "The requested range", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 200, description = "The whole file (its type follows the job's format)", content((Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/mp4"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/flac"))),
+        (status = 206, description = "The requested range", content((Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/mp4"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/flac"))),
         (status = 304, description = "Unchanged since the ETag given"),
         (status = 404, description = "No such MP3 of the caller's", body = ErrorBody),
         (status = 416, description = "The range is outside the file", body = ErrorBody),
@@ -54,8 +56,8 @@ pub async fn download_by_path(
 #[utoipa::path(get, path = "/download", tag = "files", security(("bearer" = [])),
     params(FileQuery),
     responses(
-        (status = 200, description = "The whole MP3", content_type = "audio/mpeg", body = Vec<u8>),
-        (status = 206, description = "The requested range", content_type = "audio/mpeg", body = Vec<u8>),
+        (status = 200, description = "The whole file (its type follows the job's format)", content((Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/mp4"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/flac"))),
+        (status = 206, description = "The requested range", content((Vec<u8> = "audio/mpeg"), (Vec<u8> = "audio/mp4"), (Vec<u8> = "audio/ogg"), (Vec<u8> = "audio/flac"))),
         (status = 400, description = "Missing or malformed `fid`", body = ErrorBody),
         (status = 404, description = "No such MP3 of the caller's", body = ErrorBody),
         (status = 416, description = "The range is outside the file", body = ErrorBody),
@@ -129,15 +131,22 @@ async fn serve_mp3(
         })
     });
     metrics::counter!(crate::meters::DOWNLOAD_BYTES).increment(length);
+    // The converter stored the file with its format's media type; anything else (a file
+    // stored before formats existed) is an MP3.
+    let format = Format::ALL
+        .into_iter()
+        .find(|format| format.content_type() == file.content_type)
+        .unwrap_or_default();
     response
         .status(status)
-        .header(header::CONTENT_TYPE, "audio/mpeg")
+        .header(header::CONTENT_TYPE, format.content_type())
         .header(header::CONTENT_LENGTH, length)
         .header(
             header::CONTENT_DISPOSITION,
-            HeaderValue::from_str(&attachment_disposition(&file.filename, "mp3")).unwrap_or(
-                HeaderValue::from_static("attachment; filename=\"audio.mp3\""),
-            ),
+            HeaderValue::from_str(&attachment_disposition(&file.filename, format.extension()))
+                .unwrap_or(HeaderValue::from_static(
+                    "attachment; filename=\"audio.mp3\"",
+                )),
         )
         .body(Body::from_stream(body))
         .map_err(|error| ApiError::Internal {

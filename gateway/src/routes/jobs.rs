@@ -3,6 +3,7 @@
 use super::{AppState, MalformedId, StorageRefusals, check_id};
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody, OrApiError};
+use audio_options::AudioOptions;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -25,14 +26,17 @@ pub struct JobView {
     pub error: Option<String>,
     /// The uploaded video.
     pub video_id: String,
-    /// The MP3, once done.
+    /// The audio file, once done (an MP3 unless `options.format` says otherwise; the name is
+    /// older than formats).
     pub mp3_id: Option<String>,
-    /// Where to download the MP3, once done.
+    /// Where to download the audio file, once done.
     pub download_url: Option<String>,
     /// The video's original file name.
     pub original_filename: String,
     /// Whether the outcome was e-mailed.
     pub notified: bool,
+    /// What the job makes.
+    pub options: AudioOptions,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -82,6 +86,8 @@ impl From<pb::Job> for JobView {
             mp3_id,
             original_filename: job.original_filename,
             notified: job.notified,
+            // Storage validated them when it recorded the job.
+            options: AudioOptions::from_proto(job.options.as_ref()).unwrap_or_default(),
             created_at: rfc3339(job.created_at),
             updated_at: rfc3339(job.updated_at),
             id: job.id,

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod download;
 pub mod health;
 pub mod jobs;
+pub mod presets;
 pub mod upload;
 pub mod web;
 
@@ -92,6 +93,7 @@ pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
     paths(
         accounts::register, accounts::login, upload::upload, jobs::list_jobs, jobs::get_job,
         jobs::delete_job, download::download_by_path, download::download_by_query,
+        presets::list_presets,
         health::healthz, health::readyz,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -148,6 +150,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/login", post(accounts::login))
         .route("/jobs", get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
+        .route("/presets", get(presets::list_presets))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(service_kit::ops::metrics))

@@ -11,9 +11,10 @@ use super::AppState;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::sniff::{SNIFF_BYTES, media_container};
+use audio_options::{AudioOptions, is_option_name, parse_options};
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
-use axum::extract::{Multipart, State};
+use axum::extract::{Multipart, RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,7 @@ use proto::events::v1::{VideoUploaded, event::Payload};
 use proto::storage::v1 as pb;
 use serde::Serialize;
 use tracing::instrument;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Bytes per message sent to storage: big enough to keep per-message costs low, small enough
 /// that a few in flight cost little memory.
@@ -32,11 +33,61 @@ const MESSAGE_BYTES: usize = 256 * 1024;
 const MAX_FILENAME_CHARS: usize = 255;
 
 /// The upload's body, for the OpenAPI document: the handler reads the multipart stream itself.
+/// Options (see the query parameters) may also come as text fields before the file part.
 #[derive(Debug, ToSchema)]
 pub struct UploadForm {
     /// The video (any single file part is taken; `file` is the conventional name).
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     pub file: String,
+}
+
+/// What the job makes, as query parameters or as multipart text fields before the file part
+/// (a name given both ways is refused). Every one is optional; a preset is applied first and
+/// explicit options override it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: the handler reads the pairs itself.
+pub struct UploadOptions {
+    /// A preset from `GET /presets` (`music`, `podcast`, `voice`, `archive`).
+    preset: Option<String>,
+    /// `mp3` (the default), `m4a` (AAC), `opus` (Ogg Opus) or `flac`.
+    format: Option<String>,
+    /// Variable bitrate quality, 0 (best) to 9 (smallest); 2 when neither this nor `bitrate`.
+    #[param(minimum = 0, maximum = 9)]
+    quality: Option<u8>,
+    /// Constant bitrate in kb/s (for MP3 one of LAME's: 8 … 320).
+    bitrate: Option<u16>,
+    /// Sample rate in Hz.
+    sample_rate: Option<u32>,
+    /// 1 (mono) or 2 (stereo).
+    channels: Option<String>,
+    /// Where the kept part starts: seconds (`90.5`) or `HH:MM:SS.mmm`.
+    start: Option<String>,
+    /// Where the kept part ends, in the same form; after `start`.
+    end: Option<String>,
+    /// `true` (to -16 LUFS), `false`, or a target in LUFS such as `-14`; two passes of
+    /// ffmpeg's loudnorm (EBU R128).
+    normalize: Option<String>,
+    /// The true-peak ceiling with `normalize`, dBTP (default -1.5).
+    true_peak: Option<f64>,
+    /// `auto` (a representative frame of the video; an audio file keeps its own) or `none`.
+    cover: Option<String>,
+    /// The ID3v2 version of an MP3: `2.3` (the default, read by every player) or `2.4`.
+    id3v2: Option<String>,
+    /// Title tag (default: the source's title, else the file name without its extension).
+    title: Option<String>,
+    /// Artist tag.
+    artist: Option<String>,
+    /// Album tag.
+    album: Option<String>,
+    /// Year (`2024`) or date (`2024-05-31`).
+    year: Option<String>,
+    /// Track number (`3` or `3/12`).
+    track: Option<String>,
+    /// Genre tag.
+    genre: Option<String>,
+    /// Comment tag.
+    comment: Option<String>,
 }
 
 /// An accepted upload.
@@ -48,6 +99,8 @@ pub struct UploadAccepted {
     pub video_id: String,
     /// Where to follow the job.
     pub status_url: String,
+    /// What the job makes (the preset resolved, the defaults spelled out).
+    pub options: AudioOptions,
 }
 
 /// Why forwarding the body stopped.
@@ -61,11 +114,12 @@ enum Forwarding {
 /// Uploads a video (one file in a multipart body) and queues its conversion.
 #[utoipa::path(post, path = "/upload", tag = "files",
     security(("bearer" = [])),
+    params(UploadOptions),
     request_body(content = UploadForm, content_type = "multipart/form-data",
         description = "Exactly one file part (conventionally named `file`): a video or audio container."),
     responses(
         (status = 202, description = "Stored and queued", body = UploadAccepted),
-        (status = 400, description = "Malformed multipart body, no file, two files, or an empty file", body = ErrorBody),
+        (status = 400, description = "Malformed multipart body, no file, two files, an empty file, or an option that cannot be used (the message names it)", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 413, description = "Larger than the limit", body = ErrorBody),
         (status = 415, description = "Not multipart, or the file is not a video/audio container", body = ErrorBody),
@@ -76,6 +130,7 @@ pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
     let is_multipart = headers
@@ -100,10 +155,17 @@ pub async fn upload(
     let limit = state.max_upload_bytes;
     let body_error = |error: MultipartError| multipart_error(error, limit);
 
+    let mut given = query_pairs(query.as_deref().unwrap_or_default())?;
     let mut field = loop {
         match multipart.next_field().await.map_err(body_error)? {
             Some(field) if is_file(&field) => break field,
-            Some(_) => continue,
+            Some(field) => {
+                if let Some(name) = field.name().filter(|name| is_option_name(name)) {
+                    let name = name.to_owned();
+                    let value = read_option_field(field, &name, limit).await?;
+                    given.push((name, value));
+                }
+            }
             None => {
                 return Err(ApiError::BadRequest(
                     "the body holds no file; send it as a multipart part named `file`".into(),
@@ -111,6 +173,13 @@ pub async fn upload(
             }
         }
     };
+    // Before a byte is stored.
+    let options = parse_options(
+        given
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    )
+    .map_err(|error| ApiError::BadRequest(format!("invalid option {error}")))?;
     let filename = clean_filename(field.file_name().unwrap_or_default());
     let declared_type = field
         .content_type()
@@ -166,7 +235,7 @@ pub async fn upload(
     };
     tracing::Span::current().record("video_id", video.id.as_str());
 
-    let accepted = record_and_queue(&state, &caller, &video, &filename).await?;
+    let accepted = record_and_queue(&state, &caller, &video, &filename, options).await?;
     metrics::counter!(crate::meters::UPLOADS_ACCEPTED).increment(1);
     metrics::counter!(crate::meters::UPLOAD_BYTES).increment(video.size);
     tracing::info!(size = video.size, "upload accepted");
@@ -192,6 +261,7 @@ async fn record_and_queue(
     caller: &Caller,
     video: &pb::FileInfo,
     filename: &str,
+    options: AudioOptions,
 ) -> ApiResult<UploadAccepted> {
     let created = state
         .storage
@@ -200,6 +270,7 @@ async fn record_and_queue(
             owner_email: caller.email.clone(),
             video_id: video.id.clone(),
             original_filename: filename.to_owned(),
+            options: Some(options.to_proto()),
         })
         .await;
     let job = match created {
@@ -238,6 +309,7 @@ async fn record_and_queue(
         status_url: format!("/jobs/{}", job.id),
         job_id: job.id,
         video_id: video.id.clone(),
+        options,
     })
 }
 
@@ -274,11 +346,45 @@ async fn refuse_more_files(multipart: &mut Multipart, limit: u64) -> Result<(), 
                     "the body holds more than one file; send exactly one".into(),
                 )));
             }
+            Ok(Some(field)) if field.name().is_some_and(is_option_name) => {
+                return Err(Forwarding::Client(ApiError::BadRequest(format!(
+                    "invalid option `{}`: options must come before the file part",
+                    field.name().unwrap_or_default()
+                ))));
+            }
             Ok(Some(_)) => continue,
             Ok(None) => return Ok(()),
             Err(error) => return Err(Forwarding::Client(multipart_error(error, limit))),
         }
     }
+}
+
+/// The query's `name=value` pairs, percent-decoded.
+fn query_pairs(query: &str) -> ApiResult<Vec<(String, String)>> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))
+}
+
+/// An option's text field, read up to a bound (a tag's longest value in UTF-8, with room), so
+/// a huge field is refused without being held.
+async fn read_option_field(mut field: Field<'_>, name: &str, limit: u64) -> ApiResult<String> {
+    const MAX_OPTION_BYTES: usize = audio_options::MAX_TAG_CHARS * 4 + 64;
+    let mut value = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|error| multipart_error(error, limit))?
+    {
+        if value.len() + chunk.len() > MAX_OPTION_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "invalid option `{name}`: is longer than {} characters",
+                audio_options::MAX_TAG_CHARS
+            )));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    String::from_utf8(value)
+        .map_err(|_| ApiError::BadRequest(format!("invalid option `{name}`: is not UTF-8 text")))
 }
 
 /// Whether a part is the file: one with a file name, or (like the original tutorial's
