@@ -199,7 +199,13 @@ impl Api {
     }
 
     /// `POST /upload`, streaming `path` from disk; `progress` counts the bytes sent.
-    pub async fn upload(&self, path: &Path, progress: &ProgressBar) -> Result<Value, ApiError> {
+    /// `options` go as query parameters (the gateway checks them before it stores a byte).
+    pub async fn upload(
+        &self,
+        path: &Path,
+        options: &[(&str, &str)],
+        progress: &ProgressBar,
+    ) -> Result<Value, ApiError> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(ApiError::file(format!("opening {}", path.display())))?;
@@ -221,9 +227,15 @@ impl Api {
             .mime_str(media_type(path))
             .map_err(|error| ApiError::Unexpected(error.to_string()))?;
         let request = self
-            .authorized(self.http.post(self.url("/upload")))
+            .authorized(self.http.post(self.url("/upload")).query(options))
             .multipart(Form::new().part("file", part));
         let response = self.send(request).await?;
+        self.json(response).await
+    }
+
+    /// `GET /presets`.
+    pub async fn presets(&self) -> Result<Value, ApiError> {
+        let response = self.send(self.http.get(self.url("/presets"))).await?;
         self.json(response).await
     }
 

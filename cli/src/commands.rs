@@ -40,9 +40,107 @@ pub struct UploadArgs {
     /// Follow the job to its end, then download the MP3.
     #[arg(long)]
     pub wait: bool,
-    /// Where `--wait` saves the MP3 (default: the name the gateway suggests).
+    /// Where `--wait` saves the audio file (default: the name the gateway suggests).
     #[arg(long, short, requires = "wait")]
     pub output: Option<PathBuf>,
+    /// What to make (checked here before a byte is sent; `mp3converter presets` lists the
+    /// presets).
+    #[command(flatten)]
+    pub audio: AudioArgs,
+}
+
+/// The audio options of an upload, as the gateway takes them (see `POST /upload` in its
+/// OpenAPI document).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Audio options")]
+pub struct AudioArgs {
+    /// A preset (music, podcast, voice, archive); the options below override its own.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// mp3 (the default), m4a, opus or flac.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Variable-bitrate quality, 0 (best) to 9 (smallest).
+    #[arg(long)]
+    pub quality: Option<String>,
+    /// Constant bitrate, kb/s.
+    #[arg(long)]
+    pub bitrate: Option<String>,
+    /// Sample rate, Hz.
+    #[arg(long)]
+    pub sample_rate: Option<String>,
+    /// 1 (mono) or 2 (stereo).
+    #[arg(long)]
+    pub channels: Option<String>,
+    /// Keep from here: seconds (90.5) or HH:MM:SS.mmm.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Keep up to here: seconds or HH:MM:SS.mmm.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Normalise the loudness: to -16 LUFS, or to the target given (`--normalize=-14`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", allow_hyphen_values = true)]
+    pub normalize: Option<String>,
+    /// The true-peak ceiling with --normalize, dBTP (default -1.5).
+    #[arg(long, allow_hyphen_values = true)]
+    pub true_peak: Option<String>,
+    /// auto (a frame of the video, the default) or none.
+    #[arg(long)]
+    pub cover: Option<String>,
+    /// An MP3's ID3v2 version: 2.3 (the default) or 2.4.
+    #[arg(long)]
+    pub id3v2: Option<String>,
+    /// Title tag (default: the video's own, else its file name).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Artist tag.
+    #[arg(long)]
+    pub artist: Option<String>,
+    /// Album tag.
+    #[arg(long)]
+    pub album: Option<String>,
+    /// Year (2024) or date (2024-05-31).
+    #[arg(long)]
+    pub year: Option<String>,
+    /// Track number (3 or 3/12).
+    #[arg(long)]
+    pub track: Option<String>,
+    /// Genre tag.
+    #[arg(long)]
+    pub genre: Option<String>,
+    /// Comment tag.
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+impl AudioArgs {
+    /// The options given, as the gateway's query parameters.
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("preset", &self.preset),
+            ("format", &self.format),
+            ("quality", &self.quality),
+            ("bitrate", &self.bitrate),
+            ("sample_rate", &self.sample_rate),
+            ("channels", &self.channels),
+            ("start", &self.start),
+            ("end", &self.end),
+            ("normalize", &self.normalize),
+            ("true_peak", &self.true_peak),
+            ("cover", &self.cover),
+            ("id3v2", &self.id3v2),
+            ("title", &self.title),
+            ("artist", &self.artist),
+            ("album", &self.album),
+            ("year", &self.year),
+            ("track", &self.track),
+            ("genre", &self.genre),
+            ("comment", &self.comment),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
+        .collect()
+    }
 }
 
 /// `download`'s arguments.
@@ -223,7 +321,32 @@ pub async fn run(
         ClientCommand::Jobs => jobs(&context).await,
         ClientCommand::Status { job_id } => status(&context, &job_id).await,
         ClientCommand::Download(args) => download(&context, args).await,
+        ClientCommand::Presets => presets(&context).await,
     }
+}
+
+/// `presets`: what the gateway offers.
+async fn presets(context: &Context) -> Result<(), Failure> {
+    let listed = context.anonymous().presets().await?;
+    context.print(
+        || {
+            listed["presets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|preset| {
+                    format!(
+                        "{:<8} {}",
+                        preset["name"].as_str().unwrap_or_default(),
+                        preset["description"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+        &listed,
+    );
+    Ok(())
 }
 
 fn password(credentials: &Credentials) -> Result<String, Failure> {
@@ -303,9 +426,13 @@ async fn login(context: &Context, credentials: Credentials) -> Result<(), Failur
 }
 
 async fn upload(context: &Context, args: UploadArgs) -> Result<(), Failure> {
+    let options = args.audio.pairs();
+    // The gateway's own rules, here: a wrong option costs no upload of the whole video.
+    audio_options::parse_options(options.iter().copied())
+        .map_err(|error| Failure::new(2, "invalid_option", format!("invalid option {error}")))?;
     let api = context.logged_in()?;
     let bar = progress::transfer("uploading", !context.json);
-    let accepted = api.upload(&args.file, &bar).await;
+    let accepted = api.upload(&args.file, &options, &bar).await;
     bar.finish_and_clear();
     let accepted = accepted?;
     let job_id = accepted["job_id"]

@@ -122,8 +122,10 @@ pub enum ClientCommand {
         /// The job's id.
         job_id: String,
     },
-    /// Download an MP3.
+    /// Download an MP3 (or the audio file in the format the job asked for).
     Download(commands::DownloadArgs),
+    /// List the presets of audio options that `upload --preset` takes.
+    Presets,
 }
 
 /// Runs the command line and turns the result into an exit code.

@@ -1,4 +1,5 @@
-// MP3 Converter web page: sign up, log in, upload a video, watch the conversion, download the MP3.
+// MP3 Converter web page: sign up, log in, upload videos (with audio options), watch the
+// conversions, download the audio files.
 // Plain JavaScript, no dependencies; served as /assets/app.js under a strict Content-Security-Policy
 // (no inline scripts or styles), so all behaviour lives here and all styling in style.css.
 'use strict';
@@ -45,6 +46,15 @@
     jobsUpdated: $('jobs-updated'),
     jobsEmpty: $('jobs-empty'),
     jobs: $('jobs'),
+    optionPreset: $('option-preset'),
+    optionFormat: $('option-format'),
+    optionStart: $('option-start'),
+    optionEnd: $('option-end'),
+    optionTitle: $('option-title'),
+    optionArtist: $('option-artist'),
+    optionNormalize: $('option-normalize'),
+    optionCover: $('option-cover'),
+    presetDescription: $('preset-description'),
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -120,11 +130,50 @@
     return cleaned || 'audio.mp3';
   }
 
-  function mp3NameFor(originalName) {
+  /** The audio file's name: the video's, with the job's format as its extension. */
+  function audioNameFor(originalName, format) {
     const base = String(originalName || '').split(/[/\\]/).pop() || '';
     const dot = base.lastIndexOf('.');
     const stem = dot > 0 ? base.slice(0, dot) : base;
-    return safeFileName((stem || 'audio') + '.mp3');
+    return safeFileName(`${stem || 'audio'}.${format || 'mp3'}`);
+  }
+
+  /** The audio options chosen on the page, as the upload's query string. */
+  function chosenOptions() {
+    const query = new URLSearchParams();
+    const text = (name, input) => {
+      const value = input.value.trim();
+      if (value) query.set(name, value);
+    };
+    text('preset', el.optionPreset);
+    text('format', el.optionFormat);
+    text('start', el.optionStart);
+    text('end', el.optionEnd);
+    text('title', el.optionTitle);
+    text('artist', el.optionArtist);
+    if (el.optionNormalize.checked) query.set('normalize', 'true');
+    if (!el.optionCover.checked) query.set('cover', 'none');
+    return query.toString();
+  }
+
+  /** Fills the preset list from the server, which knows them (`GET /presets`). */
+  async function loadPresets() {
+    try {
+      const listed = await apiJson('GET', '/presets', { auth: false });
+      for (const preset of listed.presets || []) {
+        const option = document.createElement('option');
+        option.value = preset.name;
+        option.textContent = preset.name;
+        option.dataset.description = preset.description || '';
+        el.optionPreset.append(option);
+      }
+    } catch (error) {
+      // The page works without presets; the options below still apply.
+    }
+    el.optionPreset.addEventListener('change', () => {
+      const chosen = el.optionPreset.selectedOptions[0];
+      el.presetDescription.textContent = (chosen && chosen.dataset.description) || '';
+    });
   }
 
   /** The file name from a Content-Disposition header: `filename*` (RFC 5987) first, then `filename`. */
@@ -481,7 +530,8 @@
 
     const form = new FormData();
     form.append('file', file, file.name);
-    xhr.open('POST', '/upload');
+    const query = chosenOptions();
+    xhr.open('POST', query ? `/upload?${query}` : '/upload');
     xhr.setRequestHeader('Authorization', `Bearer ${token}`);
     xhr.setRequestHeader('Accept', 'application/json');
     xhr.send(form);
@@ -662,7 +712,8 @@
     parts.error.textContent = status === 'failed' ? `Conversion failed: ${job.error || 'unknown reason'}` : '';
 
     parts.download.hidden = !(status === 'done' && job.download_url);
-    parts.download.setAttribute('aria-label', `Download ${mp3NameFor(fileName)}`);
+    const format = job.options && job.options.format;
+    parts.download.setAttribute('aria-label', `Download ${audioNameFor(fileName, format)}`);
     parts.remove.setAttribute('aria-label', `Delete ${fileName}`);
 
     // Announce a conversion that finished while the user was watching.
@@ -704,10 +755,12 @@
     const job = row.job;
     setBusy(button, true, 'Downloading…');
     try {
-      const response = await api('GET', job.download_url, { headers: { Accept: 'audio/mpeg' } });
+      const response = await api('GET', job.download_url, { headers: { Accept: 'audio/*' } });
       const blob = await response.blob();
+      const format = job.options && job.options.format;
       const name = safeFileName(
-        filenameFromDisposition(response.headers.get('Content-Disposition')) || mp3NameFor(job.original_filename),
+        filenameFromDisposition(response.headers.get('Content-Disposition')) ||
+          audioNameFor(job.original_filename, format),
       );
       const url = URL.createObjectURL(blob);
       const link = document.createElement('a');
@@ -765,6 +818,7 @@
     input.addEventListener('input', () => input.removeAttribute('aria-invalid'));
   }
   setUpDropZone();
+  loadPresets();
 
   if (getToken()) {
     showLoggedIn();

@@ -1,5 +1,6 @@
 // Browser test of the gateway's web page: sign up, log in, upload a video, wait for the
-// conversion, download the MP3 — in a real (headless) Chromium at phone width.
+// conversion, download the MP3, then again as an Opus file chosen in the audio options — in a
+// real (headless) Chromium at phone width.
 //
 //   GATEWAY_URL=http://127.0.0.1:34567 VIDEO_PATH=/tmp/v.mp4 OUT_DIR=/tmp/out \
 //     node tests/browser/upload_flow.mjs
@@ -329,6 +330,48 @@ async function main() {
   const frameSync = bytes[0] === 0xff && (bytes[1] & 0xe0) === 0xe0;
   check(id3 || frameSync, `the file does not start like an MP3: ${bytes.subarray(0, 4).toString('hex')}`);
   ok(id3 ? 'starts with an ID3 tag' : 'starts with an MPEG frame sync');
+
+  step('upload again as an Opus file with the "voice" preset and a title, from the audio options');
+  await page.locator('#audio-options summary').click();
+  await waitFor(
+    () => page.evaluate(() => document.querySelectorAll('#option-preset option[value="voice"]').length === 1),
+    10_000,
+    'the preset list was never filled from GET /presets',
+  );
+  await page.selectOption('#option-preset', 'voice');
+  const description = ((await page.locator('#preset-description').textContent()) || '').trim();
+  check(/Opus/.test(description), `the chosen preset is not described: ${JSON.stringify(description)}`);
+  await page.fill('#option-title', 'A talk');
+  const [voiceUpload] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes('/upload?') && r.request().method() === 'POST', { timeout: 60_000 }),
+    page.setInputFiles('#file-input', VIDEO_PATH),
+  ]);
+  const voiceText = await voiceUpload.text().catch(() => '');
+  check(voiceUpload.status() === 202, `POST /upload?… answered ${voiceUpload.status()}: ${voiceText}`);
+  const voice = JSON.parse(voiceText);
+  check(voice.options && voice.options.format === 'opus' && voice.options.preset === 'voice', `the job's options are ${JSON.stringify(voice.options)}`);
+  check(voice.options.tags && voice.options.tags.title === 'A talk', `the title was not sent: ${JSON.stringify(voice.options)}`);
+  const voiceRow = page.locator(`#jobs [data-job-id="${voice.job_id}"]`);
+  await voiceRow.waitFor({ state: 'visible', timeout: 10_000 });
+  await waitFor(
+    async () => {
+      const status = await voiceRow.getAttribute('data-status');
+      if (status === 'failed') throw new TestFailure('the Opus job failed');
+      return status === 'done';
+    },
+    CONVERSION_TIMEOUT_MS,
+    'the Opus job never reached "done"',
+    250,
+  );
+  const voiceButton = voiceRow.locator('button.download');
+  await voiceButton.waitFor({ state: 'visible' });
+  const [voiceDownload] = await Promise.all([page.waitForEvent('download', { timeout: 30_000 }), voiceButton.click()]);
+  const voiceTarget = path.join(OUT_DIR, 'downloaded.opus');
+  await voiceDownload.saveAs(voiceTarget);
+  const voiceBytes = await readFile(voiceTarget);
+  check(voiceDownload.suggestedFilename().toLowerCase().endsWith('.opus'), `the download is called ${voiceDownload.suggestedFilename()}, not *.opus`);
+  check(voiceBytes.subarray(0, 4).toString('latin1') === 'OggS', 'the download is not an Ogg file');
+  ok(`saved ${voiceTarget} (${voiceBytes.length} bytes, ${voiceDownload.suggestedFilename()})`);
 
   step('no console errors, page errors or failed requests');
   await page.waitForTimeout(500);

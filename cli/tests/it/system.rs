@@ -290,6 +290,67 @@ async fn the_cli_registers_logs_in_uploads_waits_and_downloads() {
 }
 
 #[tokio::test]
+async fn the_cli_uploads_with_audio_options_lists_presets_and_refuses_a_bad_option_before_uploading()
+ {
+    let data = temp_dir();
+    let work = temp_dir();
+    let config = work.path().join("config");
+    let system = System::start(data.path(), &[]).await;
+    let gateway = system.gateway.as_str();
+    sign_up(&config, gateway, "options@example.com").await;
+    let video = video_in(work.path(), "talk.mp4", 3.0).await;
+
+    let (code, out, err) = cli(&config, gateway, &["presets"], None).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for name in ["music", "podcast", "voice", "archive"] {
+        assert!(out.contains(name), "{out}");
+    }
+
+    // Refused here, naming the option, before the video is sent: no job appears.
+    let (code, _, err) = cli(
+        &config,
+        gateway,
+        &["upload", video.to_str().unwrap(), "--bitrate", "7"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`bitrate`"), "{err}");
+    let (_, out, _) = cli(&config, gateway, &["--json", "jobs"], None).await;
+    let jobs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "{jobs}");
+
+    let output = work.path().join("talk.opus");
+    let (code, out, err) = cli(
+        &config,
+        gateway,
+        &[
+            "--json",
+            "upload",
+            video.to_str().unwrap(),
+            "--format",
+            "opus",
+            "--title",
+            "My talk",
+            "--normalize=-18",
+            "--wait",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let result: Value = serde_json::from_str(&out).unwrap();
+    let options = &result["job"]["options"];
+    assert_eq!(options["format"], "opus", "{result}");
+    assert_eq!(options["tags"]["title"], "My talk", "{result}");
+    assert_eq!(options["normalize"]["target_lufs"], -18.0, "{result}");
+    let bytes = std::fs::read(&output).unwrap();
+    assert!(bytes.starts_with(b"OggS"), "an Ogg file");
+}
+
+#[tokio::test]
 async fn killing_up_mid_conversion_and_starting_it_again_finishes_the_job_once() {
     let data = temp_dir();
     let work = temp_dir();
