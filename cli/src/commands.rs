@@ -317,7 +317,7 @@ pub async fn run(
     match command {
         ClientCommand::Register(credentials) => register(&context, credentials).await,
         ClientCommand::Login(credentials) => login(&context, credentials).await,
-        ClientCommand::Upload(args) => upload(&context, args).await,
+        ClientCommand::Upload(args) => upload(&context, *args).await,
         ClientCommand::Jobs => jobs(&context).await,
         ClientCommand::Status { job_id } => status(&context, &job_id).await,
         ClientCommand::Download(args) => download(&context, args).await,

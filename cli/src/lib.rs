@@ -114,7 +114,7 @@ pub enum ClientCommand {
     /// Log in and keep the token (readable only by you) for the other commands.
     Login(commands::Credentials),
     /// Upload a video for conversion.
-    Upload(commands::UploadArgs),
+    Upload(Box<commands::UploadArgs>),
     /// List your jobs.
     Jobs,
     /// Show one job.
