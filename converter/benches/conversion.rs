@@ -10,8 +10,16 @@
 //! Needs the MongoDB-wire server and RabbitMQ (`scripts/test --services-only` starts them).
 //! `BENCH_SECONDS` sets the video's length (default 60), `BENCH_RUNS` how many single jobs are
 //! timed, each right after a raw ffmpeg run (default 5), `BENCH_JOBS` the burst size for the
-//! throughput rows (default 6).
+//! throughput rows (default 6), `BENCH_PRESET_RUNS` the rounds of the per-preset table
+//! (default 3).
+//!
+//! The per-preset table times one job of each preset (and of the defaults without their cover,
+//! and the podcast preset without its loudness pass, to state what those cost) against raw
+//! ffmpeg doing the same work by hand: the same encoder settings, a loudnorm measuring pass and
+//! its linear second pass where the preset normalises, and where there is a cover, a key-frame
+//! thumbnail and a stream-copy pass that attaches it.
 
+use audio_options::{AudioOptions, parse_options};
 use clients::{Owner, StorageClient};
 use messaging::QueueConfig;
 use messaging::amqp as broker;
@@ -41,6 +49,193 @@ fn raw_ffmpeg(input: &Path, output: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// A variant of the per-preset table: its options, and raw ffmpeg's encoder arguments for the
+/// same file, whether it normalises, and whether it has a cover.
+struct Variant {
+    name: &'static str,
+    options: &'static [(&'static str, &'static str)],
+    encoder: &'static [&'static str],
+    normalize: bool,
+    cover: bool,
+}
+
+const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "defaults (MP3 -V 2, cover)",
+        options: &[],
+        encoder: &["-c:a", "libmp3lame", "-q:a", "2", "-f", "mp3"],
+        normalize: false,
+        cover: true,
+    },
+    Variant {
+        name: "defaults, cover=none",
+        options: &[("cover", "none")],
+        encoder: &["-c:a", "libmp3lame", "-q:a", "2", "-f", "mp3"],
+        normalize: false,
+        cover: false,
+    },
+    Variant {
+        name: "music",
+        options: &[("preset", "music")],
+        encoder: &["-c:a", "libmp3lame", "-q:a", "0", "-f", "mp3"],
+        normalize: false,
+        cover: true,
+    },
+    Variant {
+        name: "podcast",
+        options: &[("preset", "podcast")],
+        encoder: &[
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "96k",
+            "-ac",
+            "1",
+            "-ar",
+            "44100",
+            "-f",
+            "mp3",
+        ],
+        normalize: true,
+        cover: true,
+    },
+    Variant {
+        name: "podcast, normalize=false",
+        options: &[("preset", "podcast"), ("normalize", "false")],
+        encoder: &[
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "96k",
+            "-ac",
+            "1",
+            "-ar",
+            "44100",
+            "-f",
+            "mp3",
+        ],
+        normalize: false,
+        cover: true,
+    },
+    Variant {
+        name: "voice",
+        options: &[("preset", "voice")],
+        encoder: &[
+            "-c:a", "libopus", "-b:a", "32k", "-ac", "1", "-ar", "48000", "-f", "ogg",
+        ],
+        normalize: true,
+        cover: true,
+    },
+    Variant {
+        name: "archive",
+        options: &[("preset", "archive")],
+        encoder: &["-c:a", "flac", "-f", "flac"],
+        normalize: false,
+        cover: true,
+    },
+];
+
+fn ffmpeg(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Raw ffmpeg doing `variant`'s work on a local file, by hand; seconds taken.
+fn raw_variant(variant: &Variant, input: &Path, dir: &Path) -> f64 {
+    use std::ffi::OsStr;
+    let os = |text: &'static str| OsStr::new(text);
+    let started = Instant::now();
+    let mut filter = None;
+    if variant.normalize {
+        let measured = ffmpeg(&[
+            os("-i"),
+            input.as_os_str(),
+            os("-vn"),
+            os("-af"),
+            os("loudnorm=I=-16:TP=-2:LRA=11:print_format=json"),
+            os("-f"),
+            os("null"),
+            os("-"),
+        ]);
+        let text = String::from_utf8_lossy(&measured.stderr);
+        let value = |key: &str| {
+            text.split(&format!("\"{key}\" : \""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("0")
+                .to_owned()
+        };
+        filter = Some(format!(
+            "loudnorm=I=-16:TP=-2:LRA=11:measured_I={}:measured_TP={}:measured_LRA={}:measured_thresh={}:offset={}:linear=true",
+            value("input_i"),
+            value("input_tp"),
+            value("input_lra"),
+            value("input_thresh"),
+            value("target_offset")
+        ));
+    }
+    let encoded = dir.join("raw-encoded");
+    let mut args: Vec<&OsStr> = vec![os("-loglevel"), os("error"), os("-i"), input.as_os_str()];
+    args.extend([os("-vn")]);
+    if let Some(filter) = &filter {
+        args.extend([os("-af"), OsStr::new(filter.as_str())]);
+    }
+    args.extend(variant.encoder.iter().map(|arg| OsStr::new(*arg)));
+    args.push(encoded.as_os_str());
+    ffmpeg(&args);
+    let format = variant.encoder.last().copied().unwrap_or("mp3");
+    let finished = dir.join("raw-finished");
+    if variant.cover {
+        let cover = dir.join("raw-cover.jpg");
+        ffmpeg(&[
+            os("-loglevel"),
+            os("error"),
+            os("-skip_frame"),
+            os("nokey"),
+            os("-ss"),
+            os("6"),
+            os("-i"),
+            input.as_os_str(),
+            os("-map"),
+            os("0:v:0"),
+            os("-vf"),
+            os(
+                "thumbnail=3,scale=w='min(600,iw)':h='min(600,ih)':force_original_aspect_ratio=decrease",
+            ),
+            os("-frames:v"),
+            os("1"),
+            os("-f"),
+            os("image2"),
+            cover.as_os_str(),
+        ]);
+        // Ogg takes no picture stream (the converter writes it as a comment): a plain copy.
+        let mut args = vec![os("-loglevel"), os("error"), os("-i"), encoded.as_os_str()];
+        if format != "ogg" {
+            args.extend([
+                os("-i"),
+                cover.as_os_str(),
+                os("-map"),
+                os("0:a"),
+                os("-map"),
+            ]);
+            args.extend([os("1:0"), os("-disposition:v:0"), os("attached_pic")]);
+        }
+        args.extend([os("-c"), os("copy"), os("-f"), OsStr::new(format)]);
+        args.push(finished.as_os_str());
+        ffmpeg(&args);
+    }
+    started.elapsed().as_secs_f64()
+}
+
 /// Stores the video once; every job of the benchmark converts it.
 async fn store_video(storage: &StorageClient, path: &Path) -> anyhow::Result<String> {
     let bytes = tokio::fs::read(path).await?;
@@ -66,13 +261,24 @@ async fn queue_job(
     queue: &str,
     video_id: &str,
 ) -> anyhow::Result<String> {
+    queue_job_with(storage, channel, queue, video_id, None).await
+}
+
+/// [`queue_job`] with audio options.
+async fn queue_job_with(
+    storage: &StorageClient,
+    channel: &lapin::Channel,
+    queue: &str,
+    video_id: &str,
+    options: Option<&AudioOptions>,
+) -> anyhow::Result<String> {
     let job = storage
         .create_job(pb::CreateJobRequest {
             owner_id: "bench".into(),
             owner_email: "bench@example.com".into(),
             video_id: video_id.into(),
             original_filename: "bench.mp4".into(),
-            options: None,
+            options: options.map(AudioOptions::to_proto),
         })
         .await?;
     let event = new_event(Payload::VideoUploaded(VideoUploaded {
@@ -210,6 +416,29 @@ async fn run() -> anyhow::Result<()> {
         per_minute.push(jobs as f64 / started.elapsed().as_secs_f64() * 60.0);
     }
     let second_peak = second.as_ref().map_or(0.0, ServiceProcess::peak_rss_mib);
+    drop(second);
+
+    // Per preset, each job right after raw ffmpeg doing the same work, round after round.
+    let preset_runs = env_number("BENCH_PRESET_RUNS", 3).max(1);
+    let mut preset_raw = vec![Vec::new(); VARIANTS.len()];
+    let mut preset_jobs = vec![Vec::new(); VARIANTS.len()];
+    for _ in 0..preset_runs {
+        for (index, variant) in VARIANTS.iter().enumerate() {
+            let options = parse_options(variant.options.iter().copied())?;
+            preset_raw[index].push(raw_variant(variant, &input, dir.path()));
+            let job_id = queue_job_with(
+                &storage,
+                &channel,
+                &queues.video_queue,
+                &video_id,
+                Some(&options),
+            )
+            .await?;
+            let started = Instant::now();
+            wait_done(&storage, &job_id).await;
+            preset_jobs[index].push(started.elapsed().as_secs_f64());
+        }
+    }
     let peak = first.peak_rss_mib().max(second_peak);
 
     println!();
@@ -242,6 +471,39 @@ async fn run() -> anyhow::Result<()> {
     for (stage, seconds) in &stages {
         println!("| {stage:<9} | {seconds:>7.3} |");
     }
+    println!();
+    println!(
+        "per preset: one job against raw ffmpeg doing the same work (1 worker, CONCURRENCY=1; median of {preset_runs} interleaved rounds)"
+    );
+    println!("| variant                       | raw (s) | job (s) | ratio | ratio of each round |");
+    println!("|-------------------------------|---------|---------|-------|---------------------|");
+    for (index, variant) in VARIANTS.iter().enumerate() {
+        let ratios: Vec<f64> = preset_jobs[index]
+            .iter()
+            .zip(&preset_raw[index])
+            .map(|(job, raw)| job / raw)
+            .collect();
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "| {:<29} | {:>7.2} | {:>7.2} | {:>5.2} | {} |",
+            variant.name,
+            median(&preset_raw[index]),
+            median(&preset_jobs[index]),
+            median(&ratios),
+            each.join(", ")
+        );
+    }
+    let job_median = |name: &str| {
+        VARIANTS
+            .iter()
+            .position(|variant| variant.name == name)
+            .map_or(0.0, |index| median(&preset_jobs[index]))
+    };
+    println!(
+        "the cover costs a job {:.2} s (defaults against defaults with cover=none); the loudness passes {:.2} s (podcast against podcast, normalize=false)",
+        job_median("defaults (MP3 -V 2, cover)") - job_median("defaults, cover=none"),
+        job_median("podcast") - job_median("podcast, normalize=false"),
+    );
     let _ = connection.close(200, "done".into()).await;
     Ok(())
 }

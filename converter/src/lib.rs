@@ -6,7 +6,7 @@
 //! - [`media`]: ffprobe and ffmpeg as child processes, pass by pass.
 //! - [`recipe`]: a job's options as each pass's ffmpeg arguments; [`loudness`] and [`cover`]
 //!   the two passes that need more than arguments; [`description`] what ffmpeg says about its
-//!   input.
+//!   input; [`id3_tags`] an MP3's tag, written in process.
 //! - [`transfer`]: streaming files from and to the storage service.
 //! - [`scratch`]: this process's temp directory, and removing what killed converters left.
 //!
@@ -20,6 +20,7 @@ pub mod config;
 pub mod cover;
 pub mod description;
 pub mod error;
+pub mod id3_tags;
 pub mod job;
 pub mod loudness;
 pub mod media;

@@ -10,6 +10,7 @@
 use crate::cover;
 use crate::description::{DescriptionReader, InputFacts, Line};
 use crate::error::ConversionError;
+use crate::id3_tags;
 use crate::loudness;
 use crate::recipe::{self, Trim};
 use audio_options::{AudioOptions, Cover, Format};
@@ -168,6 +169,19 @@ impl Tools {
         if cancel.is_cancelled() {
             return Err(ConversionError::Cancelled);
         }
+        if format == Format::Mp3 {
+            // ID3 tags are written here, in this process: one ffmpeg start fewer per job.
+            let tags = recipe::chosen_tags(&facts, options, original_filename);
+            let picture = cover.map(|cover| (cover.jpeg, cover.description));
+            let (path, version) = (encoded.clone(), options.id3v2);
+            tokio::task::spawn_blocking(move || id3_tags::write(&path, &tags, picture, version))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(|error| {
+                    ConversionError::transient_because("writing the ID3 tag", error)
+                })?;
+            return Ok(encoded);
+        }
         let output = workspace.join(format!("output.{}", format.extension()));
         let finishing = Finishing {
             encoded: &encoded,
@@ -252,7 +266,8 @@ impl Tools {
         None
     }
 
-    /// Copies the encoded stream into the output with the tags and the picture.
+    /// Copies the encoded stream into the output with the tags and the picture (every format
+    /// but MP3, whose tag is written in this process).
     async fn finish(
         &self,
         finishing: &Finishing<'_>,
@@ -299,26 +314,13 @@ impl Tools {
             .run(command, encoded, &Trim::default(), None, cancel)
             .await
         {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             // Our own file failed to copy: not the user's file's fault.
-            Err(ConversionError::Unconvertible(reason)) => {
-                return Err(ConversionError::transient(format!(
-                    "writing the tags failed: {reason}"
-                )));
-            }
-            Err(other) => return Err(other),
+            Err(ConversionError::Unconvertible(reason)) => Err(ConversionError::transient(
+                format!("writing the tags failed: {reason}"),
+            )),
+            Err(other) => Err(other),
         }
-        let comment = tags.iter().find(|(key, _)| key == "comment");
-        if let (Format::Mp3, Some((_, comment))) = (options.format, comment) {
-            let (output, comment, version) = (output.to_owned(), comment.clone(), options.id3v2);
-            tokio::task::spawn_blocking(move || write_id3_comment(&output, comment, version))
-                .await
-                .map_err(std::io::Error::other)?
-                .map_err(|error| {
-                    ConversionError::transient_because("writing the MP3's comment", error)
-                })?;
-        }
-        Ok(())
     }
 
     /// Runs one ffmpeg pass to its end: its description of `input` read (the duration judged
@@ -410,28 +412,6 @@ impl Tools {
             _ => None,
         }
     }
-}
-
-/// Turns the `TXXX:comment` frame that ffmpeg's MP3 muxer writes for a comment into the
-/// `COMM` frame that players show as the comment.
-fn write_id3_comment(
-    path: &Path,
-    text: String,
-    version: audio_options::Id3Version,
-) -> Result<(), id3::Error> {
-    use id3::TagLike;
-    let mut tag = id3::Tag::read_from_path(path)?;
-    tag.remove_extended_text(Some("comment"), None);
-    tag.add_frame(id3::frame::Comment {
-        lang: "eng".into(),
-        description: String::new(),
-        text,
-    });
-    let version = match version {
-        audio_options::Id3Version::V23 => id3::Version::Id3v23,
-        audio_options::Id3Version::V24 => id3::Version::Id3v24,
-    };
-    tag.write_to_path(path, version)
 }
 
 /// What a job's conversion needs.

@@ -3,14 +3,15 @@
 //!
 //! A job runs up to four passes: measure the loudness (only to normalise it), encode, take
 //! the cover frame, and finish: a copy of the encoded stream (no re-encoding) that writes the
-//! tags and the picture. Tags are written in the finish pass from one FFMETADATA file, so
+//! tags and the picture (except for MP3, whose ID3 tag the converter writes itself, see
+//! [`crate::id3_tags`]). Tags are written in the finish pass from one FFMETADATA file, so
 //! they are exactly the ones chosen here (the source's carried tags, then the job's) and no
 //! command line limit applies to a long value or a picture.
 
 use crate::description::InputFacts;
 use crate::loudness::{self, Measurement};
 use crate::media::Encoding;
-use audio_options::{AudioOptions, Format, Id3Version, Loudness, Quality, title_from_filename};
+use audio_options::{AudioOptions, Format, Loudness, Quality, title_from_filename};
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -252,13 +253,6 @@ pub fn finish_args(options: &AudioOptions, cover_description: Option<&str>) -> V
     } else {
         args.extend(["-map_metadata", "1"].map(String::from));
     }
-    if options.format == Format::Mp3 {
-        let version = match options.id3v2 {
-            Id3Version::V23 => "3",
-            Id3Version::V24 => "4",
-        };
-        args.extend(["-id3v2_version", version, "-write_id3v1", "0"].map(String::from));
-    }
     args.extend(["-f".into(), muxer(options.format).into()]);
     args.into_iter().map(OsString::from).collect()
 }
@@ -419,11 +413,10 @@ mod tests {
 
     #[test]
     fn the_finish_pass_copies_the_stream_and_attaches_the_picture_where_the_format_can() {
-        let mp3 = finish_args(&AudioOptions::default(), Some("frame at 00:00:01.000"));
-        assert!(has_pair(&mp3, "-map", "2:0") && has_pair(&mp3, "-c", "copy"));
-        assert!(has_pair(&mp3, "-id3v2_version", "3"));
-        let v24 = parse_options([("id3v2", "2.4")]).unwrap();
-        assert!(has_pair(&finish_args(&v24, None), "-id3v2_version", "4"));
+        let m4a = parse_options([("format", "m4a")]).unwrap();
+        let args = finish_args(&m4a, Some("frame at 00:00:01.000"));
+        assert!(has_pair(&args, "-map", "2:0") && has_pair(&args, "-c", "copy"));
+        assert!(has_pair(&args, "-disposition:v:0", "attached_pic"));
         let opus = parse_options([("format", "opus")]).unwrap();
         let args = finish_args(&opus, Some("cover"));
         assert!(

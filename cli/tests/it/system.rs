@@ -164,17 +164,22 @@ async fn readme_walkthrough(args: &[&str]) {
     let cli = run_readme_block("cli", work.path(), &env).await;
     assert!(cli.status.success(), "the CLI walkthrough failed");
     assert!(looks_like_mp3(&work.path().join("video-cli.mp3")));
+    let opus = std::fs::read(work.path().join("video.opus")).unwrap();
+    assert!(
+        opus.starts_with(b"OggS"),
+        "the voice preset made an Ogg file"
+    );
 
-    // Both uploads were announced by e-mail, to the address that registered.
+    // The three uploads were announced by e-mail, to the address that registered.
     tokio::time::timeout(Duration::from_secs(30), async {
-        while system.outbox().len() < 2 {
+        while system.outbox().len() < 3 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await
-    .expect("two e-mails reach the outbox");
+    .expect("three e-mails reach the outbox");
     let mails = system.outbox();
-    assert_eq!(mails.len(), 2);
+    assert_eq!(mails.len(), 3);
     assert!(
         mails
             .iter()
