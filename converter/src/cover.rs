@@ -49,7 +49,10 @@ pub fn extraction_args(
         }
         Picture::Attached => scale(),
     };
-    args.push("-i".into());
+    // One decoder thread: for the few frames decoded, starting a frame-threaded decoder costs
+    // more than it gives (measured: 0.20 s of CPU with the default threads, 0.16 s with one,
+    // for a 720p H.264 video).
+    args.extend(["-threads", "1", "-i"].map(OsString::from));
     args.push(input.into());
     args.extend(["-map", "0:v:0", "-an", "-sn", "-dn", "-vf"].map(OsString::from));
     args.push(filter.into());

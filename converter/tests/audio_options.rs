@@ -292,6 +292,12 @@ async fn bitrate_mode_rate_channels_trimming_title_and_id3_version_are_as_asked(
         (read["sample_rate"].as_u64(), read["channels"].as_u64()),
         (Some(22050), Some(1))
     );
+    assert_eq!(
+        ffprobe_audio("stream=codec_name,sample_rate,channels", &cbr.path)
+            .await
+            .unwrap(),
+        "mp3,22050,1"
+    );
     assert_eq!(read["id3_version"], "2.4", "{read}");
     // No title in the source: the file's name without its extension.
     assert_eq!(read["tags"]["title"], "holiday", "{read}");
