@@ -621,6 +621,8 @@ async fn bad_options_are_refused_with_a_400_naming_them_and_nothing_is_stored() 
         ),
         ("title", vec![], vec![("title", &huge_title)]),
         ("title", vec![("title", "a")], vec![("title", "b")]),
+        // An MP4's duration shows as it streams (its `mvhd`), so the gateway refuses this too.
+        ("start", vec![("start", "30")], vec![]),
     ];
     for (option, query, fields) in cases {
         let response = studio
@@ -660,9 +662,33 @@ async fn bad_options_are_refused_with_a_400_naming_them_and_nothing_is_stored() 
     assert!(studio.mesh.stored_videos(&studio.user.id).await.is_empty());
     assert!(studio.mesh.stored_jobs(&studio.user.id).await.is_empty());
 
-    // Where the trim starts past the end, only the converter can tell: the job fails, saying
-    // so, and no audio file is kept.
-    let accepted = studio.upload(&source, "clip.mp4", &[("start", "30")]).await;
+    // Matroska says its duration in its `Info`: refused at the gateway as well.
+    let matroska = studio.path("clip.mkv");
+    ffmpeg_generate(&["-i", source.to_str().unwrap(), "-c", "copy"], &matroska)
+        .await
+        .unwrap();
+    let response = studio
+        .mesh
+        .upload_with_options(
+            &studio.user.token,
+            "clip.mkv",
+            tokio::fs::read(&matroska).await.unwrap(),
+            &[("start", "30")],
+            &[],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert!(studio.mesh.stored_videos(&studio.user.id).await.is_empty());
+
+    // In a container whose duration the gateway does not read (MPEG-TS here), the converter
+    // refuses it from ffmpeg's reading: the job fails, saying so, and no audio file is kept.
+    let transport = studio.path("clip.ts");
+    ffmpeg_generate(&["-i", source.to_str().unwrap(), "-c", "copy"], &transport)
+        .await
+        .unwrap();
+    let accepted = studio
+        .upload(&transport, "clip.ts", &[("start", "30")])
+        .await;
     let job = studio.ended(accepted["job_id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "failed", "{job}");
     let error = job["error"].as_str().unwrap();

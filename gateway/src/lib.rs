@@ -13,6 +13,7 @@
 
 pub mod caller;
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod http_util;
 pub mod meters;

@@ -9,6 +9,7 @@
 
 use super::AppState;
 use crate::caller::Caller;
+use crate::duration::DurationProbe;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::sniff::{SNIFF_BYTES, media_container};
 use audio_options::{AudioOptions, is_option_name, parse_options};
@@ -23,6 +24,7 @@ use clients::Upload;
 use proto::events::v1::{VideoUploaded, event::Payload};
 use proto::storage::v1 as pb;
 use serde::Serialize;
+use std::time::Duration;
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
 
@@ -211,10 +213,24 @@ pub async fn upload(
         content_type: declared_type,
         job_id: String::new(),
     });
-    let forwarded = match forward_field(field, pending, &mut upload, limit).await {
+    // An MP4's or a Matroska file's duration shows as it streams past, so a trim that starts
+    // past its end is refused before storage keeps the file (other containers: the converter
+    // refuses it).
+    let mut duration = options
+        .start_ms
+        .and_then(|_| DurationProbe::for_container(container));
+    let forwarded = match forward_field(field, pending, &mut upload, limit, duration.as_mut()).await
+    {
         Ok(()) => refuse_more_files(&mut multipart, limit).await,
         error => error,
     };
+    let forwarded = forwarded.and_then(|()| {
+        check_trim_start(
+            &options,
+            duration.as_ref().and_then(DurationProbe::duration),
+        )
+        .map_err(Forwarding::Client)
+    });
     let video = match forwarded {
         // Storage keeps the file only once it has every byte of a body that held one file.
         Ok(()) => upload
@@ -320,13 +336,22 @@ async fn forward_field(
     mut pending: BytesMut,
     upload: &mut Upload,
     limit: u64,
+    mut duration: Option<&mut DurationProbe>,
 ) -> Result<(), Forwarding> {
+    if let Some(duration) = duration.as_deref_mut() {
+        duration.feed(&pending);
+    }
     loop {
         if pending.len() >= MESSAGE_BYTES && !upload.send(pending.split().freeze()).await {
             return Err(Forwarding::StorageGone);
         }
         match field.chunk().await {
-            Ok(Some(chunk)) => pending.extend_from_slice(&chunk),
+            Ok(Some(chunk)) => {
+                if let Some(duration) = duration.as_deref_mut() {
+                    duration.feed(&chunk);
+                }
+                pending.extend_from_slice(&chunk);
+            }
             Ok(None) => break,
             Err(error) => return Err(Forwarding::Client(multipart_error(error, limit))),
         }
@@ -335,6 +360,21 @@ async fn forward_field(
         return Err(Forwarding::StorageGone);
     }
     Ok(())
+}
+
+/// Refuses a trim that starts at or past the end of a video of `duration`, when it is known.
+fn check_trim_start(options: &AudioOptions, duration: Option<Duration>) -> ApiResult<()> {
+    let (Some(start), Some(duration)) = (options.start_ms, duration) else {
+        return Ok(());
+    };
+    if Duration::from_millis(start) < duration {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(format!(
+        "invalid option `start`: {:.3} s is at or past the end of the video, which is {:.3} s long",
+        start as f64 / 1000.0,
+        duration.as_secs_f64()
+    )))
 }
 
 /// Reads the rest of the body: other form fields are ignored, a second file is refused.
