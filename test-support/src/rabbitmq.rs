@@ -4,6 +4,7 @@ use anyhow::Context;
 use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 use std::sync::Mutex;
+use std::time::Duration;
 
 const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -20,7 +21,7 @@ impl TestBroker {
     /// Checks that the broker at `AMQP_TEST_URL` answers and picks a fresh prefix.
     pub async fn create() -> anyhow::Result<Self> {
         let url = crate::env_or("AMQP_TEST_URL", DEFAULT_URL);
-        let connection = Connection::connect(&url, ConnectionProperties::default())
+        let connection = connect(&url)
             .await
             .with_context(|| format!("connecting to RabbitMQ at {url} (is it running?)"))?;
         connection.close(200, "ok".into()).await?;
@@ -41,14 +42,16 @@ impl TestBroker {
         &self.prefix
     }
 
-    /// The prefixed name for `queue`, remembered for deletion (with its dead-letter queue,
-    /// `{name}.dead`; see [`TestBroker::remember`] for others).
+    /// The prefixed name for `queue`, remembered for deletion with its dead-letter queue
+    /// (`{name}.dead`) and the delay queues a worker on the default retry policy declares (see
+    /// [`TestBroker::remember`] for others).
     pub fn queue(&self, queue: &str) -> String {
         let name = format!("{}{queue}", self.prefix);
         let mut named = self.named.lock().expect("queue list lock");
-        for suffix in ["", ".dead"] {
-            named.push(format!("{name}{suffix}"));
-        }
+        named.push(name.clone());
+        named.push(messaging::QueueConfig::dead_letter_queue(&name));
+        let retry_queues = messaging::RetryConfig::default().retry_queues(&name);
+        named.extend(retry_queues.into_iter().map(|(_, retry_queue)| retry_queue));
         name
     }
 
@@ -62,8 +65,28 @@ impl TestBroker {
 
     /// A new connection to the broker.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
-        Ok(Connection::connect(&self.url, ConnectionProperties::default()).await?)
+        connect(&self.url).await
     }
+}
+
+/// How long a connection may take to open. A broker out of file handles accepts the TCP
+/// connection and then never answers; without a limit, every test would wait for nextest to
+/// kill it.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+
+async fn connect(url: &str) -> anyhow::Result<Connection> {
+    tokio::time::timeout(
+        CONNECT_WITHIN,
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "RabbitMQ opened no connection within {CONNECT_WITHIN:?}: out of file handles \
+             (leftover queues?) or blocked; see `rabbitmq-diagnostics status`"
+        )
+    })?
+    .map_err(Into::into)
 }
 
 impl Drop for TestBroker {
@@ -74,7 +97,7 @@ impl Drop for TestBroker {
         }
         let url = self.url.clone();
         crate::cleanup_blocking("test queues", async move {
-            let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+            let connection = connect(&url).await?;
             let channel = connection.create_channel().await?;
             for name in names {
                 // Deleting a queue that was never declared is not an error worth reporting.
