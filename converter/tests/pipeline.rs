@@ -66,6 +66,20 @@ impl Pipeline {
         self.mesh.broker.url().to_owned()
     }
 
+    /// A proxy in front of the test broker, and the `AMQP_URL` that goes through it.
+    async fn broker_proxy(&self) -> (TcpProxy, String) {
+        let url = self.amqp_url();
+        let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+        let broker_addr: SocketAddr = tokio::net::lookup_host(host_port)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let proxy = TcpProxy::start(broker_addr).await.unwrap();
+        let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+        (proxy, through_proxy)
+    }
+
     /// A converter's configuration: this mesh's, with fast retries, on the broker at
     /// `amqp_url` (the test broker, or a proxy in front of it).
     fn converter_config(&self, amqp_url: &str, concurrency: u16) -> converter::Config {
@@ -456,17 +470,7 @@ async fn workers_recover_when_the_broker_drops_their_connections_and_lose_nothin
     const JOBS: usize = 4;
     let pipeline = Pipeline::start().await;
     let smtp = SmtpCapture::start().unwrap();
-    let broker_addr: SocketAddr = {
-        let url = pipeline.amqp_url();
-        let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
-        tokio::net::lookup_host(host_port)
-            .await
-            .unwrap()
-            .next()
-            .unwrap()
-    };
-    let proxy = TcpProxy::start(broker_addr).await.unwrap();
-    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let (proxy, through_proxy) = pipeline.broker_proxy().await;
     let _converter = pipeline.converter(&through_proxy, 2).await;
     let _notifier = pipeline.notifier(&through_proxy, &smtp).await;
     let user = pipeline.mesh.user("resilient@example.com").await;
@@ -489,4 +493,35 @@ async fn workers_recover_when_the_broker_drops_their_connections_and_lose_nothin
         JOBS
     );
     assert_mail_count_stays(&smtp, JOBS).await;
+}
+
+#[tokio::test]
+async fn a_worker_gives_up_on_a_broker_that_never_answers_and_consumes_once_it_does() {
+    let pipeline = Pipeline::start().await;
+    let (proxy, through_proxy) = pipeline.broker_proxy().await;
+    // The broker takes connections and says nothing, as one out of file handles does.
+    proxy.hold();
+    let starting = tokio::spawn(Running::<converter::App>::start(
+        pipeline.converter_config(&through_proxy, 1),
+    ));
+    let deadline = tokio::time::Instant::now()
+        + messaging::amqp::SESSION_OPEN_WITHIN
+        + Duration::from_secs(10);
+    while proxy.connections() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the converter never gave up on its first connection ({} made)",
+            proxy.connections()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.come_back().await.unwrap();
+    let _converter = starting.await.unwrap().unwrap();
+    let user = pipeline.mesh.user("patient@example.com").await;
+    let clip = mp4_bytes(VideoSpec::small(2.0)).await;
+    let job_id = pipeline.upload_clip(&user, 0, &clip).await;
+    let job = pipeline
+        .wait_for_job(&job_id, JOB_WAIT, |job| job.state() == pb::JobState::Done)
+        .await;
+    assert!(!job.mp3_id.is_empty(), "{job:?}");
 }

@@ -32,6 +32,10 @@ use tokio_util::task::TaskTracker;
 /// The first pause before connecting again; it doubles up to [`MAX_RECONNECT_PAUSE`].
 const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(10);
+/// How long opening a consuming session (connect, declare, consume) may take. A broker can
+/// accept the TCP connection and then never answer (one out of file handles does); without a
+/// limit the worker would wait on it for ever, neither consuming nor trying again.
+pub const SESSION_OPEN_WITHIN: Duration = Duration::from_secs(20);
 
 /// The header that numbers a message's attempts; absent on the first.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
@@ -234,7 +238,17 @@ pub(crate) async fn consume<H: Handler>(
         if shutdown.is_triggered() {
             return Ok(());
         }
-        let ended = match Session::open(&worker).await {
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(SESSION_OPEN_WITHIN, Session::open(&worker)) => {
+                opened.unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "the broker opened no session within {SESSION_OPEN_WITHIN:?}"
+                    ))
+                })
+            }
+            () = shutdown.wait() => return Ok(()),
+        };
+        let ended = match opened {
             Ok(session) => {
                 readiness.set(true);
                 pause = FIRST_RECONNECT_PAUSE;

@@ -8,7 +8,8 @@
 //!   hangs would, until [`TcpProxy::come_back`] forwards them.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -33,6 +34,7 @@ pub struct TcpProxy {
     target: SocketAddr,
     state: watch::Sender<State>,
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -49,6 +51,7 @@ impl TcpProxy {
             target,
             state,
             accepting: Mutex::new(None),
+            accepted: Arc::default(),
         };
         proxy.accept_on(listener);
         Ok(proxy)
@@ -57,8 +60,10 @@ impl TcpProxy {
     fn accept_on(&self, listener: TcpListener) {
         let state = self.state.clone();
         let target = self.target;
+        let accepted = Arc::clone(&self.accepted);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(forward(client, target, state.subscribe()));
             }
         });
@@ -70,6 +75,11 @@ impl TcpProxy {
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many connections clients have opened to it so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Drops every connection open now.
