@@ -48,6 +48,15 @@ pub struct Page<T> {
     pub next_page_token: String,
 }
 
+/// What CreateJob answered.
+#[derive(Debug, Clone)]
+pub struct CreatedJob {
+    /// The job: new, or the one an earlier request with the same idempotency key created.
+    pub job: Job,
+    /// Whether it is the earlier one (nothing new was recorded).
+    pub replayed: bool,
+}
+
 /// A client of the storage service (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct StorageClient {
@@ -187,8 +196,20 @@ impl StorageClient {
 
     /// Records a new job (QUEUED) for a stored video of its owner.
     pub async fn create_job(&self, request: pb::CreateJobRequest) -> Result<Job, Status> {
+        Ok(self.create_job_once(request).await?.job)
+    }
+
+    /// [`StorageClient::create_job`] for a request that may carry an idempotency key: the job,
+    /// and whether an earlier request with the same key created it.
+    pub async fn create_job_once(
+        &self,
+        request: pb::CreateJobRequest,
+    ) -> Result<CreatedJob, Status> {
         let answer = self.rpc().create_job(unary(request)).await?.into_inner();
-        required(answer.job, "CreateJob", "a job")
+        Ok(CreatedJob {
+            job: required(answer.job, "CreateJob", "a job")?,
+            replayed: answer.replayed,
+        })
     }
 
     /// A job `owner` may see.

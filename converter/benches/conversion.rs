@@ -279,6 +279,7 @@ async fn queue_job_with(
             video_id: video_id.into(),
             original_filename: "bench.mp4".into(),
             options: options.map(AudioOptions::to_proto),
+            ..Default::default()
         })
         .await?;
     let event = new_event(Payload::VideoUploaded(VideoUploaded {

@@ -32,6 +32,10 @@ pub enum ApiError {
     /// The thing exists already.
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed, but it contradicts what the server holds (an idempotency key used for
+    /// another request).
+    #[error("{0}")]
+    Unprocessable(String),
     /// The upload is over the limit.
     #[error("the upload is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -124,6 +128,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -25,6 +25,9 @@ pub mod storage {
     pub mod v1 {
         #![allow(missing_docs, missing_debug_implementations, clippy::all)]
         tonic::include_proto!("mp3converter.storage.v1");
+
+        /// The longest `CreateJobRequest.idempotency_key`, in bytes (printable ASCII only).
+        pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
     }
 }
 

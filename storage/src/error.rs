@@ -32,6 +32,12 @@ pub enum StorageError {
     /// A job is not in the state a change needs (the compare-and-set lost, say).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// An idempotency key came back with another request than the one that first used it.
+    #[error("the idempotency key was used for another request")]
+    KeyReused,
+    /// An idempotency key came back while its first request's job is still being recorded.
+    #[error("a request with this idempotency key is still being handled; try again shortly")]
+    KeyInFlight,
     /// The client broke its upload stream off; nothing was kept.
     #[error("upload stream ended with an error: {0}")]
     UploadAborted(String),
@@ -42,7 +48,7 @@ pub enum StorageError {
     #[error("{0} unavailable")]
     DiskUnavailable(&'static str, #[source] std::io::Error),
     /// A job changed under every attempt to change it.
-    #[error("job {0} kept changing under every attempt")]
+    #[error("{0} kept changing under every attempt")]
     Contended(String),
     /// Any other MongoDB failure.
     #[error("MongoDB failed")]
@@ -87,6 +93,8 @@ impl From<StorageError> for Status {
             StorageError::TooLarge { .. } => Status::resource_exhausted(error.to_string()),
             StorageError::RangeOutOfBounds { .. } => Status::out_of_range(error.to_string()),
             StorageError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
+            StorageError::KeyReused => Status::already_exists(error.to_string()),
+            StorageError::KeyInFlight => Status::aborted(error.to_string()),
             StorageError::UploadAborted(_) => Status::cancelled(error.to_string()),
             StorageError::DatabaseUnavailable(_)
             | StorageError::DiskUnavailable(..)

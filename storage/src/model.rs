@@ -15,6 +15,57 @@ pub const MAX_FILENAME_BYTES: usize = 1024;
 /// Longest failure reason kept, in characters.
 pub const MAX_ERROR_REASON_CHARS: usize = 2000;
 
+/// How long an idempotency key brings back the job its first request created.
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// A claim whose job was never recorded (its request died between the two writes) frees its
+/// key after this long.
+pub const ABANDONED_CLAIM_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+pub use pb::MAX_IDEMPOTENCY_KEY_BYTES;
+
+/// An owner's idempotency key, claimed by the first request that used it: the job that request
+/// creates, and what identifies the request, so a retry is told from another request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyClaim {
+    /// `{owner_id}/{key}`: unique by construction (owner ids hold no `/`).
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The key's owner.
+    pub owner_id: String,
+    /// The client's key.
+    pub key: String,
+    /// The caller's digest of the request.
+    pub fingerprint: String,
+    /// The job the first request creates.
+    pub job_id: ObjectId,
+    /// When the key was first used.
+    pub created_at: DateTime,
+}
+
+impl KeyClaim {
+    /// A claim made now for `job_id`.
+    pub fn new(owner_id: &str, key: &str, fingerprint: &str, job_id: ObjectId) -> Self {
+        Self {
+            id: Self::id_of(owner_id, key),
+            owner_id: owner_id.to_owned(),
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            job_id,
+            created_at: DateTime::now(),
+        }
+    }
+
+    /// The claim id of `owner_id`'s `key`.
+    pub fn id_of(owner_id: &str, key: &str) -> String {
+        format!("{owner_id}/{key}")
+    }
+
+    /// Whether the claim has outlived `window` at `now`.
+    pub fn is_older_than(&self, window: std::time::Duration, now: DateTime) -> bool {
+        let age_ms = now.timestamp_millis() - self.created_at.timestamp_millis();
+        u128::try_from(age_ms).is_ok_and(|age_ms| age_ms >= window.as_millis())
+    }
+}
+
 /// Which kind of file: the uploaded videos, or the MP3s made from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -393,6 +444,9 @@ pub struct JobRecord {
     /// defaults.
     #[serde(default)]
     pub options: AudioOptions,
+    /// The idempotency key its request gave, if any (deleting the job frees it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A change asked of a job.
@@ -458,6 +512,7 @@ impl JobRecord {
             created_at: now,
             updated_at: now,
             options,
+            idempotency_key: None,
         }
     }
 
@@ -588,6 +643,19 @@ fn timestamp(time: DateTime) -> prost_types::Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_claim_ages_out_of_its_window() {
+        let claim = KeyClaim::new("user-1", "retry-1", "digest", ObjectId::new());
+        let at = |ms: i64| DateTime::from_millis(claim.created_at.timestamp_millis() + ms);
+        let day = IDEMPOTENCY_WINDOW;
+        assert!(!claim.is_older_than(day, at(0)));
+        assert!(!claim.is_older_than(day, at(24 * 3600 * 1000 - 1)));
+        assert!(claim.is_older_than(day, at(24 * 3600 * 1000)));
+        // A clock that went back does not make a claim old.
+        assert!(!claim.is_older_than(day, at(-5000)));
+        assert_eq!(claim.id, "user-1/retry-1");
+    }
 
     fn job() -> JobRecord {
         JobRecord::new(

@@ -5,7 +5,8 @@
 use crate::backend::{Backend, UploadSink};
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    Applied, Bucket, FileRecord, JobChange, JobRecord, JobState, NewFile, Owner, PageCursor,
+    ABANDONED_CLAIM_AFTER, Applied, Bucket, DateTime, FileRecord, IDEMPOTENCY_WINDOW, JobChange,
+    JobRecord, JobState, KeyClaim, MAX_IDEMPOTENCY_KEY_BYTES, NewFile, ObjectId, Owner, PageCursor,
     PageQuery, parse_id,
 };
 use audio_options::AudioOptions;
@@ -184,6 +185,39 @@ impl StorageApi {
             .await
     }
 
+    /// Claims `claim`'s key for its job; `None` when the caller should record that job, else
+    /// the job an earlier request with the same key and fingerprint created.
+    async fn earlier_job_for(&self, claim: &KeyClaim) -> StorageResult<Option<JobRecord>> {
+        // Twice at most: once more after clearing a claim whose job was never recorded.
+        for _ in 0..2 {
+            let Some(standing) = self.backend.claim_key(claim, IDEMPOTENCY_WINDOW).await? else {
+                return Ok(None);
+            };
+            if standing.fingerprint != claim.fingerprint {
+                return Err(StorageError::KeyReused);
+            }
+            if let Some(job) = self.backend.find_job(standing.job_id).await? {
+                return Ok(Some(job));
+            }
+            // Claimed, but its job is not recorded: being recorded now, or its request died
+            // in between (then the claim is cleared once it is old enough to be sure).
+            if !standing.is_older_than(ABANDONED_CLAIM_AFTER, DateTime::now()) {
+                return Err(StorageError::KeyInFlight);
+            }
+            self.backend
+                .release_key(&standing.id, standing.job_id)
+                .await?;
+        }
+        Err(StorageError::KeyInFlight)
+    }
+
+    /// Frees a claim; a failure is only logged (the claim then ages out).
+    async fn release_claim(&self, id: &str, job_id: ObjectId) {
+        if let Err(error) = self.backend.release_key(id, job_id).await {
+            tracing::warn!(error = %service_kit::error::chain(&error), "could not free an idempotency key");
+        }
+    }
+
     /// The job a request names, if its requester may see it.
     async fn requested_job(&self, request: &impl Addressed) -> StorageResult<JobRecord> {
         self.visible_job(request.id(), &request.owner()?).await
@@ -212,7 +246,7 @@ impl StorageApi {
                 }
             }
         }
-        Err(StorageError::Contended(id.to_owned()))
+        Err(StorageError::Contended(format!("job {id}")))
     }
 
     /// Deletes the MP3s made for `job` other than the one it ended with: those of attempts
@@ -436,7 +470,7 @@ impl StorageService for StorageApi {
         &self,
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         if request.owner_id.is_empty() || request.owner_email.is_empty() {
             return Err(StorageError::InvalidArgument(
                 "owner_id and owner_email are required".into(),
@@ -453,18 +487,38 @@ impl StorageService for StorageApi {
             .await?;
         let options = AudioOptions::from_proto(request.options.as_ref())
             .map_err(|error| StorageError::InvalidArgument(format!("options: {error}")))?;
-        let job = JobRecord::new(
+        let key = IdempotencyKey::take_from(&mut request)?;
+        let mut job = JobRecord::new(
             request.owner_id,
             request.owner_email,
             video.id,
             request.original_filename,
             options,
         );
-        self.backend.insert_job(&job).await?;
+        let mut claim = None;
+        if let Some(key) = key {
+            let new_claim = KeyClaim::new(&job.owner_id, &key.key, &key.fingerprint, job.id);
+            if let Some(earlier) = self.earlier_job_for(&new_claim).await? {
+                tracing::info!(job_id = %earlier.id, "idempotency key replayed");
+                return Ok(Response::new(pb::CreateJobResponse {
+                    job: Some(earlier.to_proto()),
+                    replayed: true,
+                }));
+            }
+            job.idempotency_key = Some(key.key);
+            claim = Some(new_claim);
+        }
+        if let Err(error) = self.backend.insert_job(&job).await {
+            if let Some(claim) = claim {
+                self.release_claim(&claim.id, job.id).await;
+            }
+            return Err(error.into());
+        }
         metrics::counter!(crate::meters::JOBS_CREATED).increment(1);
         tracing::info!(job_id = %job.id, "job created");
         Ok(Response::new(pb::CreateJobResponse {
             job: Some(job.to_proto()),
+            replayed: false,
         }))
     }
 
@@ -567,11 +621,44 @@ impl StorageService for StorageApi {
         if !self.backend.delete_job(job.id).await? {
             return Err(StorageError::NotFound("job").into());
         }
+        if let Some(key) = &job.idempotency_key {
+            self.release_claim(&KeyClaim::id_of(&job.owner_id, key), job.id)
+                .await;
+        }
         self.remove_file_if_there(Bucket::Videos, &job.video_id)
             .await?;
         self.remove_file_if_there(Bucket::Mp3s, &job.mp3_id).await?;
         tracing::info!("job deleted with its files");
         Ok(Response::new(pb::DeleteJobResponse {}))
+    }
+}
+
+/// The idempotency key of a CreateJob request, with what identifies the request.
+struct IdempotencyKey {
+    key: String,
+    fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// Takes the request's key, if it gives one; a key must be printable ASCII and bounded,
+    /// and come with a fingerprint.
+    fn take_from(request: &mut pb::CreateJobRequest) -> StorageResult<Option<Self>> {
+        let key = std::mem::take(&mut request.idempotency_key);
+        if key.is_empty() {
+            return Ok(None);
+        }
+        if key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(StorageError::InvalidArgument(format!(
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"
+            )));
+        }
+        let fingerprint = std::mem::take(&mut request.request_fingerprint);
+        if fingerprint.is_empty() {
+            return Err(StorageError::InvalidArgument(
+                "request_fingerprint is required with an idempotency_key".into(),
+            ));
+        }
+        Ok(Some(Self { key, fingerprint }))
     }
 }
 

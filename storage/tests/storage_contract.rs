@@ -205,6 +205,7 @@ impl RunningStorage {
             video_id: video_id.into(),
             original_filename: "holiday clip.mp4".into(),
             options: None,
+            ..Default::default()
         };
         Ok(self
             .client
@@ -378,6 +379,7 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     a_request_must_name_its_owner_or_ask_for_every_owner,
     a_job_keeps_its_audio_options_through_its_life_and_a_restart,
     a_job_with_impossible_audio_options_is_refused_and_not_recorded,
+    an_idempotency_key_brings_back_its_first_job_until_that_job_is_deleted,
 ]);
 
 async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
@@ -838,6 +840,90 @@ async fn files_and_jobs_survive_a_restart(backend: Backend) {
     assert_eq!(storage.get_job(&job.id, ALICE).await.unwrap(), job);
 }
 
+/// CreateJob for `owner`'s `video_id` under idempotency `key`, with `fingerprint`.
+fn keyed_job(owner: &str, video_id: &str, key: &str, fingerprint: &str) -> pb::CreateJobRequest {
+    pb::CreateJobRequest {
+        owner_id: owner.into(),
+        owner_email: format!("{owner}@example.com"),
+        video_id: video_id.into(),
+        original_filename: "holiday clip.mp4".into(),
+        idempotency_key: key.into(),
+        request_fingerprint: fingerprint.into(),
+        ..Default::default()
+    }
+}
+
+async fn an_idempotency_key_brings_back_its_first_job_until_that_job_is_deleted(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    let first_copy = storage.stored(pb::Bucket::Videos, ALICE, b"v1").await;
+    let retry_copy = storage.stored(pb::Bucket::Videos, ALICE, b"v1").await;
+    let bobs_video = storage.stored(pb::Bucket::Videos, BOB, b"v1").await;
+    let mut create = async |request: pb::CreateJobRequest| {
+        storage
+            .client
+            .create_job(request)
+            .await
+            .map(|response| response.into_inner())
+    };
+
+    let first = create(keyed_job(ALICE, &first_copy.id, "k-1", "digest-a"))
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let job = first.job.unwrap();
+    let again = create(keyed_job(ALICE, &retry_copy.id, "k-1", "digest-a"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        again.job.unwrap(),
+        job,
+        "the first job, not one for the retry's copy"
+    );
+
+    let other_request = create(keyed_job(ALICE, &retry_copy.id, "k-1", "digest-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(other_request.code(), Code::AlreadyExists);
+    let bobs = create(keyed_job(BOB, &bobs_video.id, "k-1", "digest-a"))
+        .await
+        .unwrap();
+    assert!(!bobs.replayed, "a key is its owner's own");
+    for (key, fingerprint) in [("k 2", "digest-a"), ("k-2", ""), (&*"k".repeat(256), "d")] {
+        let refused = create(keyed_job(ALICE, &retry_copy.id, key, fingerprint))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{key:?}");
+    }
+    let (alices_jobs, _) = storage.jobs_page(ALICE, 0, "").await.unwrap();
+    assert_eq!(alices_jobs.len(), 1);
+
+    let mut storage = storage.restart().await;
+    let after_restart = storage
+        .client
+        .create_job(keyed_job(ALICE, &retry_copy.id, "k-1", "digest-a"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after_restart.replayed);
+    assert_eq!(after_restart.job.unwrap().id, job.id);
+
+    let delete = pb::DeleteJobRequest {
+        id: job.id.clone(),
+        owner_id: ALICE.into(),
+        any_owner: false,
+    };
+    storage.client.delete_job(delete).await.unwrap();
+    let freed = storage
+        .client
+        .create_job(keyed_job(ALICE, &retry_copy.id, "k-1", "digest-b"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!freed.replayed, "deleting the job frees its key");
+    assert_ne!(freed.job.unwrap().id, job.id);
+}
+
 fn m4a_options() -> pb::AudioOptions {
     pb::AudioOptions {
         preset: "podcast".into(),
@@ -873,6 +959,7 @@ async fn a_job_keeps_its_audio_options_through_its_life_and_a_restart(backend: B
         video_id: video.id.clone(),
         original_filename: "talk.mp4".into(),
         options: Some(m4a_options()),
+        ..Default::default()
     };
     let job = storage
         .client
@@ -943,6 +1030,7 @@ async fn a_job_with_impossible_audio_options_is_refused_and_not_recorded(backend
             video_id: video.id.clone(),
             original_filename: "talk.mp4".into(),
             options: Some(options),
+            ..Default::default()
         };
         let status = storage.client.create_job(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{option}");

@@ -208,12 +208,18 @@ fn cors(origins: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            upload::IDEMPOTENCY_KEY,
+        ])
         .expose_headers([
             header::CONTENT_DISPOSITION,
             header::CONTENT_RANGE,
             header::ETAG,
             header::LOCATION,
+            upload::IDEMPOTENT_REPLAYED,
         ])
 }
 

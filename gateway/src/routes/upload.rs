@@ -17,13 +17,15 @@ use axum::Json;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use clients::Upload;
 use proto::events::v1::{VideoUploaded, event::Payload};
 use proto::storage::v1 as pb;
+use proto::storage::v1::MAX_IDEMPOTENCY_KEY_BYTES;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
@@ -105,6 +107,13 @@ pub struct UploadAccepted {
     pub options: AudioOptions,
 }
 
+/// The request header that makes an upload safe to send again: the same key from the same
+/// user within 24 hours gets the first answer back, and nothing is created twice.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The response header that says an answer is the one a request with the same
+/// `Idempotency-Key` got before.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
 /// Why forwarding the body stopped.
 enum Forwarding {
     /// The client's body was at fault (or broke off).
@@ -116,15 +125,21 @@ enum Forwarding {
 /// Uploads a video (one file in a multipart body) and queues its conversion.
 #[utoipa::path(post, path = "/upload", tag = "files",
     security(("bearer" = [])),
-    params(UploadOptions),
+    params(
+        UploadOptions,
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes the upload safe to retry: 1 to 255 printable ASCII characters. Within 24 hours, the same key from the same user with the same file, name and options gets the first answer again (with `Idempotent-Replayed: true`) and creates nothing; with anything else it is a 422."),
+    ),
     request_body(content = UploadForm, content_type = "multipart/form-data",
         description = "Exactly one file part (conventionally named `file`): a video or audio container."),
     responses(
-        (status = 202, description = "Stored and queued", body = UploadAccepted),
+        (status = 202, description = "Stored and queued (or, with `Idempotent-Replayed: true`, the answer to an earlier request with the same Idempotency-Key)", body = UploadAccepted),
         (status = 400, description = "Malformed multipart body, no file, two files, an empty file, or an option that cannot be used (the message names it)", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 413, description = "Larger than the limit", body = ErrorBody),
+        (status = 409, description = "An earlier request with the same Idempotency-Key is still being handled; nothing was kept", body = ErrorBody),
         (status = 415, description = "Not multipart, or the file is not a video/audio container", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for another upload; nothing was kept", body = ErrorBody),
         (status = 503, description = "Storage, auth or the queue is down; nothing was kept", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(user_id, video_id, job_id))]
@@ -157,6 +172,7 @@ pub async fn upload(
     let limit = state.max_upload_bytes;
     let body_error = |error: MultipartError| multipart_error(error, limit);
 
+    let idempotency_key = idempotency_key(&headers)?;
     let mut given = query_pairs(query.as_deref().unwrap_or_default())?;
     let mut field = loop {
         match multipart.next_field().await.map_err(body_error)? {
@@ -251,15 +267,66 @@ pub async fn upload(
     };
     tracing::Span::current().record("video_id", video.id.as_str());
 
-    let accepted = record_and_queue(&state, &caller, &video, &filename, options).await?;
-    metrics::counter!(crate::meters::UPLOADS_ACCEPTED).increment(1);
-    metrics::counter!(crate::meters::UPLOAD_BYTES).increment(video.size);
-    tracing::info!(size = video.size, "upload accepted");
+    let key = idempotency_key.map(|key| {
+        let fingerprint = request_fingerprint(&video, &filename, &options);
+        (key, fingerprint)
+    });
+    let (accepted, replayed) =
+        record_and_queue(&state, &caller, &video, &filename, options, key).await?;
+    if replayed {
+        tracing::info!(job_id = %accepted.job_id, "idempotent upload replayed");
+    } else {
+        metrics::counter!(crate::meters::UPLOADS_ACCEPTED).increment(1);
+        metrics::counter!(crate::meters::UPLOAD_BYTES).increment(video.size);
+        tracing::info!(size = video.size, "upload accepted");
+    }
     let mut response = (StatusCode::ACCEPTED, Json(&accepted)).into_response();
     if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
         response.headers_mut().insert(LOCATION, location);
     }
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
     Ok(response)
+}
+
+/// The request's `Idempotency-Key`, if it sends one: 1 to 255 printable ASCII characters (the
+/// structured-field form, in double quotes, is taken too).
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let refused = || {
+        ApiError::BadRequest(format!(
+            "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"
+        ))
+    };
+    let text = value.to_str().map_err(|_| refused())?;
+    let key = text
+        .strip_prefix('"')
+        .and_then(|quoted| quoted.strip_suffix('"'))
+        .unwrap_or(text);
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+        || !key.bytes().all(|byte| byte.is_ascii_graphic())
+    {
+        return Err(refused());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// What tells one upload from another under the same key: the file's bytes (storage's
+/// checksum of them), its name and the options, resolved.
+fn request_fingerprint(video: &pb::FileInfo, filename: &str, options: &AudioOptions) -> String {
+    let mut digest = Sha256::new();
+    for part in [video.sha256.as_bytes(), filename.as_bytes()] {
+        digest.update(part);
+        digest.update([0]);
+    }
+    digest.update(serde_json::to_vec(options).unwrap_or_default());
+    hex::encode(digest.finalize())
 }
 
 /// What storage refusing (or failing) the upload means for the client.
@@ -271,35 +338,63 @@ fn stored_error(status: tonic::Status, limit: u64) -> ApiError {
     }
 }
 
-/// Records the job and queues it; undoes what was done if a step fails.
+/// Records the job and queues it; undoes what was done if a step fails. With an idempotency
+/// key (and the request's fingerprint) that an earlier request used, nothing is recorded or
+/// queued: the answer is that request's, and `true` says so.
 async fn record_and_queue(
     state: &AppState,
     caller: &Caller,
     video: &pb::FileInfo,
     filename: &str,
     options: AudioOptions,
-) -> ApiResult<UploadAccepted> {
+    key: Option<(String, String)>,
+) -> ApiResult<(UploadAccepted, bool)> {
+    let (idempotency_key, request_fingerprint) = key.unwrap_or_default();
     let created = state
         .storage
-        .create_job(pb::CreateJobRequest {
+        .create_job_once(pb::CreateJobRequest {
             owner_id: caller.user_id.clone(),
             owner_email: caller.email.clone(),
             video_id: video.id.clone(),
             original_filename: filename.to_owned(),
             options: Some(options.to_proto()),
+            idempotency_key,
+            request_fingerprint,
         })
         .await;
     let job = match created {
-        Ok(job) => job,
+        Ok(created) if !created.replayed => created.job,
+        // This video is a second copy of the earlier request's: not kept.
+        Ok(created) => {
+            remove_unrecorded_video(state, caller, video).await;
+            let job = created.job;
+            tracing::Span::current().record("job_id", job.id.as_str());
+            let options = AudioOptions::from_proto(job.options.as_ref()).map_err(|error| {
+                ApiError::Internal {
+                    what: "storage",
+                    cause: error.into(),
+                }
+            })?;
+            let accepted = UploadAccepted {
+                status_url: format!("/jobs/{}", job.id),
+                job_id: job.id,
+                video_id: job.video_id,
+                options,
+            };
+            return Ok((accepted, true));
+        }
         Err(status) => {
-            let removed = state
-                .storage
-                .delete_file(pb::Bucket::Videos, &video.id, &caller.own())
-                .await;
-            if let Err(error) = removed {
-                tracing::error!(%error, video_id = %video.id, "could not remove the video of a job that was never recorded");
-            }
-            return Err(ApiError::from_status("storage", "file", status));
+            remove_unrecorded_video(state, caller, video).await;
+            return Err(match status.code() {
+                tonic::Code::AlreadyExists => ApiError::Unprocessable(
+                    "this Idempotency-Key was used for another upload; use a new key".into(),
+                ),
+                tonic::Code::Aborted => ApiError::Conflict(
+                    "an upload with this Idempotency-Key is still being handled; try again shortly"
+                        .into(),
+                ),
+                _ => ApiError::from_status("storage", "file", status),
+            });
         }
     };
     tracing::Span::current().record("job_id", job.id.as_str());
@@ -321,12 +416,24 @@ async fn record_and_queue(
             cause: error.into(),
         });
     }
-    Ok(UploadAccepted {
+    let accepted = UploadAccepted {
         status_url: format!("/jobs/{}", job.id),
         job_id: job.id,
         video_id: video.id.clone(),
         options,
-    })
+    };
+    Ok((accepted, false))
+}
+
+/// Removes a stored video no job was recorded for.
+async fn remove_unrecorded_video(state: &AppState, caller: &Caller, video: &pb::FileInfo) {
+    let removed = state
+        .storage
+        .delete_file(pb::Bucket::Videos, &video.id, &caller.own())
+        .await;
+    if let Err(error) = removed {
+        tracing::error!(%error, video_id = %video.id, "could not remove the video of a job that was never recorded");
+    }
 }
 
 /// Sends the file part to storage in messages of about [`MESSAGE_BYTES`], starting with the

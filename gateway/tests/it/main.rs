@@ -3,6 +3,7 @@
 //! - [`router`]: what the gateway answers on its own, in process, without a backend;
 //! - [`api`]: the REST API end to end, on the mesh (real auth, storage, MariaDB, the
 //!   MongoDB-wire server, RabbitMQ);
+//! - [`idempotency`]: `Idempotency-Key` on uploads, on both storage backends;
 //! - [`hostile_input`]: a table of hostile requests against the mesh;
 //! - [`openapi_conformance`]: schemathesis, generating requests from `/openapi.json`;
 //! - [`tls`]: HTTPS, and a certificate renewed on disk while a download runs;
@@ -13,6 +14,7 @@ mod amqps;
 mod api;
 mod grpc_tls;
 mod hostile_input;
+mod idempotency;
 mod openapi_conformance;
 mod router;
 mod support;

@@ -6,6 +6,8 @@
 //! root/{bucket}/{id}          a file's bytes
 //! root/{bucket}/{id}.json     its record: written last, so a file without one is not there
 //! root/jobs/{id}.json         a job record
+//! root/keys/{sha256}.json      an idempotency key's claim (named by the digest of its id; the
+//!                              claims older than their window are removed at start-up)
 //! ```
 //! Every record is written to a temporary file, flushed to disk and renamed into place, so a
 //! crash leaves the old record or the new one, never half of either. One process owns the
@@ -13,10 +15,14 @@
 
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
-use crate::model::{Bucket, DateTime, FileRecord, JobRecord, NewFile, ObjectId, PageQuery};
+use crate::model::{
+    Bucket, DateTime, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile, ObjectId,
+    PageQuery,
+};
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 use tokio::fs;
@@ -50,6 +56,8 @@ impl LocalBackend {
         }
         fs::create_dir_all(&incoming).await?;
         fs::create_dir_all(backend.jobs_dir()).await?;
+        fs::create_dir_all(backend.keys_dir()).await?;
+        backend.remove_old_claims().await?;
         for bucket in Bucket::ALL {
             let dir = backend.bucket_dir(bucket);
             fs::create_dir_all(&dir).await?;
@@ -76,6 +84,26 @@ impl LocalBackend {
 
     fn jobs_dir(&self) -> PathBuf {
         self.root.join("jobs")
+    }
+
+    fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    fn claim_path(&self, id: &str) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(id.as_bytes()));
+        self.keys_dir().join(format!("{digest}.json"))
+    }
+
+    async fn remove_old_claims(&self) -> StorageResult<()> {
+        let claims: Vec<KeyClaim> = read_all_json(&self.keys_dir()).await?;
+        let now = DateTime::now();
+        for claim in claims {
+            if claim.is_older_than(IDEMPOTENCY_WINDOW, now) {
+                remove_if_there(&self.claim_path(&claim.id)).await?;
+            }
+        }
+        Ok(())
     }
 
     fn bucket_dir(&self, bucket: Bucket) -> PathBuf {
@@ -210,11 +238,44 @@ impl LocalBackend {
 
     pub(super) async fn delete_job(&self, id: ObjectId) -> StorageResult<bool> {
         let _guard = self.job_lock.lock().await;
-        match fs::remove_file(self.job_path(id)).await {
-            Ok(()) => Ok(true),
-            Err(error) if error.kind() == ErrorKind::NotFound => Ok(false),
-            Err(error) => Err(error.into()),
+        remove_if_there(&self.job_path(id)).await
+    }
+
+    pub(super) async fn claim_key(
+        &self,
+        claim: &KeyClaim,
+        window: std::time::Duration,
+    ) -> StorageResult<Option<KeyClaim>> {
+        let _guard = self.job_lock.lock().await;
+        let path = self.claim_path(&claim.id);
+        if let Some(standing) = read_json::<KeyClaim>(&path).await?
+            && !standing.is_older_than(window, DateTime::now())
+        {
+            return Ok(Some(standing));
         }
+        self.write_record(&path, claim).await?;
+        Ok(None)
+    }
+
+    pub(super) async fn release_key(&self, id: &str, job_id: ObjectId) -> StorageResult<()> {
+        let _guard = self.job_lock.lock().await;
+        let path = self.claim_path(id);
+        if read_json::<KeyClaim>(&path)
+            .await?
+            .is_some_and(|standing| standing.job_id == job_id)
+        {
+            remove_if_there(&path).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes the file at `path`; `false` if there was none.
+async fn remove_if_there(path: &Path) -> StorageResult<bool> {
+    match fs::remove_file(path).await {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -7,7 +7,7 @@ pub mod local;
 pub mod mongo;
 
 use crate::error::StorageResult;
-use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId, PageQuery};
+use crate::model::{Bucket, FileRecord, JobRecord, KeyClaim, NewFile, ObjectId, PageQuery};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
@@ -150,6 +150,28 @@ impl Backend {
         match self {
             Backend::Mongo(mongo) => mongo.delete_job(id).await,
             Backend::Local(local) => local.delete_job(id).await,
+        }
+    }
+
+    /// Stores `claim` unless a claim on the same key younger than `window` stands (an older
+    /// one is replaced): `None` when `claim` now stands, else the standing claim. Atomic: of
+    /// two requests claiming one key at once, one gets `None`.
+    pub async fn claim_key(
+        &self,
+        claim: &KeyClaim,
+        window: std::time::Duration,
+    ) -> StorageResult<Option<KeyClaim>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.claim_key(claim, window).await,
+            Backend::Local(local) => local.claim_key(claim, window).await,
+        }
+    }
+
+    /// Removes the claim `id` if it still names `job_id`.
+    pub async fn release_key(&self, id: &str, job_id: ObjectId) -> StorageResult<()> {
+        match self {
+            Backend::Mongo(mongo) => mongo.release_key(id, job_id).await,
+            Backend::Local(local) => local.release_key(id, job_id).await,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The MongoDB backend: files in GridFS (one bucket each for videos and MP3s, owner, content
-//! type and checksum in the file's metadata) and jobs in a `jobs` collection.
+//! type and checksum in the file's metadata), jobs in a `jobs` collection, and the claims on
+//! idempotency keys in `idempotency_keys` (unique by `_id`; a TTL index removes them after their
+//! window).
 //!
 //! Uploads go through the driver's GridFS upload stream. The checksum is only known at the end,
 //! after the driver wrote the files document, so it is set in a second step and a file without
@@ -9,13 +11,16 @@
 
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
-use crate::model::{Bucket, FileRecord, JobRecord, NewFile, ObjectId, Owner, PageQuery};
+use crate::model::{
+    Bucket, DateTime, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile, ObjectId,
+    Owner, PageQuery,
+};
 use bytes::Bytes;
 use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
-use mongodb::error::{ErrorKind, GridFsErrorKind};
+use mongodb::error::{ErrorKind, GridFsErrorKind, WriteFailure};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket, GridFsUploadStream};
-use mongodb::options::{ClientOptions, GridFsBucketOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, GridFsBucketOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::time::Duration;
 
@@ -56,6 +61,7 @@ fn page_limit(page: &PageQuery) -> i64 {
 pub struct MongoBackend {
     database: Database,
     jobs: Collection<JobRecord>,
+    keys: Collection<KeyClaim>,
 }
 
 impl MongoBackend {
@@ -67,6 +73,7 @@ impl MongoBackend {
         let database = Client::with_options(options)?.database(database);
         let backend = Self {
             jobs: database.collection("jobs"),
+            keys: database.collection("idempotency_keys"),
             database,
         };
         backend.create_indexes().await?;
@@ -78,6 +85,18 @@ impl MongoBackend {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "owner_id": 1, "created_at": -1 })
+                    .build(),
+            )
+            .await?;
+        self.keys
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "created_at": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .expire_after(IDEMPOTENCY_WINDOW)
+                            .build(),
+                    )
                     .build(),
             )
             .await?;
@@ -298,6 +317,48 @@ impl MongoBackend {
             .deleted_count
             == 1)
     }
+
+    pub(super) async fn claim_key(
+        &self,
+        claim: &KeyClaim,
+        window: Duration,
+    ) -> StorageResult<Option<KeyClaim>> {
+        // The unique `_id` decides between racing claims. A standing claim past its window
+        // (the TTL monitor runs only once a minute) is removed and the insert tried again.
+        for _ in 0..3 {
+            match self.keys.insert_one(claim).await {
+                Ok(_) => return Ok(None),
+                Err(error) if is_duplicate_key(&error) => {}
+                Err(error) => return Err(error.into()),
+            }
+            let Some(standing) = self.keys.find_one(doc! { "_id": &claim.id }).await? else {
+                continue;
+            };
+            if !standing.is_older_than(window, DateTime::now()) {
+                return Ok(Some(standing));
+            }
+            self.keys
+                .delete_one(doc! { "_id": &standing.id, "job_id": standing.job_id })
+                .await?;
+        }
+        Err(StorageError::Contended(format!(
+            "the claim on idempotency key {}",
+            claim.key
+        )))
+    }
+
+    pub(super) async fn release_key(&self, id: &str, job_id: ObjectId) -> StorageResult<()> {
+        self.keys
+            .delete_one(doc! { "_id": id, "job_id": job_id })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Whether `error` is a unique index refusing a second document with the same key.
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(write)) if write.code == DUPLICATE_KEY)
 }
 
 /// A file being written into GridFS.
