@@ -172,11 +172,19 @@ impl GrpcApp {
         self.listeners.ops.addr()
     }
 
-    /// Serves until `shutdown` fires: `/readyz` says ready, gRPC serves, then calls in flight
-    /// drain and the ops endpoint stops.
+    /// Serves until `shutdown` fires: `/readyz` says ready, gRPC serves, then `/readyz` says
+    /// not ready (as the gRPC health service does) while calls in flight drain, and the ops
+    /// endpoint stops. A probe that reads `/readyz` (a kubelet's, with gRPC behind mutual TLS)
+    /// sees a draining server as not ready.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let GrpcListeners { listener, ops } = self.listeners;
-        ops.readiness().set(true);
+        let readiness = ops.readiness().clone();
+        readiness.set(true);
+        let draining = shutdown.clone();
+        tokio::spawn(async move {
+            draining.wait().await;
+            readiness.set(false);
+        });
         tracing::info!(addr = %listener.local_addr()?, "{} serving gRPC", self.label);
         let served = self.server.serve(listener, shutdown).await;
         ops.stop().await?;

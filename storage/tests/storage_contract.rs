@@ -1159,6 +1159,53 @@ async fn the_local_backend_clears_what_a_crash_left_behind_at_start_up() {
 }
 
 #[tokio::test]
+async fn a_draining_storage_is_not_ready_while_a_download_in_flight_finishes() {
+    use pb::download_response::Content;
+    let mut storage = RunningStorage::start(Backend::Local).await;
+    // Far more than the connection's flow-control windows hold: the download stays in flight
+    // until this test reads it.
+    let data = pseudo_random_bytes(32 * 1024 * 1024, 9);
+    let video = storage.stored(pb::Bucket::Videos, ALICE, &data).await;
+    let ops_url = storage.service.ops_url();
+    let request = pb::DownloadRequest {
+        bucket: pb::Bucket::Videos.into(),
+        id: video.id.clone(),
+        owner_id: ALICE.into(),
+        ..Default::default()
+    };
+    let mut download = storage.client.download(request).await.unwrap().into_inner();
+    assert!(matches!(
+        download.next().await.unwrap().unwrap().content,
+        Some(Content::Info(_))
+    ));
+
+    let stopping = tokio::spawn(storage.service.stop());
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = http.get(format!("{ops_url}/readyz")).send().await.unwrap();
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still says {} while draining",
+            ready.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut bytes = Vec::new();
+    while let Some(message) = download.next().await {
+        match message.unwrap().content {
+            Some(Content::Chunk(chunk)) => bytes.extend_from_slice(&chunk),
+            other => panic!("only chunks may follow the info, got {other:?}"),
+        }
+    }
+    assert!(bytes == data, "the download in flight finished whole");
+    stopping.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn serves_health_reflection_and_counts_bytes_in_metrics() {
     test_support::init_tracing();
     let dir = temp_dir();
