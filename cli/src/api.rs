@@ -14,6 +14,11 @@ use tokio::io::AsyncWriteExt;
 
 /// Bytes read from disk per upload chunk.
 const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
+/// How many times an upload is sent before a dropped connection or a gateway that is briefly
+/// unavailable (503, or 409 while the same upload is still being recorded) ends it.
+const UPLOAD_ATTEMPTS: u32 = 4;
+/// The pause before the second attempt; it doubles for each after.
+const FIRST_UPLOAD_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,21 @@ impl ApiError {
     /// Whether the gateway refused the caller's credentials.
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, Self::Refused { status, .. } if *status == StatusCode::UNAUTHORIZED)
+    }
+
+    /// Whether the same request may well succeed a moment later.
+    fn is_passing(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Refused { status, .. } => matches!(
+                *status,
+                StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::BAD_GATEWAY
+                    | StatusCode::GATEWAY_TIMEOUT
+                    | StatusCode::CONFLICT
+            ),
+            Self::File { .. } | Self::Unexpected(_) => false,
+        }
     }
 
     fn file(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
@@ -200,11 +220,42 @@ impl Api {
 
     /// `POST /upload`, streaming `path` from disk; `progress` counts the bytes sent.
     /// `options` go as query parameters (the gateway checks them before it stores a byte).
+    /// A dropped connection or a briefly unavailable gateway is tried again, with a growing
+    /// pause, under one `Idempotency-Key`: an attempt whose answer was lost on the way back
+    /// gets that answer again instead of making a second job.
     pub async fn upload(
         &self,
         path: &Path,
         options: &[(&str, &str)],
         progress: &ProgressBar,
+    ) -> Result<Value, ApiError> {
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut pause = FIRST_UPLOAD_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.upload_once(path, options, progress, &key).await {
+                Err(error) if attempt < UPLOAD_ATTEMPTS && error.is_passing() => {
+                    progress.suspend(|| {
+                        eprintln!(
+                            "upload attempt {attempt} failed ({error}); trying again in {pause:?}"
+                        );
+                    });
+                    tokio::time::sleep(pause).await;
+                    progress.set_position(0);
+                    pause *= 2;
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn upload_once(
+        &self,
+        path: &Path,
+        options: &[(&str, &str)],
+        progress: &ProgressBar,
+        idempotency_key: &str,
     ) -> Result<Value, ApiError> {
         let file = tokio::fs::File::open(path)
             .await
@@ -228,6 +279,7 @@ impl Api {
             .map_err(|error| ApiError::Unexpected(error.to_string()))?;
         let request = self
             .authorized(self.http.post(self.url("/upload")).query(options))
+            .header("Idempotency-Key", idempotency_key)
             .multipart(Form::new().part("file", part));
         let response = self.send(request).await?;
         self.json(response).await

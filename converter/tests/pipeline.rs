@@ -68,16 +68,7 @@ impl Pipeline {
 
     /// A proxy in front of the test broker, and the `AMQP_URL` that goes through it.
     async fn broker_proxy(&self) -> (TcpProxy, String) {
-        let url = self.amqp_url();
-        let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
-        let broker_addr: SocketAddr = tokio::net::lookup_host(host_port)
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-        let proxy = TcpProxy::start(broker_addr).await.unwrap();
-        let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr());
-        (proxy, through_proxy)
+        self.mesh.broker.proxy().await.unwrap()
     }
 
     /// A converter's configuration: this mesh's, with fast retries, on the broker at

@@ -15,7 +15,6 @@ use messaging::RetryConfig;
 use proto::storage::v1 as pb;
 use service_kit::grpc_tls::{GrpcTls, GrpcTlsConfig};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -146,10 +145,7 @@ impl Cluster {
                 broker.remember(name);
             }
         }
-        let broker_proxy = TcpProxy::start(host_port(broker.url()).await)
-            .await
-            .unwrap();
-        let amqp_url = format!("amqp://guest:guest@{}/%2f", broker_proxy.addr());
+        let (broker_proxy, amqp_url) = broker.proxy().await.unwrap();
         let smtp = SmtpCapture::start().unwrap();
         let smtp_proxy = TcpProxy::start(smtp.addr()).await.unwrap();
         let (logs, work_dir, data_dir) = (temp_dir(), temp_dir(), temp_dir());
@@ -561,19 +557,6 @@ async fn signal(child: &Child, name: &str) {
         .await
         .unwrap();
     assert!(status.success(), "kill -{name} {pid}");
-}
-
-async fn host_port(amqp_url: &str) -> SocketAddr {
-    let host_port = amqp_url
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("amqp://user:pass@host:port/vhost");
-    tokio::net::lookup_host(host_port)
-        .await
-        .unwrap()
-        .next()
-        .unwrap()
 }
 
 /// The `_FILE` form of a secret variable the cluster sets, or `None` for one that holds no

@@ -67,6 +67,24 @@ impl TestBroker {
     pub async fn connect(&self) -> anyhow::Result<Connection> {
         connect(&self.url).await
     }
+
+    /// A proxy in front of the broker (for a test to cut, stop or hold), and the `AMQP_URL`
+    /// that goes through it.
+    pub async fn proxy(&self) -> anyhow::Result<(crate::TcpProxy, String)> {
+        let host_port = self
+            .url
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .context("AMQP_TEST_URL is not amqp://user:password@host:port/vhost")?;
+        let broker_addr = tokio::net::lookup_host(host_port)
+            .await?
+            .next()
+            .with_context(|| format!("{host_port} resolves to no address"))?;
+        let proxy = crate::TcpProxy::start(broker_addr).await?;
+        let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+        Ok((proxy, through_proxy))
+    }
 }
 
 /// How long a connection may take to open. A broker out of file handles accepts the TCP

@@ -295,6 +295,57 @@ async fn the_cli_registers_logs_in_uploads_waits_and_downloads() {
 }
 
 #[tokio::test]
+async fn the_cli_tries_an_upload_again_while_the_queue_is_down_and_makes_one_job() {
+    use test_support::mesh::{Mesh, MeshOptions};
+    let mesh = Mesh::start(MeshOptions::default()).await;
+    // A gateway whose queue goes through a proxy that is down: every upload is a 503 (and
+    // what it stored is removed) until the proxy comes back.
+    let (proxy, through_proxy) = mesh.broker.proxy().await.unwrap();
+    proxy.go_down();
+    let mut config = mesh.gateway.config().clone();
+    config.broker.amqp_url = Some(through_proxy.into());
+    let gateway = test_support::Running::<gateway::App>::start(config)
+        .await
+        .unwrap();
+    let user = mesh.user("retry@example.com").await;
+    let work = temp_dir();
+    let config_dir = work.path().join("config");
+    let login = ["login", "retry@example.com", "--password-stdin"];
+    let (code, _, err) = cli(&config_dir, &gateway.url(), &login, Some(PASSWORD)).await;
+    assert_eq!(code, 0, "{err}");
+    let video = video_in(work.path(), "clip.mp4", 1.0).await;
+
+    let uploading = {
+        let (config_dir, gateway_url) = (config_dir.clone(), gateway.url());
+        let video = video.clone();
+        tokio::spawn(async move {
+            cli(
+                &config_dir,
+                &gateway_url,
+                &["--json", "upload", video.to_str().unwrap()],
+                None,
+            )
+            .await
+        })
+    };
+    // The first attempt fails at once; the second comes a second later.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.come_back().await.unwrap();
+    let (code, out, err) = uploading.await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("trying again"), "{err}");
+    let accepted: Value = serde_json::from_str(&out).unwrap();
+    let jobs = mesh.stored_jobs(&user.id).await;
+    assert_eq!(jobs.len(), 1, "one job for every attempt");
+    assert_eq!(jobs[0].id, accepted["job_id"].as_str().unwrap());
+    assert_eq!(
+        mesh.stored_videos(&user.id).await.len(),
+        1,
+        "the refused attempts left no video"
+    );
+}
+
+#[tokio::test]
 async fn the_cli_uploads_with_audio_options_lists_presets_and_refuses_a_bad_option_before_uploading()
  {
     let data = temp_dir();
