@@ -107,6 +107,17 @@ pub struct UploadAccepted {
     pub options: AudioOptions,
 }
 
+impl UploadAccepted {
+    fn of(job_id: String, video_id: String, options: AudioOptions) -> Self {
+        Self {
+            status_url: format!("/jobs/{job_id}"),
+            job_id,
+            video_id,
+            options,
+        }
+    }
+}
+
 /// The request header that makes an upload safe to send again: the same key from the same
 /// user within 24 hours gets the first answer back, and nothing is created twice.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -375,13 +386,7 @@ async fn record_and_queue(
                     cause: error.into(),
                 }
             })?;
-            let accepted = UploadAccepted {
-                status_url: format!("/jobs/{}", job.id),
-                job_id: job.id,
-                video_id: job.video_id,
-                options,
-            };
-            return Ok((accepted, true));
+            return Ok((UploadAccepted::of(job.id, job.video_id, options), true));
         }
         Err(status) => {
             remove_unrecorded_video(state, caller, video).await;
@@ -416,13 +421,7 @@ async fn record_and_queue(
             cause: error.into(),
         });
     }
-    let accepted = UploadAccepted {
-        status_url: format!("/jobs/{}", job.id),
-        job_id: job.id,
-        video_id: video.id.clone(),
-        options,
-    };
-    Ok((accepted, false))
+    Ok((UploadAccepted::of(job.id, video.id.clone(), options), false))
 }
 
 /// Removes a stored video no job was recorded for.

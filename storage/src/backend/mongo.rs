@@ -77,6 +77,7 @@ impl MongoBackend {
             database,
         };
         backend.create_indexes().await?;
+        backend.remove_old_claims().await?;
         Ok(backend)
     }
 
@@ -88,14 +89,6 @@ impl MongoBackend {
                     .build(),
             )
             .await?;
-        // Claims past their window are removed here, at start-up, as the local backend does,
-        // and not by a TTL index: the MongoDB-wire server of the tests deadlocked under one.
-        // An old claim left until the next start is harmless: `claim_key` replaces it.
-        let window_start =
-            DateTime::from_millis(DateTime::now().timestamp_millis() - window_millis());
-        self.keys
-            .delete_many(doc! { "created_at": { "$lt": window_start } })
-            .await?;
         for bucket in Bucket::ALL {
             self.files(bucket)
                 .create_index(
@@ -105,6 +98,18 @@ impl MongoBackend {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Removes the claims past their window, at start-up as the local backend does, and not
+    /// through a TTL index: the MongoDB-wire server of the tests stopped answering once with
+    /// one. An old claim left until the next start is harmless: `claim_key` replaces it.
+    async fn remove_old_claims(&self) -> StorageResult<()> {
+        let window_start =
+            DateTime::from_millis(DateTime::now().timestamp_millis() - window_millis());
+        self.keys
+            .delete_many(doc! { "created_at": { "$lt": window_start } })
+            .await?;
         Ok(())
     }
 
@@ -319,8 +324,8 @@ impl MongoBackend {
         claim: &KeyClaim,
         window: Duration,
     ) -> StorageResult<Option<KeyClaim>> {
-        // The unique `_id` decides between racing claims. A standing claim past its window
-        // (the TTL monitor runs only once a minute) is removed and the insert tried again.
+        // The unique `_id` decides between racing claims. A standing claim past its window is
+        // removed and the insert tried again.
         for _ in 0..3 {
             match self.keys.insert_one(claim).await {
                 Ok(_) => return Ok(None),
