@@ -1,0 +1,220 @@
+//! When a failed delivery is tried again: the Standard Webhooks schedule (at once, then 5 s,
+//! 5 min, 30 min, 2 h, 5 h, 10 h and 10 h after each failure), each delay moved by up to ±20%
+//! so that deliveries failed together do not all come back at the same moment. A receiver that
+//! timed out or said 429 waits at least a minute, and a `Retry-After` longer than the
+//! schedule's delay is honoured. The schedule is configurable (`WEBHOOK_RETRY_SCHEDULE`), so
+//! tests run in seconds.
+
+use crate::delivery::Verdict;
+use rand::Rng;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The longest `Retry-After` honoured; a receiver cannot park a message for longer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 3600);
+
+/// Delays between attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySchedule {
+    /// Before the first attempt, then after each failure.
+    delays: Vec<Duration>,
+    /// The share by which each delay may move either way.
+    jitter: f64,
+    /// The least wait after a timeout or a 429.
+    slow_down: Duration,
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        Self {
+            delays: vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            jitter: 0.2,
+            slow_down: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// A schedule of these delays (the first before the first attempt), with `slow_down` the
+    /// least wait after a timeout or a 429.
+    pub fn new(delays: Vec<Duration>, slow_down: Duration) -> Self {
+        Self {
+            delays,
+            slow_down,
+            ..Self::default()
+        }
+    }
+
+    /// How many attempts a message gets in all.
+    pub fn attempts(&self) -> usize {
+        self.delays.len()
+    }
+
+    /// How long to wait after `attempts_made` attempts, the last of which ended in `verdict`;
+    /// `None` when the message has had all its attempts (or needs no more).
+    pub fn delay_after(&self, attempts_made: usize, verdict: &Verdict) -> Option<Duration> {
+        self.delay_with(attempts_made, verdict, rand::rng().random_range(-1.0..=1.0))
+    }
+
+    /// [`RetrySchedule::delay_after`] with the jitter drawn: `draw` in -1..=1.
+    fn delay_with(&self, attempts_made: usize, verdict: &Verdict, draw: f64) -> Option<Duration> {
+        let Verdict::Retry {
+            retry_after,
+            slow_down,
+        } = verdict
+        else {
+            return None;
+        };
+        let scheduled = *self.delays.get(attempts_made)?;
+        let mut delay = scheduled.mul_f64((1.0 + self.jitter * draw).max(0.0));
+        if *slow_down {
+            delay = delay.max(self.slow_down);
+        }
+        if let Some(asked) = retry_after {
+            delay = delay.max((*asked).min(MAX_RETRY_AFTER));
+        }
+        Some(delay)
+    }
+}
+
+impl FromStr for RetrySchedule {
+    type Err = String;
+
+    /// `0s, 5s, 5m, 30m, 2h` (`ms`, `s`, `m` and `h`; a bare number is seconds).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let delays = text
+            .split(',')
+            .map(str::trim)
+            .map(parse_delay)
+            .collect::<Result<Vec<_>, _>>()?;
+        if delays.is_empty() {
+            return Err("a retry schedule needs at least one delay".into());
+        }
+        Ok(Self {
+            delays,
+            ..Self::default()
+        })
+    }
+}
+
+/// `250ms`, `5s`, `5m`, `2h` or a number of seconds.
+pub fn parse_delay(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a delay such as `5s`, `5m` or `2h`"))?;
+    let seconds = |factor: u64| Duration::from_secs(number.saturating_mul(factor));
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        _ => Err(format!(
+            "`{text}` is not a delay such as `5s`, `5m` or `2h`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETRY: Verdict = Verdict::Retry {
+        retry_after: None,
+        slow_down: false,
+    };
+
+    #[test]
+    fn the_default_is_the_specifications_schedule_within_twenty_percent() {
+        let schedule = RetrySchedule::default();
+        assert_eq!(schedule.attempts(), 8);
+        let expected = [0, 5, 300, 1800, 7200, 18000, 36000, 36000];
+        for (attempts_made, seconds) in expected.into_iter().enumerate() {
+            let nominal = Duration::from_secs(seconds);
+            assert_eq!(
+                schedule.delay_with(attempts_made, &RETRY, 0.0),
+                Some(nominal)
+            );
+            assert_eq!(
+                schedule.delay_with(attempts_made, &RETRY, -1.0),
+                Some(nominal.mul_f64(0.8))
+            );
+            assert_eq!(
+                schedule.delay_with(attempts_made, &RETRY, 1.0),
+                Some(nominal.mul_f64(1.2))
+            );
+            let drawn = schedule.delay_after(attempts_made, &RETRY).unwrap();
+            assert!(drawn >= nominal.mul_f64(0.8) && drawn <= nominal.mul_f64(1.2));
+        }
+        assert_eq!(
+            schedule.delay_after(8, &RETRY),
+            None,
+            "eight attempts in all"
+        );
+        assert_eq!(schedule.delay_after(1, &Verdict::Delivered), None);
+        assert_eq!(schedule.delay_after(1, &Verdict::Gone), None);
+    }
+
+    #[test]
+    fn a_timeout_or_429_waits_a_minute_and_retry_after_is_honoured_up_to_a_limit() {
+        let schedule = RetrySchedule::default();
+        let slow = Verdict::Retry {
+            retry_after: None,
+            slow_down: true,
+        };
+        assert_eq!(
+            schedule.delay_with(1, &slow, 0.0),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            schedule.delay_with(2, &slow, 0.0),
+            Some(Duration::from_secs(300))
+        );
+        let asked = |seconds| Verdict::Retry {
+            retry_after: Some(Duration::from_secs(seconds)),
+            slow_down: false,
+        };
+        assert_eq!(
+            schedule.delay_with(1, &asked(90), 0.0),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            schedule.delay_with(2, &asked(90), 0.0),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            schedule.delay_with(1, &asked(10 * 86_400), 0.0),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn a_configured_schedule_reads_short_delays() {
+        let schedule: RetrySchedule = "0, 200ms, 1s, 2".parse().unwrap();
+        assert_eq!(schedule.attempts(), 4);
+        assert_eq!(
+            schedule.delay_with(1, &RETRY, 0.0),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            schedule.delay_with(3, &RETRY, 0.0),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(parse_delay("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_delay("5 days").unwrap_err().contains("`5 days`"));
+        assert!("".parse::<RetrySchedule>().is_err());
+    }
+}
