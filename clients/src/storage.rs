@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::Channel;
 
-pub use pb::{Bucket, FileInfo, Job, JobState};
+pub use pb::{Bucket, FileInfo, Job, JobState, WebhookEndpoint};
 
 /// Messages queued towards storage before a sender waits: a few in flight keep the link busy
 /// without holding much memory.
@@ -345,6 +345,85 @@ impl StorageClient {
             .await?
             .into_inner()
             .already_notified)
+    }
+
+    /// Records a webhook endpoint.
+    pub async fn create_webhook_endpoint(
+        &self,
+        request: pb::CreateWebhookEndpointRequest,
+    ) -> Result<WebhookEndpoint, Status> {
+        let answer = self
+            .rpc()
+            .create_webhook_endpoint(unary(request))
+            .await?
+            .into_inner();
+        required(answer.endpoint, "CreateWebhookEndpoint", "an endpoint")
+    }
+
+    /// An owner's webhook endpoints, newest first.
+    pub async fn webhook_endpoints(&self, owner_id: &str) -> Result<Vec<WebhookEndpoint>, Status> {
+        let request = pb::ListWebhookEndpointsRequest {
+            owner_id: owner_id.to_owned(),
+        };
+        Ok(self
+            .rpc()
+            .list_webhook_endpoints(unary(request))
+            .await?
+            .into_inner()
+            .endpoints)
+    }
+
+    /// A webhook endpoint `owner` may see.
+    pub async fn webhook_endpoint(&self, id: &str, owner: &Owner) -> Result<WebhookEndpoint, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::GetWebhookEndpointRequest {
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        let answer = self
+            .rpc()
+            .get_webhook_endpoint(unary(request))
+            .await?
+            .into_inner();
+        required(answer.endpoint, "GetWebhookEndpoint", "an endpoint")
+    }
+
+    /// Removes a webhook endpoint `owner` may see.
+    pub async fn delete_webhook_endpoint(&self, id: &str, owner: &Owner) -> Result<(), Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::DeleteWebhookEndpointRequest {
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        self.rpc().delete_webhook_endpoint(unary(request)).await?;
+        Ok(())
+    }
+
+    /// Makes `secret` the signing secret of `owner_id`'s endpoint `id`; the one it replaces
+    /// signs beside it for `overlap` (`None`: storage's default, 24 hours).
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: &str,
+        owner_id: &str,
+        secret: String,
+        overlap: Option<std::time::Duration>,
+    ) -> Result<WebhookEndpoint, Status> {
+        let request = pb::RotateWebhookSecretRequest {
+            id: id.to_owned(),
+            owner_id: owner_id.to_owned(),
+            secret,
+            overlap_seconds: overlap.map_or(0, |overlap| {
+                u32::try_from(overlap.as_secs()).unwrap_or(u32::MAX).max(1)
+            }),
+        };
+        let answer = self
+            .rpc()
+            .rotate_webhook_secret(unary(request))
+            .await?
+            .into_inner();
+        required(answer.endpoint, "RotateWebhookSecret", "an endpoint")
     }
 
     async fn transition(

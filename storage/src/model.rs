@@ -632,6 +632,165 @@ impl JobRecord {
     }
 }
 
+/// The most webhook endpoints one owner has.
+pub const MAX_ENDPOINTS_PER_OWNER: usize = 20;
+/// How long a replaced signing secret goes on signing when the request does not say.
+pub const DEFAULT_SECRET_OVERLAP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Longest endpoint URL kept, in bytes.
+pub const MAX_ENDPOINT_URL_BYTES: usize = 2048;
+/// Longest endpoint description kept, in characters.
+pub const MAX_ENDPOINT_DESCRIPTION_CHARS: usize = 256;
+/// Most event types one endpoint names, and the longest name.
+pub const MAX_ENDPOINT_EVENTS: usize = 16;
+const MAX_EVENT_NAME_BYTES: usize = 64;
+/// Longest secret text kept (`whsec_` and the base64 of at most 64 bytes is 94).
+const MAX_SECRET_BYTES: usize = 128;
+
+/// A webhook endpoint: where an owner's job outcomes are sent, and the secrets that sign them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// Its id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Compare-and-set counter.
+    pub revision: i64,
+    /// Who owns it.
+    pub owner_id: String,
+    /// Where its owner is told when it is disabled.
+    pub owner_email: String,
+    /// Where messages go.
+    pub url: String,
+    /// The event types it receives; empty: every type.
+    pub events: Vec<String>,
+    /// The owner's words for it.
+    pub description: String,
+    /// Newest first: the current secret, then the one it replaced while that still signs.
+    pub secrets: Vec<EndpointSecret>,
+    /// When it was created.
+    pub created_at: DateTime,
+}
+
+/// One signing secret of an endpoint.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSecret {
+    /// `whsec_…`.
+    pub secret: String,
+    /// When it stops signing; `None` for the current one.
+    pub expires_at: Option<DateTime>,
+}
+
+impl std::fmt::Debug for EndpointSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSecret")
+            .field("secret", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl EndpointRecord {
+    /// A new endpoint from a create request, checked.
+    pub fn from_request(request: pb::CreateWebhookEndpointRequest) -> StorageResult<Self> {
+        let invalid = |message: String| Err(StorageError::InvalidArgument(message));
+        if request.owner_id.is_empty() || request.owner_email.is_empty() {
+            return invalid("owner_id and owner_email are required".into());
+        }
+        if request.url.is_empty() || request.url.len() > MAX_ENDPOINT_URL_BYTES {
+            return invalid(format!("url must be 1 to {MAX_ENDPOINT_URL_BYTES} bytes"));
+        }
+        if request.description.chars().count() > MAX_ENDPOINT_DESCRIPTION_CHARS {
+            return invalid(format!(
+                "description is longer than {MAX_ENDPOINT_DESCRIPTION_CHARS} characters"
+            ));
+        }
+        if request.events.len() > MAX_ENDPOINT_EVENTS
+            || request
+                .events
+                .iter()
+                .any(|event| event.is_empty() || event.len() > MAX_EVENT_NAME_BYTES)
+        {
+            return invalid(format!(
+                "events names at most {MAX_ENDPOINT_EVENTS} types of 1 to {MAX_EVENT_NAME_BYTES} bytes"
+            ));
+        }
+        Ok(Self {
+            id: ObjectId::new(),
+            revision: 0,
+            owner_id: request.owner_id,
+            owner_email: request.owner_email,
+            url: request.url,
+            events: request.events,
+            description: request.description,
+            secrets: vec![EndpointSecret {
+                secret: checked_secret(request.secret)?,
+                expires_at: None,
+            }],
+            created_at: DateTime::now(),
+        })
+    }
+
+    /// The endpoint with `secret` current and the secret it replaces signing until `overlap`
+    /// from `now`; older secrets, and any already expired, are dropped.
+    pub fn rotated(
+        &self,
+        secret: String,
+        overlap: std::time::Duration,
+        now: DateTime,
+    ) -> StorageResult<Self> {
+        let expires_at = DateTime::from_millis(
+            now.timestamp_millis()
+                .saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX)),
+        );
+        let mut secrets = vec![EndpointSecret {
+            secret: checked_secret(secret)?,
+            expires_at: None,
+        }];
+        if let Some(current) = self.secrets.first() {
+            secrets.push(EndpointSecret {
+                secret: current.secret.clone(),
+                expires_at: Some(expires_at),
+            });
+        }
+        secrets.retain(|secret| secret.expires_at.is_none_or(|at| at > now));
+        Ok(Self {
+            secrets,
+            revision: self.revision + 1,
+            ..self.clone()
+        })
+    }
+
+    /// The record as the API shows it, without the secrets that stopped signing by `now`.
+    pub fn to_proto(&self, now: DateTime) -> pb::WebhookEndpoint {
+        pb::WebhookEndpoint {
+            id: self.id.to_hex(),
+            owner_id: self.owner_id.clone(),
+            owner_email: self.owner_email.clone(),
+            url: self.url.clone(),
+            events: self.events.clone(),
+            description: self.description.clone(),
+            secrets: self
+                .secrets
+                .iter()
+                .filter(|secret| secret.expires_at.is_none_or(|at| at > now))
+                .map(|secret| pb::WebhookSecret {
+                    secret: secret.secret.clone(),
+                    expires_at: secret.expires_at.map(timestamp),
+                })
+                .collect(),
+            created_at: Some(timestamp(self.created_at)),
+        }
+    }
+}
+
+fn checked_secret(secret: String) -> StorageResult<String> {
+    if !secret.starts_with("whsec_") || secret.len() > MAX_SECRET_BYTES {
+        return Err(StorageError::InvalidArgument(format!(
+            "secret must be `whsec_` and base64, at most {MAX_SECRET_BYTES} bytes"
+        )));
+    }
+    Ok(secret)
+}
+
 fn timestamp(time: DateTime) -> prost_types::Timestamp {
     let millis = time.timestamp_millis();
     prost_types::Timestamp {
@@ -643,6 +802,59 @@ fn timestamp(time: DateTime) -> prost_types::Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoint_request() -> pb::CreateWebhookEndpointRequest {
+        pb::CreateWebhookEndpointRequest {
+            owner_id: "user-1".into(),
+            owner_email: "u@example.com".into(),
+            url: "https://hooks.example.com/mp3".into(),
+            events: vec!["job.succeeded".into()],
+            description: "CI".into(),
+            secret: "whsec_first".into(),
+        }
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_replaced_secret_until_the_overlap_ends_and_no_older_one() {
+        let endpoint = EndpointRecord::from_request(endpoint_request()).unwrap();
+        let now = DateTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let once = endpoint.rotated("whsec_second".into(), hour, now).unwrap();
+        let secrets = |record: &EndpointRecord, at| -> Vec<String> {
+            record
+                .to_proto(at)
+                .secrets
+                .into_iter()
+                .map(|s| s.secret)
+                .collect()
+        };
+        assert_eq!(secrets(&once, now), ["whsec_second", "whsec_first"]);
+        assert_eq!(once.revision, endpoint.revision + 1);
+        let later = DateTime::from_millis(now.timestamp_millis() + 3_600_000);
+        assert_eq!(secrets(&once, later), ["whsec_second"], "the overlap ended");
+        let twice = once.rotated("whsec_third".into(), hour, now).unwrap();
+        assert_eq!(secrets(&twice, now), ["whsec_third", "whsec_second"]);
+        assert!(format!("{twice:?}").contains("[redacted]"));
+        assert!(!format!("{twice:?}").contains("whsec_"));
+        assert!(once.rotated("plain".into(), hour, now).is_err());
+    }
+
+    #[test]
+    fn an_endpoint_request_is_checked() {
+        assert!(EndpointRecord::from_request(endpoint_request()).is_ok());
+        let mut bad = endpoint_request();
+        bad.description = "d".repeat(MAX_ENDPOINT_DESCRIPTION_CHARS + 1);
+        assert!(EndpointRecord::from_request(bad).is_err());
+        let mut bad = endpoint_request();
+        bad.events = vec![String::new()];
+        assert!(EndpointRecord::from_request(bad).is_err());
+        let mut bad = endpoint_request();
+        bad.secret = "hunter2".into();
+        assert!(EndpointRecord::from_request(bad).is_err());
+        let mut bad = endpoint_request();
+        bad.owner_email.clear();
+        assert!(EndpointRecord::from_request(bad).is_err());
+    }
 
     #[test]
     fn a_key_claim_ages_out_of_its_window() {

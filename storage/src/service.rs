@@ -5,8 +5,9 @@
 use crate::backend::{Backend, UploadSink};
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    ABANDONED_CLAIM_AFTER, Applied, Bucket, DateTime, FileRecord, IDEMPOTENCY_WINDOW, JobChange,
-    JobRecord, JobState, KeyClaim, MAX_IDEMPOTENCY_KEY_BYTES, NewFile, ObjectId, Owner, PageCursor,
+    ABANDONED_CLAIM_AFTER, Applied, Bucket, DEFAULT_SECRET_OVERLAP, DateTime, EndpointRecord,
+    FileRecord, IDEMPOTENCY_WINDOW, JobChange, JobRecord, JobState, KeyClaim,
+    MAX_ENDPOINTS_PER_OWNER, MAX_IDEMPOTENCY_KEY_BYTES, NewFile, ObjectId, Owner, PageCursor,
     PageQuery, parse_id,
 };
 use audio_options::AudioOptions;
@@ -232,6 +233,15 @@ impl StorageApi {
         }
     }
 
+    /// A webhook endpoint the requester may see.
+    async fn visible_endpoint(&self, id: &str, requester: &Owner) -> StorageResult<EndpointRecord> {
+        let id = parse_id(id, "webhook endpoint")?;
+        match self.backend.find_endpoint(id).await? {
+            Some(endpoint) if requester.sees(&endpoint.owner_id) => Ok(endpoint),
+            _ => Err(StorageError::NotFound("webhook endpoint")),
+        }
+    }
+
     /// Applies `change` to a job as a compare-and-set on its revision, recomputing it if
     /// another writer got there first. `None` when the change had already been made.
     async fn change_job(&self, id: &str, change: JobChange) -> StorageResult<Option<JobRecord>> {
@@ -304,6 +314,8 @@ addressed!(pb::StatRequest, bucket);
 addressed!(pb::DeleteRequest, bucket);
 addressed!(pb::GetJobRequest);
 addressed!(pb::DeleteJobRequest);
+addressed!(pb::GetWebhookEndpointRequest);
+addressed!(pb::DeleteWebhookEndpointRequest);
 
 /// Stores batches as they come; gives the sink back (to commit or abort) with the outcome.
 async fn write_batches(
@@ -630,6 +642,104 @@ impl StorageService for StorageApi {
         self.remove_file_if_there(Bucket::Mp3s, &job.mp3_id).await?;
         tracing::info!("job deleted with its files");
         Ok(Response::new(pb::DeleteJobResponse {}))
+    }
+
+    #[instrument(skip_all, fields(owner_id = %request.get_ref().owner_id))]
+    async fn create_webhook_endpoint(
+        &self,
+        request: Request<pb::CreateWebhookEndpointRequest>,
+    ) -> Result<Response<pb::CreateWebhookEndpointResponse>, Status> {
+        let endpoint = EndpointRecord::from_request(request.into_inner())?;
+        if !self
+            .backend
+            .insert_endpoint(&endpoint, MAX_ENDPOINTS_PER_OWNER)
+            .await?
+        {
+            return Err(StorageError::FailedPrecondition(format!(
+                "an account has at most {MAX_ENDPOINTS_PER_OWNER} webhook endpoints; delete one first"
+            ))
+            .into());
+        }
+        tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
+        Ok(Response::new(pb::CreateWebhookEndpointResponse {
+            endpoint: Some(endpoint.to_proto(DateTime::now())),
+        }))
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        request: Request<pb::ListWebhookEndpointsRequest>,
+    ) -> Result<Response<pb::ListWebhookEndpointsResponse>, Status> {
+        let request = request.into_inner();
+        if request.owner_id.is_empty() {
+            return Err(StorageError::InvalidArgument("owner_id is required".into()).into());
+        }
+        let now = DateTime::now();
+        let endpoints = self.backend.list_endpoints(&request.owner_id).await?;
+        Ok(Response::new(pb::ListWebhookEndpointsResponse {
+            endpoints: endpoints.iter().map(|e| e.to_proto(now)).collect(),
+        }))
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        request: Request<pb::GetWebhookEndpointRequest>,
+    ) -> Result<Response<pb::GetWebhookEndpointResponse>, Status> {
+        let request = request.into_inner();
+        let endpoint = self
+            .visible_endpoint(&request.id, &request.owner()?)
+            .await?;
+        Ok(Response::new(pb::GetWebhookEndpointResponse {
+            endpoint: Some(endpoint.to_proto(DateTime::now())),
+        }))
+    }
+
+    #[instrument(skip_all, fields(endpoint_id = %request.get_ref().id))]
+    async fn delete_webhook_endpoint(
+        &self,
+        request: Request<pb::DeleteWebhookEndpointRequest>,
+    ) -> Result<Response<pb::DeleteWebhookEndpointResponse>, Status> {
+        let request = request.into_inner();
+        let endpoint = self
+            .visible_endpoint(&request.id, &request.owner()?)
+            .await?;
+        if !self.backend.delete_endpoint(endpoint.id).await? {
+            return Err(StorageError::NotFound("webhook endpoint").into());
+        }
+        tracing::info!("webhook endpoint deleted");
+        Ok(Response::new(pb::DeleteWebhookEndpointResponse {}))
+    }
+
+    #[instrument(skip_all, fields(endpoint_id = %request.get_ref().id))]
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookSecretResponse>, Status> {
+        let request = request.into_inner();
+        if request.owner_id.is_empty() {
+            return Err(StorageError::InvalidArgument("owner_id is required".into()).into());
+        }
+        let owner = Owner::One(request.owner_id.clone());
+        let overlap = match request.overlap_seconds {
+            0 => DEFAULT_SECRET_OVERLAP,
+            seconds => std::time::Duration::from_secs(seconds.into()),
+        };
+        for _ in 0..MAX_CHANGE_ATTEMPTS {
+            let current = self.visible_endpoint(&request.id, &owner).await?;
+            let now = DateTime::now();
+            let rotated = current.rotated(request.secret.clone(), overlap, now)?;
+            if self
+                .backend
+                .replace_endpoint(&rotated, current.revision)
+                .await?
+            {
+                tracing::info!("webhook secret rotated");
+                return Ok(Response::new(pb::RotateWebhookSecretResponse {
+                    endpoint: Some(rotated.to_proto(now)),
+                }));
+            }
+        }
+        Err(StorageError::Contended(format!("webhook endpoint {}", request.id)).into())
     }
 }
 

@@ -380,6 +380,7 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     a_job_keeps_its_audio_options_through_its_life_and_a_restart,
     a_job_with_impossible_audio_options_is_refused_and_not_recorded,
     an_idempotency_key_brings_back_its_first_job_until_that_job_is_deleted,
+    webhook_endpoints_are_their_owners_and_a_rotation_signs_with_both_secrets_for_the_overlap,
 ]);
 
 async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
@@ -1318,4 +1319,177 @@ async fn the_mongodb_backend_speaks_tls_to_its_server_and_refuses_one_it_cannot_
         let refused = storage::App::build(config(uri)).await;
         assert!(refused.is_err(), "storage started trusting {what}");
     }
+}
+
+fn endpoint_request(owner: &str, url: &str) -> pb::CreateWebhookEndpointRequest {
+    pb::CreateWebhookEndpointRequest {
+        owner_id: owner.into(),
+        owner_email: format!("{owner}@example.com"),
+        url: url.into(),
+        events: vec!["job.succeeded".into()],
+        description: "the CI's receiver".into(),
+        secret: "whsec_c2VjcmV0LW9uZS1zZWNyZXQtb25lLXNlY3JldA==".into(),
+    }
+}
+
+async fn webhook_endpoints_are_their_owners_and_a_rotation_signs_with_both_secrets_for_the_overlap(
+    backend: Backend,
+) {
+    let mut storage = RunningStorage::start(backend).await;
+    let created = async |storage: &mut RunningStorage, request| {
+        storage
+            .client
+            .create_webhook_endpoint(request)
+            .await
+            .map(|answer| answer.into_inner().endpoint.unwrap())
+    };
+    let first = created(&mut storage, endpoint_request(ALICE, "https://a.example/1"))
+        .await
+        .unwrap();
+    let second = created(&mut storage, endpoint_request(ALICE, "https://a.example/2"))
+        .await
+        .unwrap();
+    created(&mut storage, endpoint_request(BOB, "https://b.example/"))
+        .await
+        .unwrap();
+    assert_eq!(first.url, "https://a.example/1");
+    assert_eq!(first.events, ["job.succeeded"]);
+    assert_eq!(first.secrets.len(), 1);
+    assert!(first.secrets[0].expires_at.is_none());
+
+    let list = |owner: &str| pb::ListWebhookEndpointsRequest {
+        owner_id: owner.into(),
+    };
+    let alices = storage
+        .client
+        .list_webhook_endpoints(list(ALICE))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoints;
+    let urls: Vec<&str> = alices.iter().map(|e| e.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        ["https://a.example/2", "https://a.example/1"],
+        "newest first"
+    );
+
+    // Bob cannot see, rotate or delete Alice's endpoint: it is not found for him.
+    let get = |owner: &str| pb::GetWebhookEndpointRequest {
+        id: first.id.clone(),
+        owner_id: owner.into(),
+        any_owner: false,
+    };
+    let status = storage
+        .client
+        .get_webhook_endpoint(get(BOB))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let rotate = |owner: &str, secret: &str, overlap_seconds| pb::RotateWebhookSecretRequest {
+        id: first.id.clone(),
+        owner_id: owner.into(),
+        secret: secret.into(),
+        overlap_seconds,
+    };
+    let status = storage
+        .client
+        .rotate_webhook_secret(rotate(BOB, "whsec_Ym9i", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let delete = |owner: &str, id: &str| pb::DeleteWebhookEndpointRequest {
+        id: id.into(),
+        owner_id: owner.into(),
+        any_owner: false,
+    };
+    let status = storage
+        .client
+        .delete_webhook_endpoint(delete(BOB, &first.id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // A rotation: the new secret first, the old one beside it until the overlap ends.
+    let rotated = storage
+        .client
+        .rotate_webhook_secret(rotate(ALICE, "whsec_bmV3LXNlY3JldA==", 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoint
+        .unwrap();
+    let secrets: Vec<&str> = rotated.secrets.iter().map(|s| s.secret.as_str()).collect();
+    assert_eq!(
+        secrets,
+        ["whsec_bmV3LXNlY3JldA==", first.secrets[0].secret.as_str()]
+    );
+    assert!(rotated.secrets[1].expires_at.is_some());
+    let status = storage
+        .client
+        .rotate_webhook_secret(rotate(ALICE, "not-a-secret", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // Kept across a restart; the old secret is gone once its overlap (1 s) ended.
+    let mut storage = storage.restart().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let kept = storage
+        .client
+        .get_webhook_endpoint(get(ALICE))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoint
+        .unwrap();
+    let secrets: Vec<&str> = kept.secrets.iter().map(|s| s.secret.as_str()).collect();
+    assert_eq!(secrets, ["whsec_bmV3LXNlY3JldA=="]);
+
+    storage
+        .client
+        .delete_webhook_endpoint(delete(ALICE, &first.id))
+        .await
+        .unwrap();
+    let status = storage
+        .client
+        .get_webhook_endpoint(get(ALICE))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let left = storage
+        .client
+        .list_webhook_endpoints(list(ALICE))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoints;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, second.id);
+
+    // An owner has at most 20 endpoints.
+    for n in 1..20 {
+        created(
+            &mut storage,
+            endpoint_request(ALICE, &format!("https://a.example/{n}x")),
+        )
+        .await
+        .unwrap();
+    }
+    let status = created(
+        &mut storage,
+        endpoint_request(ALICE, "https://a.example/21"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("at most 20"),
+        "{}",
+        status.message()
+    );
+    let mut bad = endpoint_request(ALICE, "https://a.example/bad");
+    bad.secret = "hunter2".into();
+    let status = created(&mut storage, bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
 }

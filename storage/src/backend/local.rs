@@ -6,6 +6,7 @@
 //! root/{bucket}/{id}          a file's bytes
 //! root/{bucket}/{id}.json     its record: written last, so a file without one is not there
 //! root/jobs/{id}.json         a job record
+//! root/webhooks/{id}.json     a webhook endpoint
 //! root/keys/{sha256}.json      an idempotency key's claim (named by the digest of its id; the
 //!                              claims older than their window are removed at start-up)
 //! ```
@@ -16,8 +17,8 @@
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    Bucket, DateTime, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile, ObjectId,
-    PageQuery,
+    Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile,
+    ObjectId, PageQuery,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -57,6 +58,7 @@ impl LocalBackend {
         fs::create_dir_all(&incoming).await?;
         fs::create_dir_all(backend.jobs_dir()).await?;
         fs::create_dir_all(backend.keys_dir()).await?;
+        fs::create_dir_all(backend.endpoints_dir()).await?;
         backend.remove_old_claims().await?;
         for bucket in Bucket::ALL {
             let dir = backend.bucket_dir(bucket);
@@ -84,6 +86,14 @@ impl LocalBackend {
 
     fn jobs_dir(&self) -> PathBuf {
         self.root.join("jobs")
+    }
+
+    fn endpoints_dir(&self) -> PathBuf {
+        self.root.join("webhooks")
+    }
+
+    fn endpoint_path(&self, id: ObjectId) -> PathBuf {
+        self.endpoints_dir().join(format!("{}.json", id.to_hex()))
     }
 
     fn keys_dir(&self) -> PathBuf {
@@ -267,6 +277,61 @@ impl LocalBackend {
             remove_if_there(&path).await?;
         }
         Ok(())
+    }
+}
+
+/// Webhook endpoints, under the same lock as jobs.
+impl LocalBackend {
+    pub(super) async fn insert_endpoint(
+        &self,
+        endpoint: &EndpointRecord,
+        limit: usize,
+    ) -> StorageResult<bool> {
+        let _guard = self.job_lock.lock().await;
+        if self.list_endpoints(&endpoint.owner_id).await?.len() >= limit {
+            return Ok(false);
+        }
+        self.write_record(&self.endpoint_path(endpoint.id), endpoint)
+            .await?;
+        Ok(true)
+    }
+
+    pub(super) async fn find_endpoint(
+        &self,
+        id: ObjectId,
+    ) -> StorageResult<Option<EndpointRecord>> {
+        read_json(&self.endpoint_path(id)).await
+    }
+
+    pub(super) async fn list_endpoints(
+        &self,
+        owner_id: &str,
+    ) -> StorageResult<Vec<EndpointRecord>> {
+        let mut endpoints: Vec<EndpointRecord> = read_all_json(&self.endpoints_dir()).await?;
+        endpoints.retain(|endpoint| endpoint.owner_id == owner_id);
+        endpoints.sort_by_key(|endpoint| std::cmp::Reverse((endpoint.created_at, endpoint.id)));
+        Ok(endpoints)
+    }
+
+    pub(super) async fn replace_endpoint(
+        &self,
+        endpoint: &EndpointRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let _guard = self.job_lock.lock().await;
+        let path = self.endpoint_path(endpoint.id);
+        match read_json::<EndpointRecord>(&path).await? {
+            Some(current) if current.revision == expected_revision => {
+                self.write_record(&path, endpoint).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(super) async fn delete_endpoint(&self, id: ObjectId) -> StorageResult<bool> {
+        let _guard = self.job_lock.lock().await;
+        remove_if_there(&self.endpoint_path(id)).await
     }
 }
 

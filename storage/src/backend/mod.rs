@@ -7,7 +7,9 @@ pub mod local;
 pub mod mongo;
 
 use crate::error::StorageResult;
-use crate::model::{Bucket, FileRecord, JobRecord, KeyClaim, NewFile, ObjectId, PageQuery};
+use crate::model::{
+    Bucket, EndpointRecord, FileRecord, JobRecord, KeyClaim, NewFile, ObjectId, PageQuery,
+};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
@@ -172,6 +174,57 @@ impl Backend {
         match self {
             Backend::Mongo(mongo) => mongo.release_key(id, job_id).await,
             Backend::Local(local) => local.release_key(id, job_id).await,
+        }
+    }
+}
+
+/// Webhook endpoints.
+impl Backend {
+    /// Stores a new endpoint unless its owner has `limit` already: `false` then.
+    pub async fn insert_endpoint(
+        &self,
+        endpoint: &EndpointRecord,
+        limit: usize,
+    ) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.insert_endpoint(endpoint, limit).await,
+            Backend::Local(local) => local.insert_endpoint(endpoint, limit).await,
+        }
+    }
+
+    /// An endpoint, whoever owns it.
+    pub async fn find_endpoint(&self, id: ObjectId) -> StorageResult<Option<EndpointRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.find_endpoint(id).await,
+            Backend::Local(local) => local.find_endpoint(id).await,
+        }
+    }
+
+    /// An owner's endpoints, newest first.
+    pub async fn list_endpoints(&self, owner_id: &str) -> StorageResult<Vec<EndpointRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.list_endpoints(owner_id).await,
+            Backend::Local(local) => local.list_endpoints(owner_id).await,
+        }
+    }
+
+    /// Stores `endpoint` only if the stored record's revision is still `expected_revision`.
+    pub async fn replace_endpoint(
+        &self,
+        endpoint: &EndpointRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.replace_endpoint(endpoint, expected_revision).await,
+            Backend::Local(local) => local.replace_endpoint(endpoint, expected_revision).await,
+        }
+    }
+
+    /// Removes an endpoint; `false` if there was none.
+    pub async fn delete_endpoint(&self, id: ObjectId) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.delete_endpoint(id).await,
+            Backend::Local(local) => local.delete_endpoint(id).await,
         }
     }
 }

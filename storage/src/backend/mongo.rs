@@ -12,8 +12,8 @@
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    Bucket, DateTime, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile, ObjectId,
-    Owner, PageQuery,
+    Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile,
+    ObjectId, Owner, PageQuery,
 };
 use bytes::Bytes;
 use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
@@ -62,6 +62,7 @@ pub struct MongoBackend {
     database: Database,
     jobs: Collection<JobRecord>,
     keys: Collection<KeyClaim>,
+    endpoints: Collection<EndpointRecord>,
 }
 
 impl MongoBackend {
@@ -74,6 +75,7 @@ impl MongoBackend {
         let backend = Self {
             jobs: database.collection("jobs"),
             keys: database.collection("idempotency_keys"),
+            endpoints: database.collection("webhook_endpoints"),
             database,
         };
         backend.create_indexes().await?;
@@ -83,6 +85,13 @@ impl MongoBackend {
 
     async fn create_indexes(&self) -> StorageResult<()> {
         self.jobs
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "owner_id": 1, "created_at": -1 })
+                    .build(),
+            )
+            .await?;
+        self.endpoints
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "owner_id": 1, "created_at": -1 })
@@ -353,6 +362,71 @@ impl MongoBackend {
             .delete_one(doc! { "_id": id, "job_id": job_id })
             .await?;
         Ok(())
+    }
+}
+
+/// Webhook endpoints: a `webhook_endpoints` collection.
+impl MongoBackend {
+    /// The owner's count and the insert are two requests, so two creations racing at the
+    /// limit can both pass it: the limit is there against abuse, not as an exact quota.
+    pub(super) async fn insert_endpoint(
+        &self,
+        endpoint: &EndpointRecord,
+        limit: usize,
+    ) -> StorageResult<bool> {
+        let owned = self
+            .endpoints
+            .count_documents(doc! { "owner_id": &endpoint.owner_id })
+            .await?;
+        if usize::try_from(owned).unwrap_or(usize::MAX) >= limit {
+            return Ok(false);
+        }
+        self.endpoints.insert_one(endpoint).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn find_endpoint(
+        &self,
+        id: ObjectId,
+    ) -> StorageResult<Option<EndpointRecord>> {
+        Ok(self.endpoints.find_one(doc! { "_id": id }).await?)
+    }
+
+    pub(super) async fn list_endpoints(
+        &self,
+        owner_id: &str,
+    ) -> StorageResult<Vec<EndpointRecord>> {
+        Ok(self
+            .endpoints
+            .find(doc! { "owner_id": owner_id })
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    pub(super) async fn replace_endpoint(
+        &self,
+        endpoint: &EndpointRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let result = self
+            .endpoints
+            .replace_one(
+                doc! { "_id": endpoint.id, "revision": expected_revision },
+                endpoint,
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    pub(super) async fn delete_endpoint(&self, id: ObjectId) -> StorageResult<bool> {
+        Ok(self
+            .endpoints
+            .delete_one(doc! { "_id": id })
+            .await?
+            .deleted_count
+            == 1)
     }
 }
 
