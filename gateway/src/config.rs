@@ -58,6 +58,10 @@ pub struct Config {
     #[arg(long, env = "TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Where webhook endpoints may point (WEBHOOK_ALLOWED_NETWORKS, WEBHOOK_HTTPS_ONLY).
+    #[command(flatten)]
+    pub webhook_destinations: webhooks::WebhookDestinations,
+
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }

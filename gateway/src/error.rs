@@ -77,6 +77,31 @@ pub enum ApiError {
     },
 }
 
+impl ApiError {
+    /// The error a JSON body that could not be read means: 415 without the JSON content type,
+    /// 413 over the limit, else 400 saying what was `expected`.
+    pub fn from_json_rejection(
+        rejection: axum::extract::rejection::JsonRejection,
+        expected: &str,
+    ) -> Self {
+        use axum::extract::rejection::JsonRejection;
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
+                "expected a JSON body (Content-Type: application/json)".into(),
+            ),
+            too_large if too_large.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge {
+                    limit: crate::routes::JSON_BODY_LIMIT as u64,
+                }
+            }
+            other => Self::BadRequest(format!(
+                "expected a JSON body {expected}: {}",
+                other.body_text()
+            )),
+        }
+    }
+}
+
 /// Any error, kept as the source of ours.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

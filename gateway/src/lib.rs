@@ -130,5 +130,6 @@ pub fn state(config: &Config, grpc_tls: Option<&GrpcTls>) -> anyhow::Result<AppS
         channels: Channels { auth, storage },
         publisher: Publisher::new(&config.broker, "gateway"),
         max_upload_bytes: config.max_upload_bytes,
+        webhook_destinations: std::sync::Arc::new(config.webhook_destinations.policy()),
     })
 }

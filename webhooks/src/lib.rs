@@ -3,6 +3,8 @@
 //! queue, so that the notifier (which delivers) and the gateway (which checks an endpoint's URL
 //! when it is registered) share one implementation.
 //!
+//! - [`config`]: `WEBHOOK_ALLOWED_NETWORKS` and `WEBHOOK_HTTPS_ONLY`, for both services.
+//! - [`events`]: the event types an endpoint can ask for.
 //! - [`secret`]: endpoint secrets (`whsec_…`), made here and never printed.
 //! - [`signature`]: the `webhook-signature` header, one signature per live secret.
 //! - [`destination`]: the guard that keeps requests off loopback, private, link-local and other
@@ -13,14 +15,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod delivery;
 pub mod destination;
+pub mod events;
 pub mod resolver;
 pub mod schedule;
 pub mod secret;
 pub mod signature;
 
+pub use config::WebhookDestinations;
 pub use delivery::{Attempt, AttemptOutcome, DELIVERY_TIMEOUT, Deliverer, Message, Verdict};
 pub use destination::{AllowedNetworks, DestinationPolicy, Refusal};
 pub use schedule::RetrySchedule;
 pub use secret::SigningSecret;
+pub use url::Url;

@@ -60,19 +60,8 @@ pub async fn register(
     State(state): State<AppState>,
     body: Result<Json<Registration>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Account>)> {
-    let Json(registration) = body.map_err(|rejection| match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-            "expected a JSON body (Content-Type: application/json)".into(),
-        ),
-        too_large if too_large.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge {
-                limit: super::JSON_BODY_LIMIT as u64,
-            }
-        }
-        other => ApiError::BadRequest(format!(
-            "expected a JSON body {{\"email\", \"password\"}}: {}",
-            other.body_text()
-        )),
+    let Json(registration) = body.map_err(|rejection| {
+        ApiError::from_json_rejection(rejection, "{\"email\", \"password\"}")
     })?;
     let user = state
         .auth

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod presets;
 pub mod upload;
 pub mod web;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
@@ -47,6 +48,8 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Largest upload accepted.
     pub max_upload_bytes: u64,
+    /// Where webhooks may be sent.
+    pub webhook_destinations: std::sync::Arc<::webhooks::DestinationPolicy>,
 }
 
 /// The gRPC channels to the services the gateway calls.
@@ -94,6 +97,8 @@ pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
         accounts::register, accounts::login, upload::upload, jobs::list_jobs, jobs::get_job,
         jobs::delete_job, download::download_by_path, download::download_by_query,
         presets::list_presets,
+        webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
+        webhooks::delete_endpoint, webhooks::rotate_secret,
         health::healthz, health::readyz,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -151,6 +156,18 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/jobs", get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route("/presets", get(presets::list_presets))
+        .route(
+            "/webhooks",
+            get(webhooks::list_endpoints).post(webhooks::create_endpoint),
+        )
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get_endpoint).delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(service_kit::ops::metrics))
