@@ -313,6 +313,61 @@ impl Api {
         }
     }
 
+    /// A signed-in call of `method` on `path` (with `body` as JSON); its JSON answer, or
+    /// `Value::Null` when it has none (a 204).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(self.authorized(request)).await?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        self.json(response).await
+    }
+
+    /// `POST /webhooks`: the new endpoint with its secret.
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        events: &[String],
+        description: &str,
+    ) -> Result<Value, ApiError> {
+        let body = serde_json::json!({ "url": url, "events": events, "description": description });
+        self.call(reqwest::Method::POST, "/webhooks", Some(&body))
+            .await
+    }
+
+    /// `GET /webhooks`: the caller's endpoints.
+    pub async fn webhooks(&self) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::GET, "/webhooks", None).await
+    }
+
+    /// `GET /webhooks/{id}`.
+    pub async fn webhook(&self, id: &str) -> Result<Value, ApiError> {
+        let path = format!("/webhooks/{}", path_segment(id));
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
+    /// `DELETE /webhooks/{id}`.
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), ApiError> {
+        let path = format!("/webhooks/{}", path_segment(id));
+        self.call(reqwest::Method::DELETE, &path, None).await?;
+        Ok(())
+    }
+
+    /// `POST /webhooks/{id}/rotate-secret`: the new secret.
+    pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Value, ApiError> {
+        let path = format!("/webhooks/{}/rotate-secret", path_segment(id));
+        self.call(reqwest::Method::POST, &path, None).await
+    }
+
     /// `GET /jobs/{id}`: the job as JSON and its parsed fields.
     pub async fn job(&self, id: &str) -> Result<(Value, Job), ApiError> {
         let path = format!("/jobs/{}", path_segment(id));

@@ -4,7 +4,7 @@
 use crate::api::{Api, ApiError, Job};
 use crate::session::{self, Session};
 use crate::{ClientCommand, progress};
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -141,6 +141,42 @@ impl AudioArgs {
         .filter_map(|(name, value)| value.as_deref().map(|value| (name, value)))
         .collect()
     }
+}
+
+/// `webhooks`' subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// List your endpoints.
+    List,
+    /// Register an endpoint; its signing secret is printed once.
+    Add {
+        /// Where messages go (http or https, a public address). (Not `url`: that name is the
+        /// global `--url` of the gateway.)
+        #[arg(value_name = "URL")]
+        endpoint_url: String,
+        /// An event type to receive (`job.succeeded`, `job.failed`); repeat for more; none:
+        /// all.
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// Your words for it.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show one endpoint.
+    Show {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Delete an endpoint.
+    Delete {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Give an endpoint a new signing secret (the old one signs beside it for 24 hours).
+    RotateSecret {
+        /// The endpoint's id.
+        id: String,
+    },
 }
 
 /// `download`'s arguments.
@@ -322,6 +358,7 @@ pub async fn run(
         ClientCommand::Status { job_id } => status(&context, &job_id).await,
         ClientCommand::Download(args) => download(&context, args).await,
         ClientCommand::Presets => presets(&context).await,
+        ClientCommand::Webhooks(command) => webhooks(&context, command).await,
     }
 }
 
@@ -518,6 +555,112 @@ async fn fetch(
     let fetched = api.download(mp3_id, output, &bar).await;
     bar.finish_and_clear();
     Ok(fetched?)
+}
+
+/// `webhooks …`: the caller's endpoints.
+async fn webhooks(context: &Context, command: WebhookCommand) -> Result<(), Failure> {
+    let api = context.logged_in()?;
+    match command {
+        WebhookCommand::List => {
+            let list = api.webhooks().await?;
+            context.print(
+                || {
+                    let endpoints = list["endpoints"].as_array().cloned().unwrap_or_default();
+                    if endpoints.is_empty() {
+                        return "no webhook endpoints yet: mp3converter webhooks add URL".into();
+                    }
+                    let mut lines = vec![format!("{:<24}  {:<27}  {}", "ID", "EVENTS", "URL")];
+                    for endpoint in endpoints {
+                        lines.push(format!(
+                            "{:<24}  {:<27}  {}",
+                            endpoint["id"].as_str().unwrap_or("?"),
+                            event_list(&endpoint),
+                            endpoint["url"].as_str().unwrap_or("?"),
+                        ));
+                    }
+                    lines.join("\n")
+                },
+                &list,
+            );
+        }
+        WebhookCommand::Add {
+            endpoint_url,
+            events,
+            description,
+        } => {
+            let added = api
+                .add_webhook(&endpoint_url, &events, &description)
+                .await?;
+            context.print(
+                || {
+                    format!(
+                        "webhook endpoint {} → {} ({})\nsigning secret: {}\n\
+                         (shown only now: keep it to verify the webhook-signature of each message)",
+                        added["id"].as_str().unwrap_or("?"),
+                        added["url"].as_str().unwrap_or("?"),
+                        event_list(&added),
+                        added["secret"].as_str().unwrap_or("?"),
+                    )
+                },
+                &added,
+            );
+        }
+        WebhookCommand::Show { id } => {
+            let endpoint = api.webhook(&id).await?;
+            context.print(
+                || {
+                    let mut text = format!(
+                        "webhook endpoint {} → {} ({}), since {}",
+                        endpoint["id"].as_str().unwrap_or("?"),
+                        endpoint["url"].as_str().unwrap_or("?"),
+                        event_list(&endpoint),
+                        endpoint["created_at"].as_str().unwrap_or("?"),
+                    );
+                    if let Some(until) = endpoint["previous_secret_expires_at"].as_str() {
+                        text.push_str(&format!("; the previous secret signs too until {until}"));
+                    }
+                    text
+                },
+                &endpoint,
+            );
+        }
+        WebhookCommand::Delete { id } => {
+            api.delete_webhook(&id).await?;
+            context.print(
+                || format!("webhook endpoint {id} deleted"),
+                &serde_json::json!({ "deleted": id }),
+            );
+        }
+        WebhookCommand::RotateSecret { id } => {
+            let rotated = api.rotate_webhook_secret(&id).await?;
+            context.print(
+                || {
+                    format!(
+                        "new signing secret: {}\n(shown only now; the previous one signs beside it until {})",
+                        rotated["secret"].as_str().unwrap_or("?"),
+                        rotated["previous_secret_expires_at"]
+                            .as_str()
+                            .unwrap_or("now"),
+                    )
+                },
+                &rotated,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An endpoint's event types, for people.
+fn event_list(endpoint: &Value) -> String {
+    let events: Vec<&str> = endpoint["events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if events.is_empty() {
+        "every event".into()
+    } else {
+        events.join(", ")
+    }
 }
 
 async fn jobs(context: &Context) -> Result<(), Failure> {

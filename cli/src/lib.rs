@@ -126,6 +126,9 @@ pub enum ClientCommand {
     Download(commands::DownloadArgs),
     /// List the presets of audio options that `upload --preset` takes.
     Presets,
+    /// Your webhook endpoints: where job outcomes are sent as signed HTTP requests.
+    #[command(subcommand)]
+    Webhooks(commands::WebhookCommand),
 }
 
 /// Runs the command line and turns the result into an exit code.

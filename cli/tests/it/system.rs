@@ -407,6 +407,76 @@ async fn the_cli_uploads_with_audio_options_lists_presets_and_refuses_a_bad_opti
 }
 
 #[tokio::test]
+async fn the_cli_adds_lists_rotates_and_deletes_webhook_endpoints() {
+    let data = temp_dir();
+    let work = temp_dir();
+    let config = work.path().join("config");
+    let system = System::start(data.path(), &[]).await;
+    let gateway = system.gateway.as_str();
+    sign_up(&config, gateway, "hooks@example.com").await;
+
+    let (code, out, err) = cli(&config, gateway, &["webhooks", "list"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no webhook endpoints yet"), "{out}");
+
+    let url = "https://93.184.215.14/hooks/mp3";
+    let args = [
+        "--json",
+        "webhooks",
+        "add",
+        url,
+        "--event",
+        "job.failed",
+        "--description",
+        "alerts",
+    ];
+    let (code, out, err) = cli(&config, gateway, &args, None).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let added: Value = serde_json::from_str(&out).unwrap();
+    let id = added["id"].as_str().unwrap().to_owned();
+    assert_eq!(added["events"], serde_json::json!(["job.failed"]));
+    assert!(
+        added["secret"].as_str().unwrap().starts_with("whsec_"),
+        "{added}"
+    );
+
+    let (code, out, _) = cli(&config, gateway, &["webhooks", "list"], None).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&id) && out.contains(url) && out.contains("job.failed"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("whsec_"),
+        "the secret is shown only once: {out}"
+    );
+
+    let (code, out, err) = cli(&config, gateway, &["webhooks", "rotate-secret", &id], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("new signing secret: whsec_"), "{out}");
+    let (_, out, _) = cli(&config, gateway, &["webhooks", "show", &id], None).await;
+    assert!(out.contains("the previous secret signs too until"), "{out}");
+
+    // A loopback URL is refused with the gateway's reason (exit code 1, as every refusal).
+    let (code, _, err) = cli(
+        &config,
+        gateway,
+        &["webhooks", "add", "http://127.0.0.1:9/hook"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("a loopback address"), "{err}");
+
+    let (code, out, err) = cli(&config, gateway, &["webhooks", "delete", &id], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted"), "{out}");
+    let (code, _, err) = cli(&config, gateway, &["webhooks", "show", &id], None).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[tokio::test]
 async fn killing_up_mid_conversion_and_starting_it_again_finishes_the_job_once() {
     let data = temp_dir();
     let work = temp_dir();
