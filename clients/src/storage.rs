@@ -374,7 +374,11 @@ impl StorageClient {
     }
 
     /// A webhook endpoint `owner` may see.
-    pub async fn webhook_endpoint(&self, id: &str, owner: &Owner) -> Result<WebhookEndpoint, Status> {
+    pub async fn webhook_endpoint(
+        &self,
+        id: &str,
+        owner: &Owner,
+    ) -> Result<WebhookEndpoint, Status> {
         let (owner_id, any_owner) = owner.fields();
         let request = pb::GetWebhookEndpointRequest {
             id: id.to_owned(),

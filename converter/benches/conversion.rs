@@ -315,18 +315,15 @@ fn converter(
     work_dir: &Path,
 ) -> (ServiceProcess, u16) {
     let ops = free_port();
-    let process = ServiceProcess::spawn_release(
-        "converter",
-        &[
-            ("OPS_LISTEN_ADDR", format!("127.0.0.1:{ops}")),
-            ("STORAGE_URL", storage_url.to_owned()),
-            ("AMQP_URL", broker.url().to_owned()),
-            ("VIDEO_QUEUE", queues.video_queue.clone()),
-            ("MP3_QUEUE", queues.mp3_queue.clone()),
-            ("CONCURRENCY", "1".into()),
-            ("WORK_DIR", work_dir.display().to_string()),
-        ],
-    );
+    let mut env = vec![
+        ("OPS_LISTEN_ADDR", format!("127.0.0.1:{ops}")),
+        ("STORAGE_URL", storage_url.to_owned()),
+        ("AMQP_URL", broker.url().to_owned()),
+        ("CONCURRENCY", "1".into()),
+        ("WORK_DIR", work_dir.display().to_string()),
+    ];
+    env.extend(queues.env_vars());
+    let process = ServiceProcess::spawn_release("converter", &env);
     (process, ops)
 }
 
@@ -360,15 +357,7 @@ async fn run() -> anyhow::Result<()> {
 
     let mongo = test_support::TestMongo::create().await?;
     let broker = test_support::TestBroker::create().await?;
-    let queues = QueueConfig {
-        video_queue: broker.queue("video"),
-        mp3_queue: broker.queue("mp3"),
-    };
-    for queue in [&queues.video_queue, &queues.mp3_queue] {
-        for (_, name) in messaging::RetryConfig::default().retry_queues(queue) {
-            broker.remember(name);
-        }
-    }
+    let queues = broker.queues();
     let (storage_port, storage_ops) = (free_port(), free_port());
     let _storage =
         ServiceProcess::spawn_release_storage(storage_port, storage_ops, &mongo, dir.path());

@@ -41,7 +41,6 @@ pub struct Converter {
     storage: StorageClient,
     tools: Tools,
     work_dir: PathBuf,
-    mp3_queue: String,
     /// One permit per ffmpeg allowed to run at once (the configured concurrency); the queue
     /// hands this converter [`JOBS_IN_HAND_AHEAD`] more jobs than that.
     conversions: Arc<Semaphore>,
@@ -74,20 +73,13 @@ impl Handler for Converter {
 
 impl Converter {
     /// A converter storing through `storage`, running up to `concurrency` conversions with
-    /// `tools` at once in `work_dir`, and announcing outcomes on `mp3_queue`. Its consumer
+    /// `tools` at once in `work_dir`, and announcing outcomes to every channel. Its consumer
     /// should hand it `concurrency` + [`JOBS_IN_HAND_AHEAD`] messages at once.
-    pub fn new(
-        storage: StorageClient,
-        tools: Tools,
-        work_dir: PathBuf,
-        mp3_queue: String,
-        concurrency: u16,
-    ) -> Self {
+    pub fn new(storage: StorageClient, tools: Tools, work_dir: PathBuf, concurrency: u16) -> Self {
         Self {
             storage,
             tools,
             work_dir,
-            mp3_queue,
             conversions: Arc::new(Semaphore::new(usize::from(concurrency.max(1)))),
         }
     }
@@ -404,7 +396,7 @@ impl Converter {
             _ => return Outcome::Ack,
         };
         let event = messaging::events::new_event(payload);
-        match received.publisher.publish(&self.mp3_queue, &event).await {
+        match received.publisher.publish_outcome(&event).await {
             Ok(()) => Outcome::Ack,
             Err(error) => Outcome::Retry(
                 ConversionError::transient_because("announcing the outcome", error).report(),

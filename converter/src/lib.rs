@@ -88,13 +88,7 @@ impl App {
         }
         let queues = &links.broker.queues;
         let concurrency = config.effective_concurrency();
-        let converter = Converter::new(
-            storage,
-            tools,
-            scratch.path().to_owned(),
-            queues.mp3_queue.clone(),
-            concurrency,
-        );
+        let converter = Converter::new(storage, tools, scratch.path().to_owned(), concurrency);
         let settings = links.consumer(
             "converter",
             &queues.video_queue,

@@ -11,8 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use test_support::mesh::{Mesh, MeshOptions, User};
 use test_support::{
-    Running, SmtpCapture, TcpProxy, VideoSpec, ffprobe_duration_seconds, free_port, mp4_bytes,
-    mp4_like, temp_dir,
+    Running, SmtpCapture, TcpProxy, VideoSpec, WebhookReceiver, ffprobe_duration_seconds,
+    free_port, mp4_bytes, mp4_like, temp_dir,
 };
 
 /// Retries in these tests wait a fraction of a second, not minutes.
@@ -20,6 +20,7 @@ const RETRY: RetryConfig = RetryConfig {
     max_attempts: 4,
     retry_base_delay_ms: 200,
     retry_max_delay_ms: 1000,
+    schedule: None,
 };
 /// Long enough for every conversion here on a loaded 2-core machine.
 const JOB_WAIT: Duration = Duration::from_secs(120);
@@ -31,8 +32,12 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start() -> Self {
-        let mesh = Mesh::start(MeshOptions::default()).await;
-        for queue in [&mesh.video_queue, &mesh.mp3_queue] {
+        Self::start_with(MeshOptions::default()).await
+    }
+
+    async fn start_with(options: MeshOptions) -> Self {
+        let mesh = Mesh::start(options).await;
+        for queue in mesh.broker_config().queues.queues() {
             for (_, name) in RETRY.retry_queues(queue) {
                 mesh.broker.remember(name);
             }
@@ -100,8 +105,7 @@ impl Pipeline {
         command
             .env("STORAGE_URL", &config.links.storage_url)
             .env("AMQP_URL", self.amqp_url())
-            .env("VIDEO_QUEUE", &config.links.broker.queues.video_queue)
-            .env("MP3_QUEUE", &config.links.broker.queues.mp3_queue)
+            .envs(config.links.broker.queues.env_vars())
             .env("MAX_ATTEMPTS", RETRY.max_attempts.to_string())
             .env("RETRY_BASE_DELAY_MS", RETRY.retry_base_delay_ms.to_string())
             .env("RETRY_MAX_DELAY_MS", RETRY.retry_max_delay_ms.to_string())
@@ -515,4 +519,125 @@ async fn a_worker_gives_up_on_a_broker_that_never_answers_and_consumes_once_it_d
         .wait_for_job(&job_id, JOB_WAIT, |job| job.state() == pb::JobState::Done)
         .await;
     assert!(!job.mp3_id.is_empty(), "{job:?}");
+}
+
+/// Registers a webhook endpoint for `user` at `url` for `events`; its secret.
+async fn webhook_endpoint(mesh: &Mesh, user: &User, url: &str, events: &[&str]) -> String {
+    let response = mesh
+        .http
+        .post(mesh.url("/webhooks"))
+        .bearer_auth(&user.token)
+        .json(&serde_json::json!({ "url": url, "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    body["secret"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_outcome_reaches_each_webhook_once_verified_and_on_time_while_smtp_is_down() {
+    // Receivers on loopback: the gateway and the notifier are told to allow it.
+    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
+    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
+        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+    }))
+    .await;
+    let mesh = &pipeline.mesh;
+    let schedule = "0, 1s, 1s, 1s, 1s";
+    let webhook_retries = RetryConfig::on_schedule(
+        schedule
+            .parse::<webhooks::RetrySchedule>()
+            .unwrap()
+            .retry_delays(),
+    );
+    for (_, name) in webhook_retries.retry_queues(&mesh.broker_config().queues.webhook_queue) {
+        mesh.broker.remember(name);
+    }
+    // SMTP is down for the whole test: no e-mail can go, and webhooks must not wait for it.
+    let dead_smtp = format!("smtp://127.0.0.1:{}", free_port());
+    let _notifier = pipeline
+        .notifier_with(&pipeline.amqp_url(), &dead_smtp, |config| {
+            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+            config.webhook_retry_schedule = schedule.parse().unwrap();
+        })
+        .await;
+    let _converter = pipeline.converter(&pipeline.amqp_url(), 1).await;
+    let user = mesh.user("hooks@example.com").await;
+    let other = mesh.user("other@example.com").await;
+
+    // Three endpoints of the user's: one that answers at once, one that fails twice before it
+    // answers, one that asked for failures only; and another user's endpoint.
+    let mut receivers = Vec::new();
+    for (owner, fail_first, events) in [
+        (&user, 0, vec![]),
+        (&user, 2, vec!["job.succeeded"]),
+        (&user, 0, vec!["job.failed"]),
+        (&other, 0, vec![]),
+    ] {
+        // The gateway makes the secret, so the endpoint is registered at a port its receiver
+        // then starts on.
+        let port = free_port();
+        let url = test_support::webhook_receiver::url_on(port);
+        let secret = webhook_endpoint(mesh, owner, &url, &events).await;
+        receivers.push(WebhookReceiver::start_on(port, &[secret], fail_first).await);
+    }
+    let job_id = pipeline
+        .upload(&user, "holiday.mp4", mp4_bytes(VideoSpec::small(2.0)).await)
+        .await;
+    let job = pipeline
+        .wait_for_job(&job_id, JOB_WAIT, |job| job.state() == pb::JobState::Done)
+        .await;
+
+    // At once: verified by the reference library, the job's outcome in its body.
+    let delivered = receivers[0].next().await;
+    assert_eq!(
+        delivered["verified_by"],
+        serde_json::json!([0]),
+        "{delivered}"
+    );
+    assert_eq!(delivered["status"], 204);
+    let body = &delivered["body"];
+    assert_eq!(body["type"], "job.succeeded", "{body}");
+    assert_eq!(body["data"]["job_id"], job_id.as_str());
+    assert_eq!(body["data"]["mp3_id"], job.mp3_id.as_str());
+    assert!(
+        body["data"]["download_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/download/{}", job.mp3_id)),
+        "{body}"
+    );
+
+    // Failed twice, then delivered: three attempts, one webhook-id, each verified.
+    let attempts: Vec<Value> = [
+        receivers[1].next().await,
+        receivers[1].next().await,
+        receivers[1].next().await,
+    ]
+    .into();
+    let statuses: Vec<&Value> = attempts.iter().map(|seen| &seen["status"]).collect();
+    assert_eq!(statuses, [503, 503, 204]);
+    assert!(attempts.iter().all(|seen| seen["id"] == attempts[0]["id"]));
+    assert!(
+        attempts
+            .iter()
+            .all(|seen| seen["verified_by"] == serde_json::json!([0]))
+    );
+    assert_ne!(
+        attempts[0]["id"], delivered["id"],
+        "one message per endpoint"
+    );
+
+    // Exactly once each, and nothing for the endpoint that asked for failures only, nor for
+    // another user's; no e-mail could go meanwhile.
+    for (n, receiver) in receivers.iter_mut().enumerate() {
+        let more = receiver.next_within(Duration::from_secs(2)).await;
+        assert!(more.is_none(), "receiver {n} heard more: {more:?}");
+    }
+    assert!(
+        !pipeline.job(&job_id).await.notified,
+        "the e-mail is still waiting for SMTP"
+    );
 }

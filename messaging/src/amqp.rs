@@ -17,10 +17,13 @@ use futures::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use proto::events::v1::{CONTENT_TYPE, Event, MESSAGE_TYPE};
 use service_kit::Shutdown;
 use service_kit::ops::Readiness;
@@ -68,10 +71,12 @@ pub async fn confirmed_channel(connection: &Connection) -> Result<Channel, lapin
 }
 
 /// Declares every queue of `queues`: durable quorum queues (replicated, and they survive a
-/// broker restart) whose rejected messages go to a `{queue}.dead` queue. Declaring what exists
-/// with the same arguments changes nothing, so every service can call this at start-up.
+/// broker restart) whose rejected messages go to a `{queue}.dead` queue; and the outcome
+/// exchange, a durable topic exchange bound to each channel's queue for every `job.*` outcome.
+/// Declaring what exists with the same arguments changes nothing, so every service can call
+/// this at start-up.
 pub async fn declare_topology(channel: &Channel, queues: &QueueConfig) -> Result<(), lapin::Error> {
-    for queue in [&queues.video_queue, &queues.mp3_queue] {
+    for queue in queues.queues() {
         let dead = QueueConfig::dead_letter_queue(queue);
         channel
             .queue_declare(
@@ -93,8 +98,33 @@ pub async fn declare_topology(channel: &Channel, queues: &QueueConfig) -> Result
             .queue_declare(queue.as_str().into(), durable(), quorum(arguments))
             .await?;
     }
+    channel
+        .exchange_declare(
+            queues.outcome_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for queue in queues.outcome_queues() {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                queues.outcome_exchange.as_str().into(),
+                OUTCOME_BINDING.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     Ok(())
 }
+
+/// The binding of each channel's queue to the outcome exchange: every conversion outcome.
+const OUTCOME_BINDING: &str = "job.*";
 
 /// Declares the delay queues of `queue` for `retry` (see the module docs). Quorum queues with
 /// at-least-once dead-lettering, so a message that waits out its delay cannot be lost on its
@@ -166,7 +196,7 @@ pub async fn publish_retry(
         properties = properties.with_message_id(id.clone());
     }
     let delay_queue = retry_queue(queue, retry.delay_after(attempt));
-    publish_confirmed(channel, &delay_queue, body, properties).await
+    publish_confirmed(channel, "", &delay_queue, body, properties).await
 }
 
 fn durable() -> QueueDeclareOptions {
@@ -188,7 +218,27 @@ fn quorum(mut arguments: FieldTable) -> FieldTable {
 /// confirm. `Ok` means the broker has the message on disk in the queue.
 pub async fn publish(channel: &Channel, queue: &str, event: &Event) -> Result<(), PublishError> {
     let properties = persistent_properties().with_message_id(event.event_id.as_str().into());
-    publish_confirmed(channel, queue, &events::encode(event), properties).await
+    publish_confirmed(channel, "", queue, &events::encode(event), properties).await
+}
+
+/// Publishes `event` to `exchange` with `routing_key` and waits for the broker's confirm: `Ok`
+/// means every queue it was routed to has it on disk (and, being mandatory, that it was
+/// routed to at least one).
+pub async fn publish_routed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    event: &Event,
+) -> Result<(), PublishError> {
+    let properties = persistent_properties().with_message_id(event.event_id.as_str().into());
+    publish_confirmed(
+        channel,
+        exchange,
+        routing_key,
+        &events::encode(event),
+        properties,
+    )
+    .await
 }
 
 /// The properties of every event message (see `events.proto`).
@@ -201,14 +251,15 @@ fn persistent_properties() -> BasicProperties {
 
 async fn publish_confirmed(
     channel: &Channel,
-    queue: &str,
+    exchange: &str,
+    routing_key: &str,
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), PublishError> {
     let confirmation = channel
         .basic_publish(
-            "".into(),
-            queue.into(),
+            exchange.into(),
+            routing_key.into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..BasicPublishOptions::default()
@@ -220,7 +271,7 @@ async fn publish_confirmed(
         .await?;
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(PublishError::NotAccepted("no such queue")),
+        Confirmation::Ack(Some(_)) => Err(PublishError::NotAccepted("no queue took it")),
         Confirmation::Nack(_) => Err(PublishError::NotAccepted("negative acknowledgement")),
         Confirmation::NotRequested => Err(PublishError::NotAccepted("confirms are off")),
     }

@@ -13,8 +13,14 @@ use std::time::Duration;
 
 /// The queue that carries `VideoUploaded` events to the converters.
 pub const VIDEO_QUEUE: &str = "video";
-/// The queue that carries conversion outcomes to the notifier.
+/// The queue that carries conversion outcomes to the notifier's e-mail channel.
 pub const MP3_QUEUE: &str = "mp3";
+/// The queue that carries conversion outcomes (and then each endpoint's message) to the
+/// notifier's webhook channel.
+pub const WEBHOOK_QUEUE: &str = "webhooks";
+/// The topic exchange conversion outcomes are published to, routed by type (`job.succeeded`,
+/// `job.failed`) to every channel's queue.
+pub const OUTCOME_EXCHANGE: &str = "outcomes";
 
 /// Where the queues live, and their names.
 #[derive(Debug, Clone, Args)]
@@ -85,26 +91,58 @@ impl BrokerConfig {
     }
 }
 
-/// Queue names, configurable per deployment. The defaults are `video` and `mp3`; a prefix lets
-/// several deployments (or parallel tests) share one broker without seeing each other.
+/// Queue and exchange names, configurable per deployment. The defaults are `video`, `mp3`,
+/// `webhooks` and the `outcomes` exchange; a prefix lets several deployments (or parallel
+/// tests) share one broker without seeing each other.
 #[derive(Debug, Clone, Args, PartialEq, Eq)]
 pub struct QueueConfig {
     /// Queue that carries uploaded videos to the converters.
     #[arg(long, env = "VIDEO_QUEUE", default_value = VIDEO_QUEUE)]
     pub video_queue: String,
 
-    /// Queue that carries conversion outcomes to the notifier.
+    /// Queue that carries conversion outcomes to the notifier's e-mails.
     #[arg(long, env = "MP3_QUEUE", default_value = MP3_QUEUE)]
     pub mp3_queue: String,
+
+    /// Queue that carries conversion outcomes to the notifier's webhooks.
+    #[arg(long, env = "WEBHOOK_QUEUE", default_value = WEBHOOK_QUEUE)]
+    pub webhook_queue: String,
+
+    /// Topic exchange that routes each conversion outcome to MP3_QUEUE and WEBHOOK_QUEUE.
+    #[arg(long, env = "OUTCOME_EXCHANGE", default_value = OUTCOME_EXCHANGE)]
+    pub outcome_exchange: String,
 }
 
 impl QueueConfig {
-    /// The default names behind a prefix (`{prefix}video`, `{prefix}mp3`).
+    /// The default names behind a prefix (`{prefix}video`, `{prefix}mp3`, ...).
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             video_queue: format!("{prefix}{VIDEO_QUEUE}"),
             mp3_queue: format!("{prefix}{MP3_QUEUE}"),
+            webhook_queue: format!("{prefix}{WEBHOOK_QUEUE}"),
+            outcome_exchange: format!("{prefix}{OUTCOME_EXCHANGE}"),
         }
+    }
+
+    /// The variables that name these to a service process (`VIDEO_QUEUE=…` and the rest).
+    pub fn env_vars(&self) -> [(&'static str, String); 4] {
+        [
+            ("VIDEO_QUEUE", self.video_queue.clone()),
+            ("MP3_QUEUE", self.mp3_queue.clone()),
+            ("WEBHOOK_QUEUE", self.webhook_queue.clone()),
+            ("OUTCOME_EXCHANGE", self.outcome_exchange.clone()),
+        ]
+    }
+
+    /// Every queue, in the order they are declared.
+    pub fn queues(&self) -> [&String; 3] {
+        [&self.video_queue, &self.mp3_queue, &self.webhook_queue]
+    }
+
+    /// The queues every conversion outcome goes to: one per channel (e-mail, webhooks), so
+    /// each has its own retries and dead letters and neither delays the other.
+    pub fn outcome_queues(&self) -> [&String; 2] {
+        [&self.mp3_queue, &self.webhook_queue]
     }
 
     /// The dead-letter queue that holds what could not be processed from `queue`.
@@ -134,6 +172,12 @@ pub struct RetryConfig {
     /// The longest delay between two attempts, in milliseconds.
     #[arg(long, env = "RETRY_MAX_DELAY_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retry_max_delay_ms: u64,
+
+    /// A schedule instead of the growing delays: the delay after each failed attempt, in
+    /// order (set by a consumer with a schedule of its own, such as the webhooks'; never read
+    /// from the environment).
+    #[arg(skip)]
+    pub schedule: Option<Vec<Duration>>,
 }
 
 impl Default for RetryConfig {
@@ -142,13 +186,31 @@ impl Default for RetryConfig {
             max_attempts: 5,
             retry_base_delay_ms: 5_000,
             retry_max_delay_ms: 600_000,
+            schedule: None,
         }
     }
 }
 
 impl RetryConfig {
+    /// Retries after these delays, one per failed attempt, then the dead-letter queue.
+    pub fn on_schedule(delays: Vec<Duration>) -> Self {
+        Self {
+            max_attempts: u32::try_from(delays.len() + 1).unwrap_or(u32::MAX),
+            schedule: Some(delays),
+            ..Self::default()
+        }
+    }
+
     /// How long to wait after failed attempt `attempt` (1-based) before the next one.
     pub fn delay_after(&self, attempt: u32) -> Duration {
+        if let Some(schedule) = &self.schedule {
+            let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+            return schedule
+                .get(index)
+                .or(schedule.last())
+                .copied()
+                .unwrap_or_default();
+        }
         let factor = 4u64.saturating_pow(attempt.saturating_sub(1));
         Duration::from_millis(
             self.retry_base_delay_ms
@@ -185,7 +247,23 @@ mod tests {
             max_attempts,
             retry_base_delay_ms: base,
             retry_max_delay_ms: max,
+            schedule: None,
         }
+    }
+
+    #[test]
+    fn a_schedule_gives_each_retry_its_delay_and_one_queue_per_distinct_delay() {
+        let seconds = |s: u64| Duration::from_secs(s);
+        let config = RetryConfig::on_schedule(vec![seconds(5), seconds(300), seconds(300)]);
+        assert_eq!(config.max_attempts, 4);
+        let delays: Vec<Duration> = (1..4).map(|attempt| config.delay_after(attempt)).collect();
+        assert_eq!(delays, [seconds(5), seconds(300), seconds(300)]);
+        let names: Vec<String> = config
+            .retry_queues("webhooks")
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(names, ["webhooks.retry.5000ms", "webhooks.retry.300000ms"]);
     }
 
     #[test]
@@ -218,6 +296,8 @@ mod tests {
         let queues = QueueConfig::with_prefix("t-1234.");
         assert_eq!(queues.video_queue, "t-1234.video");
         assert_eq!(queues.mp3_queue, "t-1234.mp3");
+        assert_eq!(queues.webhook_queue, "t-1234.webhooks");
+        assert_eq!(queues.outcome_exchange, "t-1234.outcomes");
         assert_eq!(
             QueueConfig::dead_letter_queue(&queues.video_queue),
             "t-1234.video.dead"

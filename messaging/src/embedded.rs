@@ -158,6 +158,23 @@ impl EmbeddedQueue {
         Ok(())
     }
 
+    /// Puts one copy of `body` on each of `queues`, all or none (one transaction): the embedded
+    /// queue's stand-in for an exchange fanning a message out.
+    pub async fn publish_to_each(&self, queues: &[&str], body: &[u8]) -> Result<(), QueueError> {
+        let mut transaction = self.pool.begin().await?;
+        let now = now_millis();
+        for queue in queues {
+            sqlx::query("INSERT INTO messages (queue, body, available_at) VALUES (?, ?, ?)")
+                .bind(queue)
+                .bind(body)
+                .bind(now)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
     /// Leases the oldest available message of `queue` for `lease`, if there is one. A message
     /// is available when its delay has passed and nobody holds an unexpired lease on it.
     pub async fn lease(&self, queue: &str, lease: Duration) -> Result<Option<Leased>, QueueError> {

@@ -4,7 +4,7 @@
 use prost::Message;
 pub use proto::events::v1::{
     CONTENT_TYPE, ConversionFailed, ConversionSucceeded, Event, MESSAGE_TYPE, VideoUploaded,
-    event::Payload,
+    WebhookDue, event::Payload,
 };
 use std::time::SystemTime;
 
@@ -31,6 +31,16 @@ pub fn new_event(payload: Payload) -> Event {
         occurred_at: Some(prost_types::Timestamp::from(SystemTime::now())),
         request_id: service_kit::request_id::current().unwrap_or_default(),
         payload: Some(payload),
+    }
+}
+
+/// The routing key of a conversion outcome (`job.succeeded`, `job.failed`): what the outcome
+/// exchange routes on and what a webhook's `type` says; `None` for any other event.
+pub fn outcome_type(event: &Event) -> Option<&'static str> {
+    match event.payload.as_ref()? {
+        Payload::ConversionSucceeded(_) => Some("job.succeeded"),
+        Payload::ConversionFailed(_) => Some("job.failed"),
+        _ => None,
     }
 }
 

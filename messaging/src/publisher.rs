@@ -110,26 +110,62 @@ impl Publisher {
     /// Puts `event` on `queue` and waits until it is durably queued.
     pub async fn publish(&self, queue: &str, event: &Event) -> Result<(), PublishError> {
         match &self.inner.target {
-            Target::Amqp { link, .. } => {
-                let channel = self.amqp_channel().await?;
-                let published =
-                    tokio::time::timeout(BROKER_TIMEOUT, amqp::publish(&channel, queue, event))
-                        .await
-                        .unwrap_or(Err(PublishError::TimedOut(BROKER_TIMEOUT)));
-                if matches!(
-                    published,
-                    Err(PublishError::Broker(_) | PublishError::TimedOut(_))
-                ) {
-                    // The channel may be broken: the next publish starts afresh.
-                    link.lock().await.take();
-                }
-                published
+            Target::Amqp { .. } => {
+                self.confirmed(async |channel| amqp::publish(&channel, queue, event).await)
+                    .await
             }
             Target::Embedded { path, queue: file } => Ok(open(path, file)
                 .await?
                 .publish(queue, &events::encode(event))
                 .await?),
         }
+    }
+
+    /// Publishes a conversion outcome to every channel's queue (through the outcome exchange,
+    /// routed by its type) and waits until each has it durably.
+    pub async fn publish_outcome(&self, event: &Event) -> Result<(), PublishError> {
+        let Some(routing_key) = events::outcome_type(event) else {
+            return Err(PublishError::NotAccepted("not a conversion outcome"));
+        };
+        let queues = &self.inner.queues;
+        match &self.inner.target {
+            Target::Amqp { .. } => {
+                let exchange = &queues.outcome_exchange;
+                self.confirmed(async |channel| {
+                    amqp::publish_routed(&channel, exchange, routing_key, event).await
+                })
+                .await
+            }
+            Target::Embedded { path, queue: file } => {
+                let outcome_queues = queues.outcome_queues().map(String::as_str);
+                Ok(open(path, file)
+                    .await?
+                    .publish_to_each(&outcome_queues, &events::encode(event))
+                    .await?)
+            }
+        }
+    }
+
+    /// Runs `send` on the shared channel within [`BROKER_TIMEOUT`]; when it fails with the
+    /// channel, or times out, the channel is forgotten so the next publish starts afresh.
+    async fn confirmed(
+        &self,
+        send: impl AsyncFnOnce(Channel) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        let Target::Amqp { link, .. } = &self.inner.target else {
+            unreachable!("only called for RabbitMQ");
+        };
+        let channel = self.amqp_channel().await?;
+        let published = tokio::time::timeout(BROKER_TIMEOUT, send(channel))
+            .await
+            .unwrap_or(Err(PublishError::TimedOut(BROKER_TIMEOUT)));
+        if matches!(
+            published,
+            Err(PublishError::Broker(_) | PublishError::TimedOut(_))
+        ) {
+            link.lock().await.take();
+        }
+        published
     }
 
     /// The shared confirmed channel, connecting (and declaring the topology) if there is none.

@@ -91,6 +91,12 @@ impl<H: Handler> WorkerApp<H> {
         self.ops.addr()
     }
 
+    /// What `/readyz` reports; a worker that consumes another queue beside this one adds a
+    /// part for it ([`service_kit::ops::Readiness::another_part`]).
+    pub fn readiness(&self) -> &service_kit::ops::Readiness {
+        self.ops.readiness()
+    }
+
     /// Consumes until `shutdown` fires, with `/readyz` true while consuming; then finishes (or
     /// hands back) the work in flight. When consuming ends (shutdown, or a failure) the ops
     /// endpoint stops with it, so the orchestrator sees the process go.

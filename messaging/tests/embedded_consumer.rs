@@ -59,6 +59,7 @@ fn settings(dir: &std::path::Path, max_attempts: u32) -> ConsumerSettings {
             max_attempts,
             retry_base_delay_ms: 50,
             retry_max_delay_ms: 50,
+            schedule: None,
         },
         grace: Duration::from_millis(200),
     }

@@ -46,6 +46,29 @@ pub struct Config {
     #[arg(long, env = "CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
+    /// Where webhooks may go (WEBHOOK_ALLOWED_NETWORKS, WEBHOOK_HTTPS_ONLY), checked again at
+    /// each delivery.
+    #[command(flatten)]
+    pub webhook_destinations: webhooks::WebhookDestinations,
+
+    /// When a webhook is tried: before the first attempt, then after each failure
+    /// (comma-separated, `ms`/`s`/`m`/`h`); the default is the Standard Webhooks schedule.
+    /// After the last attempt the message goes to the webhook queue's dead-letter queue.
+    #[arg(
+        long,
+        env = "WEBHOOK_RETRY_SCHEDULE",
+        default_value = "0s, 5s, 5m, 30m, 2h, 5h, 10h, 10h"
+    )]
+    pub webhook_retry_schedule: webhooks::RetrySchedule,
+
+    /// How long a webhook receiver has to answer, in seconds.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_seconds: u64,
+
+    /// Webhook messages delivered at once (and the webhook queue's prefetch).
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub webhook_concurrency: u16,
+
     /// How long in-flight e-mails may go on after SIGTERM before they are handed back.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,

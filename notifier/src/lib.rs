@@ -1,9 +1,12 @@
-//! The notifier worker: e-mails users when their conversion succeeded or failed, once per job.
+//! The notifier worker: tells users when their conversion succeeded or failed, on two channels
+//! that each consume a queue of their own: e-mail (once per job) and webhooks (signed HTTP
+//! requests to the endpoints the user registered).
 //!
 //! - [`config`]: settings from the environment.
 //! - [`mail`]: the e-mails' wording (pure).
 //! - [`mailer`]: SMTP, or the outbox directory of the embedded default.
 //! - [`notify`]: one event, from the job's record to the e-mail and back.
+//! - [`webhook`]: one outcome, to a message per endpoint, each delivered and retried alone.
 //!
 //! The shape every service shares: [`Config`] from the environment, then [`App::build`] and
 //! [`App::run_until_stopped`]. `main.rs` only loads the configuration and calls [`main`]; tests
@@ -16,17 +19,19 @@ pub mod mail;
 pub mod mailer;
 pub mod meters;
 pub mod notify;
+pub mod webhook;
 
 pub use config::Config;
 
 use anyhow::Context;
 use clients::StorageClient;
 use mailer::Mailer;
-use messaging::WorkerApp;
+use messaging::{ConsumerSettings, RetryConfig, WorkerApp};
 use notify::Notifier;
 use service_kit::Shutdown;
 use std::net::SocketAddr;
 use std::time::Duration;
+use webhook::WebhookChannel;
 
 /// Works until SIGTERM or Ctrl-C (the configuration already checked by `Config::load`).
 pub async fn main(config: Config) -> anyhow::Result<()> {
@@ -37,11 +42,12 @@ pub async fn main(config: Config) -> anyhow::Result<()> {
         .await
 }
 
-/// The notifier, built: its ops endpoint answering and its mailer set up.
-/// [`App::run_until_stopped`] consumes the mp3 queue.
+/// The notifier, built: its ops endpoint answering, its mailer and its webhook client set up.
+/// [`App::run_until_stopped`] consumes the mp3 queue and the webhook queue.
 #[derive(Debug)]
 pub struct App {
     worker: WorkerApp<Notifier>,
+    webhooks: (ConsumerSettings, WebhookChannel),
 }
 
 impl App {
@@ -61,6 +67,25 @@ impl App {
                 Mailer::outbox(outbox)?
             }
         };
+        let deliverer = webhooks::Deliverer::new(
+            config.webhook_destinations.policy(),
+            Duration::from_secs(config.webhook_timeout_seconds),
+        )
+        .context("making the webhook client")?;
+        let channel = WebhookChannel::new(
+            storage.clone(),
+            deliverer,
+            links.broker.queues.webhook_queue.clone(),
+            config.public_base_url.clone(),
+        );
+        let mut webhook_settings = links.consumer(
+            "notifier-webhooks",
+            &links.broker.queues.webhook_queue,
+            config.webhook_concurrency,
+            Duration::from_secs(config.shutdown_grace_seconds),
+        );
+        webhook_settings.retry =
+            RetryConfig::on_schedule(config.webhook_retry_schedule.retry_delays());
         let notifier = Notifier::new(
             storage,
             mailer,
@@ -74,7 +99,10 @@ impl App {
             Duration::from_secs(config.shutdown_grace_seconds),
         );
         let worker = WorkerApp::build(config.ops.ops, settings, notifier).await?;
-        Ok(Self { worker })
+        Ok(Self {
+            worker,
+            webhooks: (webhook_settings, channel),
+        })
     }
 
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
@@ -82,8 +110,30 @@ impl App {
         self.worker.ops_addr()
     }
 
-    /// Consumes the mp3 queue until `shutdown` fires.
+    /// Consumes the mp3 queue and the webhook queue until `shutdown` fires; ready while both
+    /// consume. If either consumer fails, the other is stopped too and the failure returned.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        self.worker.run_until_stopped(shutdown).await
+        let (settings, channel) = self.webhooks;
+        let readiness = self.worker.readiness().another_part();
+        let webhooks = {
+            let shutdown = shutdown.clone();
+            async move {
+                let consumed =
+                    messaging::consumer::consume(settings, channel, readiness, shutdown.clone())
+                        .await;
+                shutdown.trigger();
+                consumed
+            }
+        };
+        let mail = {
+            let shutdown = shutdown.clone();
+            async move {
+                let consumed = self.worker.run_until_stopped(shutdown.clone()).await;
+                shutdown.trigger();
+                consumed
+            }
+        };
+        let (mail, webhooks) = tokio::join!(mail, webhooks);
+        mail.and(webhooks)
     }
 }

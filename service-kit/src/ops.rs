@@ -8,15 +8,29 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio_util::task::AbortOnDropHandle;
 
 /// Whether a worker can do work right now (connected to its broker, say). Cheap to clone and
-/// flip from anywhere.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// flip from anywhere. A worker that does several things (the notifier consumes two queues)
+/// gives each its own part ([`Readiness::another_part`]): it is ready when every part is.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    own: Arc<AtomicBool>,
+    parts: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        let own = Arc::new(AtomicBool::new(false));
+        Self {
+            parts: Arc::new(Mutex::new(vec![own.clone()])),
+            own,
+        }
+    }
+}
 
 impl Readiness {
     /// Not ready until told otherwise.
@@ -24,14 +38,31 @@ impl Readiness {
         Self::default()
     }
 
-    /// Marks the worker ready or not.
+    /// Marks this part ready or not.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.own.store(ready, Ordering::Relaxed);
     }
 
-    /// Whether the worker is ready.
+    /// Whether every part is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .all(|part| part.load(Ordering::Relaxed))
+    }
+
+    /// A new part, not ready until told, without which the whole is not ready either.
+    pub fn another_part(&self) -> Self {
+        let own = Arc::new(AtomicBool::new(false));
+        self.parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(own.clone());
+        Self {
+            own,
+            parts: self.parts.clone(),
+        }
     }
 }
 
@@ -129,4 +160,22 @@ pub async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], 
         )],
         crate::metrics::render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_ready_when_every_part_is() {
+        let whole = Readiness::new();
+        whole.set(true);
+        assert!(whole.is_ready());
+        let part = whole.another_part();
+        assert!(!whole.is_ready(), "a new part is not ready yet");
+        part.set(true);
+        assert!(whole.is_ready() && part.is_ready());
+        whole.set(false);
+        assert!(!part.is_ready());
+    }
 }

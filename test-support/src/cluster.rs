@@ -29,6 +29,7 @@ const RETRY: RetryConfig = RetryConfig {
     max_attempts: 20,
     retry_base_delay_ms: 200,
     retry_max_delay_ms: 1000,
+    schedule: None,
 };
 
 /// What the services run on.

@@ -61,10 +61,7 @@ pub fn amqp(broker: &TestBroker, data_dir: &Path) -> BrokerConfig {
     BrokerConfig {
         amqp_url: Some(broker.url().into()),
         data_dir: data_dir.to_owned(),
-        queues: messaging::QueueConfig {
-            video_queue: broker.queue("video"),
-            mp3_queue: broker.queue("mp3"),
-        },
+        queues: broker.queues(),
         ..embedded(data_dir)
     }
 }

@@ -36,6 +36,7 @@ pub mod rest;
 pub mod server;
 pub mod smtp;
 pub mod tls;
+pub mod webhook_receiver;
 
 pub use app::Running;
 pub use media::{
@@ -48,6 +49,7 @@ pub use proxy::TcpProxy;
 pub use rabbitmq::{TestBroker, TlsRabbitMq};
 pub use smtp::{CapturedMail, SmtpCapture};
 pub use tempfile::TempDir;
+pub use webhook_receiver::WebhookReceiver;
 
 /// Runs each scenario (an `async fn(Backend)` of the calling test file) once per backend, as
 /// tests named `module::scenario`:

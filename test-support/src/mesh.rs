@@ -121,8 +121,8 @@ impl Mesh {
             Some(TestMongo::create().await.unwrap())
         };
         let broker = TestBroker::create().await.unwrap();
-        let video_queue = broker.queue("video");
-        let mp3_queue = broker.queue("mp3");
+        let queues = broker.queues();
+        let (video_queue, mp3_queue) = (queues.video_queue, queues.mp3_queue);
 
         let mut auth_config = auth::Config {
             admin_email: Some(ADMIN_EMAIL.into()),

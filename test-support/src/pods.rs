@@ -128,12 +128,7 @@ impl Deployment {
         let mongo = MongoServer::start().await?;
         let broker = TestBroker::create().await?;
         let smtp = SmtpCapture::start()?;
-        let (video_queue, mp3_queue) = (broker.queue("video"), broker.queue("mp3"));
-        for queue in [&video_queue, &mp3_queue] {
-            for (_, name) in messaging::RetryConfig::default().retry_queues(queue) {
-                broker.remember(name);
-            }
-        }
+        let queues = broker.queues();
 
         let scratch = temp_dir();
         let k8s = scratch.path().join("k8s");
@@ -164,10 +159,12 @@ impl Deployment {
             "secrets/smtp.env",
             format!("SMTP_URL={}\n", from_a_pod(smtp.url())),
         )?;
-        write(
-            "run.env",
-            format!("VIDEO_QUEUE={video_queue}\nMP3_QUEUE={mp3_queue}\n"),
-        )?;
+        let names: String = queues
+            .env_vars()
+            .iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect();
+        write("run.env", names)?;
 
         let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
         let rendered = run_with_input(

@@ -1,7 +1,7 @@
 //! Queue names behind a unique prefix per test, on the real RabbitMQ.
 
 use anyhow::Context;
-use lapin::options::QueueDeleteOptions;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,6 +15,7 @@ pub struct TestBroker {
     url: String,
     prefix: String,
     named: Mutex<Vec<String>>,
+    exchanges: Mutex<Vec<String>>,
 }
 
 impl TestBroker {
@@ -29,6 +30,7 @@ impl TestBroker {
             url,
             prefix: format!("{}.", crate::unique_name("t-")),
             named: Mutex::new(Vec::new()),
+            exchanges: Mutex::new(Vec::new()),
         })
     }
 
@@ -53,6 +55,21 @@ impl TestBroker {
         let retry_queues = messaging::RetryConfig::default().retry_queues(&name);
         named.extend(retry_queues.into_iter().map(|(_, retry_queue)| retry_queue));
         name
+    }
+
+    /// Every queue and the outcome exchange of a deployment, behind this test's prefix, each
+    /// remembered for deletion.
+    pub fn queues(&self) -> messaging::QueueConfig {
+        let queues = messaging::QueueConfig::with_prefix(&self.prefix);
+        for queue in queues.queues() {
+            let unprefixed = queue.strip_prefix(&self.prefix).expect("prefixed");
+            self.queue(unprefixed);
+        }
+        self.exchanges
+            .lock()
+            .expect("exchange list lock")
+            .push(queues.outcome_exchange.clone());
+        queues
     }
 
     /// Remembers another queue to delete at the end (a retry queue, say).
@@ -110,17 +127,25 @@ async fn connect(url: &str) -> anyhow::Result<Connection> {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let names = std::mem::take(&mut *self.named.lock().expect("queue list lock"));
-        if names.is_empty() {
+        let exchanges = std::mem::take(&mut *self.exchanges.lock().expect("exchange list lock"));
+        if names.is_empty() && exchanges.is_empty() {
             return;
         }
         let url = self.url.clone();
         crate::cleanup_blocking("test queues", async move {
             let connection = connect(&url).await?;
-            let channel = connection.create_channel().await?;
+            // A channel per deletion: deleting what was never declared closes the channel it
+            // was asked on, and is not an error worth reporting.
             for name in names {
-                // Deleting a queue that was never declared is not an error worth reporting.
+                let channel = connection.create_channel().await?;
                 let _ = channel
                     .queue_delete(name.into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for name in exchanges {
+                let channel = connection.create_channel().await?;
+                let _ = channel
+                    .exchange_delete(name.into(), ExchangeDeleteOptions::default())
                     .await;
             }
             connection.close(200, "ok".into()).await?;

@@ -58,7 +58,10 @@ mod tests {
         let policy = settings.destinations.policy();
         assert!(policy.https_only);
         assert!(policy.check_ip("::1", "::1".parse().unwrap()).is_ok());
-        let defaults = Settings::try_parse_from(["test"]).unwrap().destinations.policy();
+        let defaults = Settings::try_parse_from(["test"])
+            .unwrap()
+            .destinations
+            .policy();
         assert_eq!(defaults, DestinationPolicy::default());
         let error = Settings::try_parse_from(["test", "--webhook-allowed-networks", "lan"])
             .unwrap_err()

@@ -55,6 +55,12 @@ impl RetrySchedule {
         }
     }
 
+    /// The delays after each failed attempt (all but the first delay, which comes before the
+    /// first attempt), for a queue that schedules the retries itself.
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        self.delays.iter().skip(1).copied().collect()
+    }
+
     /// How many attempts a message gets in all.
     pub fn attempts(&self) -> usize {
         self.delays.len()

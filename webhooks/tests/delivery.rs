@@ -1,64 +1,27 @@
 //! Deliveries over real connections: a receiver that verifies with the Standard Webhooks
-//! reference library (PyPI `standardwebhooks`, from the test venv that `scripts/test` puts on
-//! `PATH`), real listeners that count what reaches them, and real HTTP answers.
+//! reference library (`test_support::WebhookReceiver`), real listeners that count what reaches
+//! them, and real HTTP answers.
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use test_support::WebhookReceiver;
 use tokio::net::TcpListener;
-use tokio::process::{Child, ChildStdout};
 use webhooks::{
     AllowedNetworks, AttemptOutcome, Deliverer, DestinationPolicy, Message, Refusal, SigningSecret,
     Verdict, signature,
 };
 
-/// The Python receiver, verifying with each of its secrets.
-struct Receiver {
-    _process: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    url: String,
-}
-
-impl Receiver {
-    async fn start(secrets: &[&SigningSecret]) -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/receiver.py");
-        let mut process = tokio::process::Command::new("python3")
-            .arg(script)
-            .args(secrets.iter().map(|secret| secret.expose()))
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 runs (is the test venv on PATH? scripts/test puts it there)");
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the receiver starts")
-            .unwrap()
-            .expect("the receiver prints its port (is standardwebhooks installed?)");
-        let port = first.strip_prefix("PORT ").expect("PORT n").to_owned();
-        Self {
-            _process: process,
-            lines,
-            url: format!("http://127.0.0.1:{port}/hooks/mp3"),
-        }
-    }
-
-    /// What the receiver made of the next request.
-    async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
-            .await
-            .expect("the receiver saw a request")
-            .unwrap()
-            .expect("a line per request");
-        serde_json::from_str(&line).unwrap()
-    }
+/// The verifying receiver with each of `secrets`.
+async fn receiver(secrets: &[&SigningSecret]) -> WebhookReceiver {
+    let secrets: Vec<String> = secrets.iter().map(|secret| secret.expose()).collect();
+    WebhookReceiver::start(&secrets, 0).await
 }
 
 fn loopback_allowed() -> DestinationPolicy {
@@ -84,7 +47,7 @@ fn job_message() -> Message {
 #[tokio::test]
 async fn the_reference_verifier_accepts_our_deliveries_and_rejects_tampered_or_replayed_ones() {
     let secret = SigningSecret::generate();
-    let mut receiver = Receiver::start(&[&secret]).await;
+    let mut receiver = receiver(&[&secret]).await;
     let deliverer = deliverer(loopback_allowed());
 
     let message = job_message();
@@ -142,7 +105,7 @@ async fn during_a_rotation_either_secret_verifies_and_a_stranger_secret_does_not
         SigningSecret::generate(),
         SigningSecret::generate(),
     );
-    let mut receiver = Receiver::start(&[&old, &new, &stranger]).await;
+    let mut receiver = receiver(&[&old, &new, &stranger]).await;
     let deliverer = deliverer(loopback_allowed());
 
     let both = deliverer

@@ -3,7 +3,6 @@
 //! a crash in the middle of a conversion.
 
 use crate::up_process::{System, looks_like_mp3, run_readme_block};
-use messaging::RetryConfig;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -606,23 +605,17 @@ async fn up_uses_each_real_component_whose_variable_is_set() {
     let mongo = TestMongo::create().await.unwrap();
     let broker = TestBroker::create().await.unwrap();
     let smtp = SmtpCapture::start().unwrap();
-    let (video_queue, mp3_queue) = (broker.queue("video"), broker.queue("mp3"));
-    for queue in [&video_queue, &mp3_queue] {
-        for (_, name) in RetryConfig::default().retry_queues(queue) {
-            broker.remember(name);
-        }
-    }
+    let queues = broker.queues().env_vars();
     let (database_url, smtp_url) = (mysql.url(), smtp.url());
-    let env = [
+    let mut env = vec![
         ("DATABASE_URL", database_url.as_str()),
         ("JWT_SECRET", "a-signing-key-for-the-real-components-test"),
         ("MONGODB_URI", mongo.uri()),
         ("MONGODB_DATABASE", mongo.name()),
         ("AMQP_URL", broker.url()),
-        ("VIDEO_QUEUE", video_queue.as_str()),
-        ("MP3_QUEUE", mp3_queue.as_str()),
         ("SMTP_URL", smtp_url.as_str()),
     ];
+    env.extend(queues.iter().map(|(name, value)| (*name, value.as_str())));
     let data = temp_dir();
     let work = temp_dir();
     let config = work.path().join("config");

@@ -1,0 +1,212 @@
+//! The webhook channel: conversion outcomes as signed HTTP requests to the endpoints their
+//! owners registered (Standard Webhooks), on a queue of its own so a slow or dead receiver
+//! never delays an e-mail, nor an SMTP outage a webhook.
+//!
+//! Two kinds of message travel on that queue. An outcome (routed there by the outcome
+//! exchange) is turned into one [`WebhookDue`] per endpoint that asked for its type, and
+//! acknowledged; each `WebhookDue` is then delivered, and tried again on the webhook schedule
+//! when the receiver fails, on its own, so one failing endpoint neither holds up nor repeats
+//! another's delivery. Its id, derived from the outcome and the endpoint, is the
+//! `webhook-id` of every attempt: an outcome handled twice makes the same message twice, which
+//! a receiver recognises.
+
+use clients::{Owner, StorageClient};
+use messaging::events::{self, Event, Payload, WebhookDue};
+use messaging::{Handler, Outcome, Received};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tonic::Code;
+use tracing::Instrument;
+use webhooks::{Deliverer, Message, SigningSecret, Verdict};
+
+/// The notifier's handler of the webhook queue.
+#[derive(Debug, Clone)]
+pub struct WebhookChannel {
+    storage: StorageClient,
+    deliverer: Deliverer,
+    webhook_queue: String,
+    public_base_url: String,
+}
+
+impl Handler for WebhookChannel {
+    async fn handle(&self, received: Received) -> Outcome {
+        let span = tracing::info_span!("webhook", attempt = received.attempt);
+        match &received.event.payload {
+            Some(Payload::WebhookDue(due)) => self.deliver(due).instrument(span).await,
+            Some(Payload::ConversionSucceeded(_) | Payload::ConversionFailed(_)) => {
+                self.fan_out(&received).instrument(span).await
+            }
+            _ => Outcome::DeadLetter(
+                "the webhook queue carries only conversion outcomes and webhook messages".into(),
+            ),
+        }
+    }
+}
+
+impl WebhookChannel {
+    /// A channel that finds endpoints in `storage`, sends with `deliverer`, puts each
+    /// endpoint's message on `webhook_queue` and links downloads under `public_base_url`.
+    pub fn new(
+        storage: StorageClient,
+        deliverer: Deliverer,
+        webhook_queue: String,
+        public_base_url: String,
+    ) -> Self {
+        Self {
+            storage,
+            deliverer,
+            webhook_queue,
+            public_base_url,
+        }
+    }
+
+    /// One message per endpoint of the job's owner that asked for this outcome's type.
+    async fn fan_out(&self, received: &Received) -> Outcome {
+        let event = &received.event;
+        let Some(event_type) = events::outcome_type(event) else {
+            return Outcome::DeadLetter("not a conversion outcome".into());
+        };
+        let owner_id = match &event.payload {
+            Some(Payload::ConversionSucceeded(done)) => &done.owner_id,
+            Some(Payload::ConversionFailed(failed)) => &failed.owner_id,
+            _ => return Outcome::DeadLetter("not a conversion outcome".into()),
+        };
+        let endpoints = match self.storage.webhook_endpoints(owner_id).await {
+            Ok(endpoints) => endpoints,
+            Err(status) => {
+                return Outcome::Retry(format!(
+                    "listing the webhook endpoints: {}",
+                    status.message()
+                ));
+            }
+        };
+        let body = self.body(event, event_type);
+        for endpoint in endpoints.iter().filter(|endpoint| {
+            endpoint.events.is_empty() || endpoint.events.iter().any(|e| e == event_type)
+        }) {
+            let due = WebhookDue {
+                message_id: message_id(&event.event_id, &endpoint.id),
+                endpoint_id: endpoint.id.clone(),
+                event_type: event_type.to_owned(),
+                body: body.clone(),
+            };
+            let mut message = events::new_event(Payload::WebhookDue(due));
+            message.request_id.clone_from(&event.request_id);
+            if let Err(error) = received
+                .publisher
+                .publish(&self.webhook_queue, &message)
+                .await
+            {
+                // Those already queued are queued again on the retry, with the same ids.
+                return Outcome::Retry(format!("queueing a webhook message: {error}"));
+            }
+            metrics::counter!(crate::meters::WEBHOOKS_DUE).increment(1);
+            tracing::info!(endpoint_id = %endpoint.id, event_type, "webhook message queued");
+        }
+        Outcome::Ack
+    }
+
+    /// The JSON body of `event`'s webhook: `{type, timestamp, data}`.
+    fn body(&self, event: &Event, event_type: &str) -> Vec<u8> {
+        let timestamp = event
+            .occurred_at
+            .unwrap_or_else(|| prost_types::Timestamp::from(SystemTime::now()))
+            .to_string();
+        let data = match &event.payload {
+            Some(Payload::ConversionSucceeded(done)) => json!({
+                "job_id": done.job_id,
+                "status": "done",
+                "mp3_id": done.mp3_id,
+                "format": done.format,
+                "original_filename": done.original_filename,
+                "download_url": format!("{}/download/{}", self.public_base_url.trim_end_matches('/'), done.mp3_id),
+            }),
+            Some(Payload::ConversionFailed(failed)) => json!({
+                "job_id": failed.job_id,
+                "status": "failed",
+                "reason": failed.reason,
+                "original_filename": failed.original_filename,
+            }),
+            _ => json!({}),
+        };
+        serde_json::to_vec(&json!({ "type": event_type, "timestamp": timestamp, "data": data }))
+            .expect("JSON of strings")
+    }
+
+    /// One attempt at one endpoint's message.
+    async fn deliver(&self, due: &WebhookDue) -> Outcome {
+        let endpoint = match self
+            .storage
+            .webhook_endpoint(&due.endpoint_id, &Owner::Any)
+            .await
+        {
+            Ok(endpoint) => endpoint,
+            Err(status) if status.code() == Code::NotFound => {
+                tracing::info!(endpoint_id = %due.endpoint_id, "the endpoint was deleted; dropping its message");
+                return Outcome::Ack;
+            }
+            Err(status) => {
+                return Outcome::Retry(format!(
+                    "reading the webhook endpoint: {}",
+                    status.message()
+                ));
+            }
+        };
+        let secrets: Vec<SigningSecret> = endpoint
+            .secrets
+            .iter()
+            .filter_map(|secret| SigningSecret::parse(&secret.secret).ok())
+            .collect();
+        // A fresh timestamp on every attempt: receivers refuse old ones as replays.
+        let message = Message {
+            id: due.message_id.clone(),
+            timestamp: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs() as i64),
+            body: due.body.clone().into(),
+        };
+        let attempt = self
+            .deliverer
+            .attempt(&endpoint.url, &secrets, &message)
+            .await;
+        let verdict = attempt.verdict();
+        let label = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Gone => "gone",
+            Verdict::Retry { .. } => "retry",
+        };
+        metrics::counter!(crate::meters::WEBHOOK_ATTEMPTS, "verdict" => label).increment(1);
+        match verdict {
+            Verdict::Delivered => Outcome::Ack,
+            Verdict::Gone => {
+                tracing::warn!(endpoint_id = %endpoint.id, "the receiver answered 410 Gone; dropping the message");
+                Outcome::Ack
+            }
+            Verdict::Retry { .. } => Outcome::Retry(format!(
+                "webhook to endpoint {} not delivered: {:?}",
+                endpoint.id, attempt.outcome
+            )),
+        }
+    }
+}
+
+/// The `webhook-id` of `event_id`'s message to `endpoint_id`: the same whenever it is made.
+fn message_id(event_id: &str, endpoint_id: &str) -> String {
+    let digest = Sha256::digest(format!("{event_id}/{endpoint_id}"));
+    format!("msg_{}", hex::encode(&digest[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_id_is_the_same_for_the_same_outcome_and_endpoint_only() {
+        let id = message_id("event-1", "endpoint-1");
+        assert_eq!(id, message_id("event-1", "endpoint-1"));
+        assert_ne!(id, message_id("event-1", "endpoint-2"));
+        assert_ne!(id, message_id("event-2", "endpoint-1"));
+        assert!(id.starts_with("msg_") && id.len() == 36, "{id}");
+    }
+}

@@ -1,0 +1,73 @@
+//! A webhook receiver nobody here wrote the verification of: `tools/webhook_receiver.py`, which
+//! checks every request with the Standard Webhooks reference library (PyPI `standardwebhooks`,
+//! in the test venv `scripts/test` puts on `PATH`) and reports each as a JSON line.
+
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+
+/// The receiver, listening on 127.0.0.1; stopped when dropped.
+#[derive(Debug)]
+pub struct WebhookReceiver {
+    _process: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Where to send webhooks (`http://127.0.0.1:{port}/hooks/mp3`).
+    pub url: String,
+}
+
+impl WebhookReceiver {
+    /// A receiver on a free port verifying with each of `secrets` (`whsec_…`), answering 503
+    /// to its first `fail_first` requests.
+    pub async fn start(secrets: &[String], fail_first: u32) -> Self {
+        Self::start_on(0, secrets, fail_first).await
+    }
+
+    /// [`WebhookReceiver::start`] on `port` (0: a free one), for an endpoint registered before
+    /// its secret, and so its receiver, existed.
+    pub async fn start_on(port: u16, secrets: &[String], fail_first: u32) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/webhook_receiver.py");
+        let mut process = tokio::process::Command::new("python3")
+            .arg(script)
+            .args(["--port", &port.to_string()])
+            .args(["--fail-first", &fail_first.to_string()])
+            .args(secrets)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs (is the test venv on PATH? scripts/test puts it there)");
+        let mut lines = BufReader::new(process.stdout.take().expect("piped")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the receiver starts")
+            .expect("its output reads")
+            .expect("the receiver prints its port (is standardwebhooks installed?)");
+        let port = first.strip_prefix("PORT ").expect("PORT n").to_owned();
+        Self {
+            _process: process,
+            lines,
+            url: url_on(port.parse().expect("a port")),
+        }
+    }
+
+    /// What the receiver made of its next request, waiting up to `within` for it.
+    pub async fn next_within(&mut self, within: Duration) -> Option<Value> {
+        let line = tokio::time::timeout(within, self.lines.next_line())
+            .await
+            .ok()?
+            .expect("its output reads")?;
+        Some(serde_json::from_str(&line).expect("a JSON line"))
+    }
+
+    /// What the receiver made of its next request (which must come within 10 s).
+    pub async fn next(&mut self) -> Value {
+        self.next_within(Duration::from_secs(10))
+            .await
+            .expect("the receiver saw a request")
+    }
+}
+
+/// The URL a receiver on `port` answers at.
+pub fn url_on(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/hooks/mp3")
+}

@@ -1,0 +1,62 @@
+"""A webhook receiver that verifies every request with the Standard Webhooks reference library
+(PyPI `standardwebhooks`), as a customer's receiver would (test_support::WebhookReceiver runs it).
+
+    python3 webhook_receiver.py [--port P] [--fail-first N] SECRET [SECRET ...]
+
+Listens on 127.0.0.1 (port P, or a free one), prints `PORT <n>`, then one JSON line per request:
+{"id": <webhook-id>, "verified_by": [indexes of the secrets that verify it], "errors": [...],
+"status": <the answer>, "body": <the parsed body, when verified>}. Answers 204 when a secret
+verifies it, else 400; with --fail-first N, the first N requests get 503 whatever they are.
+"""
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks import Webhook
+
+ARGS = argparse.ArgumentParser()
+ARGS.add_argument("--port", type=int, default=0)
+ARGS.add_argument("--fail-first", type=int, default=0)
+ARGS.add_argument("secrets", nargs="*")
+OPTIONS = ARGS.parse_args()
+SECRETS = [Webhook(secret) for secret in OPTIONS.secrets]
+SEEN = {"requests": 0}
+LOCK = threading.Lock()
+
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        headers = {name: value for name, value in self.headers.items()}
+        verified_by, errors, payload = [], [], None
+        for index, webhook in enumerate(SECRETS):
+            try:
+                payload = webhook.verify(body, headers)
+                verified_by.append(index)
+            except Exception as error:  # the library's verification error, or a bad body
+                errors.append(str(error))
+        with LOCK:
+            SEEN["requests"] += 1
+            failing = SEEN["requests"] <= OPTIONS.fail_first
+        status = 503 if failing else 204 if verified_by else 400
+        line = {
+            "id": headers.get("webhook-id"),
+            "verified_by": verified_by,
+            "errors": errors,
+            "status": status,
+        }
+        if verified_by:
+            line["body"] = payload
+        print(json.dumps(line), flush=True)
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", OPTIONS.port), Receiver)
+print(f"PORT {server.server_address[1]}", flush=True)
+server.serve_forever()
