@@ -362,6 +362,12 @@ impl Api {
         Ok(())
     }
 
+    /// `POST /webhooks/{id}/test`: the queued ping's message id.
+    pub async fn test_webhook(&self, id: &str) -> Result<Value, ApiError> {
+        let path = format!("/webhooks/{}/test", path_segment(id));
+        self.call(reqwest::Method::POST, &path, None).await
+    }
+
     /// `POST /webhooks/{id}/rotate-secret`: the new secret.
     pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Value, ApiError> {
         let path = format!("/webhooks/{}/rotate-secret", path_segment(id));

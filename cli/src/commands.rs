@@ -172,6 +172,11 @@ pub enum WebhookCommand {
         /// The endpoint's id.
         id: String,
     },
+    /// Send an endpoint a signed `ping` message, as deliveries are sent.
+    Test {
+        /// The endpoint's id.
+        id: String,
+    },
     /// Give an endpoint a new signing secret (the old one signs beside it for 24 hours).
     RotateSecret {
         /// The endpoint's id.
@@ -629,6 +634,18 @@ async fn webhooks(context: &Context, command: WebhookCommand) -> Result<(), Fail
             context.print(
                 || format!("webhook endpoint {id} deleted"),
                 &serde_json::json!({ "deleted": id }),
+            );
+        }
+        WebhookCommand::Test { id } => {
+            let queued = api.test_webhook(&id).await?;
+            context.print(
+                || {
+                    format!(
+                        "ping {} queued for webhook endpoint {id}",
+                        queued["message_id"].as_str().unwrap_or("?")
+                    )
+                },
+                &queued,
             );
         }
         WebhookCommand::RotateSecret { id } => {

@@ -641,3 +641,67 @@ async fn an_outcome_reaches_each_webhook_once_verified_and_on_time_while_smtp_is
         "the e-mail is still waiting for SMTP"
     );
 }
+
+#[tokio::test]
+async fn a_test_ping_reaches_the_endpoint_signed_and_only_its_owner_can_send_one() {
+    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
+    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
+        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+    }))
+    .await;
+    let mesh = &pipeline.mesh;
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline
+        .notifier_with(&pipeline.amqp_url(), &smtp.url(), |config| {
+            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+        })
+        .await;
+    let user = mesh.user("pinger@example.com").await;
+    let other = mesh.user("other@example.com").await;
+    let port = free_port();
+    let url = test_support::webhook_receiver::url_on(port);
+    let secret = webhook_endpoint(mesh, &user, &url, &["job.failed"]).await;
+    let mut receiver = WebhookReceiver::start_on(port, &[secret], 0).await;
+    let endpoints: Value = mesh
+        .http
+        .get(mesh.url("/webhooks"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = endpoints["endpoints"][0]["id"].as_str().unwrap().to_owned();
+    let ping = |token: String| {
+        let request = mesh
+            .http
+            .post(mesh.url(&format!("/webhooks/{id}/test")))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+
+    let refused = ping(other.token.clone()).await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let queued = ping(user.token.clone()).await;
+    assert_eq!(
+        queued.status(),
+        StatusCode::ACCEPTED,
+        "{:?}",
+        queued.text().await
+    );
+    let message_id = queued.json::<Value>().await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = receiver.next().await;
+    assert_eq!(seen["verified_by"], serde_json::json!([0]), "{seen}");
+    assert_eq!(seen["id"], message_id.as_str());
+    assert_eq!(seen["body"]["type"], "ping");
+    assert_eq!(seen["body"]["data"]["endpoint_id"], id.as_str());
+    let more = receiver.next_within(Duration::from_secs(2)).await;
+    assert!(
+        more.is_none(),
+        "one ping, and nothing from the other user's try: {more:?}"
+    );
+}

@@ -109,10 +109,10 @@ impl WebhookChannel {
 
     /// The JSON body of `event`'s webhook: `{type, timestamp, data}`.
     fn body(&self, event: &Event, event_type: &str) -> Vec<u8> {
-        let timestamp = event
+        let occurred = event
             .occurred_at
-            .unwrap_or_else(|| prost_types::Timestamp::from(SystemTime::now()))
-            .to_string();
+            .and_then(|at| SystemTime::try_from(at).ok())
+            .unwrap_or_else(SystemTime::now);
         let data = match &event.payload {
             Some(Payload::ConversionSucceeded(done)) => json!({
                 "job_id": done.job_id,
@@ -130,8 +130,7 @@ impl WebhookChannel {
             }),
             _ => json!({}),
         };
-        serde_json::to_vec(&json!({ "type": event_type, "timestamp": timestamp, "data": data }))
-            .expect("JSON of strings")
+        webhooks::events::body(event_type, occurred, data)
     }
 
     /// One attempt at one endpoint's message.

@@ -35,18 +35,20 @@ impl Message {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs() as i64);
         Self {
-            id: format!("msg_{}", hex_id()),
+            id: new_message_id(),
             timestamp,
             body,
         }
     }
 }
 
-fn hex_id() -> String {
+/// A new random `webhook-id`: `msg_` and 32 hex digits.
+pub fn new_message_id() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("msg_{hex}")
 }
 
 /// What one attempt did.

@@ -455,6 +455,12 @@ async fn the_cli_adds_lists_rotates_and_deletes_webhook_endpoints() {
     assert!(out.contains("new signing secret: whsec_"), "{out}");
     let (_, out, _) = cli(&config, gateway, &["webhooks", "show", &id], None).await;
     assert!(out.contains("the previous secret signs too until"), "{out}");
+    let (code, out, err) = cli(&config, gateway, &["webhooks", "test", &id], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("ping msg_") && out.contains("queued"),
+        "{out}"
+    );
 
     // A loopback URL is refused with the gateway's reason (exit code 1, as every refusal).
     let (code, _, err) = cli(

@@ -98,7 +98,7 @@ pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
         jobs::delete_job, download::download_by_path, download::download_by_query,
         presets::list_presets,
         webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
-        webhooks::delete_endpoint, webhooks::rotate_secret,
+        webhooks::delete_endpoint, webhooks::rotate_secret, webhooks::send_test,
         health::healthz, health::readyz,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -168,6 +168,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
             "/webhooks/{id}/rotate-secret",
             post(webhooks::rotate_secret),
         )
+        .route("/webhooks/{id}/test", post(webhooks::send_test))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(service_kit::ops::metrics))

@@ -306,3 +306,58 @@ pub async fn rotate_secret(
         previous_secret_expires_at: previous_secret_expiry(&endpoint),
     }))
 }
+
+/// A test message that was queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedPing {
+    /// Its `webhook-id`.
+    pub message_id: String,
+}
+
+/// Sends a signed `ping` message to one of the caller's endpoints, as every delivery is sent
+/// (and retried): to check a receiver and its verification.
+#[utoipa::path(post, path = "/webhooks/{id}/test", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
+    responses(
+        (status = 202, description = "Queued for delivery", body = QueuedPing),
+        (status = 404, description = "No such endpoint of the caller's", body = ErrorBody),
+        (status = 503, description = "Storage or the queue is down", body = ErrorBody),
+        MalformedId, StorageRefusals,
+    ))]
+#[instrument(skip_all, fields(user_id, endpoint_id = %id))]
+pub async fn send_test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<QueuedPing>)> {
+    check_id(&id, "webhook endpoint")?;
+    let endpoint = state
+        .storage
+        .webhook_endpoint(&id, &caller.own())
+        .await
+        .or_api("storage", "webhook endpoint")?;
+    let message_id = webhooks::delivery::new_message_id();
+    let body = webhooks::events::body(
+        webhooks::events::PING,
+        std::time::SystemTime::now(),
+        serde_json::json!({ "endpoint_id": endpoint.id }),
+    );
+    let due = messaging::events::WebhookDue {
+        message_id: message_id.clone(),
+        endpoint_id: endpoint.id,
+        event_type: webhooks::events::PING.to_owned(),
+        body,
+    };
+    let event = messaging::events::new_event(messaging::events::Payload::WebhookDue(due));
+    let queue = state.publisher.queues().webhook_queue.clone();
+    state
+        .publisher
+        .publish(&queue, &event)
+        .await
+        .map_err(|error| ApiError::Unavailable {
+            dependency: "the queue",
+            cause: error.into(),
+        })?;
+    tracing::info!(%message_id, "test message queued");
+    Ok((StatusCode::ACCEPTED, Json(QueuedPing { message_id })))
+}
