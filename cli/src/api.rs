@@ -368,6 +368,28 @@ impl Api {
         self.call(reqwest::Method::POST, &path, None).await
     }
 
+    /// `GET /webhooks/{id}/deliveries`: the endpoint's newest attempts.
+    pub async fn webhook_deliveries(&self, id: &str) -> Result<Value, ApiError> {
+        let path = format!("/webhooks/{}/deliveries", path_segment(id));
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
+    /// `POST /webhooks/{id}/deliveries/{message_id}/redeliver`.
+    pub async fn redeliver_webhook(&self, id: &str, message_id: &str) -> Result<Value, ApiError> {
+        let path = format!(
+            "/webhooks/{}/deliveries/{}/redeliver",
+            path_segment(id),
+            path_segment(message_id)
+        );
+        self.call(reqwest::Method::POST, &path, None).await
+    }
+
+    /// `POST /webhooks/{id}/enable`.
+    pub async fn enable_webhook(&self, id: &str) -> Result<Value, ApiError> {
+        let path = format!("/webhooks/{}/enable", path_segment(id));
+        self.call(reqwest::Method::POST, &path, None).await
+    }
+
     /// `POST /webhooks/{id}/rotate-secret`: the new secret.
     pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Value, ApiError> {
         let path = format!("/webhooks/{}/rotate-secret", path_segment(id));

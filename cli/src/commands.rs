@@ -177,6 +177,23 @@ pub enum WebhookCommand {
         /// The endpoint's id.
         id: String,
     },
+    /// List an endpoint's newest delivery attempts.
+    Deliveries {
+        /// The endpoint's id.
+        id: String,
+    },
+    /// Send one logged message again (same webhook-id and body).
+    Redeliver {
+        /// The endpoint's id.
+        id: String,
+        /// The message's webhook-id, from `deliveries`.
+        message_id: String,
+    },
+    /// Turn a disabled endpoint back on.
+    Enable {
+        /// The endpoint's id.
+        id: String,
+    },
     /// Give an endpoint a new signing secret (the old one signs beside it for 24 hours).
     RotateSecret {
         /// The endpoint's id.
@@ -624,6 +641,12 @@ async fn webhooks(context: &Context, command: WebhookCommand) -> Result<(), Fail
                     if let Some(until) = endpoint["previous_secret_expires_at"].as_str() {
                         text.push_str(&format!("; the previous secret signs too until {until}"));
                     }
+                    if let Some(reason) = endpoint["disabled"]["reason"].as_str() {
+                        text.push_str(&format!(
+                            "\nDISABLED: {reason}; `mp3converter webhooks enable {}` turns it back on",
+                            endpoint["id"].as_str().unwrap_or("?")
+                        ));
+                    }
                     text
                 },
                 &endpoint,
@@ -647,6 +670,51 @@ async fn webhooks(context: &Context, command: WebhookCommand) -> Result<(), Fail
                 },
                 &queued,
             );
+        }
+        WebhookCommand::Deliveries { id } => {
+            let log = api.webhook_deliveries(&id).await?;
+            context.print(
+                || {
+                    let attempts = log["deliveries"].as_array().cloned().unwrap_or_default();
+                    if attempts.is_empty() {
+                        return format!("no deliveries to webhook endpoint {id} yet");
+                    }
+                    let mut lines = vec![format!(
+                        "{:<30}  {:<36}  {:<13}  {:>6}  {}",
+                        "WHEN", "MESSAGE", "TYPE", "MS", "RESULT"
+                    )];
+                    for attempt in attempts {
+                        let result = match (
+                            attempt["delivered"].as_bool(),
+                            attempt["status_code"].as_u64(),
+                        ) {
+                            (Some(true), Some(status)) => format!("delivered ({status})"),
+                            (_, Some(status)) => format!("failed ({status})"),
+                            _ => format!("failed: {}", attempt["error"].as_str().unwrap_or("?")),
+                        };
+                        lines.push(format!(
+                            "{:<30}  {:<36}  {:<13}  {:>6}  {result}",
+                            attempt["attempted_at"].as_str().unwrap_or("?"),
+                            attempt["message_id"].as_str().unwrap_or("?"),
+                            attempt["event_type"].as_str().unwrap_or("?"),
+                            attempt["duration_ms"].as_u64().unwrap_or(0),
+                        ));
+                    }
+                    lines.join("\n")
+                },
+                &log,
+            );
+        }
+        WebhookCommand::Redeliver { id, message_id } => {
+            let queued = api.redeliver_webhook(&id, &message_id).await?;
+            context.print(
+                || format!("message {message_id} queued again for webhook endpoint {id}"),
+                &queued,
+            );
+        }
+        WebhookCommand::Enable { id } => {
+            let endpoint = api.enable_webhook(&id).await?;
+            context.print(|| format!("webhook endpoint {id} enabled"), &endpoint);
         }
         WebhookCommand::RotateSecret { id } => {
             let rotated = api.rotate_webhook_secret(&id).await?;

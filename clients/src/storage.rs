@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::Channel;
 
-pub use pb::{Bucket, FileInfo, Job, JobState, WebhookEndpoint};
+pub use pb::{Bucket, FileInfo, Job, JobState, WebhookAttempt, WebhookEndpoint};
 
 /// Messages queued towards storage before a sender waits: a few in flight keep the link busy
 /// without holding much memory.
@@ -428,6 +428,69 @@ impl StorageClient {
             .await?
             .into_inner();
         required(answer.endpoint, "RotateWebhookSecret", "an endpoint")
+    }
+
+    /// Logs one delivery attempt to endpoint `endpoint_id` and updates its health (`gone`: the
+    /// receiver answered 410; `disable_after`: how long failures may go on without a success
+    /// before the endpoint is disabled). The endpoint, and whether this attempt disabled it.
+    pub async fn record_webhook_attempt(
+        &self,
+        endpoint_id: &str,
+        attempt: WebhookAttempt,
+        gone: bool,
+        disable_after: Option<std::time::Duration>,
+    ) -> Result<(WebhookEndpoint, bool), Status> {
+        let request = pb::RecordWebhookAttemptRequest {
+            endpoint_id: endpoint_id.to_owned(),
+            attempt: Some(attempt),
+            gone,
+            disable_after_seconds: disable_after.map_or(0, |after| after.as_secs().max(1)),
+        };
+        let answer = self
+            .rpc()
+            .record_webhook_attempt(unary(request))
+            .await?
+            .into_inner();
+        let endpoint = required(answer.endpoint, "RecordWebhookAttempt", "an endpoint")?;
+        Ok((endpoint, answer.just_disabled))
+    }
+
+    /// The logged attempts of an endpoint `owner` may see, newest first.
+    pub async fn webhook_attempts(
+        &self,
+        endpoint_id: &str,
+        owner: &Owner,
+    ) -> Result<Vec<WebhookAttempt>, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::ListWebhookAttemptsRequest {
+            endpoint_id: endpoint_id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        Ok(self
+            .rpc()
+            .list_webhook_attempts(unary(request))
+            .await?
+            .into_inner()
+            .attempts)
+    }
+
+    /// Turns `owner_id`'s disabled endpoint `id` back on.
+    pub async fn enable_webhook_endpoint(
+        &self,
+        id: &str,
+        owner_id: &str,
+    ) -> Result<WebhookEndpoint, Status> {
+        let request = pb::EnableWebhookEndpointRequest {
+            id: id.to_owned(),
+            owner_id: owner_id.to_owned(),
+        };
+        let answer = self
+            .rpc()
+            .enable_webhook_endpoint(unary(request))
+            .await?
+            .into_inner();
+        required(answer.endpoint, "EnableWebhookEndpoint", "an endpoint")
     }
 
     async fn transition(

@@ -705,3 +705,108 @@ async fn a_test_ping_reaches_the_endpoint_signed_and_only_its_owner_can_send_one
         "one ping, and nothing from the other user's try: {more:?}"
     );
 }
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint_tells_its_owner_and_after_enabling_a_logged_message_goes_again()
+ {
+    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
+    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
+        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+    }))
+    .await;
+    let mesh = &pipeline.mesh;
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline
+        .notifier_with(&pipeline.amqp_url(), &smtp.url(), |config| {
+            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+        })
+        .await;
+    let user = mesh.user("gone@example.com").await;
+    let port = free_port();
+    let url = test_support::webhook_receiver::url_on(port);
+    let secret = webhook_endpoint(mesh, &user, &url, &[]).await;
+    let mut gone = WebhookReceiver::answering(port, std::slice::from_ref(&secret), 0, 410).await;
+    let call = |method: reqwest::Method, path: String| {
+        let request = mesh
+            .http
+            .request(method, mesh.url(&path))
+            .bearer_auth(&user.token);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (_, listed) = call(reqwest::Method::GET, "/webhooks".into()).await;
+    let id = listed["endpoints"][0]["id"].as_str().unwrap().to_owned();
+
+    let (status, queued) = call(reqwest::Method::POST, format!("/webhooks/{id}/test")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let message_id = queued["message_id"].as_str().unwrap().to_owned();
+    let seen = gone.next().await;
+    assert_eq!(
+        (seen["status"].as_u64(), seen["id"].as_str()),
+        (Some(410), Some(message_id.as_str()))
+    );
+
+    // Disabled, with the reason, and its owner e-mailed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let endpoint = loop {
+        let (_, endpoint) = call(reqwest::Method::GET, format!("/webhooks/{id}")).await;
+        if !endpoint["disabled"].is_null() || tokio::time::Instant::now() > deadline {
+            break endpoint;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        endpoint["disabled"]["reason"], "the receiver answered 410 Gone",
+        "{endpoint}"
+    );
+    let mails = smtp.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0]
+            .text()
+            .contains("Your webhook endpoint was disabled")
+    );
+    assert!(mails[0].text().contains(&url), "the mail names the URL");
+
+    // Nothing is sent to a disabled endpoint.
+    let (status, _) = call(reqwest::Method::POST, format!("/webhooks/{id}/test")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let more = gone.next_within(Duration::from_secs(2)).await;
+    assert!(more.is_none(), "a disabled endpoint gets nothing: {more:?}");
+    let (_, log) = call(reqwest::Method::GET, format!("/webhooks/{id}/deliveries")).await;
+    let deliveries = log["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{log}");
+    assert_eq!(deliveries[0]["message_id"], message_id.as_str());
+    assert_eq!(deliveries[0]["status_code"], 410);
+    assert_eq!(deliveries[0]["delivered"], false);
+
+    // Enabled again and answering: the logged message, sent again by hand, arrives as itself.
+    drop(gone);
+    let mut fixed = WebhookReceiver::start_on(port, &[secret], 0).await;
+    let (status, endpoint) = call(reqwest::Method::POST, format!("/webhooks/{id}/enable")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(endpoint["disabled"].is_null(), "{endpoint}");
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("/webhooks/{id}/deliveries/{message_id}/redeliver"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let seen = fixed.next().await;
+    assert_eq!(seen["id"], message_id.as_str());
+    assert_eq!(seen["status"], 204);
+    assert_eq!(seen["verified_by"], serde_json::json!([0]));
+    assert_eq!(seen["body"]["type"], "ping");
+    let (status, _) = call(
+        reqwest::Method::POST,
+        format!("/webhooks/{id}/deliveries/msg_unknown/redeliver"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

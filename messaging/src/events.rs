@@ -4,7 +4,7 @@
 use prost::Message;
 pub use proto::events::v1::{
     CONTENT_TYPE, ConversionFailed, ConversionSucceeded, Event, MESSAGE_TYPE, VideoUploaded,
-    WebhookDue, event::Payload,
+    WebhookDue, WebhookEndpointDisabled, event::Payload,
 };
 use std::time::SystemTime;
 

@@ -61,6 +61,11 @@ pub struct Config {
     )]
     pub webhook_retry_schedule: webhooks::RetrySchedule,
 
+    /// An endpoint whose attempts fail for this long without a success is disabled and its
+    /// owner e-mailed (`5d`, `12h`; `0`: never).
+    #[arg(long, env = "WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = webhooks::schedule::parse_delay)]
+    pub webhook_disable_after: std::time::Duration,
+
     /// How long a webhook receiver has to answer, in seconds.
     #[arg(long, env = "WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub webhook_timeout_seconds: u64,

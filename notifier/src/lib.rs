@@ -75,8 +75,9 @@ impl App {
         let channel = WebhookChannel::new(
             storage.clone(),
             deliverer,
-            links.broker.queues.webhook_queue.clone(),
+            &links.broker.queues,
             config.public_base_url.clone(),
+            Some(config.webhook_disable_after).filter(|after| !after.is_zero()),
         );
         let mut webhook_settings = links.consumer(
             "notifier-webhooks",

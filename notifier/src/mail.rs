@@ -100,6 +100,29 @@ pub fn letter(news: &News, filename: &str, public_base_url: &str) -> Letter {
     }
 }
 
+/// Writes the e-mail telling an endpoint's owner that nothing is sent to `url` any more, and
+/// how to turn it back on.
+pub fn endpoint_disabled_letter(endpoint_id: &str, url: &str, reason: &str) -> Letter {
+    let again = format!("mp3converter webhooks enable {endpoint_id}");
+    Letter {
+        subject: "Your webhook endpoint was disabled".into(),
+        text: format!(
+            "Hello,\n\nwe stopped sending webhooks to {url}: {reason}.\n\nOnce it answers \
+             again, turn it back on with POST /webhooks/{endpoint_id}/enable, or:\n\n    \
+             {again}\n\n-- mp3converter\n"
+        ),
+        html: format!(
+            "<p>Hello,</p><p>we stopped sending webhooks to <code>{}</code>: {}.</p>\
+             <p>Once it answers again, turn it back on with \
+             <code>POST /webhooks/{}/enable</code>, or:</p><pre>{}</pre><p>-- mp3converter</p>",
+            escape(url),
+            escape(reason),
+            escape(endpoint_id),
+            escape(&again),
+        ),
+    }
+}
+
 /// The message to send: `letter` from `from` to `to`.
 pub fn message(letter: Letter, from: &Mailbox, to: &str) -> Result<Message, ComposeError> {
     let to: Mailbox = to

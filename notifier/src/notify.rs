@@ -40,9 +40,22 @@ impl Handler for Notifier {
                     reason: failed.reason,
                 },
             ),
+            Some(Payload::WebhookEndpointDisabled(disabled)) => {
+                let span =
+                    tracing::info_span!("endpoint_disabled", endpoint_id = %disabled.endpoint_id);
+                let letter = mail::endpoint_disabled_letter(
+                    &disabled.endpoint_id,
+                    &disabled.url,
+                    &disabled.reason,
+                );
+                return self
+                    .send(letter, &disabled.owner_email)
+                    .instrument(span)
+                    .await;
+            }
             _ => {
                 return Outcome::DeadLetter(
-                    "the mp3 queue carries only conversion outcomes".into(),
+                    "the mp3 queue carries only conversion outcomes and endpoint notices".into(),
                 );
             }
         };
@@ -82,7 +95,17 @@ impl Notifier {
             return Outcome::Ack;
         }
         let letter = mail::letter(&news, &job.original_filename, &self.public_base_url);
-        let message = match mail::message(letter, &self.mail_from, &job.owner_email) {
+        match self.send(letter, &job.owner_email).await {
+            Outcome::Ack => {}
+            other => return other,
+        }
+        self.mark_notified(job_id).await;
+        Outcome::Ack
+    }
+
+    /// Sends `letter` to `to`: what the outcome is, for the queue.
+    async fn send(&self, letter: mail::Letter, to: &str) -> Outcome {
+        let message = match mail::message(letter, &self.mail_from, to) {
             Ok(message) => message,
             Err(error) => {
                 metrics::counter!(crate::meters::EMAILS_FAILED, "reason" => "unaddressable")
@@ -105,7 +128,6 @@ impl Notifier {
                 return Outcome::Retry(reason);
             }
         }
-        self.mark_notified(job_id).await;
         Outcome::Ack
     }
 

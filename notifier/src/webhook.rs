@@ -11,14 +11,14 @@
 //! a receiver recognises.
 
 use clients::{Owner, StorageClient};
-use messaging::events::{self, Event, Payload, WebhookDue};
+use messaging::events::{self, Event, Payload, WebhookDue, WebhookEndpointDisabled};
 use messaging::{Handler, Outcome, Received};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Code;
 use tracing::Instrument;
-use webhooks::{Deliverer, Message, SigningSecret, Verdict};
+use webhooks::{Attempt, AttemptOutcome, Deliverer, Message, SigningSecret, Verdict};
 
 /// The notifier's handler of the webhook queue.
 #[derive(Debug, Clone)]
@@ -26,14 +26,16 @@ pub struct WebhookChannel {
     storage: StorageClient,
     deliverer: Deliverer,
     webhook_queue: String,
+    mail_queue: String,
     public_base_url: String,
+    disable_after: Option<Duration>,
 }
 
 impl Handler for WebhookChannel {
     async fn handle(&self, received: Received) -> Outcome {
         let span = tracing::info_span!("webhook", attempt = received.attempt);
         match &received.event.payload {
-            Some(Payload::WebhookDue(due)) => self.deliver(due).instrument(span).await,
+            Some(Payload::WebhookDue(due)) => self.deliver(due, &received).instrument(span).await,
             Some(Payload::ConversionSucceeded(_) | Payload::ConversionFailed(_)) => {
                 self.fan_out(&received).instrument(span).await
             }
@@ -46,18 +48,23 @@ impl Handler for WebhookChannel {
 
 impl WebhookChannel {
     /// A channel that finds endpoints in `storage`, sends with `deliverer`, puts each
-    /// endpoint's message on `webhook_queue` and links downloads under `public_base_url`.
+    /// endpoint's message on the webhook queue of `queues`, links downloads under
+    /// `public_base_url`, disables an endpoint that fails for `disable_after` without a success
+    /// (`None`: never), and tells its owner through the e-mail channel's queue.
     pub fn new(
         storage: StorageClient,
         deliverer: Deliverer,
-        webhook_queue: String,
+        queues: &messaging::QueueConfig,
         public_base_url: String,
+        disable_after: Option<Duration>,
     ) -> Self {
         Self {
             storage,
             deliverer,
-            webhook_queue,
+            webhook_queue: queues.webhook_queue.clone(),
+            mail_queue: queues.mp3_queue.clone(),
             public_base_url,
+            disable_after,
         }
     }
 
@@ -82,9 +89,11 @@ impl WebhookChannel {
             }
         };
         let body = self.body(event, event_type);
-        for endpoint in endpoints.iter().filter(|endpoint| {
-            endpoint.events.is_empty() || endpoint.events.iter().any(|e| e == event_type)
-        }) {
+        let wanted = |endpoint: &&clients::storage::WebhookEndpoint| {
+            endpoint.disabled_at.is_none()
+                && (endpoint.events.is_empty() || endpoint.events.iter().any(|e| e == event_type))
+        };
+        for endpoint in endpoints.iter().filter(wanted) {
             let due = WebhookDue {
                 message_id: message_id(&event.event_id, &endpoint.id),
                 endpoint_id: endpoint.id.clone(),
@@ -133,8 +142,8 @@ impl WebhookChannel {
         webhooks::events::body(event_type, occurred, data)
     }
 
-    /// One attempt at one endpoint's message.
-    async fn deliver(&self, due: &WebhookDue) -> Outcome {
+    /// One attempt at one endpoint's message, logged with the endpoint.
+    async fn deliver(&self, due: &WebhookDue, received: &Received) -> Outcome {
         let endpoint = match self
             .storage
             .webhook_endpoint(&due.endpoint_id, &Owner::Any)
@@ -152,6 +161,10 @@ impl WebhookChannel {
                 ));
             }
         };
+        if endpoint.disabled_at.is_some() {
+            tracing::info!(endpoint_id = %endpoint.id, "the endpoint is disabled; dropping its message");
+            return Outcome::Ack;
+        }
         let secrets: Vec<SigningSecret> = endpoint
             .secrets
             .iter()
@@ -176,16 +189,73 @@ impl WebhookChannel {
             Verdict::Retry { .. } => "retry",
         };
         metrics::counter!(crate::meters::WEBHOOK_ATTEMPTS, "verdict" => label).increment(1);
+        self.log_attempt(due, &attempt, &verdict, received).await;
         match verdict {
             Verdict::Delivered => Outcome::Ack,
             Verdict::Gone => {
-                tracing::warn!(endpoint_id = %endpoint.id, "the receiver answered 410 Gone; dropping the message");
+                tracing::warn!(endpoint_id = %endpoint.id, "the receiver answered 410 Gone; the endpoint is disabled");
                 Outcome::Ack
             }
             Verdict::Retry { .. } => Outcome::Retry(format!(
                 "webhook to endpoint {} not delivered: {:?}",
                 endpoint.id, attempt.outcome
             )),
+        }
+    }
+}
+
+impl WebhookChannel {
+    /// Logs `attempt` with its endpoint, which updates the endpoint's health; when that
+    /// disabled the endpoint, its owner is told by e-mail. The log is for people: a failure to
+    /// write it is logged and does not change what happens to the message.
+    async fn log_attempt(
+        &self,
+        due: &WebhookDue,
+        attempt: &Attempt,
+        verdict: &Verdict,
+        received: &Received,
+    ) {
+        let (status_code, error) = match &attempt.outcome {
+            AttemptOutcome::Answered { status, .. } => (u32::from(*status), String::new()),
+            AttemptOutcome::Refused(refusal) => (0, refusal.to_string()),
+            AttemptOutcome::TimedOut => (0, "the receiver did not answer in time".to_owned()),
+            AttemptOutcome::Unreachable(why) => (0, why.clone()),
+        };
+        let logged = clients::storage::WebhookAttempt {
+            message_id: due.message_id.clone(),
+            event_type: due.event_type.clone(),
+            attempted_at: Some(prost_types::Timestamp::from(attempt.started)),
+            duration_ms: u32::try_from(attempt.duration.as_millis()).unwrap_or(u32::MAX),
+            status_code,
+            error,
+            delivered: *verdict == Verdict::Delivered,
+            body: due.body.clone().into(),
+        };
+        let gone = *verdict == Verdict::Gone;
+        let recorded = self
+            .storage
+            .record_webhook_attempt(&due.endpoint_id, logged, gone, self.disable_after)
+            .await;
+        let endpoint = match recorded {
+            Ok((endpoint, true)) => endpoint,
+            Ok((_, false)) => return,
+            Err(status) => {
+                tracing::warn!(
+                    error = status.message(),
+                    "could not log the webhook attempt"
+                );
+                return;
+            }
+        };
+        let notice = WebhookEndpointDisabled {
+            endpoint_id: endpoint.id.clone(),
+            owner_email: endpoint.owner_email.clone(),
+            url: endpoint.url.clone(),
+            reason: endpoint.disabled_reason.clone(),
+        };
+        let event = events::new_event(Payload::WebhookEndpointDisabled(notice));
+        if let Err(error) = received.publisher.publish(&self.mail_queue, &event).await {
+            tracing::error!(%error, endpoint_id = %endpoint.id, "the endpoint was disabled but its owner could not be told");
         }
     }
 }

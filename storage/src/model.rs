@@ -668,6 +668,93 @@ pub struct EndpointRecord {
     pub secrets: Vec<EndpointSecret>,
     /// When it was created.
     pub created_at: DateTime,
+    /// When and why it was disabled; nothing is sent to it meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
+    /// When its current run of failed attempts began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime>,
+}
+
+/// Why an endpoint stopped receiving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disabled {
+    /// When.
+    pub at: DateTime,
+    /// Why, in words for its owner.
+    pub reason: String,
+}
+
+/// The most attempts kept in an endpoint's log.
+pub const KEPT_ATTEMPTS: usize = 100;
+
+/// One logged delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Its id (its time order too).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// The endpoint it went to.
+    pub endpoint_id: ObjectId,
+    /// The message's `webhook-id`.
+    pub message_id: String,
+    /// `job.succeeded`, `job.failed` or `ping`.
+    pub event_type: String,
+    /// When it started.
+    pub attempted_at: DateTime,
+    /// How long it took.
+    pub duration_ms: u32,
+    /// The receiver's status; 0 without an answer.
+    pub status_code: u32,
+    /// Why there was no answer.
+    pub error: String,
+    /// Whether it was delivered.
+    pub delivered: bool,
+    /// The body (our own JSON), for a redelivery by hand.
+    pub body: String,
+}
+
+impl AttemptRecord {
+    /// An attempt as the notifier reports it, checked.
+    pub fn from_proto(endpoint_id: ObjectId, attempt: pb::WebhookAttempt) -> StorageResult<Self> {
+        let body = String::from_utf8(attempt.body.to_vec())
+            .map_err(|_| StorageError::InvalidArgument("a webhook body is UTF-8 JSON".into()))?;
+        if attempt.message_id.is_empty() || attempt.message_id.len() > 128 || body.len() > 64 * 1024
+        {
+            return Err(StorageError::InvalidArgument(
+                "an attempt needs a message_id (at most 128 bytes) and a body of at most 64 KiB"
+                    .into(),
+            ));
+        }
+        Ok(Self {
+            id: ObjectId::new(),
+            endpoint_id,
+            message_id: attempt.message_id,
+            event_type: attempt.event_type.chars().take(64).collect(),
+            attempted_at: attempt.attempted_at.map_or_else(DateTime::now, |at| {
+                DateTime::from_millis(at.seconds * 1000 + i64::from(at.nanos / 1_000_000))
+            }),
+            duration_ms: attempt.duration_ms,
+            status_code: attempt.status_code,
+            error: attempt.error.chars().take(500).collect(),
+            delivered: attempt.delivered,
+            body,
+        })
+    }
+
+    /// The attempt as the API shows it.
+    pub fn to_proto(&self) -> pb::WebhookAttempt {
+        pb::WebhookAttempt {
+            message_id: self.message_id.clone(),
+            event_type: self.event_type.clone(),
+            attempted_at: Some(timestamp(self.attempted_at)),
+            duration_ms: self.duration_ms,
+            status_code: self.status_code,
+            error: self.error.clone(),
+            delivered: self.delivered,
+            body: self.body.clone().into_bytes().into(),
+        }
+    }
 }
 
 /// One signing secret of an endpoint.
@@ -726,7 +813,59 @@ impl EndpointRecord {
                 expires_at: None,
             }],
             created_at: DateTime::now(),
+            disabled: None,
+            failing_since: None,
         })
+    }
+
+    /// The endpoint after an attempt at `now` (`delivered`; `gone`: the receiver answered
+    /// 410), disabled when `gone` or when it has failed without a success for `disable_after`;
+    /// and whether this attempt disabled it.
+    pub fn after_attempt(
+        &self,
+        delivered: bool,
+        gone: bool,
+        disable_after: Option<std::time::Duration>,
+        now: DateTime,
+    ) -> (Self, bool) {
+        let mut next = Self {
+            revision: self.revision + 1,
+            ..self.clone()
+        };
+        if delivered {
+            next.failing_since = None;
+            return (next, false);
+        }
+        let since = *next.failing_since.get_or_insert(now);
+        if next.disabled.is_some() {
+            return (next, false);
+        }
+        let failed_for =
+            u64::try_from(now.timestamp_millis() - since.timestamp_millis()).unwrap_or(0);
+        let reason = if gone {
+            Some("the receiver answered 410 Gone".to_owned())
+        } else {
+            disable_after
+                .filter(|limit| u128::from(failed_for) >= limit.as_millis())
+                .map(|_| format!("every attempt failed since {}", timestamp(since)))
+        };
+        match reason {
+            Some(reason) => {
+                next.disabled = Some(Disabled { at: now, reason });
+                (next, true)
+            }
+            None => (next, false),
+        }
+    }
+
+    /// The endpoint turned back on, its failing streak forgotten.
+    pub fn enabled(&self) -> Self {
+        Self {
+            revision: self.revision + 1,
+            disabled: None,
+            failing_since: None,
+            ..self.clone()
+        }
     }
 
     /// The endpoint with `secret` current and the secret it replaces signing until `overlap`
@@ -778,6 +917,16 @@ impl EndpointRecord {
                 })
                 .collect(),
             created_at: Some(timestamp(self.created_at)),
+            disabled_at: self
+                .disabled
+                .as_ref()
+                .map(|disabled| timestamp(disabled.at)),
+            disabled_reason: self
+                .disabled
+                .as_ref()
+                .map(|disabled| disabled.reason.clone())
+                .unwrap_or_default(),
+            failing_since: self.failing_since.map(timestamp),
         }
     }
 }
@@ -837,6 +986,44 @@ mod tests {
         assert!(format!("{twice:?}").contains("[redacted]"));
         assert!(!format!("{twice:?}").contains("whsec_"));
         assert!(once.rotated("plain".into(), hour, now).is_err());
+    }
+
+    #[test]
+    fn an_endpoint_is_disabled_by_a_410_or_by_failing_for_long_enough_and_a_success_resets_it() {
+        let endpoint = EndpointRecord::from_request(endpoint_request()).unwrap();
+        let at = |ms: i64| DateTime::from_millis(1_000_000 + ms);
+        let day = Some(std::time::Duration::from_secs(86_400));
+        let (failing, disabled) = endpoint.after_attempt(false, false, day, at(0));
+        assert!(!disabled && failing.disabled.is_none());
+        assert_eq!(failing.failing_since, Some(at(0)));
+        let (still, disabled) = failing.after_attempt(false, false, day, at(86_399_999));
+        assert!(!disabled && still.failing_since == Some(at(0)));
+        let (recovered, _) = still.after_attempt(true, false, day, at(86_399_999));
+        assert_eq!(recovered.failing_since, None);
+        let (off, disabled) = still.after_attempt(false, false, day, at(86_400_000));
+        assert!(disabled, "a day of failures");
+        assert!(
+            off.disabled
+                .as_ref()
+                .unwrap()
+                .reason
+                .starts_with("every attempt failed since")
+        );
+        let (again, disabled) = off.after_attempt(false, false, day, at(86_500_000));
+        assert!(!disabled && again.disabled.is_some(), "disabled once");
+        let (gone, disabled) = endpoint.after_attempt(false, true, None, at(0));
+        assert!(disabled);
+        assert_eq!(
+            gone.disabled.unwrap().reason,
+            "the receiver answered 410 Gone"
+        );
+        let (never, disabled) = failing.after_attempt(false, false, None, at(999_999_999));
+        assert!(
+            !disabled && never.disabled.is_none(),
+            "no limit, no disabling"
+        );
+        let on = off.enabled();
+        assert!(on.disabled.is_none() && on.failing_since.is_none());
     }
 
     #[test]

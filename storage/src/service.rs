@@ -5,10 +5,10 @@
 use crate::backend::{Backend, UploadSink};
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    ABANDONED_CLAIM_AFTER, Applied, Bucket, DEFAULT_SECRET_OVERLAP, DateTime, EndpointRecord,
-    FileRecord, IDEMPOTENCY_WINDOW, JobChange, JobRecord, JobState, KeyClaim,
-    MAX_ENDPOINTS_PER_OWNER, MAX_IDEMPOTENCY_KEY_BYTES, NewFile, ObjectId, Owner, PageCursor,
-    PageQuery, parse_id,
+    ABANDONED_CLAIM_AFTER, Applied, AttemptRecord, Bucket, DEFAULT_SECRET_OVERLAP, DateTime,
+    EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobChange, JobRecord, JobState, KEPT_ATTEMPTS,
+    KeyClaim, MAX_ENDPOINTS_PER_OWNER, MAX_IDEMPOTENCY_KEY_BYTES, NewFile, ObjectId, Owner,
+    PageCursor, PageQuery, parse_id,
 };
 use audio_options::AudioOptions;
 use bytes::Bytes;
@@ -736,6 +736,89 @@ impl StorageService for StorageApi {
                 tracing::info!("webhook secret rotated");
                 return Ok(Response::new(pb::RotateWebhookSecretResponse {
                     endpoint: Some(rotated.to_proto(now)),
+                }));
+            }
+        }
+        Err(StorageError::Contended(format!("webhook endpoint {}", request.id)).into())
+    }
+
+    #[instrument(skip_all, fields(endpoint_id = %request.get_ref().endpoint_id))]
+    async fn record_webhook_attempt(
+        &self,
+        request: Request<pb::RecordWebhookAttemptRequest>,
+    ) -> Result<Response<pb::RecordWebhookAttemptResponse>, Status> {
+        let request = request.into_inner();
+        let endpoint = self
+            .visible_endpoint(&request.endpoint_id, &Owner::Any)
+            .await?;
+        let attempt = request
+            .attempt
+            .ok_or_else(|| StorageError::InvalidArgument("attempt is required".into()))?;
+        let attempt = AttemptRecord::from_proto(endpoint.id, attempt)?;
+        self.backend.insert_attempt(&attempt, KEPT_ATTEMPTS).await?;
+        let disable_after = match request.disable_after_seconds {
+            0 => None,
+            seconds => Some(std::time::Duration::from_secs(seconds)),
+        };
+        let mut current = endpoint;
+        for _ in 0..MAX_CHANGE_ATTEMPTS {
+            let now = DateTime::now();
+            let (next, just_disabled) =
+                current.after_attempt(attempt.delivered, request.gone, disable_after, now);
+            if self
+                .backend
+                .replace_endpoint(&next, current.revision)
+                .await?
+            {
+                if just_disabled {
+                    tracing::warn!("webhook endpoint disabled");
+                }
+                return Ok(Response::new(pb::RecordWebhookAttemptResponse {
+                    endpoint: Some(next.to_proto(now)),
+                    just_disabled,
+                }));
+            }
+            current = self
+                .visible_endpoint(&request.endpoint_id, &Owner::Any)
+                .await?;
+        }
+        Err(StorageError::Contended(format!("webhook endpoint {}", request.endpoint_id)).into())
+    }
+
+    async fn list_webhook_attempts(
+        &self,
+        request: Request<pb::ListWebhookAttemptsRequest>,
+    ) -> Result<Response<pb::ListWebhookAttemptsResponse>, Status> {
+        let request = request.into_inner();
+        let owner = Owner::from_request(request.owner_id, request.any_owner)?;
+        let endpoint = self.visible_endpoint(&request.endpoint_id, &owner).await?;
+        let attempts = self.backend.list_attempts(endpoint.id).await?;
+        Ok(Response::new(pb::ListWebhookAttemptsResponse {
+            attempts: attempts.iter().map(AttemptRecord::to_proto).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(endpoint_id = %request.get_ref().id))]
+    async fn enable_webhook_endpoint(
+        &self,
+        request: Request<pb::EnableWebhookEndpointRequest>,
+    ) -> Result<Response<pb::EnableWebhookEndpointResponse>, Status> {
+        let request = request.into_inner();
+        if request.owner_id.is_empty() {
+            return Err(StorageError::InvalidArgument("owner_id is required".into()).into());
+        }
+        let owner = Owner::One(request.owner_id.clone());
+        for _ in 0..MAX_CHANGE_ATTEMPTS {
+            let current = self.visible_endpoint(&request.id, &owner).await?;
+            let next = current.enabled();
+            if self
+                .backend
+                .replace_endpoint(&next, current.revision)
+                .await?
+            {
+                tracing::info!("webhook endpoint enabled");
+                return Ok(Response::new(pb::EnableWebhookEndpointResponse {
+                    endpoint: Some(next.to_proto(DateTime::now())),
                 }));
             }
         }

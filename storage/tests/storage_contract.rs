@@ -381,6 +381,7 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     a_job_with_impossible_audio_options_is_refused_and_not_recorded,
     an_idempotency_key_brings_back_its_first_job_until_that_job_is_deleted,
     webhook_endpoints_are_their_owners_and_a_rotation_signs_with_both_secrets_for_the_overlap,
+    an_endpoints_attempts_are_logged_newest_first_and_its_health_follows_them,
 ]);
 
 async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: Backend) {
@@ -1492,4 +1493,152 @@ async fn webhook_endpoints_are_their_owners_and_a_rotation_signs_with_both_secre
     bad.secret = "hunter2".into();
     let status = created(&mut storage, bad).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+fn attempt(message_id: &str, status_code: u32, delivered: bool) -> pb::WebhookAttempt {
+    pb::WebhookAttempt {
+        message_id: message_id.into(),
+        event_type: "job.succeeded".into(),
+        attempted_at: None,
+        duration_ms: 12,
+        status_code,
+        error: String::new(),
+        delivered,
+        body: br#"{"type":"job.succeeded"}"#.to_vec().into(),
+    }
+}
+
+async fn an_endpoints_attempts_are_logged_newest_first_and_its_health_follows_them(
+    backend: Backend,
+) {
+    let mut storage = RunningStorage::start(backend).await;
+    let endpoint = storage
+        .client
+        .create_webhook_endpoint(endpoint_request(ALICE, "https://a.example/log"))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoint
+        .unwrap();
+    let record = |attempt, gone, disable_after_seconds| pb::RecordWebhookAttemptRequest {
+        endpoint_id: endpoint.id.clone(),
+        attempt: Some(attempt),
+        gone,
+        disable_after_seconds,
+    };
+    // A failure starts a streak; a success ends it.
+    let answer = storage
+        .client
+        .record_webhook_attempt(record(attempt("msg_1", 503, false), false, 3600))
+        .await
+        .unwrap()
+        .into_inner();
+    let failing = answer.endpoint.unwrap();
+    assert!(failing.failing_since.is_some() && !answer.just_disabled);
+    let answer = storage
+        .client
+        .record_webhook_attempt(record(attempt("msg_1", 204, true), false, 3600))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.endpoint.unwrap().failing_since.is_none());
+    // A 410 disables it, once.
+    let answer = storage
+        .client
+        .record_webhook_attempt(record(attempt("msg_2", 410, false), true, 3600))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.just_disabled);
+    let disabled = answer.endpoint.unwrap();
+    assert_eq!(disabled.disabled_reason, "the receiver answered 410 Gone");
+    assert!(disabled.disabled_at.is_some());
+    let answer = storage
+        .client
+        .record_webhook_attempt(record(attempt("msg_3", 410, false), true, 3600))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.just_disabled, "only the first disables it");
+
+    // Its owner turns it back on; nobody else can, nor read its log.
+    let enable = |owner: &str| pb::EnableWebhookEndpointRequest {
+        id: endpoint.id.clone(),
+        owner_id: owner.into(),
+    };
+    let status = storage
+        .client
+        .enable_webhook_endpoint(enable(BOB))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let enabled = storage
+        .client
+        .enable_webhook_endpoint(enable(ALICE))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoint
+        .unwrap();
+    assert!(enabled.disabled_at.is_none() && enabled.disabled_reason.is_empty());
+    let list = |owner: &str| pb::ListWebhookAttemptsRequest {
+        endpoint_id: endpoint.id.clone(),
+        owner_id: owner.into(),
+        any_owner: false,
+    };
+    let status = storage
+        .client
+        .list_webhook_attempts(list(BOB))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // The newest 100 are kept, newest first, with their bodies.
+    for n in 4..=103 {
+        storage
+            .client
+            .record_webhook_attempt(record(attempt(&format!("msg_{n}"), 500, false), false, 0))
+            .await
+            .unwrap();
+    }
+    let logged = storage
+        .client
+        .list_webhook_attempts(list(ALICE))
+        .await
+        .unwrap()
+        .into_inner()
+        .attempts;
+    assert_eq!(logged.len(), 100);
+    assert_eq!(logged[0].message_id, "msg_103");
+    assert_eq!(logged[99].message_id, "msg_4");
+    assert_eq!(&logged[0].body[..], br#"{"type":"job.succeeded"}"#);
+    assert_eq!(logged[0].status_code, 500);
+    assert!(logged[0].attempted_at.is_some());
+
+    // Deleted with its endpoint: the log is no longer there to read.
+    let mut storage = storage.restart().await;
+    storage
+        .client
+        .delete_webhook_endpoint(pb::DeleteWebhookEndpointRequest {
+            id: endpoint.id.clone(),
+            owner_id: ALICE.into(),
+            any_owner: false,
+        })
+        .await
+        .unwrap();
+    let again = storage
+        .client
+        .create_webhook_endpoint(endpoint_request(ALICE, "https://a.example/other"))
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoint
+        .unwrap();
+    assert_ne!(again.id, endpoint.id);
+    let status = storage
+        .client
+        .list_webhook_attempts(list(ALICE))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
 }

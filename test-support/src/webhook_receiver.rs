@@ -26,11 +26,18 @@ impl WebhookReceiver {
     /// [`WebhookReceiver::start`] on `port` (0: a free one), for an endpoint registered before
     /// its secret, and so its receiver, existed.
     pub async fn start_on(port: u16, secrets: &[String], fail_first: u32) -> Self {
+        Self::answering(port, secrets, fail_first, 204).await
+    }
+
+    /// [`WebhookReceiver::start_on`], answering `status` to each verified request (after the
+    /// first `fail_first`).
+    pub async fn answering(port: u16, secrets: &[String], fail_first: u32, status: u16) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/webhook_receiver.py");
         let mut process = tokio::process::Command::new("python3")
             .arg(script)
             .args(["--port", &port.to_string()])
             .args(["--fail-first", &fail_first.to_string()])
+            .args(["--answer", &status.to_string()])
             .args(secrets)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -1,12 +1,13 @@
 """A webhook receiver that verifies every request with the Standard Webhooks reference library
 (PyPI `standardwebhooks`), as a customer's receiver would (test_support::WebhookReceiver runs it).
 
-    python3 webhook_receiver.py [--port P] [--fail-first N] SECRET [SECRET ...]
+    python3 webhook_receiver.py [--port P] [--fail-first N] [--answer S] SECRET [SECRET ...]
 
 Listens on 127.0.0.1 (port P, or a free one), prints `PORT <n>`, then one JSON line per request:
 {"id": <webhook-id>, "verified_by": [indexes of the secrets that verify it], "errors": [...],
 "status": <the answer>, "body": <the parsed body, when verified>}. Answers 204 when a secret
-verifies it, else 400; with --fail-first N, the first N requests get 503 whatever they are.
+verifies it (or S, with --answer S), else 400; with --fail-first N, the first N requests get 503
+whatever they are.
 """
 
 import argparse
@@ -19,6 +20,7 @@ from standardwebhooks import Webhook
 ARGS = argparse.ArgumentParser()
 ARGS.add_argument("--port", type=int, default=0)
 ARGS.add_argument("--fail-first", type=int, default=0)
+ARGS.add_argument("--answer", type=int, default=204)
 ARGS.add_argument("secrets", nargs="*")
 OPTIONS = ARGS.parse_args()
 SECRETS = [Webhook(secret) for secret in OPTIONS.secrets]
@@ -40,7 +42,7 @@ class Receiver(BaseHTTPRequestHandler):
         with LOCK:
             SEEN["requests"] += 1
             failing = SEEN["requests"] <= OPTIONS.fail_first
-        status = 503 if failing else 204 if verified_by else 400
+        status = 503 if failing else OPTIONS.answer if verified_by else 400
         line = {
             "id": headers.get("webhook-id"),
             "verified_by": verified_by,

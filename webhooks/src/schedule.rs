@@ -113,7 +113,7 @@ impl FromStr for RetrySchedule {
     }
 }
 
-/// `250ms`, `5s`, `5m`, `2h` or a number of seconds.
+/// `250ms`, `5s`, `5m`, `2h`, `5d` or a number of seconds.
 pub fn parse_delay(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -128,6 +128,7 @@ pub fn parse_delay(text: &str) -> Result<Duration, String> {
         "" | "s" => Ok(seconds(1)),
         "m" => Ok(seconds(60)),
         "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86_400)),
         _ => Err(format!(
             "`{text}` is not a delay such as `5s`, `5m` or `2h`"
         )),
@@ -220,6 +221,7 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(parse_delay("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_delay("5d"), Ok(Duration::from_secs(432_000)));
         assert!(parse_delay("5 days").unwrap_err().contains("`5 days`"));
         assert!("".parse::<RetrySchedule>().is_err());
     }

@@ -99,6 +99,7 @@ pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
         presets::list_presets,
         webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
         webhooks::delete_endpoint, webhooks::rotate_secret, webhooks::send_test,
+        webhooks::list_deliveries, webhooks::redeliver, webhooks::enable,
         health::healthz, health::readyz,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -169,6 +170,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
             post(webhooks::rotate_secret),
         )
         .route("/webhooks/{id}/test", post(webhooks::send_test))
+        .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
+        .route(
+            "/webhooks/{id}/deliveries/{message_id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .route("/webhooks/{id}/enable", post(webhooks::enable))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(service_kit::ops::metrics))

@@ -56,6 +56,46 @@ pub struct EndpointView {
     pub created_at: String,
     /// While a rotated-out secret still signs beside the current one: when it stops (RFC 3339).
     pub previous_secret_expires_at: Option<String>,
+    /// Set while nothing is sent to it (a 410 Gone, or failures without a success for too
+    /// long): when (RFC 3339) and why. `POST /webhooks/{id}/enable` turns it back on.
+    pub disabled: Option<DisabledView>,
+    /// When its current run of failed attempts began (RFC 3339); absent after a success.
+    pub failing_since: Option<String>,
+}
+
+/// Why an endpoint receives nothing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DisabledView {
+    /// RFC 3339.
+    pub at: String,
+    /// Why, in words for its owner.
+    pub reason: String,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// The message's `webhook-id` (the same on every attempt of one message).
+    pub message_id: String,
+    /// `job.succeeded`, `job.failed` or `ping`.
+    pub event_type: String,
+    /// When it was tried (RFC 3339).
+    pub attempted_at: String,
+    /// How long it took.
+    pub duration_ms: u32,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Why it did not answer (a timeout, a refused address, a failed connection).
+    pub error: Option<String>,
+    /// Whether this attempt delivered it.
+    pub delivered: bool,
+}
+
+/// An endpoint's newest attempts (up to 100), newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    /// The attempts.
+    pub deliveries: Vec<DeliveryView>,
 }
 
 /// A new endpoint, with the secret its messages are signed with.
@@ -94,6 +134,11 @@ impl From<pb::WebhookEndpoint> for EndpointView {
                 .created_at
                 .map(|time| time.to_string())
                 .unwrap_or_default(),
+            disabled: endpoint.disabled_at.map(|at| DisabledView {
+                at: at.to_string(),
+                reason: endpoint.disabled_reason.clone(),
+            }),
+            failing_since: endpoint.failing_since.map(|at| at.to_string()),
             id: endpoint.id,
             url: endpoint.url,
             events: endpoint.events,
@@ -348,6 +393,13 @@ pub async fn send_test(
         event_type: webhooks::events::PING.to_owned(),
         body,
     };
+    queue_for_delivery(&state, due).await?;
+    tracing::info!(%message_id, "test message queued");
+    Ok((StatusCode::ACCEPTED, Json(QueuedPing { message_id })))
+}
+
+/// Puts one endpoint's message on the webhook queue, where the notifier delivers it.
+async fn queue_for_delivery(state: &AppState, due: messaging::events::WebhookDue) -> ApiResult<()> {
     let event = messaging::events::new_event(messaging::events::Payload::WebhookDue(due));
     let queue = state.publisher.queues().webhook_queue.clone();
     state
@@ -357,7 +409,114 @@ pub async fn send_test(
         .map_err(|error| ApiError::Unavailable {
             dependency: "the queue",
             cause: error.into(),
-        })?;
-    tracing::info!(%message_id, "test message queued");
-    Ok((StatusCode::ACCEPTED, Json(QueuedPing { message_id })))
+        })
+}
+
+/// The newest delivery attempts of one of the caller's endpoints (up to 100).
+#[utoipa::path(get, path = "/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
+    responses(
+        (status = 200, description = "Its attempts, newest first", body = DeliveryList),
+        (status = 404, description = "No such endpoint of the caller's", body = ErrorBody),
+        MalformedId, StorageRefusals,
+    ))]
+#[instrument(skip_all, fields(user_id, endpoint_id = %id))]
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryList>> {
+    check_id(&id, "webhook endpoint")?;
+    let attempts = state
+        .storage
+        .webhook_attempts(&id, &caller.own())
+        .await
+        .or_api("storage", "webhook endpoint")?;
+    let deliveries = attempts
+        .into_iter()
+        .map(|attempt| DeliveryView {
+            message_id: attempt.message_id,
+            event_type: attempt.event_type,
+            attempted_at: attempt
+                .attempted_at
+                .map(|at| at.to_string())
+                .unwrap_or_default(),
+            duration_ms: attempt.duration_ms,
+            status_code: u16::try_from(attempt.status_code)
+                .ok()
+                .filter(|status| *status != 0),
+            error: (!attempt.error.is_empty()).then_some(attempt.error),
+            delivered: attempt.delivered,
+        })
+        .collect();
+    Ok(Json(DeliveryList { deliveries }))
+}
+
+/// Sends one logged message of one of the caller's endpoints again, by hand: the same
+/// `webhook-id` and body, a fresh timestamp and signature, retried as every message is.
+#[utoipa::path(post, path = "/webhooks/{id}/deliveries/{message_id}/redeliver", tag = "webhooks", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The endpoint's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$"),
+        ("message_id" = String, Path, description = "A `webhook-id` from the endpoint's deliveries"),
+    ),
+    responses(
+        (status = 202, description = "Queued for delivery", body = QueuedPing),
+        (status = 404, description = "No such endpoint of the caller's, or no such message in its log", body = ErrorBody),
+        (status = 503, description = "Storage or the queue is down", body = ErrorBody),
+        MalformedId, StorageRefusals,
+    ))]
+#[instrument(skip_all, fields(user_id, endpoint_id = %id))]
+pub async fn redeliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, message_id)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<QueuedPing>)> {
+    check_id(&id, "webhook endpoint")?;
+    let attempts = state
+        .storage
+        .webhook_attempts(&id, &caller.own())
+        .await
+        .or_api("storage", "webhook endpoint")?;
+    let logged = attempts
+        .into_iter()
+        .find(|attempt| attempt.message_id == message_id)
+        .ok_or(ApiError::NotFound("webhook message"))?;
+    let due = messaging::events::WebhookDue {
+        message_id: logged.message_id.clone(),
+        endpoint_id: id,
+        event_type: logged.event_type,
+        body: logged.body.to_vec(),
+    };
+    queue_for_delivery(&state, due).await?;
+    tracing::info!(message_id = %logged.message_id, "message queued again by hand");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(QueuedPing {
+            message_id: logged.message_id,
+        }),
+    ))
+}
+
+/// Turns one of the caller's disabled endpoints back on.
+#[utoipa::path(post, path = "/webhooks/{id}/enable", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
+    responses(
+        (status = 200, description = "Receiving again", body = EndpointView),
+        (status = 404, description = "No such endpoint of the caller's", body = ErrorBody),
+        MalformedId, StorageRefusals,
+    ))]
+#[instrument(skip_all, fields(user_id, endpoint_id = %id))]
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EndpointView>> {
+    check_id(&id, "webhook endpoint")?;
+    let endpoint = state
+        .storage
+        .enable_webhook_endpoint(&id, &caller.user_id)
+        .await
+        .or_api("storage", "webhook endpoint")?;
+    tracing::info!("webhook endpoint enabled");
+    Ok(Json(endpoint.into()))
 }

@@ -7,6 +7,7 @@
 //! root/{bucket}/{id}.json     its record: written last, so a file without one is not there
 //! root/jobs/{id}.json         a job record
 //! root/webhooks/{id}.json     a webhook endpoint
+//! root/webhook-attempts/{id}.json  its newest delivery attempts, newest first
 //! root/keys/{sha256}.json      an idempotency key's claim (named by the digest of its id; the
 //!                              claims older than their window are removed at start-up)
 //! ```
@@ -17,8 +18,8 @@
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile,
-    ObjectId, PageQuery,
+    AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
+    KeyClaim, NewFile, ObjectId, PageQuery,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -59,6 +60,7 @@ impl LocalBackend {
         fs::create_dir_all(backend.jobs_dir()).await?;
         fs::create_dir_all(backend.keys_dir()).await?;
         fs::create_dir_all(backend.endpoints_dir()).await?;
+        fs::create_dir_all(backend.attempts_dir()).await?;
         backend.remove_old_claims().await?;
         for bucket in Bucket::ALL {
             let dir = backend.bucket_dir(bucket);
@@ -90,6 +92,15 @@ impl LocalBackend {
 
     fn endpoints_dir(&self) -> PathBuf {
         self.root.join("webhooks")
+    }
+
+    fn attempts_dir(&self) -> PathBuf {
+        self.root.join("webhook-attempts")
+    }
+
+    fn attempts_path(&self, endpoint_id: ObjectId) -> PathBuf {
+        self.attempts_dir()
+            .join(format!("{}.json", endpoint_id.to_hex()))
     }
 
     fn endpoint_path(&self, id: ObjectId) -> PathBuf {
@@ -331,7 +342,34 @@ impl LocalBackend {
 
     pub(super) async fn delete_endpoint(&self, id: ObjectId) -> StorageResult<bool> {
         let _guard = self.job_lock.lock().await;
+        remove_if_there(&self.attempts_path(id)).await?;
         remove_if_there(&self.endpoint_path(id)).await
+    }
+
+    /// The log is one file per endpoint, rewritten whole: at most [`KEPT_ATTEMPTS`] small
+    /// records.
+    ///
+    /// [`KEPT_ATTEMPTS`]: crate::model::KEPT_ATTEMPTS
+    pub(super) async fn insert_attempt(
+        &self,
+        attempt: &AttemptRecord,
+        keep: usize,
+    ) -> StorageResult<()> {
+        let _guard = self.job_lock.lock().await;
+        let path = self.attempts_path(attempt.endpoint_id);
+        let mut attempts: Vec<AttemptRecord> = read_json(&path).await?.unwrap_or_default();
+        attempts.insert(0, attempt.clone());
+        attempts.truncate(keep);
+        self.write_record(&path, &attempts).await
+    }
+
+    pub(super) async fn list_attempts(
+        &self,
+        endpoint_id: ObjectId,
+    ) -> StorageResult<Vec<AttemptRecord>> {
+        Ok(read_json(&self.attempts_path(endpoint_id))
+            .await?
+            .unwrap_or_default())
     }
 }
 

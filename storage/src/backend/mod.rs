@@ -8,7 +8,8 @@ pub mod mongo;
 
 use crate::error::StorageResult;
 use crate::model::{
-    Bucket, EndpointRecord, FileRecord, JobRecord, KeyClaim, NewFile, ObjectId, PageQuery,
+    AttemptRecord, Bucket, EndpointRecord, FileRecord, JobRecord, KeyClaim, NewFile, ObjectId,
+    PageQuery,
 };
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -220,11 +221,27 @@ impl Backend {
         }
     }
 
-    /// Removes an endpoint; `false` if there was none.
+    /// Removes an endpoint and its attempt log; `false` if there was none.
     pub async fn delete_endpoint(&self, id: ObjectId) -> StorageResult<bool> {
         match self {
             Backend::Mongo(mongo) => mongo.delete_endpoint(id).await,
             Backend::Local(local) => local.delete_endpoint(id).await,
+        }
+    }
+
+    /// Adds an attempt to its endpoint's log, keeping the newest `keep`.
+    pub async fn insert_attempt(&self, attempt: &AttemptRecord, keep: usize) -> StorageResult<()> {
+        match self {
+            Backend::Mongo(mongo) => mongo.insert_attempt(attempt, keep).await,
+            Backend::Local(local) => local.insert_attempt(attempt, keep).await,
+        }
+    }
+
+    /// An endpoint's logged attempts, newest first.
+    pub async fn list_attempts(&self, endpoint_id: ObjectId) -> StorageResult<Vec<AttemptRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.list_attempts(endpoint_id).await,
+            Backend::Local(local) => local.list_attempts(endpoint_id).await,
         }
     }
 }

@@ -12,8 +12,8 @@
 use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
-    Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord, KeyClaim, NewFile,
-    ObjectId, Owner, PageQuery,
+    AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
+    KeyClaim, NewFile, ObjectId, Owner, PageQuery,
 };
 use bytes::Bytes;
 use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
@@ -63,6 +63,7 @@ pub struct MongoBackend {
     jobs: Collection<JobRecord>,
     keys: Collection<KeyClaim>,
     endpoints: Collection<EndpointRecord>,
+    attempts: Collection<AttemptRecord>,
 }
 
 impl MongoBackend {
@@ -76,6 +77,7 @@ impl MongoBackend {
             jobs: database.collection("jobs"),
             keys: database.collection("idempotency_keys"),
             endpoints: database.collection("webhook_endpoints"),
+            attempts: database.collection("webhook_attempts"),
             database,
         };
         backend.create_indexes().await?;
@@ -88,6 +90,13 @@ impl MongoBackend {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "owner_id": 1, "created_at": -1 })
+                    .build(),
+            )
+            .await?;
+        self.attempts
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "endpoint_id": 1, "_id": -1 })
                     .build(),
             )
             .await?;
@@ -421,12 +430,52 @@ impl MongoBackend {
     }
 
     pub(super) async fn delete_endpoint(&self, id: ObjectId) -> StorageResult<bool> {
+        self.attempts
+            .delete_many(doc! { "endpoint_id": id })
+            .await?;
         Ok(self
             .endpoints
             .delete_one(doc! { "_id": id })
             .await?
             .deleted_count
             == 1)
+    }
+
+    /// Inserts, then removes what falls past the newest `keep` (ids grow with time).
+    pub(super) async fn insert_attempt(
+        &self,
+        attempt: &AttemptRecord,
+        keep: usize,
+    ) -> StorageResult<()> {
+        self.attempts.insert_one(attempt).await?;
+        let older: Vec<AttemptRecord> = self
+            .attempts
+            .find(doc! { "endpoint_id": attempt.endpoint_id })
+            .sort(doc! { "_id": -1 })
+            .skip(u64::try_from(keep).unwrap_or(u64::MAX))
+            .await?
+            .try_collect()
+            .await?;
+        if !older.is_empty() {
+            let ids: Vec<ObjectId> = older.iter().map(|old| old.id).collect();
+            self.attempts
+                .delete_many(doc! { "_id": { "$in": ids } })
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn list_attempts(
+        &self,
+        endpoint_id: ObjectId,
+    ) -> StorageResult<Vec<AttemptRecord>> {
+        Ok(self
+            .attempts
+            .find(doc! { "endpoint_id": endpoint_id })
+            .sort(doc! { "_id": -1 })
+            .await?
+            .try_collect()
+            .await?)
     }
 }
 
