@@ -55,6 +55,17 @@
     optionNormalize: $('option-normalize'),
     optionCover: $('option-cover'),
     presetDescription: $('preset-description'),
+    webhookForm: $('webhook-form'),
+    webhookUrl: $('webhook-url'),
+    webhookSucceeded: $('webhook-event-succeeded'),
+    webhookFailed: $('webhook-event-failed'),
+    webhookDescription: $('webhook-description'),
+    webhookAdd: $('webhook-add'),
+    webhookSecret: $('webhook-secret'),
+    webhookSecretUrl: $('webhook-secret-url'),
+    webhookSecretValue: $('webhook-secret-value'),
+    webhooksEmpty: $('webhooks-empty'),
+    webhooks: $('webhooks'),
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -257,6 +268,7 @@
     el.authSection.hidden = true;
     el.appSection.hidden = false;
     startPolling();
+    refreshWebhooks();
   }
 
   function showLoggedOut() {
@@ -802,9 +814,193 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Webhooks: the caller's endpoints, each with its state, its last deliveries and its actions.
+
+  function webhookEvents(endpoint) {
+    const events = endpoint.events || [];
+    if (events.length === 0) return 'finished and failed conversions';
+    return events
+      .map((event) => (event === 'job.succeeded' ? 'finished conversions' : 'failed conversions'))
+      .join(', ');
+  }
+
+  async function refreshWebhooks() {
+    const generation = sessionGeneration;
+    try {
+      const body = await apiJson('GET', '/webhooks');
+      if (generation !== sessionGeneration) return;
+      renderWebhooks((body && body.endpoints) || []);
+    } catch (error) {
+      if (error.status !== 401) showError(`Could not load your webhooks: ${error.message}`);
+    }
+  }
+
+  function renderWebhooks(endpoints) {
+    el.webhooks.replaceChildren(...endpoints.map(webhookRow));
+    el.webhooksEmpty.hidden = endpoints.length > 0;
+  }
+
+  function button(text, className, onClick) {
+    const element = document.createElement('button');
+    element.type = 'button';
+    element.className = className;
+    element.textContent = text;
+    element.addEventListener('click', () => onClick(element));
+    return element;
+  }
+
+  function webhookRow(endpoint) {
+    const li = document.createElement('li');
+    li.className = 'webhook';
+    li.dataset.id = endpoint.id;
+    const url = document.createElement('p');
+    url.className = 'webhook-url';
+    url.textContent = endpoint.url;
+    const about = document.createElement('p');
+    about.className = 'hint';
+    about.textContent = `Sends ${webhookEvents(endpoint)}${endpoint.description ? ` · ${endpoint.description}` : ''}`;
+    const state = document.createElement('p');
+    state.className = endpoint.disabled ? 'webhook-state disabled' : 'webhook-state';
+    state.textContent = endpoint.disabled
+      ? `Disabled: ${endpoint.disabled.reason}`
+      : endpoint.failing_since
+        ? `Failing since ${new Date(endpoint.failing_since).toLocaleString()}`
+        : 'Active';
+    const actions = document.createElement('div');
+    actions.className = 'webhook-actions';
+    actions.append(button('Send test', 'button secondary webhook-test', (b) => testWebhook(endpoint, b)));
+    if (endpoint.disabled) {
+      actions.append(button('Enable', 'button secondary webhook-enable', (b) => enableWebhook(endpoint, b)));
+    }
+    actions.append(button('New secret', 'button secondary webhook-rotate', (b) => rotateWebhook(endpoint, b)));
+    actions.append(button('Delete', 'button link webhook-delete', (b) => deleteWebhook(endpoint, b)));
+    const deliveries = document.createElement('details');
+    deliveries.className = 'webhook-deliveries';
+    const summary = document.createElement('summary');
+    summary.textContent = 'Recent deliveries';
+    const list = document.createElement('ol');
+    deliveries.append(summary, list);
+    deliveries.addEventListener('toggle', () => {
+      if (deliveries.open) loadDeliveries(endpoint, list);
+    });
+    li.append(url, about, state, actions, deliveries);
+    return li;
+  }
+
+  async function loadDeliveries(endpoint, list) {
+    try {
+      const body = await apiJson('GET', `/webhooks/${encodeURIComponent(endpoint.id)}/deliveries`);
+      const attempts = (body && body.deliveries) || [];
+      if (attempts.length === 0) {
+        const empty = document.createElement('li');
+        empty.textContent = 'None yet.';
+        list.replaceChildren(empty);
+        return;
+      }
+      list.replaceChildren(
+        ...attempts.map((attempt) => {
+          const item = document.createElement('li');
+          item.className = attempt.delivered ? 'delivered' : 'failed';
+          const result = attempt.delivered
+            ? `delivered (${attempt.status_code})`
+            : attempt.status_code
+              ? `failed (${attempt.status_code})`
+              : `failed: ${attempt.error || 'no answer'}`;
+          item.textContent = `${new Date(attempt.attempted_at).toLocaleString()} · ${attempt.event_type} · ${result}`;
+          return item;
+        }),
+      );
+    } catch (error) {
+      if (error.status !== 401) showError(`Could not load the deliveries: ${error.message}`);
+    }
+  }
+
+  function showSecret(url, secret) {
+    el.webhookSecretUrl.textContent = url;
+    el.webhookSecretValue.textContent = secret;
+    el.webhookSecret.hidden = false;
+  }
+
+  async function onAddWebhook(event) {
+    event.preventDefault();
+    if (isBusy(el.webhookAdd)) return;
+    const url = el.webhookUrl.value.trim();
+    if (!url) {
+      el.webhookUrl.setAttribute('aria-invalid', 'true');
+      el.webhookUrl.focus();
+      showError('Enter the address to send webhooks to.');
+      return;
+    }
+    const events = [];
+    if (el.webhookSucceeded.checked) events.push('job.succeeded');
+    if (el.webhookFailed.checked) events.push('job.failed');
+    if (events.length === 0) {
+      showError('Choose at least one kind of conversion to send.');
+      return;
+    }
+    setBusy(el.webhookAdd, true, 'Adding…');
+    try {
+      const created = await apiJson('POST', '/webhooks', {
+        json: { url, events, description: el.webhookDescription.value.trim() },
+      });
+      showSecret(created.url, created.secret);
+      el.webhookForm.reset();
+      showSuccess(`Webhook added: ${created.url}`);
+      await refreshWebhooks();
+    } catch (error) {
+      if (error.status !== 401) showError(`Could not add the webhook: ${error.message}`);
+    } finally {
+      setBusy(el.webhookAdd, false);
+    }
+  }
+
+  /** Runs one action on an endpoint with its button busy, then shows the list again. */
+  async function webhookAction(buttonElement, busyText, action) {
+    if (isBusy(buttonElement)) return;
+    setBusy(buttonElement, true, busyText);
+    try {
+      await action();
+    } catch (error) {
+      if (error.status !== 401) showError(error.message);
+    } finally {
+      setBusy(buttonElement, false);
+    }
+    await refreshWebhooks();
+  }
+
+  const webhookPath = (endpoint, tail = '') => `/webhooks/${encodeURIComponent(endpoint.id)}${tail}`;
+
+  const testWebhook = (endpoint, b) =>
+    webhookAction(b, 'Sending…', async () => {
+      const queued = await apiJson('POST', webhookPath(endpoint, '/test'));
+      showSuccess(`Test message ${queued.message_id} sent to ${endpoint.url}.`);
+    });
+
+  const enableWebhook = (endpoint, b) =>
+    webhookAction(b, 'Enabling…', async () => {
+      await apiJson('POST', webhookPath(endpoint, '/enable'));
+      showSuccess(`${endpoint.url} receives webhooks again.`);
+    });
+
+  const rotateWebhook = (endpoint, b) =>
+    webhookAction(b, 'Making…', async () => {
+      const rotated = await apiJson('POST', webhookPath(endpoint, '/rotate-secret'));
+      showSecret(endpoint.url, rotated.secret);
+      showSuccess('New secret made; the old one signs beside it for 24 hours.');
+    });
+
+  const deleteWebhook = (endpoint, b) =>
+    webhookAction(b, 'Deleting…', async () => {
+      await apiJson('DELETE', webhookPath(endpoint));
+      showSuccess(`Webhook ${endpoint.url} deleted.`);
+    });
+
+  // ---------------------------------------------------------------------------------------------
   // Wiring
 
   el.signupForm.addEventListener('submit', onSignup);
+  el.webhookForm.addEventListener('submit', onAddWebhook);
+  el.webhookUrl.addEventListener('input', () => el.webhookUrl.removeAttribute('aria-invalid'));
   el.loginForm.addEventListener('submit', onLogin);
   el.logoutButton.addEventListener('click', logOut);
   el.uploadCancel.addEventListener('click', () => {

@@ -1,9 +1,11 @@
 // Browser test of the gateway's web page: sign up, log in, upload a video, wait for the
-// conversion, download the MP3, then again as an Opus file chosen in the audio options — in a
-// real (headless) Chromium at phone width.
+// conversion, download the MP3, then again as an Opus file chosen in the audio options; then add
+// a webhook at WEBHOOK_URL (an address nobody answers at, which the system allows), send it a
+// test, see the failed delivery listed, and delete it — in a real (headless) Chromium at phone
+// width.
 //
 //   GATEWAY_URL=http://127.0.0.1:34567 VIDEO_PATH=/tmp/v.mp4 OUT_DIR=/tmp/out \
-//     node tests/browser/upload_flow.mjs
+//     WEBHOOK_URL=http://127.0.0.1:9/hook node tests/browser/upload_flow.mjs
 //
 // Optional: CHROMIUM_PATH (default /usr/bin/chromium). Prints one line per step; on failure
 // prints the reason, saves OUT_DIR/failure.png and exits 1. Console errors, uncaught page errors
@@ -22,6 +24,7 @@ const GATEWAY_URL = (process.env.GATEWAY_URL || '').replace(/\/+$/, '');
 const VIDEO_PATH = process.env.VIDEO_PATH || '';
 const OUT_DIR = process.env.OUT_DIR || '';
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const WEBHOOK_URL = process.env.WEBHOOK_URL || '';
 
 let browser;
 let page;
@@ -372,6 +375,50 @@ async function main() {
   check(voiceDownload.suggestedFilename().toLowerCase().endsWith('.opus'), `the download is called ${voiceDownload.suggestedFilename()}, not *.opus`);
   check(voiceBytes.subarray(0, 4).toString('latin1') === 'OggS', 'the download is not an Ogg file');
   ok(`saved ${voiceTarget} (${voiceBytes.length} bytes, ${voiceDownload.suggestedFilename()})`);
+
+  step('add a webhook; its secret is shown once');
+  check(WEBHOOK_URL, 'WEBHOOK_URL is not set');
+  await page.fill('#webhook-url', WEBHOOK_URL);
+  await page.uncheck('#webhook-event-failed');
+  await page.fill('#webhook-description', 'the browser test');
+  const [added] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/webhooks') && r.request().method() === 'POST', { timeout: 10_000 }),
+    page.click('#webhook-add'),
+  ]);
+  check(added.status() === 201, `POST /webhooks answered ${added.status()}: ${await added.text().catch(() => '')}`);
+  const secret = ((await page.locator('#webhook-secret-value').textContent()) || '').trim();
+  check(secret.startsWith('whsec_'), `the page does not show the secret: ${JSON.stringify(secret)}`);
+  const hook = page.locator('#webhooks li.webhook');
+  await hook.first().waitFor({ state: 'visible', timeout: 10_000 });
+  check((await hook.count()) === 1, 'one webhook is listed');
+  const hookText = (await hook.textContent()) || '';
+  check(hookText.includes(WEBHOOK_URL) && hookText.includes('finished conversions') && !hookText.includes('failed conversions'), `the webhook row says ${JSON.stringify(hookText)}`);
+  ok(`listed: ${WEBHOOK_URL}`);
+
+  step('send it a test; the failed delivery shows in its recent deliveries');
+  await hook.locator('button.webhook-test').click();
+  await waitFor(
+    async () => {
+      const deliveries = page.locator('#webhooks li.webhook details.webhook-deliveries');
+      if (await deliveries.evaluate((d) => d.open)) {
+        await deliveries.locator('summary').click(); // close, so opening again reloads the list
+      }
+      await deliveries.locator('summary').click();
+      await page.waitForTimeout(300);
+      const text = (await deliveries.locator('ol').textContent()) || '';
+      return text.includes('ping') && text.includes('failed');
+    },
+    30_000,
+    'the test delivery never showed in the list',
+    500,
+  );
+  ok('ping listed as failed (nobody answers at that address)');
+
+  step('delete the webhook');
+  await page.locator('#webhooks li.webhook button.webhook-delete').click();
+  await waitFor(async () => (await page.locator('#webhooks li.webhook').count()) === 0, 10_000, 'the webhook was never removed from the list');
+  check(await page.locator('#webhooks-empty').isVisible(), 'the empty-list text is not shown');
+  ok('gone');
 
   step('no console errors, page errors or failed requests');
   await page.waitForTimeout(500);
