@@ -810,3 +810,60 @@ async fn a_410_disables_the_endpoint_tells_its_owner_and_after_enabling_a_logged
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn e_mail_goes_out_on_time_while_a_webhook_receiver_keeps_failing() {
+    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
+    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
+        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+    }))
+    .await;
+    let mesh = &pipeline.mesh;
+    let schedule = "0, 1s, 1s, 1s, 1s, 1s, 1s, 1s";
+    let webhook_retries = RetryConfig::on_schedule(
+        schedule
+            .parse::<webhooks::RetrySchedule>()
+            .unwrap()
+            .retry_delays(),
+    );
+    for (_, name) in webhook_retries.retry_queues(&mesh.broker_config().queues.webhook_queue) {
+        mesh.broker.remember(name);
+    }
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline
+        .notifier_with(&pipeline.amqp_url(), &smtp.url(), |config| {
+            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+            config.webhook_retry_schedule = schedule.parse().unwrap();
+        })
+        .await;
+    let _converter = pipeline.converter(&pipeline.amqp_url(), 1).await;
+    let user = mesh.user("mail-first@example.com").await;
+    let port = free_port();
+    let url = test_support::webhook_receiver::url_on(port);
+    let secret = webhook_endpoint(mesh, &user, &url, &[]).await;
+    // Answers 503 to everything for the whole test.
+    let mut failing = WebhookReceiver::start_on(port, &[secret], u32::MAX).await;
+
+    let job_id = pipeline
+        .upload(&user, "talk.mp4", mp4_bytes(VideoSpec::small(2.0)).await)
+        .await;
+    pipeline
+        .wait_for_job(&job_id, JOB_WAIT, |job| job.state() == pb::JobState::Done)
+        .await;
+    let done = std::time::Instant::now();
+    let mails = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 1);
+    let waited = done.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the e-mail waited {waited:?} behind a failing webhook receiver"
+    );
+    // Meanwhile the webhook is being tried again and again, each time refused.
+    let first = failing.next().await;
+    let second = failing.next().await;
+    assert_eq!(
+        (first["status"].as_u64(), second["status"].as_u64()),
+        (Some(503), Some(503))
+    );
+    assert_eq!(first["id"], second["id"], "one message, tried again");
+}
