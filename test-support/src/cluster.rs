@@ -100,7 +100,7 @@ pub struct Cluster {
     /// RabbitMQ, behind the cluster's queue prefix.
     pub broker: TestBroker,
     binary: PathBuf,
-    queues: [String; 2],
+    queues: [String; 3],
     storage_url: String,
     /// The test's own certificate for storage, once [`Cluster::use_grpc_tls`] is called.
     storage_tls: Option<GrpcTls>,
@@ -139,9 +139,8 @@ impl Cluster {
         let mongo = MongoServer::start().await.unwrap();
         let mongo_database = crate::unique_name("t_");
         let broker = TestBroker::create().await.unwrap();
-        let video_queue = broker.queue("video");
-        let mp3_queue = broker.queue("mp3");
-        for queue in [&video_queue, &mp3_queue] {
+        let queue_names = broker.queues();
+        for queue in queue_names.queues() {
             for (_, name) in RETRY.retry_queues(queue) {
                 broker.remember(name);
             }
@@ -154,10 +153,7 @@ impl Cluster {
         let ports: HashMap<Role, u16> = Role::ALL.iter().map(|r| (*r, free_port())).collect();
         let ops_ports: HashMap<Role, u16> = Role::ALL.iter().map(|r| (*r, free_port())).collect();
         let url = |role: Role| format!("http://127.0.0.1:{}", ports[&role]);
-        let queues = [
-            ("VIDEO_QUEUE", video_queue.clone()),
-            ("MP3_QUEUE", mp3_queue.clone()),
-        ];
+        let queues = queue_names.env_vars();
         let retry = [
             ("MAX_ATTEMPTS", RETRY.max_attempts.to_string()),
             ("RETRY_BASE_DELAY_MS", RETRY.retry_base_delay_ms.to_string()),
@@ -229,7 +225,7 @@ impl Cluster {
             smtp,
             smtp_proxy,
             broker,
-            queues: [video_queue, mp3_queue],
+            queues: queue_names.queues().map(String::clone),
             storage_url: url(Role::Storage),
             storage_tls: None,
             env,
@@ -523,7 +519,7 @@ impl Cluster {
         orphans
     }
 
-    /// Messages waiting in `{queue}.dead`, summed over the video and mp3 queues.
+    /// Messages waiting in `{queue}.dead`, summed over the video, mp3 and webhook queues.
     pub async fn dead_letters(&self) -> u32 {
         let connection = self.broker.connect().await.unwrap();
         let channel = connection.create_channel().await.unwrap();

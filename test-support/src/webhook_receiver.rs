@@ -32,12 +32,33 @@ impl WebhookReceiver {
     /// [`WebhookReceiver::start_on`], answering `status` to each verified request (after the
     /// first `fail_first`).
     pub async fn answering(port: u16, secrets: &[String], fail_first: u32, status: u16) -> Self {
+        Self::run(
+            port,
+            secrets,
+            &[
+                ("--fail-first", fail_first.to_string()),
+                ("--answer", status.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// A receiver on `port` that leaves its first `held` requests unanswered (it hangs), then
+    /// answers 204.
+    pub async fn hanging_first(port: u16, secrets: &[String], held: u32) -> Self {
+        Self::run(port, secrets, &[("--hold-first", held.to_string())]).await
+    }
+
+    async fn run(port: u16, secrets: &[String], options: &[(&str, String)]) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/webhook_receiver.py");
         let mut process = tokio::process::Command::new("python3")
             .arg(script)
             .args(["--port", &port.to_string()])
-            .args(["--fail-first", &fail_first.to_string()])
-            .args(["--answer", &status.to_string()])
+            .args(
+                options
+                    .iter()
+                    .flat_map(|(flag, value)| [*flag, value.as_str()]),
+            )
             .args(secrets)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

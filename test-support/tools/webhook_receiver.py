@@ -1,18 +1,21 @@
 """A webhook receiver that verifies every request with the Standard Webhooks reference library
 (PyPI `standardwebhooks`), as a customer's receiver would (test_support::WebhookReceiver runs it).
 
-    python3 webhook_receiver.py [--port P] [--fail-first N] [--answer S] SECRET [SECRET ...]
+    python3 webhook_receiver.py [--port P] [--fail-first N] [--answer S] [--hold-first H]
+        SECRET [SECRET ...]
 
 Listens on 127.0.0.1 (port P, or a free one), prints `PORT <n>`, then one JSON line per request:
 {"id": <webhook-id>, "verified_by": [indexes of the secrets that verify it], "errors": [...],
 "status": <the answer>, "body": <the parsed body, when verified>}. Answers 204 when a secret
 verifies it (or S, with --answer S), else 400; with --fail-first N, the first N requests get 503
-whatever they are.
+whatever they are; with --hold-first H, the first H requests are reported (status "held") and
+then left unanswered for a minute, as a receiver that hangs.
 """
 
 import argparse
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook
@@ -21,6 +24,7 @@ ARGS = argparse.ArgumentParser()
 ARGS.add_argument("--port", type=int, default=0)
 ARGS.add_argument("--fail-first", type=int, default=0)
 ARGS.add_argument("--answer", type=int, default=204)
+ARGS.add_argument("--hold-first", type=int, default=0)
 ARGS.add_argument("secrets", nargs="*")
 OPTIONS = ARGS.parse_args()
 SECRETS = [Webhook(secret) for secret in OPTIONS.secrets]
@@ -41,7 +45,13 @@ class Receiver(BaseHTTPRequestHandler):
                 errors.append(str(error))
         with LOCK:
             SEEN["requests"] += 1
-            failing = SEEN["requests"] <= OPTIONS.fail_first
+            held = SEEN["requests"] <= OPTIONS.hold_first
+            failing = SEEN["requests"] <= OPTIONS.hold_first + OPTIONS.fail_first
+        if held:
+            line = {"id": headers.get("webhook-id"), "verified_by": verified_by, "status": "held"}
+            print(json.dumps(line), flush=True)
+            time.sleep(60)
+            return
         status = 503 if failing else OPTIONS.answer if verified_by else 400
         line = {
             "id": headers.get("webhook-id"),

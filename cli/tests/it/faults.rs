@@ -6,7 +6,9 @@
 //! - every upload that got a 202 ends with exactly one MP3 and exactly one e-mail; a refused
 //!   upload leaves no file and no job; no GridFS chunk, temp file or dead letter is left over.
 //!
-//! Each test prints its row of the summary table.
+//! Each test prints its row of the summary table; the webhook row
+//! ([`a_notifier_killed_mid_delivery_delivers_each_webhook_at_least_once_under_one_id`]) prints
+//! its own, since what it promises is "at least once, under one `webhook-id`".
 
 use proto::storage::v1 as pb;
 use reqwest::StatusCode;
@@ -14,7 +16,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use test_support::cluster::{Cluster, Parts, REQUEST_DEADLINE, Role, User};
-use test_support::{VideoSpec, mp4_bytes, rest};
+use test_support::{VideoSpec, WebhookReceiver, free_port, mp4_bytes, rest};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -504,4 +506,101 @@ async fn cut_upload(addr: &str, token: &str) {
     // Long enough for the gateway to have started streaming into storage.
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(stream);
+}
+
+#[tokio::test]
+async fn a_notifier_killed_mid_delivery_delivers_each_webhook_at_least_once_under_one_id() {
+    let mut cluster = Cluster::start_with(
+        crate::binary(),
+        &[
+            ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
+            ("WEBHOOK_RETRY_SCHEDULE", "0, 1s, 1s, 1s, 1s, 1s, 1s, 1s"),
+            ("WEBHOOK_TIMEOUT_SECONDS", "30"),
+        ],
+    )
+    .await;
+    let user = cluster.user("hooked@example.com").await;
+    let port = free_port();
+    let url = test_support::webhook_receiver::url_on(port);
+    let registered = cluster
+        .http
+        .post(format!("{}/webhooks", cluster.gateway))
+        .bearer_auth(&user.token)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let secret = registered.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The receiver hangs on its first request: the notifier is waiting on it when it dies.
+    let mut receiver = WebhookReceiver::hanging_first(port, &[secret], 1).await;
+    let clip = mp4_bytes(VideoSpec::small(2.0)).await;
+    let mut accepted = Vec::new();
+    for n in 0..3 {
+        let answer = cluster
+            .upload(&user.token, &format!("hooked-{n}.mp4"), clip.clone())
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        let body: Value = answer.json().await.unwrap();
+        accepted.push(body["job_id"].as_str().unwrap().to_owned());
+    }
+    let held = receiver
+        .next_within(Duration::from_secs(120))
+        .await
+        .expect("a delivery came");
+    assert_eq!(held["status"], "held", "{held}");
+    cluster.kill(Role::Notifier).await;
+    cluster.restart(Role::Notifier).await;
+
+    // Every outcome arrives verified, and every request about one job carries one webhook-id.
+    let mut ids_by_job: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    let mut delivered: HashSet<String> = HashSet::new();
+    let mut requests = 1;
+    let deadline = Instant::now() + SETTLE;
+    while delivered.len() < accepted.len() {
+        assert!(
+            Instant::now() < deadline,
+            "delivered only {delivered:?} of {accepted:?}"
+        );
+        let Some(seen) = receiver.next_within(Duration::from_secs(10)).await else {
+            continue;
+        };
+        requests += 1;
+        assert_eq!(seen["verified_by"], serde_json::json!([0]), "{seen}");
+        let job_id = seen["body"]["data"]["job_id"].as_str().unwrap().to_owned();
+        ids_by_job
+            .entry(job_id.clone())
+            .or_default()
+            .insert(seen["id"].as_str().unwrap().to_owned());
+        if seen["status"] == 204 {
+            delivered.insert(job_id);
+        }
+    }
+    let held_id = held["id"].as_str().unwrap();
+    assert!(
+        ids_by_job.values().any(|ids| ids.contains(held_id)),
+        "the held message was delivered again under its id: {ids_by_job:?}"
+    );
+    for (job_id, ids) in &ids_by_job {
+        assert_eq!(
+            ids.len(),
+            1,
+            "job {job_id} came under several webhook-ids: {ids:?}"
+        );
+    }
+    let expected: HashSet<String> = accepted.iter().cloned().collect();
+    assert_eq!(delivered, expected);
+    println!(
+        "\n| fault | outcomes | requests received | delivered (2xx) | webhook-ids per outcome |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| notifier SIGKILL mid-delivery | {} | {requests} (one held when it died) | {} | 1 |",
+        accepted.len(),
+        delivered.len()
+    );
 }
