@@ -21,6 +21,7 @@ const RETRY: RetryConfig = RetryConfig {
     retry_base_delay_ms: 200,
     retry_max_delay_ms: 1000,
     schedule: None,
+    jitter_percent: 0,
 };
 /// Long enough for every conversion here on a loaded 2-core machine.
 const JOB_WAIT: Duration = Duration::from_secs(120);
@@ -521,6 +522,70 @@ async fn a_worker_gives_up_on_a_broker_that_never_answers_and_consumes_once_it_d
     assert!(!job.mp3_id.is_empty(), "{job:?}");
 }
 
+impl Pipeline {
+    /// A pipeline whose gateway lets webhook endpoints point at loopback, where the tests'
+    /// receivers listen.
+    async fn with_webhooks() -> Self {
+        Self::start_with(MeshOptions::gateway(|config| {
+            config.webhook_destinations.webhook_allowed_networks = loopback();
+        }))
+        .await
+    }
+
+    /// A notifier mailing to `smtp_url` that delivers webhooks to loopback, with `change` made
+    /// to its configuration (the delay queues of its webhook retry schedule remembered for
+    /// deletion).
+    async fn webhook_notifier(
+        &self,
+        smtp_url: &str,
+        change: impl FnOnce(&mut notifier::Config),
+    ) -> Running<notifier::App> {
+        let mut schedule = None;
+        let notifier = self
+            .notifier_with(&self.amqp_url(), smtp_url, |config| {
+                config.webhook_destinations.webhook_allowed_networks = loopback();
+                change(config);
+                schedule = Some(config.webhook_retry_schedule.clone());
+            })
+            .await;
+        let schedule = schedule.expect("configured");
+        let retries = RetryConfig::on_schedule(schedule.retry_delays(), schedule.jitter_percent());
+        for (_, name) in retries.retry_queues(&self.mesh.broker_config().queues.webhook_queue) {
+            self.mesh.broker.remember(name);
+        }
+        notifier
+    }
+}
+
+fn loopback() -> webhooks::AllowedNetworks {
+    "127.0.0.0/8".parse().unwrap()
+}
+
+/// The id of `user`'s newest webhook endpoint.
+async fn first_endpoint_id(mesh: &Mesh, user: &User) -> String {
+    let endpoints: Value = mesh
+        .http
+        .get(mesh.url("/webhooks"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    endpoints["endpoints"][0]["id"].as_str().unwrap().to_owned()
+}
+
+/// `POST /webhooks/{id}/test` as `user`.
+async fn send_test(mesh: &Mesh, user: &User, id: &str) -> reqwest::Response {
+    mesh.http
+        .post(mesh.url(&format!("/webhooks/{id}/test")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Registers a webhook endpoint for `user` at `url` for `events`; its secret.
 async fn webhook_endpoint(mesh: &Mesh, user: &User, url: &str, events: &[&str]) -> String {
     let response = mesh
@@ -539,27 +604,13 @@ async fn webhook_endpoint(mesh: &Mesh, user: &User, url: &str, events: &[&str]) 
 #[tokio::test]
 async fn an_outcome_reaches_each_webhook_once_verified_and_on_time_while_smtp_is_down() {
     // Receivers on loopback: the gateway and the notifier are told to allow it.
-    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
-    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
-        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
-    }))
-    .await;
+    let pipeline = Pipeline::with_webhooks().await;
     let mesh = &pipeline.mesh;
     let schedule = "0, 1s, 1s, 1s, 1s";
-    let webhook_retries = RetryConfig::on_schedule(
-        schedule
-            .parse::<webhooks::RetrySchedule>()
-            .unwrap()
-            .retry_delays(),
-    );
-    for (_, name) in webhook_retries.retry_queues(&mesh.broker_config().queues.webhook_queue) {
-        mesh.broker.remember(name);
-    }
     // SMTP is down for the whole test: no e-mail can go, and webhooks must not wait for it.
     let dead_smtp = format!("smtp://127.0.0.1:{}", free_port());
     let _notifier = pipeline
-        .notifier_with(&pipeline.amqp_url(), &dead_smtp, |config| {
-            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+        .webhook_notifier(&dead_smtp, |config| {
             config.webhook_retry_schedule = schedule.parse().unwrap();
         })
         .await;
@@ -644,35 +695,17 @@ async fn an_outcome_reaches_each_webhook_once_verified_and_on_time_while_smtp_is
 
 #[tokio::test]
 async fn a_test_ping_reaches_the_endpoint_signed_and_only_its_owner_can_send_one() {
-    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
-    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
-        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
-    }))
-    .await;
+    let pipeline = Pipeline::with_webhooks().await;
     let mesh = &pipeline.mesh;
     let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline
-        .notifier_with(&pipeline.amqp_url(), &smtp.url(), |config| {
-            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
-        })
-        .await;
+    let _notifier = pipeline.webhook_notifier(&smtp.url(), |_| {}).await;
     let user = mesh.user("pinger@example.com").await;
     let other = mesh.user("other@example.com").await;
     let port = free_port();
     let url = test_support::webhook_receiver::url_on(port);
     let secret = webhook_endpoint(mesh, &user, &url, &["job.failed"]).await;
     let mut receiver = WebhookReceiver::start_on(port, &[secret], 0).await;
-    let endpoints: Value = mesh
-        .http
-        .get(mesh.url("/webhooks"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = endpoints["endpoints"][0]["id"].as_str().unwrap().to_owned();
+    let id = first_endpoint_id(mesh, &user).await;
     let ping = |token: String| {
         let request = mesh
             .http
@@ -709,18 +742,10 @@ async fn a_test_ping_reaches_the_endpoint_signed_and_only_its_owner_can_send_one
 #[tokio::test]
 async fn a_410_disables_the_endpoint_tells_its_owner_and_after_enabling_a_logged_message_goes_again()
  {
-    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
-    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
-        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
-    }))
-    .await;
+    let pipeline = Pipeline::with_webhooks().await;
     let mesh = &pipeline.mesh;
     let smtp = SmtpCapture::start().unwrap();
-    let _notifier = pipeline
-        .notifier_with(&pipeline.amqp_url(), &smtp.url(), |config| {
-            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
-        })
-        .await;
+    let _notifier = pipeline.webhook_notifier(&smtp.url(), |_| {}).await;
     let user = mesh.user("gone@example.com").await;
     let port = free_port();
     let url = test_support::webhook_receiver::url_on(port);
@@ -813,26 +838,12 @@ async fn a_410_disables_the_endpoint_tells_its_owner_and_after_enabling_a_logged
 
 #[tokio::test]
 async fn e_mail_goes_out_on_time_while_a_webhook_receiver_keeps_failing() {
-    let allow_loopback = || "127.0.0.0/8".parse().unwrap();
-    let pipeline = Pipeline::start_with(MeshOptions::gateway(move |config| {
-        config.webhook_destinations.webhook_allowed_networks = allow_loopback();
-    }))
-    .await;
+    let pipeline = Pipeline::with_webhooks().await;
     let mesh = &pipeline.mesh;
     let schedule = "0, 1s, 1s, 1s, 1s, 1s, 1s, 1s";
-    let webhook_retries = RetryConfig::on_schedule(
-        schedule
-            .parse::<webhooks::RetrySchedule>()
-            .unwrap()
-            .retry_delays(),
-    );
-    for (_, name) in webhook_retries.retry_queues(&mesh.broker_config().queues.webhook_queue) {
-        mesh.broker.remember(name);
-    }
     let smtp = SmtpCapture::start().unwrap();
     let _notifier = pipeline
-        .notifier_with(&pipeline.amqp_url(), &smtp.url(), |config| {
-            config.webhook_destinations.webhook_allowed_networks = allow_loopback();
+        .webhook_notifier(&smtp.url(), |config| {
             config.webhook_retry_schedule = schedule.parse().unwrap();
         })
         .await;
@@ -866,4 +877,41 @@ async fn e_mail_goes_out_on_time_while_a_webhook_receiver_keeps_failing() {
         (Some(503), Some(503))
     );
     assert_eq!(first["id"], second["id"], "one message, tried again");
+}
+
+#[tokio::test]
+async fn a_receiver_that_asks_for_a_pause_is_not_tried_again_sooner() {
+    let pipeline = Pipeline::with_webhooks().await;
+    let mesh = &pipeline.mesh;
+    // Retries a second apart, and the least wait after a 429 is a second too: only the
+    // receiver's Retry-After can make the next attempt wait 4 s.
+    let schedule = "0, 1s, 1s, 1s";
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline
+        .webhook_notifier(&smtp.url(), |config| {
+            config.webhook_retry_schedule = schedule.parse().unwrap();
+            config.webhook_slow_down = Duration::from_secs(1);
+        })
+        .await;
+    let user = mesh.user("paused@example.com").await;
+    let port = free_port();
+    let url = test_support::webhook_receiver::url_on(port);
+    let secret = webhook_endpoint(mesh, &user, &url, &[]).await;
+    let mut receiver = WebhookReceiver::asking_for_a_pause(port, &[secret], 1, 429, 4).await;
+    let id = first_endpoint_id(mesh, &user).await;
+    let queued = send_test(mesh, &user, &id).await;
+    assert_eq!(queued.status(), StatusCode::ACCEPTED);
+    let first = receiver.next().await;
+    assert_eq!(first["status"], 429);
+    let second = receiver
+        .next_within(Duration::from_secs(20))
+        .await
+        .expect("tried again");
+    assert_eq!(second["status"], 204);
+    assert_eq!(first["id"], second["id"]);
+    let waited = second["at"].as_f64().unwrap() - first["at"].as_f64().unwrap();
+    assert!(
+        waited >= 4.0,
+        "tried again after {waited:.2} s, before the 4 s it asked for"
+    );
 }

@@ -4,11 +4,14 @@
 //! caller goes on), retrying a message later through delay queues, and the consumer's session.
 //!
 //! Retries: a consumer that fails for a passing reason republishes the message, with its
-//! attempt number in the `x-attempt` header, to `{queue}.retry.{ms}ms`: a queue without
-//! consumers whose messages expire after that delay and are dead-lettered back to `{queue}`.
-//! Each delay has its own queue, because a queue only expires messages at its head.
+//! attempt number in the `x-attempt` header and its wait as its own expiration, to
+//! `{queue}.retry.{ms}ms`: a queue without consumers that holds messages for at most that long
+//! (a step of the retry policy, with its jitter) and dead-letters them back to `{queue}`. Each
+//! step has its own queue, because a queue only expires messages at its head; a wait longer
+//! than its step (a receiver asked for a pause) goes to a `{queue}.retry.hold.{n}s` queue of the
+//! next power of two seconds, declared when first needed.
 
-use crate::config::{QueueConfig, RetryConfig, retry_queue};
+use crate::config::{QueueConfig, RetryConfig};
 use crate::consumer::{self, Delivery, Handler, Settlement, Worker};
 use crate::events;
 use crate::publisher::PublishError;
@@ -134,31 +137,71 @@ pub async fn declare_retry_queues(
     queue: &str,
     retry: &RetryConfig,
 ) -> Result<(), lapin::Error> {
-    for (delay, name) in retry.retry_queues(queue) {
-        let mut arguments = FieldTable::default();
-        let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-        arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        arguments.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(queue.into()),
-        );
-        arguments.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString("at-least-once".into()),
-        );
-        arguments.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
-        channel
-            .queue_declare(name.as_str().into(), durable(), quorum(arguments))
-            .await?;
+    for (hold, name) in retry.retry_queues(queue) {
+        declare_delay_queue(channel, queue, &name, hold).await?;
     }
     Ok(())
+}
+
+/// Declares `name`, a delay queue that holds messages of `queue` for at most `hold` and then
+/// dead-letters them back to it.
+async fn declare_delay_queue(
+    channel: &Channel,
+    queue: &str,
+    name: &str,
+    hold: Duration,
+) -> Result<(), lapin::Error> {
+    let mut arguments = FieldTable::default();
+    let millis = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+    arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(queue.into()),
+    );
+    arguments.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(name.into(), durable(), quorum(arguments))
+        .await?;
+    Ok(())
+}
+
+/// Where a retry that is to wait `delay` goes: the schedule's delay queue for it when `delay` is
+/// within that queue's band (its step with its jitter), so it waits beside messages that expire
+/// about when it does; otherwise (a receiver asked for a longer pause) a queue that holds
+/// messages for the next power of two seconds, declared when first needed, in which no message
+/// waits behind another for more than twice its own delay.
+fn delay_queue_for(queue: &str, retry: &RetryConfig, delay: Duration) -> (String, Duration, bool) {
+    let jitter = f64::from(retry.jitter_percent) / 100.0;
+    // The queue holds a step with all its jitter; the shortest wait of that step is this share
+    // of it.
+    let band_floor = (1.0 - jitter) / (1.0 + jitter);
+    let scheduled = retry
+        .retry_queues(queue)
+        .into_iter()
+        .find(|(hold, _)| *hold >= delay && delay >= hold.mul_f64(band_floor));
+    match scheduled {
+        Some((hold, name)) => (name, hold, false),
+        None => {
+            let seconds = delay.as_secs_f64().ceil().max(1.0) as u64;
+            let hold = Duration::from_secs(seconds.next_power_of_two());
+            (
+                format!("{queue}.retry.hold.{}s", hold.as_secs()),
+                hold,
+                true,
+            )
+        }
+    }
 }
 
 /// Which attempt a message with these properties is (1 for a first delivery).
@@ -176,16 +219,29 @@ pub fn attempt_of(properties: &BasicProperties) -> u32 {
     }
 }
 
-/// Republishes a message (its body and identity unchanged) to the delay queue for its
-/// `attempt`, numbered `attempt + 1`, and waits for the broker's confirm.
+/// Which attempt failed, and how long the message is to wait before the next.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryAt {
+    /// The failed attempt (1-based).
+    pub attempt: u32,
+    /// The wait: the attempt's delay, moved by its jitter, or longer when asked.
+    pub delay: Duration,
+}
+
+/// Republishes a message (its body and identity unchanged), numbered `attempt + 1`, to a delay
+/// queue ([`delay_queue_for`]) with `delay` as its own expiration, and waits for the broker's
+/// confirm. A queue expires messages at its head only, so a message may wait behind one that
+/// expires later in the same queue: a wait is never shorter than asked, and at most that
+/// queue's hold.
 pub async fn publish_retry(
     channel: &Channel,
     queue: &str,
     retry: &RetryConfig,
-    attempt: u32,
+    at: RetryAt,
     body: &[u8],
     original: &BasicProperties,
 ) -> Result<(), PublishError> {
+    let RetryAt { attempt, delay } = at;
     let mut headers = original.headers().clone().unwrap_or_default();
     headers.insert(
         ShortString::from(ATTEMPT_HEADER),
@@ -195,7 +251,12 @@ pub async fn publish_retry(
     if let Some(id) = original.message_id() {
         properties = properties.with_message_id(id.clone());
     }
-    let delay_queue = retry_queue(queue, retry.delay_after(attempt));
+    let (delay_queue, hold, extra) = delay_queue_for(queue, retry, delay);
+    if extra {
+        declare_delay_queue(channel, queue, &delay_queue, hold).await?;
+    }
+    let expiration = delay.as_millis().to_string();
+    let properties = properties.with_expiration(expiration.as_str().into());
     publish_confirmed(channel, "", &delay_queue, body, properties).await
 }
 
@@ -452,7 +513,9 @@ async fn settle<H: Handler>(
         .await;
     let settled = match settlement {
         Settlement::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Settlement::RetryAfter(_) => retry_later(&delivery, &channel, &worker, attempt).await,
+        Settlement::RetryAfter(delay) => {
+            retry_later(&delivery, &channel, &worker, attempt, delay).await
+        }
         Settlement::DeadLetter(_) => {
             delivery
                 .acker
@@ -477,13 +540,14 @@ async fn retry_later<H: Handler>(
     channel: &Channel,
     worker: &Worker<H>,
     attempt: u32,
+    delay: Duration,
 ) -> lapin::Result<bool> {
     let settings = &worker.settings;
     let published = publish_retry(
         channel,
         &settings.queue,
         &settings.retry,
-        attempt,
+        RetryAt { attempt, delay },
         &delivery.data,
         &delivery.properties,
     )
@@ -507,6 +571,42 @@ fn requeue() -> BasicNackOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_waits_in_its_steps_queue_or_in_a_power_of_two_hold() {
+        let seconds = Duration::from_secs;
+        let retry = RetryConfig::on_schedule(vec![seconds(5), seconds(300)], 20);
+        let pick = |delay| delay_queue_for("webhooks", &retry, delay);
+        assert_eq!(
+            pick(seconds(5)),
+            ("webhooks.retry.6000ms".into(), seconds(6), false)
+        );
+        assert_eq!(
+            pick(Duration::from_millis(4100)),
+            ("webhooks.retry.6000ms".into(), seconds(6), false)
+        );
+        assert_eq!(
+            pick(seconds(290)),
+            ("webhooks.retry.360000ms".into(), seconds(360), false)
+        );
+        // Longer than its step allows (a Retry-After, a slow-down), or far shorter than the
+        // queue that would hold it: a hold of its own.
+        assert_eq!(
+            pick(seconds(60)),
+            ("webhooks.retry.hold.64s".into(), seconds(64), true)
+        );
+        assert_eq!(
+            pick(seconds(3)),
+            ("webhooks.retry.hold.4s".into(), seconds(4), true)
+        );
+        assert_eq!(
+            pick(seconds(36_000)),
+            ("webhooks.retry.hold.65536s".into(), seconds(65_536), true)
+        );
+        let plain = RetryConfig::default();
+        let (name, _, extra) = delay_queue_for("video", &plain, plain.delay_after(2));
+        assert_eq!((name.as_str(), extra), ("video.retry.20000ms", false));
+    }
 
     #[test]
     fn the_attempt_header_counts_from_one() {

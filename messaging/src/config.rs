@@ -178,6 +178,12 @@ pub struct RetryConfig {
     /// from the environment).
     #[arg(skip)]
     pub schedule: Option<Vec<Duration>>,
+
+    /// How far each delay may move either way, in percent of it, so that messages that failed
+    /// together do not all come back together (set by a consumer that wants it; never read from
+    /// the environment).
+    #[arg(skip)]
+    pub jitter_percent: u8,
 }
 
 impl Default for RetryConfig {
@@ -187,18 +193,37 @@ impl Default for RetryConfig {
             retry_base_delay_ms: 5_000,
             retry_max_delay_ms: 600_000,
             schedule: None,
+            jitter_percent: 0,
         }
     }
 }
 
 impl RetryConfig {
-    /// Retries after these delays, one per failed attempt, then the dead-letter queue.
-    pub fn on_schedule(delays: Vec<Duration>) -> Self {
+    /// Retries after these delays, one per failed attempt, each moved by up to
+    /// `jitter_percent` either way; then the dead-letter queue.
+    pub fn on_schedule(delays: Vec<Duration>, jitter_percent: u8) -> Self {
         Self {
             max_attempts: u32::try_from(delays.len() + 1).unwrap_or(u32::MAX),
             schedule: Some(delays),
+            jitter_percent: jitter_percent.min(100),
             ..Self::default()
         }
+    }
+
+    /// The delay after failed attempt `attempt`, moved by a random share of its jitter.
+    pub fn jittered_delay_after(&self, attempt: u32) -> Duration {
+        use rand::Rng;
+        let share = f64::from(self.jitter_percent) / 100.0;
+        let draw: f64 = rand::rng().random_range(-1.0..=1.0);
+        self.delay_after(attempt)
+            .mul_f64((1.0 + share * draw).max(0.0))
+    }
+
+    /// The longest wait after failed attempt `attempt`: its delay with all of its jitter (what
+    /// a delay queue holds a message for at most).
+    pub fn longest_delay_after(&self, attempt: u32) -> Duration {
+        self.delay_after(attempt)
+            .mul_f64(1.0 + f64::from(self.jitter_percent) / 100.0)
     }
 
     /// How long to wait after failed attempt `attempt` (1-based) before the next one.
@@ -224,7 +249,7 @@ impl RetryConfig {
     pub fn retry_queues(&self, queue: &str) -> Vec<(Duration, String)> {
         let mut queues: Vec<(Duration, String)> = Vec::new();
         for attempt in 1..self.max_attempts {
-            let delay = self.delay_after(attempt);
+            let delay = self.longest_delay_after(attempt);
             if queues.last().is_none_or(|(last, _)| *last != delay) {
                 queues.push((delay, retry_queue(queue, delay)));
             }
@@ -248,13 +273,14 @@ mod tests {
             retry_base_delay_ms: base,
             retry_max_delay_ms: max,
             schedule: None,
+            jitter_percent: 0,
         }
     }
 
     #[test]
     fn a_schedule_gives_each_retry_its_delay_and_one_queue_per_distinct_delay() {
         let seconds = |s: u64| Duration::from_secs(s);
-        let config = RetryConfig::on_schedule(vec![seconds(5), seconds(300), seconds(300)]);
+        let config = RetryConfig::on_schedule(vec![seconds(5), seconds(300), seconds(300)], 0);
         assert_eq!(config.max_attempts, 4);
         let delays: Vec<Duration> = (1..4).map(|attempt| config.delay_after(attempt)).collect();
         assert_eq!(delays, [seconds(5), seconds(300), seconds(300)]);
@@ -264,6 +290,19 @@ mod tests {
             .map(|(_, name)| name)
             .collect();
         assert_eq!(names, ["webhooks.retry.5000ms", "webhooks.retry.300000ms"]);
+
+        // With jitter, each wait is within its share, and the delay queues hold the longest.
+        let jittered = RetryConfig::on_schedule(vec![seconds(5), seconds(300)], 20);
+        for _ in 0..200 {
+            let wait = jittered.jittered_delay_after(1);
+            assert!(wait >= seconds(4) && wait <= seconds(6), "{wait:?}");
+        }
+        let names: Vec<String> = jittered
+            .retry_queues("webhooks")
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
+        assert_eq!(names, ["webhooks.retry.6000ms", "webhooks.retry.360000ms"]);
     }
 
     #[test]

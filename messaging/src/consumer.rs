@@ -30,6 +30,9 @@ pub enum Outcome {
     /// Failed for a passing reason: try again after a delay, or dead-letter it after the last
     /// attempt.
     Retry(String),
+    /// As [`Outcome::Retry`], but not sooner than this (the other side asked for a pause, or is
+    /// overwhelmed): the retry waits the longer of its delay and this.
+    RetryNoSooner(String, Duration),
     /// Can never succeed: straight to the dead-letter queue.
     DeadLetter(String),
     /// Not done, through no fault of the message (shutdown, lost connection): put it back at
@@ -164,8 +167,10 @@ impl<H: Handler> Worker<H> {
         let retries_left = attempt < settings.retry.max_attempts;
         let label = match &outcome {
             Outcome::Ack => "acked",
-            Outcome::Retry(_) if retries_left => "retried",
-            Outcome::Retry(_) | Outcome::DeadLetter(_) => "dead_lettered",
+            Outcome::Retry(_) | Outcome::RetryNoSooner(..) if retries_left => "retried",
+            Outcome::Retry(_) | Outcome::RetryNoSooner(..) | Outcome::DeadLetter(_) => {
+                "dead_lettered"
+            }
             Outcome::HandBack => "handed_back",
         };
         metrics::counter!(crate::meters::MESSAGES, "service" => settings.service, "outcome" => label)
@@ -173,11 +178,18 @@ impl<H: Handler> Worker<H> {
         match outcome {
             Outcome::Ack => Settlement::Ack,
             Outcome::Retry(reason) if retries_left => {
-                let delay = settings.retry.delay_after(attempt);
+                let delay = settings.retry.jittered_delay_after(attempt);
                 tracing::warn!(%reason, attempt, ?delay, "retrying later");
                 Settlement::RetryAfter(delay)
             }
-            Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
+            Outcome::RetryNoSooner(reason, floor) if retries_left => {
+                let delay = settings.retry.jittered_delay_after(attempt).max(floor);
+                tracing::warn!(%reason, attempt, ?delay, "retrying later, not sooner than asked");
+                Settlement::RetryAfter(delay)
+            }
+            Outcome::Retry(reason)
+            | Outcome::RetryNoSooner(reason, _)
+            | Outcome::DeadLetter(reason) => {
                 tracing::error!(%reason, attempt, "dead-lettering the message");
                 Settlement::DeadLetter(reason)
             }

@@ -60,6 +60,7 @@ fn settings(dir: &std::path::Path, max_attempts: u32) -> ConsumerSettings {
             retry_base_delay_ms: 50,
             retry_max_delay_ms: 50,
             schedule: None,
+            jitter_percent: 0,
         },
         grace: Duration::from_millis(200),
     }

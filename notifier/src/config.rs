@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = webhooks::schedule::parse_delay)]
     pub webhook_disable_after: std::time::Duration,
 
+    /// The least wait before trying a webhook receiver again after it timed out or answered
+    /// 429 (`60s`).
+    #[arg(long, env = "WEBHOOK_SLOW_DOWN", default_value = "60s", value_parser = webhooks::schedule::parse_delay)]
+    pub webhook_slow_down: std::time::Duration,
+
     /// How long a webhook receiver has to answer, in seconds.
     #[arg(long, env = "WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub webhook_timeout_seconds: u64,

@@ -78,6 +78,10 @@ impl App {
             &links.broker.queues,
             config.public_base_url.clone(),
             Some(config.webhook_disable_after).filter(|after| !after.is_zero()),
+            config
+                .webhook_retry_schedule
+                .clone()
+                .with_slow_down(config.webhook_slow_down),
         );
         let mut webhook_settings = links.consumer(
             "notifier-webhooks",
@@ -85,8 +89,9 @@ impl App {
             config.webhook_concurrency,
             Duration::from_secs(config.shutdown_grace_seconds),
         );
+        let schedule = &config.webhook_retry_schedule;
         webhook_settings.retry =
-            RetryConfig::on_schedule(config.webhook_retry_schedule.retry_delays());
+            RetryConfig::on_schedule(schedule.retry_delays(), schedule.jitter_percent());
         let notifier = Notifier::new(
             storage,
             mailer,

@@ -29,6 +29,7 @@ pub struct WebhookChannel {
     mail_queue: String,
     public_base_url: String,
     disable_after: Option<Duration>,
+    schedule: webhooks::RetrySchedule,
 }
 
 impl Handler for WebhookChannel {
@@ -50,13 +51,15 @@ impl WebhookChannel {
     /// A channel that finds endpoints in `storage`, sends with `deliverer`, puts each
     /// endpoint's message on the webhook queue of `queues`, links downloads under
     /// `public_base_url`, disables an endpoint that fails for `disable_after` without a success
-    /// (`None`: never), and tells its owner through the e-mail channel's queue.
+    /// (`None`: never), tells its owner through the e-mail channel's queue, and waits at least
+    /// what `schedule`'s floor says before trying a receiver that asked for a pause again.
     pub fn new(
         storage: StorageClient,
         deliverer: Deliverer,
         queues: &messaging::QueueConfig,
         public_base_url: String,
         disable_after: Option<Duration>,
+        schedule: webhooks::RetrySchedule,
     ) -> Self {
         Self {
             storage,
@@ -65,6 +68,7 @@ impl WebhookChannel {
             mail_queue: queues.mp3_queue.clone(),
             public_base_url,
             disable_after,
+            schedule,
         }
     }
 
@@ -196,10 +200,13 @@ impl WebhookChannel {
                 tracing::warn!(endpoint_id = %endpoint.id, "the receiver answered 410 Gone; the endpoint is disabled");
                 Outcome::Ack
             }
-            Verdict::Retry { .. } => Outcome::Retry(format!(
-                "webhook to endpoint {} not delivered: {:?}",
-                endpoint.id, attempt.outcome
-            )),
+            Verdict::Retry { .. } => Outcome::RetryNoSooner(
+                format!(
+                    "webhook to endpoint {} not delivered: {:?}",
+                    endpoint.id, attempt.outcome
+                ),
+                self.schedule.floor(&verdict),
+            ),
         }
     }
 }

@@ -30,6 +30,7 @@ const RETRY: RetryConfig = RetryConfig {
     retry_base_delay_ms: 200,
     retry_max_delay_ms: 1000,
     schedule: None,
+    jitter_percent: 0,
 };
 
 /// What the services run on.

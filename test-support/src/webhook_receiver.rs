@@ -43,6 +43,27 @@ impl WebhookReceiver {
         .await
     }
 
+    /// A receiver on `port` that answers its first `failing` requests with `status` and
+    /// `Retry-After: retry_after` (seconds), then 204.
+    pub async fn asking_for_a_pause(
+        port: u16,
+        secrets: &[String],
+        failing: u32,
+        status: u16,
+        retry_after: u32,
+    ) -> Self {
+        Self::run(
+            port,
+            secrets,
+            &[
+                ("--fail-first", failing.to_string()),
+                ("--fail-status", status.to_string()),
+                ("--retry-after", retry_after.to_string()),
+            ],
+        )
+        .await
+    }
+
     /// A receiver on `port` that leaves its first `held` requests unanswered (it hangs), then
     /// answers 204.
     pub async fn hanging_first(port: u16, secrets: &[String], held: u32) -> Self {

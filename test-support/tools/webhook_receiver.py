@@ -9,7 +9,9 @@ Listens on 127.0.0.1 (port P, or a free one), prints `PORT <n>`, then one JSON l
 "status": <the answer>, "body": <the parsed body, when verified>}. Answers 204 when a secret
 verifies it (or S, with --answer S), else 400; with --fail-first N, the first N requests get 503
 whatever they are; with --hold-first H, the first H requests are reported (status "held") and
-then left unanswered for a minute, as a receiver that hangs.
+then left unanswered for a minute, as a receiver that hangs. --fail-status and --retry-after set
+the failures' status and Retry-After header. Each line says when the request came ("at", Unix
+seconds).
 """
 
 import argparse
@@ -25,6 +27,8 @@ ARGS.add_argument("--port", type=int, default=0)
 ARGS.add_argument("--fail-first", type=int, default=0)
 ARGS.add_argument("--answer", type=int, default=204)
 ARGS.add_argument("--hold-first", type=int, default=0)
+ARGS.add_argument("--fail-status", type=int, default=503)
+ARGS.add_argument("--retry-after", default=None)
 ARGS.add_argument("secrets", nargs="*")
 OPTIONS = ARGS.parse_args()
 SECRETS = [Webhook(secret) for secret in OPTIONS.secrets]
@@ -52,17 +56,20 @@ class Receiver(BaseHTTPRequestHandler):
             print(json.dumps(line), flush=True)
             time.sleep(60)
             return
-        status = 503 if failing else OPTIONS.answer if verified_by else 400
+        status = OPTIONS.fail_status if failing else OPTIONS.answer if verified_by else 400
         line = {
             "id": headers.get("webhook-id"),
             "verified_by": verified_by,
             "errors": errors,
             "status": status,
+            "at": time.time(),
         }
         if verified_by:
             line["body"] = payload
         print(json.dumps(line), flush=True)
         self.send_response(status)
+        if failing and OPTIONS.retry_after is not None:
+            self.send_header("Retry-After", OPTIONS.retry_after)
         self.end_headers()
 
     def log_message(self, *args):

@@ -55,6 +55,35 @@ impl RetrySchedule {
         }
     }
 
+    /// This schedule with `slow_down` as the least wait after a timeout or a 429.
+    pub fn with_slow_down(self, slow_down: Duration) -> Self {
+        Self { slow_down, ..self }
+    }
+
+    /// How far each delay may move either way, in percent.
+    pub fn jitter_percent(&self) -> u8 {
+        (self.jitter * 100.0).round().clamp(0.0, 100.0) as u8
+    }
+
+    /// The least wait before the next attempt that `verdict` asks for, whatever the schedule
+    /// says: the receiver's `Retry-After` (up to [`MAX_RETRY_AFTER`]), and the slow-down wait
+    /// after a timeout or a 429.
+    pub fn floor(&self, verdict: &Verdict) -> Duration {
+        let Verdict::Retry {
+            retry_after,
+            slow_down,
+        } = verdict
+        else {
+            return Duration::ZERO;
+        };
+        let asked = retry_after.map_or(Duration::ZERO, |asked| asked.min(MAX_RETRY_AFTER));
+        if *slow_down {
+            asked.max(self.slow_down)
+        } else {
+            asked
+        }
+    }
+
     /// The delays after each failed attempt (all but the first delay, which comes before the
     /// first attempt), for a queue that schedules the retries itself.
     pub fn retry_delays(&self) -> Vec<Duration> {
@@ -74,22 +103,12 @@ impl RetrySchedule {
 
     /// [`RetrySchedule::delay_after`] with the jitter drawn: `draw` in -1..=1.
     fn delay_with(&self, attempts_made: usize, verdict: &Verdict, draw: f64) -> Option<Duration> {
-        let Verdict::Retry {
-            retry_after,
-            slow_down,
-        } = verdict
-        else {
+        let Verdict::Retry { .. } = verdict else {
             return None;
         };
         let scheduled = *self.delays.get(attempts_made)?;
-        let mut delay = scheduled.mul_f64((1.0 + self.jitter * draw).max(0.0));
-        if *slow_down {
-            delay = delay.max(self.slow_down);
-        }
-        if let Some(asked) = retry_after {
-            delay = delay.max((*asked).min(MAX_RETRY_AFTER));
-        }
-        Some(delay)
+        let delay = scheduled.mul_f64((1.0 + self.jitter * draw).max(0.0));
+        Some(delay.max(self.floor(verdict)))
     }
 }
 
@@ -206,6 +225,12 @@ mod tests {
             schedule.delay_with(1, &asked(10 * 86_400), 0.0),
             Some(MAX_RETRY_AFTER)
         );
+        assert_eq!(schedule.floor(&asked(90)), Duration::from_secs(90));
+        assert_eq!(schedule.floor(&slow), Duration::from_secs(60));
+        assert_eq!(schedule.floor(&RETRY), Duration::ZERO);
+        let quick = schedule.with_slow_down(Duration::from_secs(2));
+        assert_eq!(quick.floor(&slow), Duration::from_secs(2));
+        assert_eq!(RetrySchedule::default().jitter_percent(), 20);
     }
 
     #[test]
