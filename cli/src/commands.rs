@@ -692,6 +692,11 @@ async fn webhooks(context: &Context, command: WebhookCommand) -> Result<(), Fail
                             (_, Some(status)) => format!("failed ({status})"),
                             _ => format!("failed: {}", attempt["error"].as_str().unwrap_or("?")),
                         };
+                        let result = if attempt["given_up"].as_bool() == Some(true) {
+                            format!("{result}, given up")
+                        } else {
+                            result
+                        };
                         lines.push(format!(
                             "{:<30}  {:<36}  {:<13}  {:>6}  {result}",
                             attempt["attempted_at"].as_str().unwrap_or("?"),

@@ -877,6 +877,35 @@ async fn e_mail_goes_out_on_time_while_a_webhook_receiver_keeps_failing() {
         (Some(503), Some(503))
     );
     assert_eq!(first["id"], second["id"], "one message, tried again");
+
+    // After its eighth attempt the message is given up, and its log says so.
+    let id = first_endpoint_id(mesh, &user).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log: Value = mesh
+            .http
+            .get(mesh.url(&format!("/webhooks/{id}/deliveries")))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if log["deliveries"][0]["given_up"] == true || tokio::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let deliveries = log["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 8, "{log}");
+    assert_eq!(deliveries[0]["given_up"], true, "{log}");
+    assert!(
+        deliveries[1..]
+            .iter()
+            .all(|attempt| attempt["given_up"] == false),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -914,4 +943,119 @@ async fn a_receiver_that_asks_for_a_pause_is_not_tried_again_sooner() {
         waited >= 4.0,
         "tried again after {waited:.2} s, before the 4 s it asked for"
     );
+}
+
+/// `GET /webhooks/{id}/deliveries` as `user`.
+async fn deliveries(mesh: &Mesh, user: &User, id: &str) -> Vec<Value> {
+    let log: Value = mesh
+        .http
+        .get(mesh.url(&format!("/webhooks/{id}/deliveries")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    log["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_receiver_down_then_up_gets_the_message_once_under_its_id() {
+    let pipeline = Pipeline::with_webhooks().await;
+    let mesh = &pipeline.mesh;
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline
+        .webhook_notifier(&smtp.url(), |config| {
+            config.webhook_retry_schedule = "0, 1s, 1s, 1s, 1s, 1s, 1s".parse().unwrap();
+        })
+        .await;
+    let user = mesh.user("down-up@example.com").await;
+    let port = free_port();
+    let secret = webhook_endpoint(
+        mesh,
+        &user,
+        &test_support::webhook_receiver::url_on(port),
+        &[],
+    )
+    .await;
+    let id = first_endpoint_id(mesh, &user).await;
+    let queued = send_test(mesh, &user, &id).await;
+    assert_eq!(queued.status(), StatusCode::ACCEPTED);
+    let message_id = queued.json::<Value>().await.unwrap()["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Nobody listens: the first attempts fail, logged with why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while deliveries(mesh, &user, &id).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no attempt logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = deliveries(mesh, &user, &id).await;
+    assert_eq!(failed[0]["message_id"], message_id.as_str());
+    assert_eq!(failed[0]["delivered"], false);
+    assert!(failed[0]["error"].as_str().is_some(), "{failed:?}");
+
+    // Up: the same message arrives once, verified.
+    let mut receiver = WebhookReceiver::start_on(port, &[secret], 0).await;
+    let seen = receiver.next().await;
+    assert_eq!(seen["id"], message_id.as_str());
+    assert_eq!(seen["status"], 204);
+    assert_eq!(seen["verified_by"], serde_json::json!([0]));
+    let more = receiver.next_within(Duration::from_secs(3)).await;
+    assert!(more.is_none(), "delivered once: {more:?}");
+    let log = deliveries(mesh, &user, &id).await;
+    assert_eq!(log[0]["delivered"], true);
+    assert!(log[1..].iter().all(|attempt| attempt["delivered"] == false));
+}
+
+#[tokio::test]
+async fn during_a_rotation_messages_verify_with_either_secret_and_after_it_with_the_new_only() {
+    let pipeline = Pipeline::start_with(MeshOptions::gateway(|config| {
+        config.webhook_destinations.webhook_allowed_networks = loopback();
+        config.webhook_secret_overlap = Duration::from_secs(3);
+    }))
+    .await;
+    let mesh = &pipeline.mesh;
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline.webhook_notifier(&smtp.url(), |_| {}).await;
+    let user = mesh.user("rotating@example.com").await;
+    let port = free_port();
+    let old = webhook_endpoint(
+        mesh,
+        &user,
+        &test_support::webhook_receiver::url_on(port),
+        &[],
+    )
+    .await;
+    let id = first_endpoint_id(mesh, &user).await;
+    let rotated: Value = mesh
+        .http
+        .post(mesh.url(&format!("/webhooks/{id}/rotate-secret")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    let mut receiver = WebhookReceiver::start_on(port, &[old, new], 0).await;
+
+    assert_eq!(
+        send_test(mesh, &user, &id).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let during = receiver.next().await;
+    assert_eq!(during["verified_by"], serde_json::json!([0, 1]), "{during}");
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        send_test(mesh, &user, &id).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let after = receiver.next().await;
+    assert_eq!(after["verified_by"], serde_json::json!([1]), "{after}");
 }

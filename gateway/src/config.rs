@@ -62,6 +62,10 @@ pub struct Config {
     #[command(flatten)]
     pub webhook_destinations: webhooks::WebhookDestinations,
 
+    /// How long a rotated-out webhook secret goes on signing beside the new one (`24h`).
+    #[arg(long, env = "WEBHOOK_SECRET_OVERLAP", default_value = "24h", value_parser = webhooks::schedule::parse_delay)]
+    pub webhook_secret_overlap: Duration,
+
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }

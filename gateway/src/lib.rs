@@ -131,5 +131,6 @@ pub fn state(config: &Config, grpc_tls: Option<&GrpcTls>) -> anyhow::Result<AppS
         publisher: Publisher::new(&config.broker, "gateway"),
         max_upload_bytes: config.max_upload_bytes,
         webhook_destinations: std::sync::Arc::new(config.webhook_destinations.policy()),
+        webhook_secret_overlap: config.webhook_secret_overlap,
     })
 }

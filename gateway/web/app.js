@@ -906,7 +906,8 @@
             : attempt.status_code
               ? `failed (${attempt.status_code})`
               : `failed: ${attempt.error || 'no answer'}`;
-          item.textContent = `${new Date(attempt.attempted_at).toLocaleString()} · ${attempt.event_type} · ${result}`;
+          const end = attempt.given_up ? ' · given up' : '';
+          item.textContent = `${new Date(attempt.attempted_at).toLocaleString()} · ${attempt.event_type} · ${result}${end}`;
           return item;
         }),
       );

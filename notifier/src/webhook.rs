@@ -236,6 +236,8 @@ impl WebhookChannel {
             status_code,
             error,
             delivered: *verdict == Verdict::Delivered,
+            // The consumer dead-letters a message whose last attempt failed.
+            given_up: received.last_attempt && matches!(verdict, Verdict::Retry { .. }),
             body: due.body.clone().into(),
         };
         let gone = *verdict == Verdict::Gone;

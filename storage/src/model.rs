@@ -710,6 +710,9 @@ pub struct AttemptRecord {
     pub error: String,
     /// Whether it was delivered.
     pub delivered: bool,
+    /// Whether it was the message's last attempt, failed: the message was given up.
+    #[serde(default)]
+    pub given_up: bool,
     /// The body (our own JSON), for a redelivery by hand.
     pub body: String,
 }
@@ -738,6 +741,7 @@ impl AttemptRecord {
             status_code: attempt.status_code,
             error: attempt.error.chars().take(500).collect(),
             delivered: attempt.delivered,
+            given_up: attempt.given_up && !attempt.delivered,
             body,
         })
     }
@@ -752,6 +756,7 @@ impl AttemptRecord {
             status_code: self.status_code,
             error: self.error.clone(),
             delivered: self.delivered,
+            given_up: self.given_up,
             body: self.body.clone().into_bytes().into(),
         }
     }

@@ -1505,6 +1505,7 @@ fn attempt(message_id: &str, status_code: u32, delivered: bool) -> pb::WebhookAt
         error: String::new(),
         delivered,
         body: br#"{"type":"job.succeeded"}"#.to_vec().into(),
+        given_up: false,
     }
 }
 

@@ -16,6 +16,7 @@ seconds).
 
 import argparse
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +35,15 @@ OPTIONS = ARGS.parse_args()
 SECRETS = [Webhook(secret) for secret in OPTIONS.secrets]
 SEEN = {"requests": 0}
 LOCK = threading.Lock()
+OUTPUT = threading.Lock()
+
+
+def report(line):
+    """One whole line per request: requests are handled on several threads, and print() writes
+    the text and its newline separately, so two reports could otherwise run together."""
+    with OUTPUT:
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -53,7 +63,7 @@ class Receiver(BaseHTTPRequestHandler):
             failing = SEEN["requests"] <= OPTIONS.hold_first + OPTIONS.fail_first
         if held:
             line = {"id": headers.get("webhook-id"), "verified_by": verified_by, "status": "held"}
-            print(json.dumps(line), flush=True)
+            report(line)
             time.sleep(60)
             return
         status = OPTIONS.fail_status if failing else OPTIONS.answer if verified_by else 400
@@ -66,7 +76,7 @@ class Receiver(BaseHTTPRequestHandler):
         }
         if verified_by:
             line["body"] = payload
-        print(json.dumps(line), flush=True)
+        report(line)
         self.send_response(status)
         if failing and OPTIONS.retry_after is not None:
             self.send_header("Retry-After", OPTIONS.retry_after)

@@ -50,6 +50,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// Where webhooks may be sent.
     pub webhook_destinations: std::sync::Arc<::webhooks::DestinationPolicy>,
+    /// How long a rotated-out webhook secret goes on signing.
+    pub webhook_secret_overlap: std::time::Duration,
 }
 
 /// The gRPC channels to the services the gateway calls.

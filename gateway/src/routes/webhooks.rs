@@ -89,6 +89,9 @@ pub struct DeliveryView {
     pub error: Option<String>,
     /// Whether this attempt delivered it.
     pub delivered: bool,
+    /// Whether this was the message's last attempt and it failed: the message is given up
+    /// (`redeliver` sends it again).
+    pub given_up: bool,
 }
 
 /// An endpoint's newest attempts (up to 100), newest first.
@@ -324,7 +327,7 @@ pub async fn delete_endpoint(
 }
 
 /// Gives one of the caller's endpoints a new signing secret. The previous one goes on signing
-/// beside it for 24 hours.
+/// beside it for `WEBHOOK_SECRET_OVERLAP` (24 hours).
 #[utoipa::path(post, path = "/webhooks/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path, description = "The endpoint's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$")),
     responses(
@@ -342,7 +345,12 @@ pub async fn rotate_secret(
     let secret = SigningSecret::generate();
     let endpoint = state
         .storage
-        .rotate_webhook_secret(&id, &caller.user_id, secret.expose(), None)
+        .rotate_webhook_secret(
+            &id,
+            &caller.user_id,
+            secret.expose(),
+            Some(state.webhook_secret_overlap),
+        )
         .await
         .or_api("storage", "webhook endpoint")?;
     tracing::info!("webhook secret rotated");
@@ -447,6 +455,7 @@ pub async fn list_deliveries(
                 .filter(|status| *status != 0),
             error: (!attempt.error.is_empty()).then_some(attempt.error),
             delivered: attempt.delivered,
+            given_up: attempt.given_up,
         })
         .collect();
     Ok(Json(DeliveryList { deliveries }))
