@@ -15,7 +15,7 @@ use messaging::events::{self, Event, Payload, WebhookDue, WebhookEndpointDisable
 use messaging::{Handler, Outcome, Received};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tonic::Code;
 use tracing::Instrument;
 use webhooks::{Attempt, AttemptOutcome, Deliverer, Message, SigningSecret, Verdict};
@@ -174,14 +174,7 @@ impl WebhookChannel {
             .iter()
             .filter_map(|secret| SigningSecret::parse(&secret.secret).ok())
             .collect();
-        // A fresh timestamp on every attempt: receivers refuse old ones as replays.
-        let message = Message {
-            id: due.message_id.clone(),
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_secs() as i64),
-            body: due.body.clone().into(),
-        };
+        let message = Message::stamped_now(due.message_id.clone(), due.body.clone().into());
         let attempt = self
             .deliverer
             .attempt(&endpoint.url, &secrets, &message)

@@ -31,11 +31,17 @@ pub struct Message {
 impl Message {
     /// A message with a new id, stamped now.
     pub fn new(body: Bytes) -> Self {
+        Self::stamped_now(new_message_id(), body)
+    }
+
+    /// Message `id`, stamped now: every attempt of a message carries a fresh timestamp, since
+    /// receivers refuse old ones as replays.
+    pub fn stamped_now(id: String, body: Bytes) -> Self {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs() as i64);
         Self {
-            id: new_message_id(),
+            id,
             timestamp,
             body,
         }

@@ -3,10 +3,11 @@
 //! so that deliveries failed together do not all come back at the same moment. A receiver that
 //! timed out or said 429 waits at least a minute, and a `Retry-After` longer than the
 //! schedule's delay is honoured. The schedule is configurable (`WEBHOOK_RETRY_SCHEDULE`), so
-//! tests run in seconds.
+//! tests run in seconds. The queue that holds the message between attempts applies it
+//! (`messaging::RetryConfig::on_schedule` with [`RetrySchedule::retry_delays`] and
+//! [`RetrySchedule::jitter_percent`], and the handler's [`RetrySchedule::floor`]).
 
 use crate::delivery::Verdict;
-use rand::Rng;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -45,16 +46,6 @@ impl Default for RetrySchedule {
 }
 
 impl RetrySchedule {
-    /// A schedule of these delays (the first before the first attempt), with `slow_down` the
-    /// least wait after a timeout or a 429.
-    pub fn new(delays: Vec<Duration>, slow_down: Duration) -> Self {
-        Self {
-            delays,
-            slow_down,
-            ..Self::default()
-        }
-    }
-
     /// This schedule with `slow_down` as the least wait after a timeout or a 429.
     pub fn with_slow_down(self, slow_down: Duration) -> Self {
         Self { slow_down, ..self }
@@ -88,27 +79,6 @@ impl RetrySchedule {
     /// first attempt), for a queue that schedules the retries itself.
     pub fn retry_delays(&self) -> Vec<Duration> {
         self.delays.iter().skip(1).copied().collect()
-    }
-
-    /// How many attempts a message gets in all.
-    pub fn attempts(&self) -> usize {
-        self.delays.len()
-    }
-
-    /// How long to wait after `attempts_made` attempts, the last of which ended in `verdict`;
-    /// `None` when the message has had all its attempts (or needs no more).
-    pub fn delay_after(&self, attempts_made: usize, verdict: &Verdict) -> Option<Duration> {
-        self.delay_with(attempts_made, verdict, rand::rng().random_range(-1.0..=1.0))
-    }
-
-    /// [`RetrySchedule::delay_after`] with the jitter drawn: `draw` in -1..=1.
-    fn delay_with(&self, attempts_made: usize, verdict: &Verdict, draw: f64) -> Option<Duration> {
-        let Verdict::Retry { .. } = verdict else {
-            return None;
-        };
-        let scheduled = *self.delays.get(attempts_made)?;
-        let delay = scheduled.mul_f64((1.0 + self.jitter * draw).max(0.0));
-        Some(delay.max(self.floor(verdict)))
     }
 }
 
@@ -164,34 +134,11 @@ mod tests {
     };
 
     #[test]
-    fn the_default_is_the_specifications_schedule_within_twenty_percent() {
+    fn the_default_is_the_specifications_schedule_with_twenty_percent_of_jitter() {
         let schedule = RetrySchedule::default();
-        assert_eq!(schedule.attempts(), 8);
-        let expected = [0, 5, 300, 1800, 7200, 18000, 36000, 36000];
-        for (attempts_made, seconds) in expected.into_iter().enumerate() {
-            let nominal = Duration::from_secs(seconds);
-            assert_eq!(
-                schedule.delay_with(attempts_made, &RETRY, 0.0),
-                Some(nominal)
-            );
-            assert_eq!(
-                schedule.delay_with(attempts_made, &RETRY, -1.0),
-                Some(nominal.mul_f64(0.8))
-            );
-            assert_eq!(
-                schedule.delay_with(attempts_made, &RETRY, 1.0),
-                Some(nominal.mul_f64(1.2))
-            );
-            let drawn = schedule.delay_after(attempts_made, &RETRY).unwrap();
-            assert!(drawn >= nominal.mul_f64(0.8) && drawn <= nominal.mul_f64(1.2));
-        }
-        assert_eq!(
-            schedule.delay_after(8, &RETRY),
-            None,
-            "eight attempts in all"
-        );
-        assert_eq!(schedule.delay_after(1, &Verdict::Delivered), None);
-        assert_eq!(schedule.delay_after(1, &Verdict::Gone), None);
+        let expected = [5, 300, 1800, 7200, 18000, 36000, 36000].map(Duration::from_secs);
+        assert_eq!(schedule.retry_delays(), expected, "eight attempts in all");
+        assert_eq!(schedule.jitter_percent(), 20);
     }
 
     #[test]
@@ -201,49 +148,35 @@ mod tests {
             retry_after: None,
             slow_down: true,
         };
-        assert_eq!(
-            schedule.delay_with(1, &slow, 0.0),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            schedule.delay_with(2, &slow, 0.0),
-            Some(Duration::from_secs(300))
-        );
         let asked = |seconds| Verdict::Retry {
             retry_after: Some(Duration::from_secs(seconds)),
             slow_down: false,
         };
-        assert_eq!(
-            schedule.delay_with(1, &asked(90), 0.0),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            schedule.delay_with(2, &asked(90), 0.0),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(
-            schedule.delay_with(1, &asked(10 * 86_400), 0.0),
-            Some(MAX_RETRY_AFTER)
-        );
-        assert_eq!(schedule.floor(&asked(90)), Duration::from_secs(90));
         assert_eq!(schedule.floor(&slow), Duration::from_secs(60));
+        assert_eq!(schedule.floor(&asked(90)), Duration::from_secs(90));
+        assert_eq!(schedule.floor(&asked(10 * 86_400)), MAX_RETRY_AFTER);
+        let both = Verdict::Retry {
+            retry_after: Some(Duration::from_secs(30)),
+            slow_down: true,
+        };
+        assert_eq!(schedule.floor(&both), Duration::from_secs(60));
         assert_eq!(schedule.floor(&RETRY), Duration::ZERO);
+        assert_eq!(schedule.floor(&Verdict::Delivered), Duration::ZERO);
+        assert_eq!(schedule.floor(&Verdict::Gone), Duration::ZERO);
         let quick = schedule.with_slow_down(Duration::from_secs(2));
         assert_eq!(quick.floor(&slow), Duration::from_secs(2));
-        assert_eq!(RetrySchedule::default().jitter_percent(), 20);
     }
 
     #[test]
     fn a_configured_schedule_reads_short_delays() {
         let schedule: RetrySchedule = "0, 200ms, 1s, 2".parse().unwrap();
-        assert_eq!(schedule.attempts(), 4);
         assert_eq!(
-            schedule.delay_with(1, &RETRY, 0.0),
-            Some(Duration::from_millis(200))
-        );
-        assert_eq!(
-            schedule.delay_with(3, &RETRY, 0.0),
-            Some(Duration::from_secs(2))
+            schedule.retry_delays(),
+            [
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ]
         );
         assert_eq!(parse_delay("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_delay("5d"), Ok(Duration::from_secs(432_000)));

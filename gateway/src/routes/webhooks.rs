@@ -22,8 +22,6 @@ use webhooks::{Refusal, SigningSecret};
 
 /// How long the check of an endpoint's host name may take.
 const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
-/// Longest description kept, in characters.
-const MAX_DESCRIPTION_CHARS: usize = 256;
 
 /// An endpoint to register.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -182,11 +180,6 @@ pub async fn create_endpoint(
     })?;
     let url = checked_destination(&state, &new.url).await?;
     let events = checked_events(new.events)?;
-    if new.description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
-        )));
-    }
     let secret = SigningSecret::generate();
     let endpoint = state
         .storage
