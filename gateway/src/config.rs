@@ -63,7 +63,7 @@ pub struct Config {
     pub webhook_destinations: webhooks::WebhookDestinations,
 
     /// How long a rotated-out webhook secret goes on signing beside the new one (`24h`).
-    #[arg(long, env = "WEBHOOK_SECRET_OVERLAP", default_value = "24h", value_parser = webhooks::schedule::parse_delay)]
+    #[arg(long, env = "WEBHOOK_SECRET_OVERLAP", default_value = "24h", value_parser = service_kit::config::parse_duration)]
     pub webhook_secret_overlap: Duration,
 
     #[command(flatten)]

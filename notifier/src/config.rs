@@ -63,12 +63,12 @@ pub struct Config {
 
     /// An endpoint whose attempts fail for this long without a success is disabled and its
     /// owner e-mailed (`5d`, `12h`; `0`: never).
-    #[arg(long, env = "WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = webhooks::schedule::parse_delay)]
+    #[arg(long, env = "WEBHOOK_DISABLE_AFTER", default_value = "5d", value_parser = service_kit::config::parse_duration)]
     pub webhook_disable_after: std::time::Duration,
 
     /// The least wait before trying a webhook receiver again after it timed out or answered
     /// 429 (`60s`).
-    #[arg(long, env = "WEBHOOK_SLOW_DOWN", default_value = "60s", value_parser = webhooks::schedule::parse_delay)]
+    #[arg(long, env = "WEBHOOK_SLOW_DOWN", default_value = "60s", value_parser = service_kit::config::parse_duration)]
     pub webhook_slow_down: std::time::Duration,
 
     /// How long a webhook receiver has to answer, in seconds.

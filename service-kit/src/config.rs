@@ -11,6 +11,7 @@
 use clap::{Args, Parser, ValueEnum};
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,6 +183,28 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{value}` is not a port or a host:port address"))
 }
 
+/// A duration: `250ms`, `5s`, `5m`, `2h`, `5d` or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as `5s`, `5m` or `2h`"))?;
+    let seconds = |factor: u64| Duration::from_secs(number.saturating_mul(factor));
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "d" => Ok(seconds(86_400)),
+        _ => Err(format!(
+            "`{text}` is not a duration such as `5s`, `5m` or `2h`"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +281,14 @@ mod tests {
             "127.0.0.1:50051"
         );
         assert!(parse_listen_addr("localhost:eighty").is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_plain_seconds() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(432_000)));
+        assert!(parse_duration("5 days").unwrap_err().contains("`5 days`"));
     }
 }

@@ -5,6 +5,7 @@
 use crate::Shutdown;
 use crate::grpc_tls::GrpcTls;
 use crate::ops::OpsEndpoint;
+use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -146,19 +147,45 @@ impl GrpcListeners {
             label,
             listeners: self,
             server,
+            background: Vec::new(),
         }
     }
 }
 
+/// Work a service does beside answering calls, until it is told to stop.
+type BackgroundTask = Box<dyn FnOnce(Shutdown) -> BoxFuture<'static, ()> + Send>;
+
 /// A gRPC service of ours, built: its listeners bound and its server ready.
-#[derive(Debug)]
 pub struct GrpcApp {
     label: &'static str,
     listeners: GrpcListeners,
     server: GrpcServer,
+    background: Vec<BackgroundTask>,
+}
+
+impl std::fmt::Debug for GrpcApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcApp")
+            .field("label", &self.label)
+            .field("listeners", &self.listeners)
+            .field("server", &self.server)
+            .field("background_tasks", &self.background.len())
+            .finish()
+    }
 }
 
 impl GrpcApp {
+    /// Runs `task` beside the server while it serves: it gets the shutdown signal, and the
+    /// service stops only once it has returned.
+    pub fn with_background<F>(mut self, task: impl FnOnce(Shutdown) -> F + Send + 'static) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.background
+            .push(Box::new(move |shutdown| Box::pin(task(shutdown))));
+        self
+    }
+
     /// Where gRPC is served.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listeners
@@ -185,8 +212,18 @@ impl GrpcApp {
             draining.wait().await;
             readiness.set(false);
         });
+        let background: Vec<_> = self
+            .background
+            .into_iter()
+            .map(|task| tokio::spawn(task(shutdown.clone())))
+            .collect();
         tracing::info!(addr = %listener.local_addr()?, "{} serving gRPC", self.label);
         let served = self.server.serve(listener, shutdown).await;
+        for task in background {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a background task of {} failed", self.label);
+            }
+        }
         ops.stop().await?;
         served?;
         tracing::info!("{} stopped", self.label);

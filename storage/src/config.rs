@@ -6,6 +6,7 @@ use clap::Parser;
 use service_kit::Secret;
 use service_kit::config::{ApiAddrs, ConfigError, ServiceConfig, TelemetryConfig};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The default largest file accepted: 2 GiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -35,6 +36,11 @@ pub struct Config {
     #[arg(long, env = "MAX_FILE_BYTES", default_value_t = DEFAULT_MAX_FILE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_bytes: u64,
 
+    /// How long an unfinished resumable upload is kept after its last append (`24h`); the
+    /// service itself removes it after that.
+    #[arg(long, env = "UPLOAD_EXPIRY", default_value = "24h", value_parser = parse_upload_expiry)]
+    pub upload_expiry: Duration,
+
     /// Mutual TLS for its gRPC server (GRPC_TLS_*): callers must present a certificate the
     /// authority signed.
     #[command(flatten)]
@@ -60,7 +66,22 @@ impl ServiceConfig for Config {
     }
 }
 
+/// A duration of at least a second.
+fn parse_upload_expiry(text: &str) -> Result<Duration, String> {
+    let expiry = service_kit::config::parse_duration(text)?;
+    if expiry < Duration::from_secs(1) {
+        return Err(format!("`{text}` is shorter than a second"));
+    }
+    Ok(expiry)
+}
+
 impl Config {
+    /// How often expired uploads are looked for: a quarter of their expiry, at most every
+    /// five minutes, so one is removed at most a quarter late.
+    pub fn upload_sweep_interval(&self) -> Duration {
+        (self.upload_expiry / 4).min(Duration::from_secs(300))
+    }
+
     /// Where the embedded backend's files live.
     pub fn local_root(&self) -> PathBuf {
         self.data_dir.join("storage")

@@ -38,6 +38,12 @@ pub enum StorageError {
     /// An idempotency key came back while its first request's job is still being recorded.
     #[error("a request with this idempotency key is still being handled; try again shortly")]
     KeyInFlight,
+    /// Another append holds the upload session.
+    #[error("another append to this upload is in progress; try again shortly")]
+    Locked,
+    /// An append's bytes do not match the checksum it came with; none of them were kept.
+    #[error("the bytes do not match their checksum; they were not kept")]
+    ChecksumMismatch,
     /// The client broke its upload stream off; nothing was kept.
     #[error("upload stream ended with an error: {0}")]
     UploadAborted(String),
@@ -96,6 +102,8 @@ impl From<StorageError> for Status {
             StorageError::KeyReused => Status::already_exists(error.to_string()),
             StorageError::KeyInFlight => Status::aborted(error.to_string()),
             StorageError::UploadAborted(_) => Status::cancelled(error.to_string()),
+            StorageError::Locked => Status::aborted(error.to_string()),
+            StorageError::ChecksumMismatch => Status::data_loss(error.to_string()),
             StorageError::DatabaseUnavailable(_)
             | StorageError::DiskUnavailable(..)
             | StorageError::Contended(_) => {

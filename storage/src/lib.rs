@@ -54,14 +54,19 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         meters::describe();
         let listeners = GrpcListeners::bind("storage", config.addrs.api, config.addrs.ops).await?;
-        let service = StorageServiceServer::new(build(&config).await?)
+        let api = build(&config).await?;
+        let sweeper = api.clone();
+        let sweep_interval = config.upload_sweep_interval();
+        let service = StorageServiceServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let grpc_tls = config.grpc_tls.load().await?;
         let server = GrpcServer::new(&[SERVICE_NAME], grpc_tls.as_ref())?
             .add_service(service)
             .await;
-        Ok(Self(listeners.serving("storage", server)))
+        Ok(Self(listeners.serving("storage", server).with_background(
+            move |shutdown| sweeper.sweep_sessions_until(sweep_interval, shutdown),
+        )))
     }
 }
 
@@ -90,5 +95,9 @@ async fn build(config: &Config) -> anyhow::Result<StorageApi> {
             Backend::Local(local)
         }
     };
-    Ok(StorageApi::new(backend, config.max_file_bytes))
+    Ok(StorageApi::new(
+        backend,
+        config.max_file_bytes,
+        config.upload_expiry,
+    ))
 }

@@ -9,6 +9,10 @@ service_kit::metrics_catalog! {
     gauge ACTIVE_STREAMS = "storage_active_streams": Count, "File streams open now, by direction";
     /// Uploads ended, labelled `bucket` and `outcome` (stored, refused).
     counter UPLOADS = "storage_uploads_total": Count, "Uploads that ended, by bucket and outcome: stored or refused";
+    /// Appends to resumable uploads ended, labelled `outcome` (kept, broken, checksum_mismatch).
+    counter UPLOAD_APPENDS = "storage_upload_appends_total": Count, "Appends to resumable uploads that ended, by outcome: kept, broken (what arrived before the break is kept unless checksummed) or checksum_mismatch";
+    /// Unfinished resumable uploads removed by the sweeper.
+    counter UPLOAD_SESSIONS_EXPIRED = "storage_upload_sessions_expired_total": Count, "Unfinished resumable uploads removed after UPLOAD_EXPIRY without an append";
     /// Jobs recorded.
     counter JOBS_CREATED = "storage_jobs_created_total": Count, "Conversion jobs recorded";
 }

@@ -7,6 +7,8 @@ use audio_options::AudioOptions;
 use proto::storage::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+pub mod session;
+
 pub use mongodb::bson::DateTime;
 pub use mongodb::bson::oid::ObjectId;
 
@@ -35,7 +37,8 @@ pub struct KeyClaim {
     pub key: String,
     /// The caller's digest of the request.
     pub fingerprint: String,
-    /// The job the first request creates.
+    /// The record the first request creates: its job, or (for a key given when creating a
+    /// resumable upload) its upload session.
     pub job_id: ObjectId,
     /// When the key was first used.
     pub created_at: DateTime,
@@ -51,6 +54,22 @@ impl KeyClaim {
             fingerprint: fingerprint.to_owned(),
             job_id,
             created_at: DateTime::now(),
+        }
+    }
+
+    /// A claim made now on a key given when creating resumable upload session `session_id`.
+    /// Such keys are claimed apart from the keys of uploads (a client may use one string for
+    /// both).
+    pub fn for_upload_session(
+        owner_id: &str,
+        key: &str,
+        fingerprint: &str,
+        session_id: ObjectId,
+    ) -> Self {
+        Self {
+            // Keys are printable ASCII without spaces, so this id is no upload key's.
+            id: format!("{owner_id}/upload session {key}"),
+            ..Self::new(owner_id, key, fingerprint, session_id)
         }
     }
 
@@ -447,6 +466,9 @@ pub struct JobRecord {
     /// The idempotency key its request gave, if any (deleting the job frees it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The resumable upload session its video came from; empty for a multipart upload.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub upload_id: String,
 }
 
 /// A change asked of a job.
@@ -513,6 +535,7 @@ impl JobRecord {
             updated_at: now,
             options,
             idempotency_key: None,
+            upload_id: String::new(),
         }
     }
 
@@ -628,6 +651,7 @@ impl JobRecord {
             created_at: Some(timestamp(self.created_at)),
             updated_at: Some(timestamp(self.updated_at)),
             options: Some(self.options.to_proto()),
+            upload_id: self.upload_id.clone(),
         }
     }
 }

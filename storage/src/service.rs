@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+mod resumable;
+
 /// Bytes gathered from the stream before one write to the backend (four GridFS chunks, so the
 /// driver stores them in one round trip). Eight chunks, with wider HTTP/2 windows, measured no
 /// faster and pushed storage's peak memory past 64 MiB.
@@ -41,14 +43,19 @@ const MAX_CHANGE_ATTEMPTS: usize = 16;
 pub struct StorageApi {
     backend: Arc<Backend>,
     max_file_bytes: u64,
+    upload_expiry: std::time::Duration,
+    digests: Arc<resumable::SessionDigests>,
 }
 
 impl StorageApi {
-    /// Serves `backend`, refusing files larger than `max_file_bytes`.
-    pub fn new(backend: Backend, max_file_bytes: u64) -> Self {
+    /// Serves `backend`, refusing files larger than `max_file_bytes` and removing resumable
+    /// uploads left alone for `upload_expiry`.
+    pub fn new(backend: Backend, max_file_bytes: u64, upload_expiry: std::time::Duration) -> Self {
         Self {
             backend: Arc::new(backend),
             max_file_bytes,
+            upload_expiry,
+            digests: Arc::default(),
         }
     }
 
@@ -189,7 +196,22 @@ impl StorageApi {
     /// Claims `claim`'s key for its job; `None` when the caller should record that job, else
     /// the job an earlier request with the same key and fingerprint created.
     async fn earlier_job_for(&self, claim: &KeyClaim) -> StorageResult<Option<JobRecord>> {
-        // Twice at most: once more after clearing a claim whose job was never recorded.
+        self.earlier_record_for(claim, |id| self.backend.find_job(id))
+            .await
+    }
+
+    /// Claims `claim`'s key for the record it names; `None` when the caller should create that
+    /// record, else the record (found by `find`) an earlier request with the same key and
+    /// fingerprint created.
+    async fn earlier_record_for<T, Found>(
+        &self,
+        claim: &KeyClaim,
+        find: impl Fn(ObjectId) -> Found,
+    ) -> StorageResult<Option<T>>
+    where
+        Found: std::future::Future<Output = StorageResult<Option<T>>>,
+    {
+        // Twice at most: once more after clearing a claim whose record was never stored.
         for _ in 0..2 {
             let Some(standing) = self.backend.claim_key(claim, IDEMPOTENCY_WINDOW).await? else {
                 return Ok(None);
@@ -197,10 +219,10 @@ impl StorageApi {
             if standing.fingerprint != claim.fingerprint {
                 return Err(StorageError::KeyReused);
             }
-            if let Some(job) = self.backend.find_job(standing.job_id).await? {
-                return Ok(Some(job));
+            if let Some(record) = find(standing.job_id).await? {
+                return Ok(Some(record));
             }
-            // Claimed, but its job is not recorded: being recorded now, or its request died
+            // Claimed, but its record is not stored: being stored now, or its request died
             // in between (then the claim is cleared once it is old enough to be sure).
             if !standing.is_older_than(ABANDONED_CLAIM_AFTER, DateTime::now()) {
                 return Err(StorageError::KeyInFlight);
@@ -210,6 +232,23 @@ impl StorageApi {
                 .await?;
         }
         Err(StorageError::KeyInFlight)
+    }
+
+    /// The upload session a new job's video came from, when the request names one: it must be
+    /// the owner's, complete, and the video's.
+    async fn job_upload(&self, request: &pb::CreateJobRequest) -> StorageResult<String> {
+        if request.upload_id.is_empty() {
+            return Ok(String::new());
+        }
+        let session = self
+            .visible_session(&request.upload_id, &Owner::One(request.owner_id.clone()))
+            .await?;
+        if !session.complete || session.id.to_hex() != request.video_id {
+            return Err(StorageError::FailedPrecondition(
+                "upload_id must name the complete upload session of the video".into(),
+            ));
+        }
+        Ok(session.id.to_hex())
     }
 
     /// Frees a claim; a failure is only logged (the claim then ages out).
@@ -499,7 +538,11 @@ impl StorageService for StorageApi {
             .await?;
         let options = AudioOptions::from_proto(request.options.as_ref())
             .map_err(|error| StorageError::InvalidArgument(format!("options: {error}")))?;
-        let key = IdempotencyKey::take_from(&mut request)?;
+        let key = IdempotencyKey::parse(
+            std::mem::take(&mut request.idempotency_key),
+            std::mem::take(&mut request.request_fingerprint),
+        )?;
+        let upload_id = self.job_upload(&request).await?;
         let mut job = JobRecord::new(
             request.owner_id,
             request.owner_email,
@@ -507,6 +550,7 @@ impl StorageService for StorageApi {
             request.original_filename,
             options,
         );
+        job.upload_id = upload_id;
         let mut claim = None;
         if let Some(key) = key {
             let new_claim = KeyClaim::new(&job.owner_id, &key.key, &key.fingerprint, job.id);
@@ -824,6 +868,71 @@ impl StorageService for StorageApi {
         }
         Err(StorageError::Contended(format!("webhook endpoint {}", request.id)).into())
     }
+
+    async fn create_upload_session(
+        &self,
+        request: Request<pb::CreateUploadSessionRequest>,
+    ) -> Result<Response<pb::CreateUploadSessionResponse>, Status> {
+        let (session, replayed) = self.create_session(request.into_inner()).await?;
+        Ok(Response::new(pb::CreateUploadSessionResponse {
+            session: Some(session.to_proto(DateTime::now())),
+            replayed,
+        }))
+    }
+
+    async fn get_upload_session(
+        &self,
+        request: Request<pb::GetUploadSessionRequest>,
+    ) -> Result<Response<pb::GetUploadSessionResponse>, Status> {
+        let request = request.into_inner();
+        let owner = Owner::from_request(request.owner_id, request.any_owner)?;
+        let session = self.visible_session(&request.id, &owner).await?;
+        Ok(Response::new(pb::GetUploadSessionResponse {
+            session: Some(session.to_proto(DateTime::now())),
+        }))
+    }
+
+    async fn append_upload(
+        &self,
+        request: Request<Streaming<pb::AppendUploadRequest>>,
+    ) -> Result<Response<pb::AppendUploadResponse>, Status> {
+        let api = self.clone();
+        // On its own task: if the caller goes away mid-stream, the append still runs to its
+        // end, which keeps what arrived and lets the session go.
+        let session = tokio::spawn(async move { api.append(request.into_inner()).await })
+            .await
+            .map_err(StorageError::Task)??;
+        Ok(Response::new(pb::AppendUploadResponse {
+            session: Some(session.to_proto(DateTime::now())),
+        }))
+    }
+
+    #[instrument(skip_all, fields(upload_id = %request.get_ref().id))]
+    async fn abort_upload_session(
+        &self,
+        request: Request<pb::AbortUploadSessionRequest>,
+    ) -> Result<Response<pb::AbortUploadSessionResponse>, Status> {
+        let request = request.into_inner();
+        let owner = Owner::from_request(request.owner_id, false)?;
+        self.abort_session(&request.id, &owner).await?;
+        Ok(Response::new(pb::AbortUploadSessionResponse {}))
+    }
+
+    #[instrument(skip_all, fields(upload_id = %request.get_ref().id))]
+    async fn complete_upload_session(
+        &self,
+        request: Request<pb::CompleteUploadSessionRequest>,
+    ) -> Result<Response<pb::CompleteUploadSessionResponse>, Status> {
+        let request = request.into_inner();
+        let owner = Owner::from_request(request.owner_id, false)?;
+        let (session, file) = self
+            .complete_session(&request.id, &owner, &request.job_id)
+            .await?;
+        Ok(Response::new(pb::CompleteUploadSessionResponse {
+            session: Some(session.to_proto(DateTime::now())),
+            file: Some(file.to_proto()),
+        }))
+    }
 }
 
 /// The idempotency key of a CreateJob request, with what identifies the request.
@@ -833,10 +942,9 @@ struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
-    /// Takes the request's key, if it gives one; a key must be printable ASCII and bounded,
-    /// and come with a fingerprint.
-    fn take_from(request: &mut pb::CreateJobRequest) -> StorageResult<Option<Self>> {
-        let key = std::mem::take(&mut request.idempotency_key);
+    /// A request's key, if it gives one; a key must be printable ASCII and bounded, and come
+    /// with a fingerprint.
+    fn parse(key: String, fingerprint: String) -> StorageResult<Option<Self>> {
         if key.is_empty() {
             return Ok(None);
         }
@@ -845,7 +953,6 @@ impl IdempotencyKey {
                 "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"
             )));
         }
-        let fingerprint = std::mem::take(&mut request.request_fingerprint);
         if fingerprint.is_empty() {
             return Err(StorageError::InvalidArgument(
                 "request_fingerprint is required with an idempotency_key".into(),

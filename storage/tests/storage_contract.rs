@@ -13,6 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
+#[path = "storage_contract/upload_sessions.rs"]
+mod upload_sessions;
+
 const ALICE: &str = "user-alice";
 const BOB: &str = "user-bob";
 /// GridFS's chunk size: ranges that cross it exercise the chunk arithmetic.
@@ -294,7 +297,7 @@ impl RunningStorage {
             }
             None => {
                 let root = self.dir.path().join("storage");
-                ["incoming", "videos", "mp3s"]
+                ["incoming", "videos", "mp3s", "uploads"]
                     .iter()
                     .map(|dir| std::fs::read_dir(root.join(dir)).unwrap().count())
                     .sum()

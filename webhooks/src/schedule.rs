@@ -8,6 +8,7 @@
 //! [`RetrySchedule::jitter_percent`], and the handler's [`RetrySchedule::floor`]).
 
 use crate::delivery::Verdict;
+use service_kit::config::parse_duration;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -90,7 +91,7 @@ impl FromStr for RetrySchedule {
         let delays = text
             .split(',')
             .map(str::trim)
-            .map(parse_delay)
+            .map(parse_duration)
             .collect::<Result<Vec<_>, _>>()?;
         if delays.is_empty() {
             return Err("a retry schedule needs at least one delay".into());
@@ -99,28 +100,6 @@ impl FromStr for RetrySchedule {
             delays,
             ..Self::default()
         })
-    }
-}
-
-/// `250ms`, `5s`, `5m`, `2h`, `5d` or a number of seconds.
-pub fn parse_delay(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a delay such as `5s`, `5m` or `2h`"))?;
-    let seconds = |factor: u64| Duration::from_secs(number.saturating_mul(factor));
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(seconds(1)),
-        "m" => Ok(seconds(60)),
-        "h" => Ok(seconds(3600)),
-        "d" => Ok(seconds(86_400)),
-        _ => Err(format!(
-            "`{text}` is not a delay such as `5s`, `5m` or `2h`"
-        )),
     }
 }
 
@@ -178,9 +157,6 @@ mod tests {
                 Duration::from_secs(2)
             ]
         );
-        assert_eq!(parse_delay("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_delay("5d"), Ok(Duration::from_secs(432_000)));
-        assert!(parse_delay("5 days").unwrap_err().contains("`5 days`"));
         assert!("".parse::<RetrySchedule>().is_err());
     }
 }

@@ -371,6 +371,7 @@ async fn record_and_queue(
             options: Some(options.to_proto()),
             idempotency_key,
             request_fingerprint,
+            upload_id: String::new(),
         })
         .await;
     let job = match created {

@@ -10,6 +10,8 @@
 //! root/webhook-attempts/{id}.json  its newest delivery attempts, newest first
 //! root/keys/{sha256}.json      an idempotency key's claim (named by the digest of its id; the
 //!                              claims older than their window are removed at start-up)
+//! root/uploads/{id}.json       a resumable upload session
+//! root/uploads/{id}            its bytes so far (past the session's offset: not kept)
 //! ```
 //! Every record is written to a temporary file, flushed to disk and renamed into place, so a
 //! crash leaves the old record or the new one, never half of either. One process owns the
@@ -19,7 +21,7 @@ use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
     AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
-    KeyClaim, NewFile, ObjectId, PageQuery,
+    KeyClaim, NewFile, ObjectId, PageQuery, session::SessionRecord,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -61,6 +63,7 @@ impl LocalBackend {
         fs::create_dir_all(backend.keys_dir()).await?;
         fs::create_dir_all(backend.endpoints_dir()).await?;
         fs::create_dir_all(backend.attempts_dir()).await?;
+        fs::create_dir_all(backend.sessions_dir()).await?;
         backend.remove_old_claims().await?;
         for bucket in Bucket::ALL {
             let dir = backend.bucket_dir(bucket);
@@ -105,6 +108,18 @@ impl LocalBackend {
 
     fn endpoint_path(&self, id: ObjectId) -> PathBuf {
         self.endpoints_dir().join(format!("{}.json", id.to_hex()))
+    }
+
+    fn sessions_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    fn session_path(&self, id: ObjectId) -> PathBuf {
+        self.sessions_dir().join(format!("{}.json", id.to_hex()))
+    }
+
+    fn session_bytes_path(&self, id: ObjectId) -> PathBuf {
+        self.sessions_dir().join(id.to_hex())
     }
 
     fn keys_dir(&self) -> PathBuf {
@@ -370,6 +385,150 @@ impl LocalBackend {
         Ok(read_json(&self.attempts_path(endpoint_id))
             .await?
             .unwrap_or_default())
+    }
+}
+
+/// Resumable upload sessions: a record and a file of bytes each, the record under the same lock
+/// as jobs.
+impl LocalBackend {
+    pub(super) async fn insert_session(&self, session: &SessionRecord) -> StorageResult<()> {
+        let _guard = self.job_lock.lock().await;
+        self.write_record(&self.session_path(session.id), session)
+            .await
+    }
+
+    pub(super) async fn find_session(&self, id: ObjectId) -> StorageResult<Option<SessionRecord>> {
+        read_json(&self.session_path(id)).await
+    }
+
+    pub(super) async fn replace_session(
+        &self,
+        session: &SessionRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let _guard = self.job_lock.lock().await;
+        let path = self.session_path(session.id);
+        match read_json::<SessionRecord>(&path).await? {
+            Some(current) if current.revision == expected_revision => {
+                self.write_record(&path, session).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(super) async fn delete_session(
+        &self,
+        id: ObjectId,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let _guard = self.job_lock.lock().await;
+        let path = self.session_path(id);
+        match read_json::<SessionRecord>(&path).await? {
+            Some(current) if current.revision == expected_revision => {
+                // The record first: from then on the session is not there, whatever happens.
+                remove_if_there(&path).await?;
+                remove_if_there(&self.session_bytes_path(id)).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(super) async fn expired_sessions(
+        &self,
+        now: DateTime,
+    ) -> StorageResult<Vec<SessionRecord>> {
+        let mut sessions: Vec<SessionRecord> = read_all_json(&self.sessions_dir()).await?;
+        sessions.retain(|session| session.is_expired(now));
+        Ok(sessions)
+    }
+
+    pub(super) async fn open_session_writer(
+        &self,
+        session: &SessionRecord,
+    ) -> StorageResult<LocalSessionWriter> {
+        let mut out = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.session_bytes_path(session.id))
+            .await?;
+        // Whatever lies past the offset was never kept (an append that broke before it could
+        // record its bytes, or one that was refused): it goes.
+        out.set_len(session.offset).await?;
+        out.seek(SeekFrom::Start(session.offset)).await?;
+        Ok(LocalSessionWriter { out })
+    }
+
+    pub(super) async fn read_session(
+        &self,
+        session: &SessionRecord,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<ByteStream> {
+        let mut bytes = fs::File::open(self.session_bytes_path(session.id)).await?;
+        bytes.seek(SeekFrom::Start(offset)).await?;
+        let stream = ReaderStream::with_capacity(bytes.take(length), READ_CHUNK_BYTES)
+            .map(|chunk| chunk.map_err(StorageError::from));
+        Ok(stream.boxed())
+    }
+
+    /// Moves the session's bytes into the videos bucket and writes their record: the file is
+    /// there once the record is. Done already, it returns the record.
+    pub(super) async fn complete_session(
+        &self,
+        session: &SessionRecord,
+        sha256: String,
+    ) -> StorageResult<FileRecord> {
+        let record_path = self.record_path(Bucket::Videos, session.id);
+        if let Some(done) = read_json::<FileRecord>(&record_path).await? {
+            return Ok(done);
+        }
+        let bytes_path = self.bytes_path(Bucket::Videos, session.id);
+        let partial = self.session_bytes_path(session.id);
+        if fs::try_exists(&partial).await? {
+            let out = fs::OpenOptions::new().write(true).open(&partial).await?;
+            out.set_len(session.length).await?;
+            out.sync_all().await?;
+            drop(out);
+            fs::rename(&partial, &bytes_path).await?;
+        } else if !fs::try_exists(&bytes_path).await? {
+            return Err(StorageError::Internal(format!(
+                "the bytes of upload session {} are gone",
+                session.id
+            )));
+        }
+        let record = FileRecord {
+            id: session.id,
+            bucket: Bucket::Videos,
+            owner_id: session.owner_id.clone(),
+            filename: session.filename.clone(),
+            content_type: session.content_type.clone(),
+            job_id: String::new(),
+            size: session.length,
+            sha256,
+            uploaded_at: DateTime::now(),
+        };
+        self.write_record(&record_path, &record).await?;
+        Ok(record)
+    }
+}
+
+/// Appends to a session's file of bytes.
+#[derive(Debug)]
+pub struct LocalSessionWriter {
+    out: fs::File,
+}
+
+impl LocalSessionWriter {
+    pub(super) async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
+        Ok(self.out.write_all(bytes).await?)
+    }
+
+    pub(super) async fn sync(&mut self) -> StorageResult<()> {
+        self.out.flush().await?;
+        Ok(self.out.sync_data().await?)
     }
 }
 

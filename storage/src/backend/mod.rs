@@ -8,8 +8,8 @@ pub mod mongo;
 
 use crate::error::StorageResult;
 use crate::model::{
-    AttemptRecord, Bucket, EndpointRecord, FileRecord, JobRecord, KeyClaim, NewFile, ObjectId,
-    PageQuery,
+    AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, JobRecord, KeyClaim, NewFile,
+    ObjectId, PageQuery, session::SessionRecord,
 };
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -242,6 +242,126 @@ impl Backend {
         match self {
             Backend::Mongo(mongo) => mongo.list_attempts(endpoint_id).await,
             Backend::Local(local) => local.list_attempts(endpoint_id).await,
+        }
+    }
+}
+
+/// Resumable upload sessions.
+impl Backend {
+    /// Stores a new session.
+    pub async fn insert_session(&self, session: &SessionRecord) -> StorageResult<()> {
+        match self {
+            Backend::Mongo(mongo) => mongo.insert_session(session).await,
+            Backend::Local(local) => local.insert_session(session).await,
+        }
+    }
+
+    /// A session, whoever owns it.
+    pub async fn find_session(&self, id: ObjectId) -> StorageResult<Option<SessionRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.find_session(id).await,
+            Backend::Local(local) => local.find_session(id).await,
+        }
+    }
+
+    /// Stores `session` only if the stored record's revision is still `expected_revision`.
+    pub async fn replace_session(
+        &self,
+        session: &SessionRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.replace_session(session, expected_revision).await,
+            Backend::Local(local) => local.replace_session(session, expected_revision).await,
+        }
+    }
+
+    /// Removes a session (and, unless it is complete, its bytes) if its revision is still
+    /// `expected_revision`; `false` otherwise.
+    pub async fn delete_session(
+        &self,
+        id: ObjectId,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        match self {
+            Backend::Mongo(mongo) => mongo.delete_session(id, expected_revision).await,
+            Backend::Local(local) => local.delete_session(id, expected_revision).await,
+        }
+    }
+
+    /// Every session past its expiry at `now`.
+    pub async fn expired_sessions(&self, now: DateTime) -> StorageResult<Vec<SessionRecord>> {
+        match self {
+            Backend::Mongo(mongo) => mongo.expired_sessions(now).await,
+            Backend::Local(local) => local.expired_sessions(now).await,
+        }
+    }
+
+    /// Starts writing a session's bytes at its offset (what lies past it is dropped).
+    pub async fn open_session_writer(
+        &self,
+        session: &SessionRecord,
+    ) -> StorageResult<SessionWriter> {
+        Ok(match self {
+            Backend::Mongo(mongo) => {
+                SessionWriter::Mongo(mongo.open_session_writer(session).await?)
+            }
+            Backend::Local(local) => {
+                SessionWriter::Local(local.open_session_writer(session).await?)
+            }
+        })
+    }
+
+    /// `length` bytes of a session's kept bytes from `offset`.
+    pub async fn read_session(
+        &self,
+        session: &SessionRecord,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<ByteStream> {
+        match self {
+            Backend::Mongo(mongo) => mongo.read_session(session, offset, length).await,
+            Backend::Local(local) => local.read_session(session, offset, length).await,
+        }
+    }
+
+    /// Makes a session whose every byte is in a file in the videos bucket, under its id, with
+    /// digest `sha256`; the file's record (the same one when it exists already).
+    pub async fn complete_session(
+        &self,
+        session: &SessionRecord,
+        sha256: String,
+    ) -> StorageResult<FileRecord> {
+        match self {
+            Backend::Mongo(mongo) => mongo.complete_session(session, sha256).await,
+            Backend::Local(local) => local.complete_session(session, sha256).await,
+        }
+    }
+}
+
+/// An append's bytes on their way into a session.
+#[derive(Debug)]
+pub enum SessionWriter {
+    /// Into GridFS chunks.
+    Mongo(mongo::MongoSessionWriter),
+    /// Into the session's local file.
+    Local(local::LocalSessionWriter),
+}
+
+impl SessionWriter {
+    /// Appends bytes (kept only once [`SessionWriter::sync`] returns).
+    pub async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
+        match self {
+            SessionWriter::Mongo(writer) => writer.write(bytes).await,
+            SessionWriter::Local(writer) => writer.write(bytes).await,
+        }
+    }
+
+    /// Makes every byte written so far durable.
+    pub async fn sync(&mut self) -> StorageResult<()> {
+        match self {
+            SessionWriter::Mongo(writer) => writer.sync().await,
+            SessionWriter::Local(writer) => writer.sync().await,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::ByteStream;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
     AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
-    KeyClaim, NewFile, ObjectId, Owner, PageQuery,
+    KeyClaim, NewFile, ObjectId, Owner, PageQuery, session::SessionRecord,
 };
 use bytes::Bytes;
 use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
@@ -28,6 +28,9 @@ use std::time::Duration;
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Chunks fetched per round trip when reading (GridFS chunks are 255 KiB).
 const READ_BATCH_CHUNKS: u32 = 4;
+/// The bytes in each chunk of a resumable upload's file: GridFS's default, as the driver
+/// writes.
+const SESSION_CHUNK_BYTES: u64 = 255 * 1024;
 /// Filter matching only files whose upload finished (the checksum is written last).
 fn complete() -> Document {
     doc! { "metadata.sha256": { "$exists": true } }
@@ -64,6 +67,7 @@ pub struct MongoBackend {
     keys: Collection<KeyClaim>,
     endpoints: Collection<EndpointRecord>,
     attempts: Collection<AttemptRecord>,
+    sessions: Collection<SessionRecord>,
 }
 
 impl MongoBackend {
@@ -78,6 +82,7 @@ impl MongoBackend {
             keys: database.collection("idempotency_keys"),
             endpoints: database.collection("webhook_endpoints"),
             attempts: database.collection("webhook_attempts"),
+            sessions: database.collection("upload_sessions"),
             database,
         };
         backend.create_indexes().await?;
@@ -106,6 +111,9 @@ impl MongoBackend {
                     .keys(doc! { "owner_id": 1, "created_at": -1 })
                     .build(),
             )
+            .await?;
+        self.sessions
+            .create_index(IndexModel::builder().keys(doc! { "expires_at": 1 }).build())
             .await?;
         for bucket in Bucket::ALL {
             self.files(bucket)
@@ -199,19 +207,32 @@ impl MongoBackend {
             .await?
             .ok_or(StorageError::NotFound("file"))?;
         let chunk_size = u64::from(stored.chunk_size_bytes.max(1));
+        self.read_chunks(file.bucket, file.id, chunk_size, offset, length)
+            .await
+    }
+
+    /// `length` bytes (at least one) from `offset` of the chunks of file `id`, whose chunks
+    /// hold `chunk_size` bytes each.
+    async fn read_chunks(
+        &self,
+        bucket: Bucket,
+        id: ObjectId,
+        chunk_size: u64,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<ByteStream> {
         let end = offset + length;
         let first = offset / chunk_size;
         let last = (end - 1) / chunk_size;
         let cursor = self
-            .chunks(file.bucket)
+            .chunks(bucket)
             .find(doc! {
-                "files_id": file.id,
+                "files_id": id,
                 "n": { "$gte": first as i64, "$lte": last as i64 },
             })
             .sort(doc! { "n": 1 })
             .batch_size(READ_BATCH_CHUNKS)
             .await?;
-        let id = file.id;
         let chunks =
             futures::stream::try_unfold((cursor, first), move |(mut cursor, n)| async move {
                 if n > last {
@@ -476,6 +497,263 @@ impl MongoBackend {
             .await?
             .try_collect()
             .await?)
+    }
+}
+
+/// Resumable upload sessions: records in `upload_sessions`, bytes as chunks of the videos
+/// bucket under the session's id, with no files document until the session completes (so the
+/// file is invisible until then, and appears whole with one insert).
+impl MongoBackend {
+    pub(super) async fn insert_session(&self, session: &SessionRecord) -> StorageResult<()> {
+        self.sessions.insert_one(session).await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_session(&self, id: ObjectId) -> StorageResult<Option<SessionRecord>> {
+        Ok(self.sessions.find_one(doc! { "_id": id }).await?)
+    }
+
+    pub(super) async fn replace_session(
+        &self,
+        session: &SessionRecord,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let result = self
+            .sessions
+            .replace_one(
+                doc! { "_id": session.id, "revision": expected_revision },
+                session,
+            )
+            .await?;
+        Ok(result.matched_count == 1)
+    }
+
+    pub(super) async fn delete_session(
+        &self,
+        id: ObjectId,
+        expected_revision: i64,
+    ) -> StorageResult<bool> {
+        let Some(session) = self
+            .sessions
+            .find_one_and_delete(doc! { "_id": id, "revision": expected_revision })
+            .await?
+        else {
+            return Ok(false);
+        };
+        if !session.complete {
+            self.chunks(Bucket::Videos)
+                .delete_many(doc! { "files_id": id })
+                .await?;
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn expired_sessions(
+        &self,
+        now: DateTime,
+    ) -> StorageResult<Vec<SessionRecord>> {
+        Ok(self
+            .sessions
+            .find(doc! { "expires_at": { "$lte": now } })
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    pub(super) async fn open_session_writer(
+        &self,
+        session: &SessionRecord,
+    ) -> StorageResult<MongoSessionWriter> {
+        let chunks = self.chunks(Bucket::Videos);
+        let next = session.offset / SESSION_CHUNK_BYTES;
+        let kept_in_next = (session.offset % SESSION_CHUNK_BYTES) as usize;
+        let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
+        if kept_in_next > 0 {
+            let stored = chunks
+                .find_one(doc! { "files_id": session.id, "n": next as i64 })
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Internal(format!(
+                        "upload session {} is missing chunk {next}",
+                        session.id
+                    ))
+                })?;
+            let data = stored.get_binary("data").map_err(|_| {
+                StorageError::Internal(format!(
+                    "upload session {} chunk {next} has no data",
+                    session.id
+                ))
+            })?;
+            let kept = data.bytes.get(..kept_in_next).ok_or_else(|| {
+                StorageError::Internal(format!(
+                    "upload session {} chunk {next} is short",
+                    session.id
+                ))
+            })?;
+            pending.extend_from_slice(kept);
+        }
+        // Chunks past the offset hold bytes that were never kept; the partly kept chunk is
+        // rewritten in place, so a crash before that leaves it as it was.
+        let first_unkept = if kept_in_next > 0 { next + 1 } else { next };
+        chunks
+            .delete_many(doc! { "files_id": session.id, "n": { "$gte": first_unkept as i64 } })
+            .await?;
+        Ok(MongoSessionWriter {
+            chunks: self
+                .database
+                .collection(&format!("{}.chunks", Bucket::Videos.name())),
+            files_id: session.id,
+            next,
+            pending,
+            stored_in_place: (kept_in_next > 0).then_some(next),
+        })
+    }
+
+    pub(super) async fn read_session(
+        &self,
+        session: &SessionRecord,
+        offset: u64,
+        length: u64,
+    ) -> StorageResult<ByteStream> {
+        if length == 0 {
+            return Ok(futures::stream::empty().boxed());
+        }
+        self.read_chunks(
+            Bucket::Videos,
+            session.id,
+            SESSION_CHUNK_BYTES,
+            offset,
+            length,
+        )
+        .await
+    }
+
+    /// Inserts the files document, with the checksum: the file appears whole. Done already,
+    /// it returns the record.
+    pub(super) async fn complete_session(
+        &self,
+        session: &SessionRecord,
+        sha256: String,
+    ) -> StorageResult<FileRecord> {
+        if let Some(done) = self.find_file(Bucket::Videos, session.id).await? {
+            return Ok(done);
+        }
+        let chunk_count = session.length.div_ceil(SESSION_CHUNK_BYTES);
+        self.chunks(Bucket::Videos)
+            .delete_many(doc! { "files_id": session.id, "n": { "$gte": chunk_count as i64 } })
+            .await?;
+        let files = self.files(Bucket::Videos).clone_with_type::<Document>();
+        let inserted = files
+            .insert_one(doc! {
+                "_id": session.id,
+                "length": session.length as i64,
+                "chunkSize": SESSION_CHUNK_BYTES as i64,
+                "uploadDate": DateTime::now(),
+                "filename": &session.filename,
+                "metadata": {
+                    "owner_id": &session.owner_id,
+                    "content_type": &session.content_type,
+                    "job_id": "",
+                    "sha256": &sha256,
+                },
+            })
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(error) if is_duplicate_key(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.find_file(Bucket::Videos, session.id)
+            .await?
+            .ok_or_else(|| {
+                StorageError::Internal(format!("upload session {} left no file", session.id))
+            })
+    }
+}
+
+/// Appends to a session's chunks: full chunks are inserted as they fill, and the last, partly
+/// filled one is written (in place) only when the bytes so far must be kept.
+pub struct MongoSessionWriter {
+    chunks: Collection<Document>,
+    files_id: ObjectId,
+    /// The number of the chunk `pending` fills.
+    next: u64,
+    /// The bytes of chunk `next` so far.
+    pending: Vec<u8>,
+    /// The chunk that is stored already, partly filled, and so must be replaced, not added.
+    stored_in_place: Option<u64>,
+}
+
+impl std::fmt::Debug for MongoSessionWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSessionWriter")
+            .field("files_id", &self.files_id)
+            .field("next", &self.next)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MongoSessionWriter {
+    pub(super) async fn write(&mut self, mut bytes: &[u8]) -> StorageResult<()> {
+        let size = SESSION_CHUNK_BYTES as usize;
+        let mut full = Vec::new();
+        while !bytes.is_empty() {
+            let take = (size - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == size {
+                let data = std::mem::replace(&mut self.pending, Vec::with_capacity(size));
+                full.push((self.next, data));
+                self.next += 1;
+            }
+        }
+        let mut new = Vec::with_capacity(full.len());
+        for (n, data) in full {
+            if self.stored_in_place == Some(n) {
+                self.store_in_place(n, &data).await?;
+                self.stored_in_place = None;
+            } else {
+                new.push(self.chunk(n, data));
+            }
+        }
+        if !new.is_empty() {
+            self.chunks.insert_many(new).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the partly filled last chunk, so every byte written so far is kept.
+    pub(super) async fn sync(&mut self) -> StorageResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = self.pending.clone();
+        self.store_in_place(self.next, &data).await?;
+        self.stored_in_place = Some(self.next);
+        Ok(())
+    }
+
+    fn chunk(&self, n: u64, data: Vec<u8>) -> Document {
+        doc! {
+            "files_id": self.files_id,
+            "n": n as i64,
+            "data": Bson::Binary(mongodb::bson::Binary {
+                subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                bytes: data,
+            }),
+        }
+    }
+
+    async fn store_in_place(&self, n: u64, data: &[u8]) -> StorageResult<()> {
+        self.chunks
+            .replace_one(
+                doc! { "files_id": self.files_id, "n": n as i64 },
+                self.chunk(n, data.to_vec()),
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
     }
 }
 

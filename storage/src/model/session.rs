@@ -1,0 +1,351 @@
+//! Resumable upload sessions: a video's bytes gathering over many appends before it becomes a
+//! file. The rules here (who may append, when a session expires, who holds the one writer's
+//! lease) are pure, so they are tested without a database; the backends keep the record with a
+//! compare-and-set on its revision, as they do jobs.
+
+use super::{DateTime, MAX_FILENAME_BYTES, ObjectId, timestamp};
+use crate::error::{StorageError, StorageResult};
+use proto::storage::v1 as pb;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long a writer's lease lasts without renewal: a storage replica that died mid-append
+/// holds its session no longer than this.
+pub const WRITER_LEASE: Duration = Duration::from_secs(30);
+/// How often a running append renews its lease (well inside [`WRITER_LEASE`]).
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(10);
+/// The longest `Upload-Metadata` kept, in bytes (tus clients send a few names and types).
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+/// A resumable upload session. `revision` grows with every change; backends store a change
+/// only if the revision they hold is the one it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Its id, which the file takes when complete.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Compare-and-set counter.
+    pub revision: i64,
+    /// Who owns it.
+    pub owner_id: String,
+    /// The file's declared length.
+    pub length: u64,
+    /// Bytes durably stored: everything before it is kept, anything after it is not.
+    pub offset: u64,
+    /// The name the user gave the file.
+    pub filename: String,
+    /// The content type the uploader declared.
+    pub content_type: String,
+    /// The client's description of the upload, as sent.
+    pub metadata: String,
+    /// When it was created.
+    pub created_at: DateTime,
+    /// When it is removed if nothing more happens.
+    pub expires_at: DateTime,
+    /// Every byte is in and the file exists.
+    pub complete: bool,
+    /// The job made of the file, once recorded.
+    #[serde(default)]
+    pub job_id: String,
+    /// The append writing to it now, if any.
+    #[serde(default)]
+    pub writer: Option<WriterLease>,
+}
+
+/// One append's hold on a session: nobody else writes until it is released or runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterLease {
+    /// Which append holds it.
+    pub holder: ObjectId,
+    /// When it runs out unless renewed.
+    pub until: DateTime,
+}
+
+/// What a new session is asked to be.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Its owner.
+    pub owner_id: String,
+    /// The file's length.
+    pub length: u64,
+    /// The file's name.
+    pub filename: String,
+    /// The declared content type.
+    pub content_type: String,
+    /// The client's description.
+    pub metadata: String,
+}
+
+impl NewSession {
+    /// Checks a creation request against the size limit.
+    pub fn from_request(
+        request: &pb::CreateUploadSessionRequest,
+        max_file_bytes: u64,
+    ) -> StorageResult<Self> {
+        if request.owner_id.is_empty() {
+            return Err(StorageError::InvalidArgument(
+                "owner_id is required for an upload session".into(),
+            ));
+        }
+        if request.length == 0 {
+            return Err(StorageError::InvalidArgument(
+                "an upload session needs a length of at least one byte".into(),
+            ));
+        }
+        if request.length > max_file_bytes {
+            return Err(StorageError::TooLarge {
+                limit: max_file_bytes,
+            });
+        }
+        if request.filename.len() > MAX_FILENAME_BYTES {
+            return Err(StorageError::InvalidArgument(format!(
+                "filename is longer than {MAX_FILENAME_BYTES} bytes"
+            )));
+        }
+        if request.metadata.len() > MAX_METADATA_BYTES {
+            return Err(StorageError::InvalidArgument(format!(
+                "the upload's metadata is longer than {MAX_METADATA_BYTES} bytes"
+            )));
+        }
+        Ok(Self {
+            owner_id: request.owner_id.clone(),
+            length: request.length,
+            filename: request.filename.clone(),
+            content_type: request.content_type.clone(),
+            metadata: request.metadata.clone(),
+        })
+    }
+
+    /// The session, created `now`, expiring `expiry` later.
+    pub fn into_record(self, now: DateTime, expiry: Duration) -> SessionRecord {
+        SessionRecord {
+            id: ObjectId::new(),
+            revision: 0,
+            owner_id: self.owner_id,
+            length: self.length,
+            offset: 0,
+            filename: self.filename,
+            content_type: self.content_type,
+            metadata: self.metadata,
+            created_at: now,
+            expires_at: later(now, expiry),
+            complete: false,
+            job_id: String::new(),
+            writer: None,
+        }
+    }
+}
+
+impl SessionRecord {
+    /// Whether it outlived its expiry at `now`.
+    pub fn is_expired(&self, now: DateTime) -> bool {
+        self.expires_at <= now
+    }
+
+    /// Why an append at `offset` cannot start now, if it cannot.
+    pub fn refuse_append(&self, offset: u64, now: DateTime) -> StorageResult<()> {
+        if self.complete {
+            return Err(StorageError::FailedPrecondition(
+                "the upload is complete; it takes no more bytes".into(),
+            ));
+        }
+        if self.is_expired(now) {
+            return Err(StorageError::FailedPrecondition(
+                "the upload expired; it takes no more bytes".into(),
+            ));
+        }
+        if offset != self.offset {
+            return Err(StorageError::FailedPrecondition(format!(
+                "the upload is at offset {}, not {offset}",
+                self.offset
+            )));
+        }
+        Ok(())
+    }
+
+    /// The session with `holder` writing to it until a lease from `now` runs out; `None` while
+    /// another append holds a lease that has not.
+    pub fn leased_to(&self, holder: ObjectId, now: DateTime) -> Option<Self> {
+        match self.writer {
+            Some(lease) if lease.holder != holder && lease.until > now => None,
+            _ => Some(Self {
+                revision: self.revision + 1,
+                writer: Some(WriterLease {
+                    holder,
+                    until: later(now, WRITER_LEASE),
+                }),
+                ..self.clone()
+            }),
+        }
+    }
+
+    /// Whether `holder` holds the writer's lease (run out or not).
+    pub fn is_leased_to(&self, holder: ObjectId) -> bool {
+        self.writer.is_some_and(|lease| lease.holder == holder)
+    }
+
+    /// The session with its append over: bytes up to `offset` kept (the same offset when
+    /// the append kept nothing), the expiry pushed back when it grew, the lease released.
+    pub fn appended(&self, offset: u64, now: DateTime, expiry: Duration) -> Self {
+        let grew = offset > self.offset;
+        Self {
+            revision: self.revision + 1,
+            offset,
+            expires_at: if grew {
+                later(now, expiry)
+            } else {
+                self.expires_at
+            },
+            writer: None,
+            ..self.clone()
+        }
+    }
+
+    /// The session with bytes up to `offset` kept so far and the lease renewed, while its
+    /// append goes on.
+    pub fn progressed(&self, offset: u64, now: DateTime, expiry: Duration) -> Self {
+        Self {
+            writer: self.writer.map(|lease| WriterLease {
+                until: later(now, WRITER_LEASE),
+                ..lease
+            }),
+            ..self.appended(offset, now, expiry)
+        }
+    }
+
+    /// The session once its file exists, remembered for `expiry` more so a client asking after
+    /// it learns the job.
+    pub fn completed(&self, now: DateTime, expiry: Duration) -> Self {
+        Self {
+            revision: self.revision + 1,
+            complete: true,
+            expires_at: later(now, expiry),
+            writer: None,
+            ..self.clone()
+        }
+    }
+
+    /// The session naming the job made of its file.
+    pub fn with_job(&self, job_id: ObjectId) -> Self {
+        Self {
+            revision: self.revision + 1,
+            job_id: job_id.to_hex(),
+            ..self.clone()
+        }
+    }
+
+    /// The record as the API shows it at `now`.
+    pub fn to_proto(&self, now: DateTime) -> pb::UploadSession {
+        pb::UploadSession {
+            id: self.id.to_hex(),
+            owner_id: self.owner_id.clone(),
+            length: self.length,
+            offset: self.offset,
+            filename: self.filename.clone(),
+            content_type: self.content_type.clone(),
+            metadata: self.metadata.clone(),
+            created_at: Some(timestamp(self.created_at)),
+            expires_at: Some(timestamp(self.expires_at)),
+            expired: !self.complete && self.is_expired(now),
+            complete: self.complete,
+            job_id: self.job_id.clone(),
+        }
+    }
+}
+
+/// `after` past `now`.
+fn later(now: DateTime, after: Duration) -> DateTime {
+    let millis = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_millis(now.timestamp_millis().saturating_add(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn session(length: u64) -> SessionRecord {
+        NewSession {
+            owner_id: "alice".into(),
+            length,
+            filename: "clip.mp4".into(),
+            content_type: "video/mp4".into(),
+            metadata: String::new(),
+        }
+        .into_record(DateTime::from_millis(1_000_000), DAY)
+    }
+
+    fn at(millis: i64) -> DateTime {
+        DateTime::from_millis(millis)
+    }
+
+    #[test]
+    fn one_writer_holds_a_session_until_it_releases_or_its_lease_runs_out() {
+        let session = session(100);
+        let (first, second) = (ObjectId::new(), ObjectId::new());
+        let now = at(2_000_000);
+        let held = session
+            .leased_to(first, now)
+            .expect("a free session is leased");
+        assert!(held.leased_to(second, now).is_none(), "held by the first");
+        assert!(
+            held.leased_to(first, now).is_some(),
+            "the holder may renew its own lease"
+        );
+        let lease_ms = i64::try_from(WRITER_LEASE.as_millis()).unwrap();
+        assert!(held.leased_to(second, at(2_000_000 + lease_ms)).is_some());
+        let released = held.appended(40, now, DAY);
+        assert_eq!(released.writer, None);
+        assert!(released.leased_to(second, now).is_some());
+    }
+
+    #[test]
+    fn an_append_must_start_at_the_offset_of_a_live_incomplete_session() {
+        let session = session(100).appended(40, at(2_000_000), DAY);
+        let now = at(3_000_000);
+        assert!(session.refuse_append(40, now).is_ok());
+        let wrong = session.refuse_append(0, now).unwrap_err().to_string();
+        assert!(wrong.contains("at offset 40, not 0"), "{wrong}");
+        let expired = session.refuse_append(40, session.expires_at).unwrap_err();
+        assert!(expired.to_string().contains("expired"), "{expired}");
+        let complete = session
+            .completed(now, DAY)
+            .refuse_append(40, now)
+            .unwrap_err();
+        assert!(complete.to_string().contains("complete"), "{complete}");
+    }
+
+    #[test]
+    fn only_an_append_that_kept_bytes_pushes_the_expiry_back() {
+        let session = session(100);
+        let later_on = at(5_000_000);
+        assert_eq!(
+            session.appended(0, later_on, DAY).expires_at,
+            session.expires_at
+        );
+        assert!(session.appended(10, later_on, DAY).expires_at > session.expires_at);
+        assert_eq!(
+            session.progressed(10, later_on, DAY).revision,
+            session.revision + 1
+        );
+    }
+
+    #[test]
+    fn creation_refuses_an_empty_or_oversized_file_and_long_metadata() {
+        let request = |length: u64, metadata: &str| pb::CreateUploadSessionRequest {
+            owner_id: "alice".into(),
+            length,
+            metadata: metadata.into(),
+            ..Default::default()
+        };
+        assert!(NewSession::from_request(&request(10, ""), 10).is_ok());
+        assert!(NewSession::from_request(&request(0, ""), 10).is_err());
+        assert!(matches!(
+            NewSession::from_request(&request(11, ""), 10),
+            Err(StorageError::TooLarge { limit: 10 })
+        ));
+        let long = "m".repeat(MAX_METADATA_BYTES + 1);
+        assert!(NewSession::from_request(&request(10, &long), 10).is_err());
+    }
+}

@@ -1,0 +1,589 @@
+//! Resumable upload sessions, the storage side of the gateway's tus endpoint: one append at a
+//! time under a lease kept in the session's record (so appends may come through any gateway
+//! and any storage replica), bytes kept up to the last durable point when an append breaks
+//! off, per-append checksums, completion into a file, and the sweeper that removes sessions
+//! nobody finished.
+
+use super::{ActiveStream, IdempotencyKey, StorageApi};
+use crate::error::{StorageError, StorageResult};
+use crate::model::session::{LEASE_RENEWAL, NewSession, SessionRecord};
+use crate::model::{DateTime, FileRecord, KeyClaim, ObjectId, Owner, parse_id};
+use futures::StreamExt;
+use proto::storage::v1 as pb;
+use service_kit::Shutdown;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::Streaming;
+use tracing::instrument;
+
+/// How long an append (or a termination) waits for the one before it to let go of the session
+/// before it is refused: long enough for an append whose client went away to notice and
+/// stop.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+/// How often a waiting append looks again.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+/// Bytes gathered before one write to the backend (four GridFS chunks).
+const WRITE_BATCH_BYTES: usize = 4 * 255 * 1024;
+/// Sessions whose running SHA-256 is remembered between appends; past that, one is forgotten
+/// and its file is read again when it completes.
+const REMEMBERED_DIGESTS: usize = 4096;
+/// Times a change to a session is recomputed when another writer changed it in between.
+const MAX_CHANGE_ATTEMPTS: usize = 16;
+
+/// The running SHA-256 of each session's kept bytes, so completing a session does not read its
+/// file again. Only a cache: a session whose digest is not here (another replica took its
+/// appends, or storage restarted) is hashed from its bytes when it completes.
+#[derive(Debug, Default)]
+pub(super) struct SessionDigests(Mutex<HashMap<ObjectId, (u64, Sha256)>>);
+
+impl SessionDigests {
+    /// The digest of exactly the first `offset` bytes of session `id`, if remembered.
+    fn take(&self, id: ObjectId, offset: u64) -> Option<Sha256> {
+        let mut digests = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match digests.remove(&id) {
+            Some((at, digest)) if at == offset => Some(digest),
+            _ => None,
+        }
+    }
+
+    fn put(&self, id: ObjectId, offset: u64, digest: Sha256) {
+        let mut digests = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if digests.len() >= REMEMBERED_DIGESTS
+            && let Some(forgotten) = digests.keys().next().copied()
+        {
+            digests.remove(&forgotten);
+        }
+        digests.insert(id, (offset, digest));
+    }
+}
+
+/// The digest an append's bytes must have.
+#[derive(Debug)]
+struct ExpectedChecksum {
+    digest: AppendDigest,
+    expected: Vec<u8>,
+}
+
+/// A digest being computed over an append's bytes.
+#[derive(Debug)]
+enum AppendDigest {
+    Sha1(Sha1),
+    Sha256(Sha256),
+}
+
+impl ExpectedChecksum {
+    fn from_header(header: &pb::AppendHeader) -> StorageResult<Option<Self>> {
+        let algorithm = pb::ChecksumAlgorithm::try_from(header.checksum_algorithm)
+            .map_err(|_| StorageError::InvalidArgument("unknown checksum_algorithm".into()))?;
+        let (digest, length) = match algorithm {
+            pb::ChecksumAlgorithm::Unspecified if header.checksum.is_empty() => return Ok(None),
+            pb::ChecksumAlgorithm::Unspecified => {
+                return Err(StorageError::InvalidArgument(
+                    "a checksum needs its checksum_algorithm".into(),
+                ));
+            }
+            pb::ChecksumAlgorithm::Sha1 => (AppendDigest::Sha1(Sha1::new()), 20),
+            pb::ChecksumAlgorithm::Sha256 => (AppendDigest::Sha256(Sha256::new()), 32),
+        };
+        if header.checksum.len() != length {
+            return Err(StorageError::InvalidArgument(format!(
+                "a {} checksum is {length} bytes, not {}",
+                algorithm.as_str_name(),
+                header.checksum.len()
+            )));
+        }
+        Ok(Some(Self {
+            digest,
+            expected: header.checksum.to_vec(),
+        }))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match &mut self.digest {
+            AppendDigest::Sha1(digest) => digest.update(bytes),
+            AppendDigest::Sha256(digest) => digest.update(bytes),
+        }
+    }
+
+    fn matches(&self) -> bool {
+        let actual = match &self.digest {
+            AppendDigest::Sha1(digest) => digest.clone().finalize().to_vec(),
+            AppendDigest::Sha256(digest) => digest.clone().finalize().to_vec(),
+        };
+        actual == self.expected
+    }
+}
+
+/// How an append's stream ended.
+enum StreamEnd {
+    /// With `finish`: every byte the caller meant to send arrived.
+    Finished,
+    /// Broken off, or refused part-way; the error says why.
+    Broken(StorageError),
+}
+
+impl StorageApi {
+    pub(super) async fn create_session(
+        &self,
+        mut request: pb::CreateUploadSessionRequest,
+    ) -> StorageResult<(SessionRecord, bool)> {
+        let new = NewSession::from_request(&request, self.max_file_bytes)?;
+        let key = IdempotencyKey::parse(
+            std::mem::take(&mut request.idempotency_key),
+            std::mem::take(&mut request.request_fingerprint),
+        )?;
+        let session = new.into_record(DateTime::now(), self.upload_expiry);
+        let mut claim = None;
+        if let Some(key) = key {
+            let new_claim = KeyClaim::for_upload_session(
+                &session.owner_id,
+                &key.key,
+                &key.fingerprint,
+                session.id,
+            );
+            let earlier = self
+                .earlier_record_for(&new_claim, |id| self.backend.find_session(id))
+                .await?;
+            if let Some(earlier) = earlier {
+                tracing::info!(upload_id = %earlier.id, "idempotency key replayed");
+                return Ok((earlier, true));
+            }
+            claim = Some(new_claim);
+        }
+        if let Err(error) = self.backend.insert_session(&session).await {
+            if let Some(claim) = claim {
+                self.release_claim(&claim.id, session.id).await;
+            }
+            return Err(error);
+        }
+        tracing::info!(upload_id = %session.id, length = session.length, "upload session created");
+        Ok((session, false))
+    }
+
+    /// A session the requester may see.
+    pub(super) async fn visible_session(
+        &self,
+        id: &str,
+        requester: &Owner,
+    ) -> StorageResult<SessionRecord> {
+        let id = parse_id(id, "upload session")?;
+        match self.backend.find_session(id).await? {
+            Some(session) if requester.sees(&session.owner_id) => Ok(session),
+            _ => Err(StorageError::NotFound("upload session")),
+        }
+    }
+
+    /// Takes the session's one writer's lease for `holder`, waiting a little for an append
+    /// that holds it; `check` says whether the session (as it is now) may be written at all.
+    async fn lease_session(
+        &self,
+        id: &str,
+        owner: &Owner,
+        holder: ObjectId,
+        check: impl Fn(&SessionRecord, DateTime) -> StorageResult<()>,
+    ) -> StorageResult<SessionRecord> {
+        let deadline = Instant::now() + LEASE_WAIT;
+        loop {
+            let session = self.visible_session(id, owner).await?;
+            let now = DateTime::now();
+            check(&session, now)?;
+            match session.leased_to(holder, now) {
+                Some(leased) => {
+                    if self
+                        .backend
+                        .replace_session(&leased, session.revision)
+                        .await?
+                    {
+                        return Ok(leased);
+                    }
+                }
+                None if Instant::now() >= deadline => return Err(StorageError::Locked),
+                None => tokio::time::sleep(LEASE_POLL).await,
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(upload_id))]
+    pub(super) async fn append(
+        &self,
+        mut stream: Streaming<pb::AppendUploadRequest>,
+    ) -> StorageResult<SessionRecord> {
+        use pb::append_upload_request::Content;
+        let header = match stream.message().await {
+            Ok(Some(pb::AppendUploadRequest {
+                content: Some(Content::Header(header)),
+            })) => header,
+            Ok(_) => {
+                return Err(StorageError::InvalidArgument(
+                    "the first message of an append must be its header".into(),
+                ));
+            }
+            Err(status) => return Err(StorageError::UploadAborted(status.message().into())),
+        };
+        tracing::Span::current().record("upload_id", header.id.as_str());
+        let owner = Owner::from_request(header.owner_id.clone(), false)?;
+        let checksum = ExpectedChecksum::from_header(&header)?;
+        let holder = ObjectId::new();
+        let offset = header.offset;
+        let leased = self
+            .lease_session(&header.id, &owner, holder, |session, now| {
+                session.refuse_append(offset, now)
+            })
+            .await?;
+        let _active = ActiveStream::start("append");
+        let (session, outcome) = self
+            .append_leased(leased, holder, &mut stream, checksum)
+            .await;
+        let outcome_label = match &outcome {
+            Ok(_) => "kept",
+            Err(StorageError::ChecksumMismatch) => "checksum_mismatch",
+            Err(_) => "broken",
+        };
+        metrics::counter!(crate::meters::UPLOAD_APPENDS, "outcome" => outcome_label).increment(1);
+        // Whatever happened, the lease goes (a failure here only leaves it to run out).
+        let released = self
+            .change_session(session, |current, now| {
+                Ok(if current.is_leased_to(holder) {
+                    current.appended(current.offset, now, self.upload_expiry)
+                } else {
+                    current.clone()
+                })
+            })
+            .await;
+        let session = match released {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(error = %service_kit::error::chain(&error), "could not release an upload session's lease");
+                return outcome.and(Err(error));
+            }
+        };
+        outcome?;
+        tracing::debug!(offset = session.offset, "append kept");
+        Ok(session)
+    }
+
+    /// Runs an append under its lease. Returns the session as last stored (its offset what is
+    /// kept) and how the append went.
+    async fn append_leased(
+        &self,
+        leased: SessionRecord,
+        holder: ObjectId,
+        stream: &mut Streaming<pb::AppendUploadRequest>,
+        mut checksum: Option<ExpectedChecksum>,
+    ) -> (SessionRecord, StorageResult<()>) {
+        let expiry = self.upload_expiry;
+        // Every change while appending keeps bytes up to `kept` and renews the lease, unless
+        // the lease ran out and someone else took the session meanwhile.
+        let progress = |kept: u64| {
+            move |current: &SessionRecord, now: DateTime| {
+                if current.is_leased_to(holder) {
+                    Ok(current.progressed(kept, now, expiry))
+                } else {
+                    Err(StorageError::Locked)
+                }
+            }
+        };
+        use pb::append_upload_request::Content;
+        let mut session = leased;
+        let mut writer = match self.backend.open_session_writer(&session).await {
+            Ok(writer) => writer,
+            Err(error) => return (session, Err(error)),
+        };
+        let mut digest = self.digests.take(session.id, session.offset);
+        let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => "videos");
+        let mut written = session.offset;
+        let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+        let mut renewal = tokio::time::interval_at(Instant::now() + LEASE_RENEWAL, LEASE_RENEWAL);
+        let end = loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = renewal.tick() => {
+                    // Renewing the lease is also a durable point for an append without a
+                    // checksum: what arrived so far is kept even if storage dies next.
+                    let kept = if checksum.is_some() {
+                        session.offset
+                    } else {
+                        if let Err(error) = flush(&mut writer, &mut batch).await {
+                            break Err(error);
+                        }
+                        if let Err(error) = writer.sync().await {
+                            break Err(error);
+                        }
+                        written
+                    };
+                    match self.change_session(session.clone(), progress(kept)).await {
+                        Ok(renewed) => session = renewed,
+                        Err(error) => break Err(error),
+                    }
+                    continue;
+                }
+            };
+            let chunk = match message {
+                Ok(Some(pb::AppendUploadRequest {
+                    content: Some(Content::Chunk(chunk)),
+                })) => chunk,
+                Ok(Some(pb::AppendUploadRequest {
+                    content: Some(Content::Finish(_)),
+                })) => break Ok(StreamEnd::Finished),
+                Ok(Some(_)) => {
+                    break Ok(StreamEnd::Broken(StorageError::InvalidArgument(
+                        "only the first message of an append may be a header".into(),
+                    )));
+                }
+                Ok(None) => {
+                    break Ok(StreamEnd::Broken(StorageError::UploadAborted(
+                        "the stream ended without `finish`".into(),
+                    )));
+                }
+                Err(status) => {
+                    break Ok(StreamEnd::Broken(StorageError::UploadAborted(
+                        status.message().into(),
+                    )));
+                }
+            };
+            if written + chunk.len() as u64 > session.length {
+                break Ok(StreamEnd::Broken(StorageError::InvalidArgument(format!(
+                    "the append goes past the upload's declared length of {} bytes",
+                    session.length
+                ))));
+            }
+            written += chunk.len() as u64;
+            bytes_in.increment(chunk.len() as u64);
+            if let Some(digest) = digest.as_mut() {
+                digest.update(&chunk);
+            }
+            if let Some(checksum) = checksum.as_mut() {
+                checksum.update(&chunk);
+            }
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= WRITE_BATCH_BYTES
+                && let Err(error) = flush(&mut writer, &mut batch).await
+            {
+                break Err(error);
+            }
+        };
+        let end = match end {
+            Ok(end) => end,
+            // The backend failed: nothing more is kept than the last durable point.
+            Err(error) => return (session, Err(error)),
+        };
+        let (keep, outcome) = match (end, checksum) {
+            (StreamEnd::Finished, None) => (true, Ok(())),
+            (StreamEnd::Finished, Some(checksum)) if checksum.matches() => (true, Ok(())),
+            (StreamEnd::Finished, Some(_)) => (false, Err(StorageError::ChecksumMismatch)),
+            (StreamEnd::Broken(error), None) => (true, Err(error)),
+            (StreamEnd::Broken(error), Some(_)) => (false, Err(error)),
+        };
+        if !keep {
+            return (session, outcome);
+        }
+        let synced = match flush(&mut writer, &mut batch).await {
+            Ok(()) => writer.sync().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = synced {
+            return (session, Err(error));
+        }
+        match self
+            .change_session(session.clone(), progress(written))
+            .await
+        {
+            Ok(kept) => {
+                if let Some(digest) = digest {
+                    self.digests.put(kept.id, kept.offset, digest);
+                }
+                (kept, outcome)
+            }
+            Err(error) => (session, Err(error)),
+        }
+    }
+
+    /// Applies `change` to the session as a compare-and-set, recomputing it from the stored
+    /// record if another writer got there first.
+    async fn change_session(
+        &self,
+        mut current: SessionRecord,
+        change: impl Fn(&SessionRecord, DateTime) -> StorageResult<SessionRecord>,
+    ) -> StorageResult<SessionRecord> {
+        for _ in 0..MAX_CHANGE_ATTEMPTS {
+            let next = change(&current, DateTime::now())?;
+            if self
+                .backend
+                .replace_session(&next, current.revision)
+                .await?
+            {
+                return Ok(next);
+            }
+            current = self
+                .backend
+                .find_session(current.id)
+                .await?
+                .ok_or(StorageError::NotFound("upload session"))?;
+        }
+        Err(StorageError::Contended(format!(
+            "upload session {}",
+            current.id
+        )))
+    }
+
+    /// Removes a session (its bytes too unless it is complete), once no append holds it.
+    pub(super) async fn abort_session(&self, id: &str, owner: &Owner) -> StorageResult<()> {
+        let leased = self
+            .lease_session(id, owner, ObjectId::new(), |_, _| Ok(()))
+            .await?;
+        if !self
+            .backend
+            .delete_session(leased.id, leased.revision)
+            .await?
+        {
+            return Err(StorageError::NotFound("upload session"));
+        }
+        tracing::info!(upload_id = %leased.id, "upload session terminated");
+        Ok(())
+    }
+
+    /// Makes a session whose every byte is in a file, and records `job_id` on it when given.
+    pub(super) async fn complete_session(
+        &self,
+        id: &str,
+        owner: &Owner,
+        job_id: &str,
+    ) -> StorageResult<(SessionRecord, FileRecord)> {
+        let mut session = self.visible_session(id, owner).await?;
+        let file = if session.complete {
+            self.backend
+                .find_file(crate::model::Bucket::Videos, session.id)
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Internal(format!("complete upload {} has no file", session.id))
+                })?
+        } else {
+            if session.offset < session.length {
+                return Err(StorageError::FailedPrecondition(format!(
+                    "the upload has {} of its {} bytes",
+                    session.offset, session.length
+                )));
+            }
+            if session.is_expired(DateTime::now()) {
+                return Err(StorageError::FailedPrecondition(
+                    "the upload expired".into(),
+                ));
+            }
+            let sha256 = self.sha256_of(&session).await?;
+            let file = self.backend.complete_session(&session, sha256).await?;
+            let expiry = self.upload_expiry;
+            session = self
+                .change_session(session, |current, now| Ok(current.completed(now, expiry)))
+                .await?;
+            metrics::counter!(crate::meters::UPLOADS, "bucket" => "videos", "outcome" => "stored")
+                .increment(1);
+            tracing::info!(upload_id = %session.id, size = file.size, "upload session complete");
+            file
+        };
+        if !job_id.is_empty() {
+            let job_id = parse_id(job_id, "job")?;
+            session = self
+                .change_session(session, |current, _| {
+                    if current.job_id.is_empty() {
+                        Ok(current.with_job(job_id))
+                    } else if current.job_id == job_id.to_hex() {
+                        Ok(current.clone())
+                    } else {
+                        Err(StorageError::FailedPrecondition(format!(
+                            "the upload already became job {}",
+                            current.job_id
+                        )))
+                    }
+                })
+                .await?;
+        }
+        Ok((session, file))
+    }
+
+    /// The SHA-256 of a session's every byte: remembered from its appends, or read again.
+    async fn sha256_of(&self, session: &SessionRecord) -> StorageResult<String> {
+        if let Some(digest) = self.digests.take(session.id, session.length) {
+            return Ok(hex::encode(digest.finalize()));
+        }
+        let mut digest = Sha256::new();
+        let mut bytes = self
+            .backend
+            .read_session(session, 0, session.length)
+            .await?;
+        let mut read = 0u64;
+        while let Some(chunk) = bytes.next().await {
+            let chunk = chunk?;
+            read += chunk.len() as u64;
+            digest.update(&chunk);
+        }
+        if read != session.length {
+            return Err(StorageError::Internal(format!(
+                "upload session {} holds {read} of its {} bytes",
+                session.id, session.length
+            )));
+        }
+        Ok(hex::encode(digest.finalize()))
+    }
+
+    /// Removes the sessions past their expiry that nobody is writing to: an unfinished one
+    /// with its bytes, a complete one's record only. Returns how many went.
+    pub async fn sweep_expired_sessions(&self) -> StorageResult<usize> {
+        let now = DateTime::now();
+        let mut removed = 0;
+        for session in self.backend.expired_sessions(now).await? {
+            if session.writer.is_some_and(|lease| lease.until > now) {
+                continue;
+            }
+            if self
+                .backend
+                .delete_session(session.id, session.revision)
+                .await?
+            {
+                removed += 1;
+                if !session.complete {
+                    metrics::counter!(crate::meters::UPLOAD_SESSIONS_EXPIRED).increment(1);
+                    tracing::info!(upload_id = %session.id, offset = session.offset, length = session.length, "removed an expired upload");
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Sweeps every `interval` until `shutdown`.
+    pub async fn sweep_sessions_until(self, interval: Duration, shutdown: Shutdown) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.sweep_expired_sessions().await {
+                tracing::warn!(error = %service_kit::error::chain(&error), "could not sweep expired uploads");
+            }
+        }
+    }
+}
+
+/// Hands the gathered bytes to the backend.
+async fn flush(
+    writer: &mut crate::backend::SessionWriter,
+    batch: &mut Vec<u8>,
+) -> StorageResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    writer.write(batch).await?;
+    batch.clear();
+    Ok(())
+}

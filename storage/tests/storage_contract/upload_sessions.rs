@@ -1,0 +1,506 @@
+//! Resumable upload sessions: bytes gathered over many appends, one at a time, kept up to a
+//! break, checked against per-append checksums, invisible until complete, and removed when
+//! abandoned.
+
+use super::{ALICE, BOB, Backend, GRIDFS_CHUNK, RunningStorage, sha256_hex};
+use proto::storage::v1 as pb;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+use test_support::pseudo_random_bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
+    a_session_becomes_a_file_only_when_every_byte_is_in_and_completes_once,
+    a_broken_append_keeps_what_arrived_but_a_checksummed_append_keeps_all_or_nothing,
+    an_append_must_start_at_the_offset_and_only_one_runs_at_a_time,
+    an_abandoned_session_expires_and_the_sweeper_removes_its_bytes,
+    terminating_a_session_removes_it_and_its_bytes_but_not_a_complete_ones_file,
+    a_creation_idempotency_key_brings_back_the_same_session,
+    a_session_survives_a_restart_and_completes_with_the_right_checksum,
+]);
+
+fn create_request(owner: &str, length: u64) -> pb::CreateUploadSessionRequest {
+    pb::CreateUploadSessionRequest {
+        owner_id: owner.into(),
+        length,
+        filename: "long walk.mp4".into(),
+        content_type: "video/mp4".into(),
+        metadata: "filename bG9uZyB3YWxrLm1wNA==".into(),
+        ..Default::default()
+    }
+}
+
+fn append_header(id: &str, owner: &str, offset: u64) -> pb::AppendHeader {
+    pb::AppendHeader {
+        id: id.into(),
+        owner_id: owner.into(),
+        offset,
+        ..Default::default()
+    }
+}
+
+fn message(content: pb::append_upload_request::Content) -> pb::AppendUploadRequest {
+    pb::AppendUploadRequest {
+        content: Some(content),
+    }
+}
+
+/// An append's messages: the header, `data` in 64 KiB chunks, and `finish` when `finished`.
+fn append_messages(
+    header: pb::AppendHeader,
+    data: &[u8],
+    finished: bool,
+) -> Vec<pb::AppendUploadRequest> {
+    use pb::append_upload_request::Content;
+    let mut messages = vec![message(Content::Header(header))];
+    messages.extend(
+        data.chunks(64 * 1024)
+            .map(|chunk| message(Content::Chunk(chunk.to_vec().into()))),
+    );
+    if finished {
+        messages.push(message(Content::Finish(pb::UploadFinish {})));
+    }
+    messages
+}
+
+impl RunningStorage {
+    async fn create_session(&mut self, owner: &str, length: u64) -> pb::UploadSession {
+        let created = self
+            .client
+            .create_upload_session(create_request(owner, length))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!created.replayed);
+        created.session.unwrap()
+    }
+
+    async fn append(
+        &mut self,
+        header: pb::AppendHeader,
+        data: &[u8],
+        finished: bool,
+    ) -> Result<pb::UploadSession, tonic::Status> {
+        let messages = append_messages(header, data, finished);
+        let response = self
+            .client
+            .append_upload(tokio_stream::iter(messages))
+            .await?;
+        Ok(response.into_inner().session.unwrap())
+    }
+
+    async fn session(&mut self, id: &str, owner: &str) -> Result<pb::UploadSession, tonic::Status> {
+        let request = pb::GetUploadSessionRequest {
+            id: id.into(),
+            owner_id: owner.into(),
+            any_owner: false,
+        };
+        Ok(self
+            .client
+            .get_upload_session(request)
+            .await?
+            .into_inner()
+            .session
+            .unwrap())
+    }
+
+    async fn complete(
+        &mut self,
+        id: &str,
+        owner: &str,
+        job_id: &str,
+    ) -> Result<(pb::UploadSession, pb::FileInfo), tonic::Status> {
+        let request = pb::CompleteUploadSessionRequest {
+            id: id.into(),
+            owner_id: owner.into(),
+            job_id: job_id.into(),
+        };
+        let completed = self
+            .client
+            .complete_upload_session(request)
+            .await?
+            .into_inner();
+        Ok((completed.session.unwrap(), completed.file.unwrap()))
+    }
+
+    async fn abort(&mut self, id: &str, owner: &str) -> Result<(), tonic::Status> {
+        let request = pb::AbortUploadSessionRequest {
+            id: id.into(),
+            owner_id: owner.into(),
+        };
+        self.client.abort_upload_session(request).await?;
+        Ok(())
+    }
+
+    /// Waits until no append holds session `id` (a broken append lets go just after its
+    /// caller sees the break) and returns it.
+    async fn settled_session(&mut self, id: &str, offset: u64) -> pb::UploadSession {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let session = self.session(id, ALICE).await.unwrap();
+            if session.offset == offset || Instant::now() > deadline {
+                return session;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn a_session_becomes_a_file_only_when_every_byte_is_in_and_completes_once(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    // Three appends of uneven sizes: the second starts inside a GridFS chunk and ends in
+    // another, so partly filled chunks are carried over between appends.
+    let data = pseudo_random_bytes((3 * GRIDFS_CHUNK + 17) as usize, 7);
+    let cuts = [
+        0,
+        100_000,
+        100_000 + 2 * GRIDFS_CHUNK as usize + 5,
+        data.len(),
+    ];
+    let session = storage.create_session(ALICE, data.len() as u64).await;
+    assert_eq!(
+        (session.offset, session.length, session.complete),
+        (0, data.len() as u64, false)
+    );
+    assert_eq!(session.metadata, "filename bG9uZyB3YWxrLm1wNA==");
+    assert!(session.expires_at.is_some());
+    for window in cuts.windows(2) {
+        assert_eq!(
+            storage.stat(&session.id, ALICE).await.unwrap_err().code(),
+            Code::NotFound,
+            "nothing is a file before the last byte"
+        );
+        let header = append_header(&session.id, ALICE, window[0] as u64);
+        let appended = storage
+            .append(header, &data[window[0]..window[1]], true)
+            .await
+            .unwrap();
+        assert_eq!(appended.offset, window[1] as u64);
+        assert_eq!(storage.session(&session.id, ALICE).await.unwrap(), appended);
+    }
+    assert_eq!(
+        storage.stat(&session.id, ALICE).await.unwrap_err().code(),
+        Code::NotFound,
+        "the file appears on completion, not on the last append"
+    );
+
+    let (completed, file) = storage.complete(&session.id, ALICE, "").await.unwrap();
+    assert!(completed.complete);
+    assert_eq!(file.id, session.id, "the file takes the session's id");
+    assert_eq!(file.size, data.len() as u64);
+    assert_eq!(file.sha256, sha256_hex(&data));
+    assert_eq!(file.filename, "long walk.mp4");
+    let (_, downloaded) = storage
+        .download(pb::Bucket::Videos, &file.id, ALICE, 0, None)
+        .await
+        .unwrap();
+    assert!(
+        downloaded == data,
+        "the file holds exactly the appended bytes"
+    );
+
+    let job_id = "65f000000000000000000001";
+    let (named, again) = storage.complete(&session.id, ALICE, job_id).await.unwrap();
+    assert_eq!(again, file, "completing again returns the same file");
+    assert_eq!(named.job_id, job_id);
+    let other_job = "65f000000000000000000002";
+    let refused = storage.complete(&session.id, ALICE, other_job).await;
+    assert_eq!(refused.unwrap_err().code(), Code::FailedPrecondition);
+    let refused = storage
+        .append(
+            append_header(&session.id, ALICE, data.len() as u64),
+            b"x",
+            true,
+        )
+        .await;
+    assert_eq!(refused.unwrap_err().code(), Code::FailedPrecondition);
+}
+
+async fn a_broken_append_keeps_what_arrived_but_a_checksummed_append_keeps_all_or_nothing(
+    backend: Backend,
+) {
+    let mut storage = RunningStorage::start(backend).await;
+    let data = pseudo_random_bytes(2 * 1024 * 1024, 8);
+    let session = storage.create_session(ALICE, data.len() as u64).await;
+    let id = session.id.clone();
+
+    // Without a checksum, a stream that ends without `finish` keeps what it carried.
+    let broken = storage
+        .append(append_header(&id, ALICE, 0), &data[..700_000], false)
+        .await;
+    assert_eq!(broken.unwrap_err().code(), Code::Cancelled);
+    assert_eq!(storage.settled_session(&id, 700_000).await.offset, 700_000);
+
+    // With one, a wrong digest keeps nothing, and so does a break.
+    let mut header = append_header(&id, ALICE, 700_000);
+    header.checksum_algorithm = pb::ChecksumAlgorithm::Sha1.into();
+    header.checksum = Sha1::digest(b"something else").to_vec().into();
+    let mismatch = storage
+        .append(header.clone(), &data[700_000..900_000], true)
+        .await;
+    assert_eq!(mismatch.unwrap_err().code(), Code::DataLoss);
+    header.checksum = Sha1::digest(&data[700_000..900_000]).to_vec().into();
+    let broken = storage
+        .append(header.clone(), &data[700_000..800_000], false)
+        .await;
+    assert_eq!(broken.unwrap_err().code(), Code::Cancelled);
+    assert_eq!(storage.settled_session(&id, 700_000).await.offset, 700_000);
+
+    let kept = storage
+        .append(header, &data[700_000..900_000], true)
+        .await
+        .unwrap();
+    assert_eq!(kept.offset, 900_000, "a matching SHA-1 keeps the append");
+    let mut header = append_header(&id, ALICE, 900_000);
+    header.checksum_algorithm = pb::ChecksumAlgorithm::Sha256.into();
+    header.checksum = Sha256::digest(&data[900_000..]).to_vec().into();
+    let kept = storage
+        .append(header, &data[900_000..], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.offset,
+        data.len() as u64,
+        "and so does a matching SHA-256"
+    );
+
+    // Bytes past the declared length are refused.
+    let session = storage.create_session(ALICE, 10).await;
+    let past = storage
+        .append(append_header(&session.id, ALICE, 0), &[1; 11], true)
+        .await;
+    assert_eq!(past.unwrap_err().code(), Code::InvalidArgument);
+
+    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
+    assert_eq!(
+        file.sha256,
+        sha256_hex(&data),
+        "only the kept bytes, in order"
+    );
+}
+
+async fn an_append_must_start_at_the_offset_and_only_one_runs_at_a_time(backend: Backend) {
+    use pb::append_upload_request::Content;
+    let mut storage = RunningStorage::start(backend).await;
+    let data = pseudo_random_bytes(600_000, 9);
+    let session = storage.create_session(ALICE, data.len() as u64).await;
+    let id = session.id.clone();
+
+    let wrong = storage
+        .append(append_header(&id, ALICE, 5), &data[5..10], true)
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::FailedPrecondition);
+    assert!(wrong.message().contains("at offset 0, not 5"), "{wrong:?}");
+    let stranger = storage
+        .append(append_header(&id, BOB, 0), &data[..10], true)
+        .await;
+    assert_eq!(stranger.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        storage.session(&id, BOB).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // An append that is still running holds the session: a second one waits, then is refused.
+    let (first, outgoing) = mpsc::channel(8);
+    let mut client = storage.client.clone();
+    let running = tokio::spawn(async move {
+        client
+            .append_upload(ReceiverStream::new(outgoing))
+            .await
+            .map(|response| response.into_inner().session.unwrap())
+    });
+    first
+        .send(message(Content::Header(append_header(&id, ALICE, 0))))
+        .await
+        .unwrap();
+    first
+        .send(message(Content::Chunk(data[..300_000].to_vec().into())))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let second = storage
+        .append(append_header(&id, ALICE, 0), &data[..300_000], true)
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), Code::Aborted, "{second:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited first"
+    );
+
+    first
+        .send(message(Content::Finish(pb::UploadFinish {})))
+        .await
+        .unwrap();
+    drop(first);
+    assert_eq!(running.await.unwrap().unwrap().offset, 300_000);
+    let rest = storage
+        .append(append_header(&id, ALICE, 300_000), &data[300_000..], true)
+        .await
+        .unwrap();
+    assert_eq!(rest.offset, data.len() as u64);
+    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
+    assert_eq!(file.sha256, sha256_hex(&data));
+}
+
+async fn an_abandoned_session_expires_and_the_sweeper_removes_its_bytes(backend: Backend) {
+    let mut storage = RunningStorage::start_with(backend, |config| {
+        config.upload_expiry = Duration::from_secs(2);
+    })
+    .await;
+    let data = pseudo_random_bytes(400_000, 10);
+    let kept = storage.create_session(ALICE, 1_000_000).await;
+    let abandoned = storage.create_session(ALICE, 1_000_000).await;
+    storage
+        .append(append_header(&abandoned.id, ALICE, 0), &data, true)
+        .await
+        .unwrap();
+    assert!(storage.stored_objects().await > 0);
+
+    // Appending keeps a session alive; the abandoned one runs out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut offset = 0;
+    loop {
+        storage
+            .append(append_header(&kept.id, ALICE, offset), &data[..1000], true)
+            .await
+            .unwrap();
+        offset += 1000;
+        match storage.session(&abandoned.id, ALICE).await {
+            Err(status) if status.code() == Code::NotFound => break,
+            Ok(session) => {
+                if session.expired {
+                    let refused = storage
+                        .append(append_header(&abandoned.id, ALICE, 400_000), b"x", true)
+                        .await;
+                    assert_eq!(refused.unwrap_err().code(), Code::FailedPrecondition);
+                }
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned session was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let kept = storage.session(&kept.id, ALICE).await.unwrap();
+    assert!(
+        !kept.expired,
+        "a session that takes appends does not expire"
+    );
+    // Only the live session's bytes are left.
+    storage.abort(&kept.id, ALICE).await.unwrap();
+    storage.wait_for_stored_objects(0).await;
+}
+
+async fn terminating_a_session_removes_it_and_its_bytes_but_not_a_complete_ones_file(
+    backend: Backend,
+) {
+    let mut storage = RunningStorage::start(backend).await;
+    let data = pseudo_random_bytes(300_000, 11);
+    let session = storage.create_session(ALICE, 1_000_000).await;
+    storage
+        .append(append_header(&session.id, ALICE, 0), &data, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.abort(&session.id, BOB).await.unwrap_err().code(),
+        Code::NotFound,
+        "only the owner may terminate"
+    );
+    storage.abort(&session.id, ALICE).await.unwrap();
+    assert_eq!(
+        storage
+            .session(&session.id, ALICE)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    storage.wait_for_stored_objects(0).await;
+
+    let session = storage.create_session(ALICE, data.len() as u64).await;
+    storage
+        .append(append_header(&session.id, ALICE, 0), &data, true)
+        .await
+        .unwrap();
+    let (_, file) = storage.complete(&session.id, ALICE, "").await.unwrap();
+    storage.abort(&session.id, ALICE).await.unwrap();
+    assert_eq!(
+        storage.stat(&file.id, ALICE).await.unwrap(),
+        file,
+        "the file belongs to its job now"
+    );
+}
+
+async fn a_creation_idempotency_key_brings_back_the_same_session(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    let keyed = |fingerprint: &str| pb::CreateUploadSessionRequest {
+        idempotency_key: "create-1".into(),
+        request_fingerprint: fingerprint.into(),
+        ..create_request(ALICE, 1000)
+    };
+    let first = storage
+        .client
+        .create_upload_session(keyed("a"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = storage
+        .client
+        .create_upload_session(keyed("a"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(again.session.unwrap().id, first.session.unwrap().id);
+    let other = storage.client.create_upload_session(keyed("b")).await;
+    assert_eq!(other.unwrap_err().code(), Code::AlreadyExists);
+    // The same key on a multipart upload's job is another key.
+    let video = storage.stored(pb::Bucket::Videos, ALICE, b"video").await;
+    let job = storage
+        .client
+        .create_job(pb::CreateJobRequest {
+            owner_id: ALICE.into(),
+            owner_email: "alice@example.com".into(),
+            video_id: video.id,
+            idempotency_key: "create-1".into(),
+            request_fingerprint: "job".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!job.replayed);
+}
+
+async fn a_session_survives_a_restart_and_completes_with_the_right_checksum(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    let data = pseudo_random_bytes((GRIDFS_CHUNK * 2 + 1000) as usize, 12);
+    let session = storage.create_session(ALICE, data.len() as u64).await;
+    let half = GRIDFS_CHUNK as usize + 10;
+    storage
+        .append(append_header(&session.id, ALICE, 0), &data[..half], true)
+        .await
+        .unwrap();
+    let mut storage = storage.restart().await;
+    let resumed = storage.session(&session.id, ALICE).await.unwrap();
+    assert_eq!(resumed.offset, half as u64);
+    storage
+        .append(
+            append_header(&session.id, ALICE, half as u64),
+            &data[half..],
+            true,
+        )
+        .await
+        .unwrap();
+    // The running digest did not survive the restart: the file is hashed from its bytes.
+    let (_, file) = storage.complete(&session.id, ALICE, "").await.unwrap();
+    assert_eq!(file.sha256, sha256_hex(&data));
+}
