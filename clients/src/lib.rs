@@ -14,7 +14,7 @@ pub mod auth;
 pub mod storage;
 
 pub use auth::AuthClient;
-pub use storage::{CreatedJob, Owner, Page, StorageClient, Upload};
+pub use storage::{Append, CreatedJob, Owner, Page, StorageClient, Upload};
 
 /// Largest gRPC message taken from or sent to storage (chunks are a few hundred KiB).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;

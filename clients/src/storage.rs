@@ -13,7 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::Channel;
 
-pub use pb::{Bucket, FileInfo, Job, JobState, WebhookAttempt, WebhookEndpoint};
+pub use pb::{
+    Bucket, ChecksumAlgorithm, FileInfo, Job, JobState, UploadSession, WebhookAttempt,
+    WebhookEndpoint,
+};
 
 /// Messages queued towards storage before a sender waits: a few in flight keep the link busy
 /// without holding much memory.
@@ -178,18 +181,92 @@ impl StorageClient {
 
     /// Starts storing a file; its bytes follow through the [`Upload`].
     pub fn upload(&self, header: pb::UploadHeader) -> Upload {
-        let (messages, outgoing) = mpsc::channel(UPLOAD_MESSAGES_IN_FLIGHT);
-        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
-        service_kit::request_id::attach(&mut request);
         let mut rpc = self.rpc();
-        // On its own task, so the caller can feed the stream while the call runs.
-        let call = tokio::spawn(async move { rpc.upload(request).await });
-        let upload = Upload {
-            messages,
-            call,
-            storage_stopped: false,
+        let first = pb::UploadRequest {
+            content: Some(pb::upload_request::Content::Header(header)),
         };
-        upload.queue(pb::upload_request::Content::Header(header))
+        ByteStream::start(first, move |messages| async move {
+            rpc.upload(streaming_request(messages)).await
+        })
+    }
+
+    // Resumable upload sessions ----------------------------------------------------------------
+
+    /// Starts a resumable upload session; `true` with it when an earlier request with the same
+    /// idempotency key created it.
+    pub async fn create_upload_session(
+        &self,
+        request: pb::CreateUploadSessionRequest,
+    ) -> Result<(UploadSession, bool), Status> {
+        let response = self
+            .rpc()
+            .create_upload_session(unary(request))
+            .await?
+            .into_inner();
+        let session = required(response.session, "CreateUploadSession", "a session")?;
+        Ok((session, response.replayed))
+    }
+
+    /// A resumable upload session `owner` may see.
+    pub async fn upload_session(&self, id: &str, owner: &Owner) -> Result<UploadSession, Status> {
+        let (owner_id, any_owner) = owner.fields();
+        let request = pb::GetUploadSessionRequest {
+            id: id.to_owned(),
+            owner_id,
+            any_owner,
+        };
+        let response = self.rpc().get_upload_session(unary(request)).await?;
+        required(
+            response.into_inner().session,
+            "GetUploadSession",
+            "a session",
+        )
+    }
+
+    /// Starts appending to a session at `header.offset`; the bytes follow through the
+    /// [`Append`].
+    pub fn append(&self, header: pb::AppendHeader) -> Append {
+        let mut rpc = self.rpc();
+        let first = pb::AppendUploadRequest {
+            content: Some(pb::append_upload_request::Content::Header(header)),
+        };
+        ByteStream::start(first, move |messages| async move {
+            rpc.append_upload(streaming_request(messages)).await
+        })
+    }
+
+    /// Removes an owner's session (and its bytes, unless complete).
+    pub async fn abort_upload_session(&self, id: &str, owner_id: &str) -> Result<(), Status> {
+        let request = pb::AbortUploadSessionRequest {
+            id: id.to_owned(),
+            owner_id: owner_id.to_owned(),
+        };
+        self.rpc().abort_upload_session(unary(request)).await?;
+        Ok(())
+    }
+
+    /// Makes an owner's session whose every byte is in into a file (again: the same file),
+    /// recording `job_id` on it when not empty.
+    pub async fn complete_upload_session(
+        &self,
+        id: &str,
+        owner_id: &str,
+        job_id: &str,
+    ) -> Result<(UploadSession, FileInfo), Status> {
+        let request = pb::CompleteUploadSessionRequest {
+            id: id.to_owned(),
+            owner_id: owner_id.to_owned(),
+            job_id: job_id.to_owned(),
+        };
+        let response = self
+            .rpc()
+            .complete_upload_session(unary(request))
+            .await?
+            .into_inner();
+        Ok((
+            required(response.session, "CompleteUploadSession", "a session")?,
+            required(response.file, "CompleteUploadSession", "a file")?,
+        ))
     }
 
     // Jobs -------------------------------------------------------------------------------------
@@ -537,75 +614,143 @@ where
     }
 }
 
-/// A file on its way into storage: the header is sent, chunks follow with [`Upload::send`], and
-/// [`Upload::finish`] asks storage to keep it. Dropped (or [`Upload::abandon`]ed) without
-/// finishing, the stream ends without `finish` and storage keeps nothing.
+/// A client stream of bytes into storage: its first message is sent, chunks follow with
+/// [`ByteStream::send`], and the last message says every byte was sent. Dropped (or
+/// abandoned) before that, the stream ends without it, which storage reads as a break.
 #[derive(Debug)]
-pub struct Upload {
-    messages: mpsc::Sender<pb::UploadRequest>,
-    call: JoinHandle<Result<tonic::Response<pb::UploadResponse>, Status>>,
+pub struct ByteStream<M, R> {
+    messages: mpsc::Sender<M>,
+    call: JoinHandle<Result<tonic::Response<R>, Status>>,
     storage_stopped: bool,
 }
 
-impl Upload {
-    fn queue(mut self, content: pb::upload_request::Content) -> Self {
-        // Room for the first message is always there; a closed stream shows at the next send.
-        if self
-            .messages
-            .try_send(pb::UploadRequest {
-                content: Some(content),
-            })
-            .is_err()
-        {
-            self.storage_stopped = true;
+/// The messages of a client stream of bytes.
+pub trait ByteMessage: Sized {
+    /// A message carrying bytes.
+    fn chunk(bytes: Bytes) -> Self;
+    /// The last message: every byte was sent.
+    fn finish() -> Self;
+}
+
+impl ByteMessage for pb::UploadRequest {
+    fn chunk(bytes: Bytes) -> Self {
+        Self {
+            content: Some(pb::upload_request::Content::Chunk(bytes)),
         }
-        self
     }
 
-    /// Sends the next bytes. `false` when storage stopped reading: [`Upload::finish`] then says
-    /// why.
+    fn finish() -> Self {
+        Self {
+            content: Some(pb::upload_request::Content::Finish(pb::UploadFinish {})),
+        }
+    }
+}
+
+impl ByteMessage for pb::AppendUploadRequest {
+    fn chunk(bytes: Bytes) -> Self {
+        Self {
+            content: Some(pb::append_upload_request::Content::Chunk(bytes)),
+        }
+    }
+
+    fn finish() -> Self {
+        Self {
+            content: Some(pb::append_upload_request::Content::Finish(
+                pb::UploadFinish {},
+            )),
+        }
+    }
+}
+
+/// A file on its way into storage ([`StorageClient::upload`]): storage keeps it only once
+/// [`Upload::finish`] says every byte was sent.
+pub type Upload = ByteStream<pb::UploadRequest, pb::UploadResponse>;
+
+/// Bytes on their way into a resumable upload session ([`StorageClient::append`]). Without a
+/// checksum, storage keeps what arrived even if the stream breaks off.
+pub type Append = ByteStream<pb::AppendUploadRequest, pb::AppendUploadResponse>;
+
+impl<M: ByteMessage + Send + 'static, R> ByteStream<M, R> {
+    /// Starts `call` on its own task, so the caller can feed the stream while it runs.
+    fn start<F>(first: M, call: impl FnOnce(ReceiverStream<M>) -> F) -> Self
+    where
+        F: std::future::Future<Output = Result<tonic::Response<R>, Status>> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (messages, outgoing) = mpsc::channel(UPLOAD_MESSAGES_IN_FLIGHT);
+        let call = tokio::spawn(call(ReceiverStream::new(outgoing)));
+        // Room for the first message is always there; a closed stream shows at the next send.
+        let storage_stopped = messages.try_send(first).is_err();
+        Self {
+            messages,
+            call,
+            storage_stopped,
+        }
+    }
+
+    /// Sends the next bytes. `false` when storage stopped reading: finishing then says why.
     pub async fn send(&mut self, chunk: Bytes) -> bool {
-        self.send_content(pb::upload_request::Content::Chunk(chunk))
-            .await
+        self.send_message(M::chunk(chunk)).await
     }
 
-    async fn send_content(&mut self, content: pb::upload_request::Content) -> bool {
+    async fn send_message(&mut self, message: M) -> bool {
         if self.storage_stopped {
             return false;
         }
-        let sent = self
-            .messages
-            .send(pb::UploadRequest {
-                content: Some(content),
-            })
-            .await;
+        let sent = self.messages.send(message).await;
         self.storage_stopped = sent.is_err();
         sent.is_ok()
     }
 
-    /// Ends the upload and asks storage to keep the file; its record, or why storage refused
-    /// (an answer before every byte was sent is an error too).
-    pub async fn finish(mut self) -> Result<FileInfo, Status> {
-        let finished = self
-            .send_content(pb::upload_request::Content::Finish(pb::UploadFinish {}))
-            .await;
+    /// Says every byte was sent and waits for storage's answer (an answer before every byte
+    /// was sent is an error too).
+    async fn finish_call(mut self) -> Result<R, Status> {
+        let finished = self.send_message(M::finish()).await;
         let answer = self.answer().await?;
         if !finished {
-            return Err(Status::internal("storage answered before the upload ended"));
+            return Err(Status::internal("storage answered before the stream ended"));
         }
-        required(answer.into_inner().file, "Upload", "a file")
+        Ok(answer.into_inner())
     }
 
-    /// Ends the upload without keeping anything, and waits until storage has let it go.
+    /// Ends the stream without its last message, and waits until storage has dealt with the
+    /// break.
     pub async fn abandon(self) {
         let _ = self.answer().await;
     }
 
     /// Closes the stream and waits for storage's answer.
-    async fn answer(self) -> Result<tonic::Response<pb::UploadResponse>, Status> {
+    async fn answer(self) -> Result<tonic::Response<R>, Status> {
         drop(self.messages);
         self.call
             .await
-            .map_err(|error| Status::internal(format!("the upload task failed: {error}")))?
+            .map_err(|error| Status::internal(format!("the storage call failed: {error}")))?
     }
+}
+
+impl Upload {
+    /// Ends the upload and asks storage to keep the file; its record, or why storage refused.
+    pub async fn finish(self) -> Result<FileInfo, Status> {
+        required(self.finish_call().await?.file, "Upload", "a file")
+    }
+}
+
+impl Append {
+    /// Ends the append with every byte sent; the session as it is after it, or why storage
+    /// refused.
+    pub async fn finish(self) -> Result<UploadSession, Status> {
+        required(
+            self.finish_call().await?.session,
+            "AppendUpload",
+            "a session",
+        )
+    }
+}
+
+/// A client-streaming request carrying the current request id, without a deadline (a stream
+/// of bytes takes as long as the bytes take).
+fn streaming_request<M>(messages: ReceiverStream<M>) -> tonic::Request<ReceiverStream<M>> {
+    let mut request = tonic::Request::new(messages);
+    service_kit::request_id::attach(&mut request);
+    request
 }

@@ -73,6 +73,15 @@ impl KeyClaim {
         }
     }
 
+    /// The claim that makes the job of upload session `session_id` once: whoever completes the
+    /// session first creates it, and everyone after gets it back.
+    pub fn for_upload_job(owner_id: &str, session_id: &str, job_id: ObjectId) -> Self {
+        Self {
+            id: format!("{owner_id}/job of upload session {session_id}"),
+            ..Self::new(owner_id, session_id, session_id, job_id)
+        }
+    }
+
     /// The claim id of `owner_id`'s `key`.
     pub fn id_of(owner_id: &str, key: &str) -> String {
         format!("{owner_id}/{key}")

@@ -551,18 +551,28 @@ impl StorageService for StorageApi {
             options,
         );
         job.upload_id = upload_id;
-        let mut claim = None;
-        if let Some(key) = key {
-            let new_claim = KeyClaim::new(&job.owner_id, &key.key, &key.fingerprint, job.id);
-            if let Some(earlier) = self.earlier_job_for(&new_claim).await? {
-                tracing::info!(job_id = %earlier.id, "idempotency key replayed");
-                return Ok(Response::new(pb::CreateJobResponse {
-                    job: Some(earlier.to_proto()),
-                    replayed: true,
-                }));
+        // A job made of an upload session is made once per session, whoever completes it.
+        let claim = match key {
+            Some(key) => {
+                let claim = KeyClaim::new(&job.owner_id, &key.key, &key.fingerprint, job.id);
+                job.idempotency_key = Some(key.key);
+                Some(claim)
             }
-            job.idempotency_key = Some(key.key);
-            claim = Some(new_claim);
+            None if !job.upload_id.is_empty() => Some(KeyClaim::for_upload_job(
+                &job.owner_id,
+                &job.upload_id,
+                job.id,
+            )),
+            None => None,
+        };
+        if let Some(claim) = &claim
+            && let Some(earlier) = self.earlier_job_for(claim).await?
+        {
+            tracing::info!(job_id = %earlier.id, "idempotency key replayed");
+            return Ok(Response::new(pb::CreateJobResponse {
+                job: Some(earlier.to_proto()),
+                replayed: true,
+            }));
         }
         if let Err(error) = self.backend.insert_job(&job).await {
             if let Some(claim) = claim {
@@ -684,6 +694,9 @@ impl StorageService for StorageApi {
         self.remove_file_if_there(Bucket::Videos, &job.video_id)
             .await?;
         self.remove_file_if_there(Bucket::Mp3s, &job.mp3_id).await?;
+        if !job.upload_id.is_empty() {
+            self.forget_session(&job.upload_id).await;
+        }
         tracing::info!("job deleted with its files");
         Ok(Response::new(pb::DeleteJobResponse {}))
     }

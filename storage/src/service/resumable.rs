@@ -510,6 +510,21 @@ impl StorageApi {
         Ok((session, file))
     }
 
+    /// Removes the session a deleted job was made of, so its tus resource goes with the job; a
+    /// failure only leaves it to expire.
+    pub(super) async fn forget_session(&self, id: &str) {
+        let Ok(id) = parse_id(id, "upload session") else {
+            return;
+        };
+        let forgotten = match self.backend.find_session(id).await {
+            Ok(Some(session)) => self.backend.delete_session(id, session.revision).await,
+            other => other.map(|_| false),
+        };
+        if let Err(error) = forgotten {
+            tracing::warn!(error = %service_kit::error::chain(&error), upload_id = %id, "could not remove the upload session of a deleted job");
+        }
+    }
+
     /// The SHA-256 of a session's every byte: remembered from its appends, or read again.
     async fn sha256_of(&self, session: &SessionRecord) -> StorageResult<String> {
         if let Some(digest) = self.digests.take(session.id, session.length) {

@@ -20,6 +20,7 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     terminating_a_session_removes_it_and_its_bytes_but_not_a_complete_ones_file,
     a_creation_idempotency_key_brings_back_the_same_session,
     a_session_survives_a_restart_and_completes_with_the_right_checksum,
+    a_complete_session_becomes_one_job_which_takes_the_session_with_it,
 ]);
 
 fn create_request(owner: &str, length: u64) -> pb::CreateUploadSessionRequest {
@@ -503,4 +504,71 @@ async fn a_session_survives_a_restart_and_completes_with_the_right_checksum(back
     // The running digest did not survive the restart: the file is hashed from its bytes.
     let (_, file) = storage.complete(&session.id, ALICE, "").await.unwrap();
     assert_eq!(file.sha256, sha256_hex(&data));
+}
+
+async fn a_complete_session_becomes_one_job_which_takes_the_session_with_it(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    let data = pseudo_random_bytes(5000, 13);
+    let session = storage.create_session(ALICE, data.len() as u64).await;
+    let job_request = pb::CreateJobRequest {
+        owner_id: ALICE.into(),
+        owner_email: "alice@example.com".into(),
+        video_id: session.id.clone(),
+        original_filename: "long walk.mp4".into(),
+        upload_id: session.id.clone(),
+        ..Default::default()
+    };
+    let early = storage.client.create_job(job_request.clone()).await;
+    assert_eq!(
+        early.unwrap_err().code(),
+        Code::NotFound,
+        "no video before the session completes"
+    );
+    storage
+        .append(append_header(&session.id, ALICE, 0), &data, true)
+        .await
+        .unwrap();
+    storage.complete(&session.id, ALICE, "").await.unwrap();
+
+    let first = storage
+        .client
+        .create_job(job_request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = storage
+        .client
+        .create_job(job_request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let job = first.job.unwrap();
+    assert!(!first.replayed && second.replayed, "one job per session");
+    assert_eq!(second.job.unwrap().id, job.id);
+    assert_eq!(job.upload_id, session.id, "the job names its upload");
+    let not_the_video = pb::CreateJobRequest {
+        video_id: storage.stored(pb::Bucket::Videos, ALICE, b"other").await.id,
+        ..job_request
+    };
+    let refused = storage.client.create_job(not_the_video).await;
+    assert_eq!(refused.unwrap_err().code(), Code::FailedPrecondition);
+
+    storage
+        .client
+        .delete_job(pb::DeleteJobRequest {
+            id: job.id,
+            owner_id: ALICE.into(),
+            any_owner: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        storage
+            .session(&session.id, ALICE)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound,
+        "the session goes with its job"
+    );
 }
