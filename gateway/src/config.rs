@@ -36,6 +36,16 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_seconds: u64,
 
+    /// The gateway's public address (`https://convert.example.com`), for absolute URLs in
+    /// answers (a tus upload's `Location`); unset: relative URLs.
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+
+    /// Build absolute URLs from `X-Forwarded-Proto` and `X-Forwarded-Host` (set only behind a
+    /// proxy that sets them; PUBLIC_BASE_URL wins).
+    #[arg(long, env = "TRUST_FORWARDED_HEADERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_headers: bool,
+
     /// Origins allowed to call the API from a browser (comma-separated); empty: no CORS.
     #[arg(
         long,
@@ -96,6 +106,21 @@ impl ServiceConfig for Config {
             ("TLS_KEY_FILE", self.tls_key_file.is_some()),
         )?;
         self.broker.validate()?;
+        if let Some(base) = &self.public_base_url {
+            let parsed = webhooks::Url::parse(base).map_err(|error| {
+                ConfigError::invalid("PUBLIC_BASE_URL", format!("is not a URL: {error}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https")
+                || parsed.query().is_some()
+                || parsed.fragment().is_some()
+                || parsed.cannot_be_a_base()
+            {
+                return Err(ConfigError::invalid(
+                    "PUBLIC_BASE_URL",
+                    "must be an http:// or https:// address without a query or fragment",
+                ));
+            }
+        }
         for origin in self.cors_allowed_origins.iter().filter(|o| !o.is_empty()) {
             if http::HeaderValue::from_str(origin).is_err() {
                 return Err(ConfigError::invalid(

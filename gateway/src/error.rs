@@ -8,6 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tonic::Code;
 
+/// tus's status for an append whose bytes do not match their checksum.
+pub const CHECKSUM_MISMATCH: StatusCode = match StatusCode::from_u16(460) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 /// Seconds a client is told to wait when a dependency is down.
 const RETRY_AFTER_SECONDS: &str = "5";
 
@@ -32,6 +38,18 @@ pub enum ApiError {
     /// The thing exists already.
     #[error("{0}")]
     Conflict(String),
+    /// It was there, and is no more (an upload that expired).
+    #[error("{0}")]
+    Gone(String),
+    /// A precondition of the request's headers does not hold (another tus version).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Someone else is changing the thing right now.
+    #[error("{0}")]
+    Locked(String),
+    /// An upload's bytes do not match the checksum they came with (tus's 460).
+    #[error("the bytes do not match their Upload-Checksum; they were not kept")]
+    ChecksumMismatch,
     /// Well-formed, but it contradicts what the server holds (an idempotency key used for
     /// another request).
     #[error("{0}")]
@@ -153,6 +171,10 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Gone(_) => (StatusCode::GONE, "gone"),
+            Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+            Self::Locked(_) => (StatusCode::LOCKED, "locked"),
+            Self::ChecksumMismatch => (CHECKSUM_MISMATCH, "checksum_mismatch"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => {
@@ -224,7 +246,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Basic realm=\"mp3converter\", charset=\"UTF-8\""),
                 );
             }
-            Self::Unavailable { .. } => {
+            Self::Unavailable { .. } | Self::Locked(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),

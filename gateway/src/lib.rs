@@ -132,5 +132,12 @@ pub fn state(config: &Config, grpc_tls: Option<&GrpcTls>) -> anyhow::Result<AppS
         max_upload_bytes: config.max_upload_bytes,
         webhook_destinations: std::sync::Arc::new(config.webhook_destinations.policy()),
         webhook_secret_overlap: config.webhook_secret_overlap,
+        public_urls: routes::tus::PublicUrls {
+            base: config
+                .public_base_url
+                .as_ref()
+                .map(|base| base.trim_end_matches('/').to_owned()),
+            trust_forwarded_headers: config.trust_forwarded_headers,
+        },
     })
 }

@@ -37,6 +37,8 @@ pub struct MeshOptions {
     pub gateway: Tweak<gateway::Config>,
     /// A change to auth's configuration.
     pub auth: Tweak<auth::Config>,
+    /// A change to storage's configuration.
+    pub storage: Tweak<storage::Config>,
     /// The client the mesh's helpers call the gateway with, instead of a plain one (one that
     /// trusts the test's certificate authority, for a gateway serving HTTPS).
     pub http: Option<reqwest::Client>,
@@ -68,6 +70,7 @@ impl std::fmt::Debug for MeshOptions {
             .field("amqp_url", &self.amqp_url)
             .field("gateway", &self.gateway.is_some())
             .field("auth", &self.auth.is_some())
+            .field("storage", &self.storage.is_some())
             .field("http", &self.http.is_some())
             .finish()
     }
@@ -133,10 +136,13 @@ impl Mesh {
             change(&mut auth_config);
         }
         let auth = Running::<auth::App>::start(auth_config).await.unwrap();
-        let storage_service =
-            Running::<storage::App>::start(configs::storage(dir.path(), mongo.as_ref()))
-                .await
-                .unwrap();
+        let mut storage_config = configs::storage(dir.path(), mongo.as_ref());
+        if let Some(change) = options.storage {
+            change(&mut storage_config);
+        }
+        let storage_service = Running::<storage::App>::start(storage_config)
+            .await
+            .unwrap();
         let storage = StorageClient::new(storage_service.grpc_channel().await.unwrap());
 
         let mut broker_config = configs::amqp(&broker, dir.path());

@@ -33,6 +33,9 @@ pub struct JobView {
     pub download_url: Option<String>,
     /// The video's original file name.
     pub original_filename: String,
+    /// The resumable (tus) upload the video came from, as its URL path (`/files/{id}`);
+    /// absent for a multipart upload.
+    pub upload_url: Option<String>,
     /// Whether the outcome was e-mailed.
     pub notified: bool,
     /// What the job makes.
@@ -85,6 +88,8 @@ impl From<pb::Job> for JobView {
             download_url: mp3_id.as_ref().map(|id| format!("/download/{id}")),
             mp3_id,
             original_filename: job.original_filename,
+            upload_url: (!job.upload_id.is_empty())
+                .then(|| format!("{}/{}", super::tus::FILES_PATH, job.upload_id)),
             notified: job.notified,
             // Storage validated them when it recorded the job.
             options: AudioOptions::from_proto(job.options.as_ref()).unwrap_or_default(),

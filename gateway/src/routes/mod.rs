@@ -7,6 +7,7 @@ pub mod download;
 pub mod health;
 pub mod jobs;
 pub mod presets;
+pub mod tus;
 pub mod upload;
 pub mod web;
 pub mod webhooks;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, head, post};
 use axum::{Json, Router};
 use clients::{AuthClient, StorageClient};
 use messaging::Publisher;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub webhook_destinations: std::sync::Arc<::webhooks::DestinationPolicy>,
     /// How long a rotated-out webhook secret goes on signing.
     pub webhook_secret_overlap: std::time::Duration,
+    /// How absolute URLs in answers are made.
+    pub public_urls: tus::PublicUrls,
 }
 
 /// The gRPC channels to the services the gateway calls.
@@ -96,7 +99,9 @@ pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
 #[openapi(
     info(title = "mp3converter", description = "Upload a video, get an e-mail when its MP3 is ready, download it."),
     paths(
-        accounts::register, accounts::login, upload::upload, jobs::list_jobs, jobs::get_job,
+        accounts::register, accounts::login, upload::upload,
+        tus::options, tus::create, tus::status, tus::append, tus::terminate, tus::overridden,
+        jobs::list_jobs, jobs::get_job,
         jobs::delete_job, download::download_by_path, download::download_by_query,
         presets::list_presets,
         webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
@@ -152,7 +157,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
             usize::try_from(config.max_upload_bytes).unwrap_or(usize::MAX),
         ))
         .route("/download", get(download::download_by_query))
-        .route("/download/{mp3_id}", get(download::download_by_path));
+        .route("/download/{mp3_id}", get(download::download_by_path))
+        .merge(tus_routes());
     let bounded = Router::new()
         .route("/register", post(accounts::register))
         .route("/login", post(accounts::login))
@@ -196,10 +202,12 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(bounded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn(with_request_id))
         .layer(cors(&config.cors_allowed_origins))
+        // Outside CORS, which takes every OPTIONS for a browser's preflight.
+        .layer(middleware::from_fn_with_state(state, tus::discovery))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -223,6 +231,21 @@ pub fn router(state: AppState, config: &Config) -> Router {
         )
 }
 
+/// The tus endpoint: every answer speaks the protocol (see [`tus::protocol`]).
+fn tus_routes() -> Router<AppState> {
+    Router::new()
+        .route(tus::FILES_PATH, post(tus::create).options(tus::options))
+        .route(
+            &format!("{}/{{id}}", tus::FILES_PATH),
+            head(tus::status)
+                .patch(tus::append)
+                .delete(tus::terminate)
+                .post(tus::overridden)
+                .options(tus::options),
+        )
+        .route_layer(middleware::from_fn(tus::protocol))
+}
+
 fn cors(origins: &[String]) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins
         .iter()
@@ -234,20 +257,38 @@ fn cors(origins: &[String]) -> CorsLayer {
     }
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::RANGE,
-            upload::IDEMPOTENCY_KEY,
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+            Method::HEAD,
         ])
-        .expose_headers([
-            header::CONTENT_DISPOSITION,
-            header::CONTENT_RANGE,
-            header::ETAG,
-            header::LOCATION,
-            upload::IDEMPOTENT_REPLAYED,
-        ])
+        .allow_headers(
+            [
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::RANGE,
+                upload::IDEMPOTENCY_KEY,
+                HeaderName::from_static("x-request-id"),
+            ]
+            .into_iter()
+            .chain(tus::REQUEST_HEADERS)
+            .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            [
+                header::CONTENT_DISPOSITION,
+                header::CONTENT_RANGE,
+                header::ETAG,
+                header::LOCATION,
+                upload::IDEMPOTENT_REPLAYED,
+                HeaderName::from_static("x-request-id"),
+            ]
+            .into_iter()
+            .chain(tus::ANSWER_HEADERS)
+            .collect::<Vec<_>>(),
+        )
 }
 
 async fn not_found() -> ApiError {

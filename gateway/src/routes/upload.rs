@@ -305,7 +305,7 @@ pub async fn upload(
 
 /// The request's `Idempotency-Key`, if it sends one: 1 to 255 printable ASCII characters (the
 /// structured-field form, in double quotes, is taken too).
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -405,24 +405,33 @@ async fn record_and_queue(
     };
     tracing::Span::current().record("job_id", job.id.as_str());
 
-    let event = messaging::events::new_event(Payload::VideoUploaded(VideoUploaded {
-        job_id: job.id.clone(),
-        video_id: video.id.clone(),
-        owner_id: caller.user_id.clone(),
-        owner_email: caller.email.clone(),
-        original_filename: filename.to_owned(),
-    }));
-    let queue = &state.publisher.queues().video_queue;
-    if let Err(error) = state.publisher.publish(queue, &event).await {
+    if let Err(error) = queue_job(state, caller, &job).await {
         if let Err(cleanup) = state.storage.delete_job(&job.id, &caller.own()).await {
             tracing::error!(error = %cleanup, job_id = %job.id, "could not remove a job that was never queued");
         }
-        return Err(ApiError::Unavailable {
-            dependency: "the job queue",
-            cause: error.into(),
-        });
+        return Err(error);
     }
     Ok((UploadAccepted::of(job.id, video.id.clone(), options), false))
+}
+
+/// Queues a recorded job for the converters.
+pub(super) async fn queue_job(state: &AppState, caller: &Caller, job: &pb::Job) -> ApiResult<()> {
+    let event = messaging::events::new_event(Payload::VideoUploaded(VideoUploaded {
+        job_id: job.id.clone(),
+        video_id: job.video_id.clone(),
+        owner_id: caller.user_id.clone(),
+        owner_email: caller.email.clone(),
+        original_filename: job.original_filename.clone(),
+    }));
+    let queue = &state.publisher.queues().video_queue;
+    state
+        .publisher
+        .publish(queue, &event)
+        .await
+        .map_err(|error| ApiError::Unavailable {
+            dependency: "the job queue",
+            cause: error.into(),
+        })
 }
 
 /// Removes a stored video no job was recorded for.
@@ -549,7 +558,7 @@ fn multipart_error(error: MultipartError, limit: u64) -> ApiError {
 }
 
 /// The file name as kept: the last path component, without control characters, bounded.
-fn clean_filename(raw: &str) -> String {
+pub(super) fn clean_filename(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = base
         .chars()

@@ -109,6 +109,16 @@ fn signed(claims: &Value, algorithm: Algorithm, key: &[u8]) -> String {
     .unwrap()
 }
 
+/// A token for `user` as the auth service would issue it, but running out in `seconds`.
+pub(crate) fn token_expiring_in(user: &User, seconds: u64) -> String {
+    let claims = claims(user, json!({ "email": user.email, "exp": now() + seconds }));
+    signed(
+        &claims,
+        Algorithm::HS256,
+        test_support::configs::JWT_SECRET.as_bytes(),
+    )
+}
+
 /// The claims the auth service would issue for `user`, with `changes` applied.
 fn claims(user: &User, changes: Value) -> Value {
     let mut claims = json!({

@@ -6,6 +6,7 @@
 //! - [`idempotency`]: `Idempotency-Key` on uploads, on both storage backends;
 //! - [`hostile_input`]: a table of hostile requests against the mesh;
 //! - [`openapi_conformance`]: schemathesis, generating requests from `/openapi.json`;
+//! - [`tus`]: resumable uploads (tus 1.0) at the HTTP level;
 //! - [`webhooks`]: webhook endpoints, and the URLs refused when they are registered;
 //! - [`tls`]: HTTPS, and a certificate renewed on disk while a download runs;
 //! - [`grpc_tls`]: mutual TLS between the gateway and auth and storage; [`amqps`]: the queue
@@ -20,4 +21,5 @@ mod openapi_conformance;
 mod router;
 mod support;
 mod tls;
+mod tus;
 mod webhooks;
