@@ -184,8 +184,41 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
     let own_mp3 = mesh.finish_job(&own_job, &mallory.id, &[0xFF; 4096]).await;
     let videos_before = mesh.stored_videos(&mallory.id).await.len();
 
+    // Uploads (tus) to aim at: one of mallory's own, one of the victim's.
+    let new_upload = |token: String| {
+        let http = mesh.http.clone();
+        let url = mesh.url("/files");
+        async move {
+            let created = http
+                .post(url)
+                .bearer_auth(token)
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", "1000")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), StatusCode::CREATED);
+            created.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let own_upload = new_upload(mallory.token.clone()).await;
+    let victim_upload = new_upload(victim.token.clone()).await;
+
     let token = mallory.token.as_str();
     let key = SECRET.as_bytes();
+    let tus_create = |name, length: &str| {
+        case(name, Method::POST, "/files")
+            .bearer(token)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", length.to_owned())
+    };
+    let tus_patch = |name, upload: &str, offset: &str| {
+        case(name, Method::PATCH, upload)
+            .bearer(token)
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_owned())
+    };
     let unauthenticated = |name, token: String| {
         case(name, Method::GET, "/jobs")
             .header("authorization", token)
@@ -525,6 +558,127 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
             .expect(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         case("GET on /login", Method::GET, "/login")
             .expect(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        // Resumable uploads (tus).
+        case("tus: no Tus-Resumable", Method::POST, "/files")
+            .bearer(token)
+            .header("upload-length", "10")
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        case("tus: another protocol version", Method::POST, "/files")
+            .bearer(token)
+            .header("tus-resumable", "0.2.2")
+            .header("upload-length", "10")
+            .expect(StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+        case("tus: no Upload-Length", Method::POST, "/files")
+            .bearer(token)
+            .header("tus-resumable", "1.0.0")
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: negative Upload-Length", "-1")
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: Upload-Length past 2^64", "99999999999999999999999")
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: Upload-Length of 1 TiB", "1099511627776")
+            .expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        tus_create("tus: Upload-Length 0", "0").expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: Upload-Defer-Length", "10")
+            .header("upload-defer-length", "1")
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: Upload-Metadata not base64", "10")
+            .header("upload-metadata", "filename !!not-base64!!")
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: Upload-Metadata key twice", "10")
+            .header("upload-metadata", "filename YQ==,filename Yg==")
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: Upload-Metadata bad option", "10")
+            .header(
+                "upload-metadata",
+                format!("format {}", STANDARD.encode("wav")),
+            )
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_create("tus: Upload-Metadata not ASCII", "10")
+            .header("upload-metadata", b"filename \xc3\xa9".to_vec())
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_patch("tus: negative Upload-Offset", &own_upload, "-5")
+            .body(vec![0; 10])
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_patch(
+            "tus: Upload-Offset past 2^64",
+            &own_upload,
+            "18446744073709551616",
+        )
+        .body(vec![0; 10])
+        .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_patch(
+            "tus: huge Upload-Offset",
+            &own_upload,
+            "18446744073709551615",
+        )
+        .body(vec![0; 10])
+        .expect(StatusCode::CONFLICT, "conflict"),
+        case(
+            "tus: PATCH without Upload-Offset",
+            Method::PATCH,
+            own_upload.clone(),
+        )
+        .bearer(token)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(vec![0; 10])
+        .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        case(
+            "tus: PATCH as octet-stream",
+            Method::PATCH,
+            own_upload.clone(),
+        )
+        .bearer(token)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/octet-stream")
+        .header("upload-offset", "0")
+        .body(vec![0; 10])
+        .expect(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        tus_patch("tus: body longer than Upload-Length", &own_upload, "0")
+            .body(vec![0; 2000])
+            .expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        tus_patch("tus: malformed Upload-Checksum", &own_upload, "0")
+            .header("upload-checksum", "sha1")
+            .body(vec![0; 10])
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_patch("tus: unsupported checksum algorithm", &own_upload, "0")
+            .header("upload-checksum", "crc32 AAAAAA==")
+            .body(vec![0; 10])
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_patch("tus: PATCH another user's upload", &victim_upload, "0")
+            .body(vec![0; 10])
+            .expect(StatusCode::NOT_FOUND, "not_found"),
+        case(
+            "tus: DELETE another user's upload",
+            Method::DELETE,
+            victim_upload.clone(),
+        )
+        .bearer(token)
+        .header("tus-resumable", "1.0.0")
+        .expect(StatusCode::NOT_FOUND, "not_found"),
+        tus_patch("tus: malformed upload id", "/files/..%2f..%2fetc", "0")
+            .body(vec![0; 10])
+            .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_patch(
+            "tus: unknown upload id",
+            "/files/0123456789abcdef01234567",
+            "0",
+        )
+        .body(vec![0; 10])
+        .expect(StatusCode::NOT_FOUND, "not_found"),
+        case(
+            "tus: method override to GET",
+            Method::POST,
+            own_upload.clone(),
+        )
+        .bearer(token)
+        .header("tus-resumable", "1.0.0")
+        .header("x-http-method-override", "GET")
+        .expect(StatusCode::BAD_REQUEST, "bad_request"),
+        tus_patch("tus: no media in the first bytes", &own_upload, "0")
+            .body(vec![b'x'; 1000])
+            .expect(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         case("register as text/plain", Method::POST, "/register")
             .header("content-type", "text/plain")
             .body(r#"{"email":"a@example.com","password":"long enough"}"#)
@@ -557,7 +711,7 @@ async fn hostile_requests_get_clear_4xx_json_errors_and_store_nothing() {
         .body("{\"email\":\"a\\u0000b@example.com\",\"password\":\"long enough pw\"}")
         .expect(StatusCode::BAD_REQUEST, "bad_request"),
     ];
-    assert!(cases.len() >= 60, "{} cases", cases.len());
+    assert!(cases.len() >= 90, "{} cases", cases.len());
 
     let mut failures = Vec::new();
     let mut table = vec![format!(
