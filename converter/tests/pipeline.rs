@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 use test_support::mesh::{Mesh, MeshOptions, User};
+use test_support::tus_clients::TusClient;
 use test_support::{
     Running, SmtpCapture, TcpProxy, VideoSpec, WebhookReceiver, ffprobe_duration_seconds,
     free_port, mp4_bytes, mp4_like, temp_dir,
@@ -163,6 +164,27 @@ impl Pipeline {
         self.mesh.job(job_id).await
     }
 
+    /// Downloads the audio file `job` made into `dir`; its path.
+    async fn download_to(
+        &self,
+        dir: &test_support::TempDir,
+        user: &User,
+        job: &pb::Job,
+    ) -> std::path::PathBuf {
+        let response = self
+            .mesh
+            .http
+            .get(self.mesh.url(&format!("/download/{}", job.mp3_id)))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let path = dir.path().join(format!("{}.audio", job.id));
+        std::fs::write(&path, response.bytes().await.unwrap()).unwrap();
+        path
+    }
+
     /// Waits until `job_id` satisfies `done`, or fails the test after `timeout`.
     async fn wait_for_job(
         &self,
@@ -239,6 +261,52 @@ impl Pipeline {
 async fn assert_mail_count_stays(smtp: &SmtpCapture, count: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.mails().len(), count, "{:#?}", smtp.mails());
+}
+
+#[tokio::test]
+async fn videos_uploaded_by_real_tus_clients_resume_chunk_by_chunk_and_convert() {
+    let (pipeline, smtp, _notifier, _converter) = Pipeline::start_converting(2).await;
+    let user = pipeline.mesh.user("resumer@example.com").await;
+    let dir = temp_dir();
+    let video = dir.path().join("walk.mp4");
+    std::fs::write(&video, mp4_bytes(VideoSpec::small(3.0)).await).unwrap();
+    let endpoint = pipeline.mesh.url("/files/");
+
+    for client in TusClient::ALL {
+        let name = format!("walk by {client:?}.mp4");
+        // Small chunks: many PATCHes, each resuming where the one before stopped.
+        let url = client
+            .upload(
+                &endpoint,
+                &user.token,
+                &video,
+                32 * 1024,
+                &[("filename", &name), ("format", "m4a")],
+            )
+            .await
+            .unwrap();
+        let status = pipeline
+            .mesh
+            .http
+            .head(&url)
+            .bearer_auth(&user.token)
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status.status(), StatusCode::OK, "{client:?}: {url}");
+        let job_id = status.headers()["job-id"].to_str().unwrap().to_owned();
+        let job = pipeline.wait_until_ended(&job_id).await;
+        assert_eq!(job.state(), pb::JobState::Done, "{client:?}: {job:?}");
+        assert_eq!(job.original_filename, name);
+        assert!(url.ends_with(&job.upload_id), "the job names {url}");
+        let codecs =
+            test_support::media::ffprobe_codecs(&pipeline.download_to(&dir, &user, &job).await)
+                .await
+                .unwrap();
+        assert!(codecs.contains(&"aac".to_owned()), "{client:?}: {codecs:?}");
+    }
+    assert_eq!(smtp.wait_for(2, Duration::from_secs(30)).await.len(), 2);
 }
 
 #[tokio::test]

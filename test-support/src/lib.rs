@@ -36,6 +36,7 @@ pub mod rest;
 pub mod server;
 pub mod smtp;
 pub mod tls;
+pub mod tus_clients;
 pub mod webhook_receiver;
 
 pub use app::Running;

@@ -235,6 +235,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
 fn tus_routes() -> Router<AppState> {
     Router::new()
         .route(tus::FILES_PATH, post(tus::create).options(tus::options))
+        // tusd's endpoint, as tus clients are usually given it.
+        .route(
+            &format!("{}/", tus::FILES_PATH),
+            post(tus::create).options(tus::options),
+        )
         .route(
             &format!("{}/{{id}}", tus::FILES_PATH),
             head(tus::status)
