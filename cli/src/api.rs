@@ -1,24 +1,16 @@
 //! A small client for the gateway's REST API. Files stream from and to disk: an upload is read
-//! as it is sent, a download is written as it arrives (to a `.partial` file renamed at the end,
-//! so an interrupted download never looks complete).
+//! as it is sent (with tus, see [`crate::resumable`]), a download is written as it arrives (to
+//! a `.partial` file renamed at the end, so an interrupted download never looks complete).
 
 use base64::Engine;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use indicatif::ProgressBar;
-use reqwest::multipart::{Form, Part};
+
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
-
-/// Bytes read from disk per upload chunk.
-const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
-/// How many times an upload is sent before a dropped connection or a gateway that is briefly
-/// unavailable (503, or 409 while the same upload is still being recorded) ends it.
-const UPLOAD_ATTEMPTS: u32 = 4;
-/// The pause before the second attempt; it doubles for each after.
-const FIRST_UPLOAD_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,22 +54,21 @@ impl ApiError {
         matches!(self, Self::Refused { status, .. } if *status == StatusCode::UNAUTHORIZED)
     }
 
-    /// Whether the same request may well succeed a moment later.
-    fn is_passing(&self) -> bool {
+    /// Whether the same request may well succeed a moment later: a dropped connection, a
+    /// gateway that is briefly unavailable, or (409, 423) a resource another request still
+    /// holds.
+    pub(crate) fn is_passing(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
-            Self::Refused { status, .. } => matches!(
-                *status,
-                StatusCode::SERVICE_UNAVAILABLE
-                    | StatusCode::BAD_GATEWAY
-                    | StatusCode::GATEWAY_TIMEOUT
-                    | StatusCode::CONFLICT
-            ),
+            Self::Refused { status, .. } => {
+                status.is_server_error()
+                    || matches!(*status, StatusCode::CONFLICT | StatusCode::LOCKED)
+            }
             Self::File { .. } | Self::Unexpected(_) => false,
         }
     }
 
-    fn file(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn file(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
         move |source| Self::File { what, source }
     }
@@ -149,18 +140,26 @@ impl Api {
         &self.base
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The HTTP client.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(crate) fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, ApiError> {
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, ApiError> {
         let response = request
             .send()
             .await
@@ -214,73 +213,6 @@ impl Api {
             .http
             .post(self.url("/login"))
             .header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
-        let response = self.send(request).await?;
-        self.json(response).await
-    }
-
-    /// `POST /upload`, streaming `path` from disk; `progress` counts the bytes sent.
-    /// `options` go as query parameters (the gateway checks them before it stores a byte).
-    /// A dropped connection or a briefly unavailable gateway is tried again, with a growing
-    /// pause, under one `Idempotency-Key`: an attempt whose answer was lost on the way back
-    /// gets that answer again instead of making a second job.
-    pub async fn upload(
-        &self,
-        path: &Path,
-        options: &[(&str, &str)],
-        progress: &ProgressBar,
-    ) -> Result<Value, ApiError> {
-        let key = uuid::Uuid::new_v4().to_string();
-        let mut pause = FIRST_UPLOAD_RETRY_PAUSE;
-        let mut attempt = 1;
-        loop {
-            match self.upload_once(path, options, progress, &key).await {
-                Err(error) if attempt < UPLOAD_ATTEMPTS && error.is_passing() => {
-                    progress.suspend(|| {
-                        eprintln!(
-                            "upload attempt {attempt} failed ({error}); trying again in {pause:?}"
-                        );
-                    });
-                    tokio::time::sleep(pause).await;
-                    progress.set_position(0);
-                    pause *= 2;
-                    attempt += 1;
-                }
-                answer => return answer,
-            }
-        }
-    }
-
-    async fn upload_once(
-        &self,
-        path: &Path,
-        options: &[(&str, &str)],
-        progress: &ProgressBar,
-        idempotency_key: &str,
-    ) -> Result<Value, ApiError> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(ApiError::file(format!("opening {}", path.display())))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(ApiError::file(format!("reading {}", path.display())))?
-            .len();
-        progress.set_length(size);
-        let counted = progress.clone();
-        let body = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK_BYTES)
-            .inspect_ok(move |chunk| counted.inc(chunk.len() as u64));
-        let name = path.file_name().map_or_else(
-            || "upload".into(),
-            |name| name.to_string_lossy().into_owned(),
-        );
-        let part = Part::stream_with_length(reqwest::Body::wrap_stream(body), size)
-            .file_name(name)
-            .mime_str(media_type(path))
-            .map_err(|error| ApiError::Unexpected(error.to_string()))?;
-        let request = self
-            .authorized(self.http.post(self.url("/upload")).query(options))
-            .header("Idempotency-Key", idempotency_key)
-            .multipart(Form::new().part("file", part));
         let response = self.send(request).await?;
         self.json(response).await
     }
@@ -463,7 +395,7 @@ impl Api {
 
 /// The media type to declare for an upload, from its extension (the gateway sniffs the bytes
 /// anyway).
-fn media_type(path: &Path) -> &'static str {
+pub(crate) fn media_type(path: &Path) -> &'static str {
     let extension = path
         .extension()
         .map(|ext| ext.to_string_lossy().to_ascii_lowercase())

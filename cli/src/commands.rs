@@ -491,7 +491,8 @@ async fn upload(context: &Context, args: UploadArgs) -> Result<(), Failure> {
         .map_err(|error| Failure::new(2, "invalid_option", format!("invalid option {error}")))?;
     let api = context.logged_in()?;
     let bar = progress::transfer("uploading", !context.json);
-    let accepted = api.upload(&args.file, &options, &bar).await;
+    let records = crate::resumable::UploadRecords::in_dir(&context.dir);
+    let accepted = api.upload(&args.file, &options, &bar, &records).await;
     bar.finish_and_clear();
     let accepted = accepted?;
     let job_id = accepted["job_id"]

@@ -15,6 +15,7 @@ pub mod api;
 pub mod commands;
 pub mod local_tls;
 pub mod progress;
+pub mod resumable;
 pub mod session;
 pub mod up;
 

@@ -54,13 +54,24 @@ pub fn load(dir: &Path) -> anyhow::Result<Option<Session>> {
 
 /// Saves `session` in `dir` (0600), replacing any earlier one. Returns the file's path.
 pub fn save(dir: &Path, session: &Session) -> anyhow::Result<PathBuf> {
+    let json = serde_json::to_vec_pretty(session)?;
+    write_private(dir, FILE_NAME, &json).map_err(|error| {
+        anyhow::anyhow!(
+            "saving the login to {}: {error}",
+            dir.join(FILE_NAME).display()
+        )
+    })
+}
+
+/// Writes `contents` as `dir/file_name`, readable by its owner only (0600), in a private
+/// directory (0700), through a temporary file renamed into place; the file's path.
+pub fn write_private(dir: &Path, file_name: &str, contents: &[u8]) -> std::io::Result<PathBuf> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
-        .map_err(|error| anyhow::anyhow!("creating {}: {error}", dir.display()))?;
-    let path = dir.join(FILE_NAME);
-    let temporary = dir.join(format!(".{FILE_NAME}.{}", std::process::id()));
+        .create(dir)?;
+    let path = dir.join(file_name);
+    let temporary = dir.join(format!(".{file_name}.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -70,13 +81,12 @@ pub fn save(dir: &Path, session: &Session) -> anyhow::Result<PathBuf> {
             .open(&temporary)?;
         // The mode above only applies to a new file; make sure of it either way.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(&serde_json::to_vec_pretty(session)?)?;
+        file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&temporary, &path)
     };
-    write().map_err(|error| {
+    write().inspect_err(|_| {
         let _ = std::fs::remove_file(&temporary);
-        anyhow::anyhow!("saving the login to {}: {error}", path.display())
     })?;
     Ok(path)
 }

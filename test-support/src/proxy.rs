@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -35,6 +36,7 @@ pub struct TcpProxy {
     state: watch::Sender<State>,
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
     accepted: Arc<AtomicUsize>,
+    to_server: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -52,6 +54,7 @@ impl TcpProxy {
             state,
             accepting: Mutex::new(None),
             accepted: Arc::default(),
+            to_server: Arc::default(),
         };
         proxy.accept_on(listener);
         Ok(proxy)
@@ -61,10 +64,16 @@ impl TcpProxy {
         let state = self.state.clone();
         let target = self.target;
         let accepted = Arc::clone(&self.accepted);
+        let sent = Arc::clone(&self.to_server);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(forward(client, target, state.subscribe()));
+                tokio::spawn(forward(
+                    client,
+                    target,
+                    state.subscribe(),
+                    Arc::clone(&sent),
+                ));
             }
         });
         if let Some(previous) = self.accepting.lock().expect("proxy lock").replace(task) {
@@ -80,6 +89,11 @@ impl TcpProxy {
     /// How many connections clients have opened to it so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// How many bytes clients have sent through it to the server so far.
+    pub fn bytes_to_server(&self) -> usize {
+        self.to_server.load(Ordering::Relaxed)
     }
 
     /// Drops every connection open now.
@@ -134,7 +148,12 @@ impl TcpProxy {
 }
 
 /// Passes one connection on, obeying the proxy's mode.
-async fn forward(mut client: TcpStream, target: SocketAddr, mut state: watch::Receiver<State>) {
+async fn forward(
+    mut client: TcpStream,
+    target: SocketAddr,
+    mut state: watch::Receiver<State>,
+    sent: Arc<AtomicUsize>,
+) {
     let born = state.borrow_and_update().generation;
     // A held connection waits here, before anything reaches the server.
     let forwarding = state
@@ -147,8 +166,28 @@ async fn forward(mut client: TcpStream, target: SocketAddr, mut state: watch::Re
     let Ok(mut server) = TcpStream::connect(target).await else {
         return;
     };
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_server, mut to_server) = server.split();
+    let upstream = async {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match from_client.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            if to_server.write_all(&buffer[..read]).await.is_err() {
+                break;
+            }
+            sent.fetch_add(read, Ordering::Relaxed);
+        }
+        let _ = to_server.shutdown().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = async { tokio::join!(upstream, downstream) } => {}
         _ = state.wait_for(|now| now.generation != born) => {}
     }
 }

@@ -345,6 +345,117 @@ async fn the_cli_tries_an_upload_again_while_the_queue_is_down_and_makes_one_job
 }
 
 #[tokio::test]
+async fn the_cli_retries_through_a_dropped_connection_and_resumes_after_being_killed() {
+    use sha2::{Digest, Sha256};
+    use test_support::mesh::{Mesh, MeshOptions};
+    let mesh = Mesh::start(MeshOptions::default()).await;
+    let user = mesh.user("resume@example.com").await;
+    let proxy = test_support::TcpProxy::start(mesh.gateway.addr())
+        .await
+        .unwrap();
+    let gateway = format!("http://{}", proxy.addr());
+    let work = temp_dir();
+    let config_dir = work.path().join("config");
+    let login = ["login", "resume@example.com", "--password-stdin"];
+    let (code, _, err) = cli(&config_dir, &gateway, &login, Some(PASSWORD)).await;
+    assert_eq!(code, 0, "{err}");
+    let clip = test_support::mp4_like(96 * 1024 * 1024, 9);
+    let video = work.path().join("long walk.mp4");
+    std::fs::write(&video, &clip).unwrap();
+
+    // The first run: its connection is cut a quarter of the way in (it tries again), then it
+    // is killed half-way.
+    let mut first = tokio::process::Command::new(crate::binary())
+        .args(["upload", video.to_str().unwrap()])
+        .env("MP3CONVERTER_URL", &gateway)
+        .env("MP3CONVERTER_CONFIG_DIR", &config_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let quarter = clip.len() / 4;
+    let passed = |share: usize| {
+        let proxy = &proxy;
+        async move {
+            while proxy.bytes_to_server() < quarter * share {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), passed(1))
+        .await
+        .expect("a quarter is sent");
+    proxy.sever();
+    tokio::time::timeout(Duration::from_secs(60), passed(2))
+        .await
+        .expect("half is sent");
+    first.kill().await.unwrap();
+    let killed = first.wait_with_output().await.unwrap();
+    let said = String::from_utf8_lossy(&killed.stderr);
+    assert!(
+        said.contains("trying again"),
+        "the cut connection was retried: {said}"
+    );
+
+    // The upload's URL is kept beside the login, privately, and the gateway kept what arrived.
+    let records = config_dir.join("uploads.json");
+    let mode = std::fs::metadata(&records).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let kept: Value = serde_json::from_slice(&std::fs::read(&records).unwrap()).unwrap();
+    let url = kept[0]["url"].as_str().unwrap().to_owned();
+    let status = mesh
+        .http
+        .head(url.replace(&gateway, &mesh.gateway.url()))
+        .bearer_auth(&user.token)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let offset: usize = status.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        offset > 0 && offset < clip.len(),
+        "part of the file is kept: {offset}"
+    );
+
+    // The same command again sends only the rest.
+    let before = proxy.bytes_to_server();
+    let (code, out, err) = cli(
+        &config_dir,
+        &gateway,
+        &["--json", "upload", video.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("resuming the upload"), "{err}");
+    let sent_again = proxy.bytes_to_server() - before;
+    assert!(
+        sent_again < clip.len() - offset + 1024 * 1024,
+        "{sent_again} bytes sent again for the {} missing",
+        clip.len() - offset
+    );
+    let accepted: Value = serde_json::from_str(&out).unwrap();
+    let jobs = mesh.stored_jobs(&user.id).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, accepted["job_id"].as_str().unwrap());
+    let videos = mesh.stored_videos(&user.id).await;
+    assert_eq!(videos.len(), 1);
+    assert_eq!(videos[0].sha256, hex::encode(Sha256::digest(&clip)));
+    let kept: Value = serde_json::from_slice(&std::fs::read(&records).unwrap()).unwrap();
+    assert_eq!(
+        kept,
+        serde_json::json!([]),
+        "a finished upload is forgotten"
+    );
+}
+
+#[tokio::test]
 async fn the_cli_uploads_with_audio_options_lists_presets_and_refuses_a_bad_option_before_uploading()
  {
     let data = temp_dir();
