@@ -37,11 +37,9 @@
     uploadHeading: $('upload-heading'),
     dropZone: $('drop-zone'),
     fileInput: $('file-input'),
-    uploadStatus: $('upload-status'),
-    uploadLabel: $('upload-label'),
-    uploadCancel: $('upload-cancel'),
-    uploadProgress: $('upload-progress'),
-    uploadProgressText: $('upload-progress-text'),
+    uploadList: $('upload-list'),
+    resumeOffer: $('resume-offer'),
+    resumeList: $('resume-list'),
     jobsHeading: $('jobs-heading'),
     jobsUpdated: $('jobs-updated'),
     jobsEmpty: $('jobs-empty'),
@@ -269,6 +267,7 @@
     el.appSection.hidden = false;
     startPolling();
     refreshWebhooks();
+    showResumeOffer();
   }
 
   function showLoggedOut() {
@@ -454,10 +453,82 @@
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Upload: a queue of files sent one at a time, each with a progress bar
+  // Upload: a queue of files sent one at a time with tus (resumable), each with a progress bar.
+  //
+  // Each file is created with `POST /files` and sent in PATCHes of CHUNK_BYTES. A PATCH that
+  // fails on the network (or meets a busy or unavailable server) is tried again after a pause,
+  // from the offset `HEAD` reports: the server keeps what arrived. The upload's URL is kept in
+  // localStorage under the file's name, size, date and options, so after a reload choosing the
+  // same file again goes on where it stopped.
+
+  const CHUNK_BYTES = 8 * 1024 * 1024;
+  const TUS_VERSION = '1.0.0';
+  const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
+  const RESUMABLE_KEY = 'mp3converter.resumable-uploads';
 
   const uploadQueue = [];
   let currentUpload = null;
+
+  class UploadStopped extends Error {}
+
+  /** The unfinished uploads kept across reloads: `{key: {url, name, size, offset, email}}`. */
+  function resumableUploads() {
+    try {
+      const kept = JSON.parse(localStorage.getItem(RESUMABLE_KEY) || '{}');
+      return kept && typeof kept === 'object' ? kept : {};
+    } catch (_) {
+      return {};
+    }
+  }
+
+  function keepResumable(key, entry) {
+    const kept = resumableUploads();
+    if (entry) kept[key] = entry; else delete kept[key];
+    try {
+      localStorage.setItem(RESUMABLE_KEY, JSON.stringify(kept));
+    } catch (_) {
+      // Storage full or off: the upload still works, it just cannot resume after a reload.
+    }
+    showResumeOffer();
+  }
+
+  function resumableKey(file, options) {
+    const email = sessionStorage.getItem(EMAIL_KEY) || '';
+    return [email, file.name, file.size, file.lastModified, options].join('\n');
+  }
+
+  /** Lists the signed-in user's unfinished uploads, offering to resume (or discard) each. */
+  function showResumeOffer() {
+    const email = sessionStorage.getItem(EMAIL_KEY) || '';
+    const entries = Object.entries(resumableUploads()).filter(([, entry]) => entry.email === email);
+    const waiting = new Set(uploadQueue.concat(currentUpload ? [currentUpload] : []).map((item) => item.key));
+    el.resumeList.replaceChildren();
+    for (const [key, entry] of entries) {
+      if (waiting.has(key)) continue;
+      const li = make('li', 'resume-item');
+      const percent = entry.size > 0 ? clampPercent((entry.offset / entry.size) * 100) : 0;
+      const text = make('span', 'resume-text');
+      text.textContent = `${entry.name}: ${formatBytes(entry.offset)} of ${formatBytes(entry.size)} (${percent}%) sent`;
+      const resume = make('button', 'button secondary resume-choose');
+      resume.type = 'button';
+      resume.textContent = 'Choose it to resume';
+      resume.addEventListener('click', () => el.fileInput.click());
+      const discard = make('button', 'button link resume-discard');
+      discard.type = 'button';
+      discard.textContent = 'Discard';
+      discard.addEventListener('click', async () => {
+        keepResumable(key, null);
+        try {
+          await tusRequest('DELETE', entry.url);
+        } catch (_) {
+          // Gone already, or unreachable: the server removes it when it expires anyway.
+        }
+      });
+      li.append(text, resume, discard);
+      el.resumeList.append(li);
+    }
+    el.resumeOffer.hidden = el.resumeList.children.length === 0;
+  }
 
   function enqueueFiles(fileList) {
     const files = Array.from(fileList || []);
@@ -467,98 +538,237 @@
     if (rejected.length) {
       showError(`${rejected.map((file) => file.name).join(', ')}: not a video or audio file.`);
     }
-    uploadQueue.push(...accepted);
+    const options = chosenOptions();
+    for (const file of accepted) {
+      const item = { file, options, key: resumableKey(file, options), stopped: false, xhr: null };
+      item.parts = uploadRow(item);
+      uploadQueue.push(item);
+    }
+    showResumeOffer();
     pumpUploads();
   }
 
-  function setUploadProgress(file, loaded, total) {
-    const percent = total > 0 ? clampPercent((loaded / total) * 100) : 0;
-    el.uploadProgress.value = percent;
-    el.uploadProgressText.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} (${percent}%)`;
+  /** The list entry of one upload: its name, a progress bar, a line of text, Cancel. */
+  function uploadRow(item) {
+    const li = make('li', 'upload');
+    li.dataset.state = 'queued';
+    li.dataset.name = item.file.name;
+    const line = make('div', 'upload-line');
+    const name = make('span', 'upload-name');
+    name.textContent = item.file.name;
+    const cancel = make('button', 'button link upload-cancel');
+    cancel.type = 'button';
+    cancel.textContent = 'Cancel';
+    cancel.setAttribute('aria-label', `Cancel the upload of ${item.file.name}`);
+    cancel.addEventListener('click', () => stopUpload(item, 'cancelled'));
+    line.append(name, cancel);
+    const progress = document.createElement('progress');
+    progress.max = 100;
+    progress.value = 0;
+    progress.setAttribute('aria-label', `Upload of ${item.file.name}`);
+    const text = make('p', 'upload-text');
+    text.textContent = 'Waiting';
+    li.append(line, progress, text);
+    el.uploadList.append(li);
+    return { li, progress, text, cancel };
   }
 
-  function uploadLabelFor(file) {
-    const waiting = uploadQueue.length ? ` (${uploadQueue.length} more waiting)` : '';
-    return `Uploading ${file.name}${waiting}`;
+  function setUploadState(item, state, text) {
+    item.parts.li.dataset.state = state;
+    if (text !== undefined) item.parts.text.textContent = text;
+    item.parts.cancel.hidden = !['queued', 'uploading', 'retrying'].includes(state);
   }
 
-  function pumpUploads() {
+  function setUploadProgress(item, sent) {
+    const total = item.file.size;
+    const percent = total > 0 ? clampPercent((sent / total) * 100) : 0;
+    item.parts.progress.value = percent;
+    setUploadState(item, 'uploading', `${formatBytes(sent)} of ${formatBytes(total)} (${percent}%)`);
+  }
+
+  function stopUpload(item, state) {
+    item.stopped = true;
+    const index = uploadQueue.indexOf(item);
+    if (index >= 0) uploadQueue.splice(index, 1);
+    if (item.xhr) item.xhr.abort();
+    if (state === 'cancelled') {
+      setUploadState(item, 'cancelled', 'Cancelled');
+      const kept = resumableUploads()[item.key];
+      keepResumable(item.key, null);
+      if (kept) tusRequest('DELETE', kept.url).catch(() => {});
+    }
+  }
+
+  /** One tus request by XHR (for upload progress); resolves with the XHR whatever its status. */
+  function tusRequest(method, url, { headers = {}, body = null, item = null, onProgress = null } = {}) {
+    return new Promise((resolve, reject) => {
+      const token = getToken();
+      if (!token) {
+        reject(new ApiError(401, 'unauthenticated', 'Please log in again.'));
+        return;
+      }
+      const xhr = new XMLHttpRequest();
+      if (item) item.xhr = xhr;
+      xhr.open(method, url);
+      xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+      xhr.setRequestHeader('Tus-Resumable', TUS_VERSION);
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+      if (onProgress) xhr.upload.addEventListener('progress', (event) => onProgress(event.loaded));
+      xhr.addEventListener('load', () => resolve(xhr));
+      xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'The connection dropped.')));
+      xhr.addEventListener('abort', () => reject(new UploadStopped('stopped')));
+      xhr.send(body);
+    });
+  }
+
+  /** An upload failure that a pause may cure: the network, a busy or briefly down server. */
+  function isPassing(status) {
+    return status === 0 || status === 409 || status === 423 || status >= 500;
+  }
+
+  /** Where the upload at `url` stands: `{offset}`, `{jobId}` once done, or `null` if gone. */
+  async function tusStatus(url, item) {
+    const xhr = await tusRequest('HEAD', url, { item });
+    if (xhr.status === 404 || xhr.status === 410) return null;
+    if (xhr.status === 401) throw new ApiError(401, 'unauthenticated', 'Please log in again.');
+    if (xhr.status !== 200) throw new ApiError(xhr.status, 'http_' + xhr.status, `The server answered HTTP ${xhr.status}.`);
+    const jobId = xhr.getResponseHeader('Job-Id');
+    return jobId ? { jobId } : { offset: Number(xhr.getResponseHeader('Upload-Offset') || 0) };
+  }
+
+  /** `POST /files`: the new upload's URL (relative ones resolve against the page). */
+  async function tusCreate(item) {
+    const pairs = [['filename', item.file.name]];
+    if (item.file.type) pairs.push(['filetype', item.file.type]);
+    for (const [name, value] of new URLSearchParams(item.options)) pairs.push([name, value]);
+    const metadata = pairs.map(([name, value]) => `${name} ${base64Utf8(value)}`).join(',');
+    const xhr = await tusRequest('POST', '/files/', {
+      item,
+      headers: { 'Upload-Length': String(item.file.size), 'Upload-Metadata': metadata },
+    });
+    if (xhr.status !== 201) throw errorFromBody(xhr.status, xhr.responseText);
+    return new URL(xhr.getResponseHeader('Location'), window.location.href).href;
+  }
+
+  /** Sends the file to the end, resuming after every failure a pause may cure; the job's id. */
+  async function tusUpload(item) {
+    const file = item.file;
+    let kept = resumableUploads()[item.key];
+    let place = kept ? await tusStatus(kept.url, item) : null;
+    if (kept && !place) keepResumable(item.key, null);
+    let url = place ? kept.url : null;
+    if (place && place.jobId) return place.jobId;
+    if (!url) {
+      url = await tusCreate(item);
+      place = { offset: 0 };
+    }
+    let offset = place.offset;
+    keepResumable(item.key, { url, name: file.name, size: file.size, offset, email: sessionStorage.getItem(EMAIL_KEY) || '' });
+    let failures = 0;
+    for (;;) {
+      if (item.stopped) throw new UploadStopped('stopped');
+      setUploadProgress(item, offset);
+      let status;
+      let xhr = null;
+      try {
+        const end = Math.min(offset + CHUNK_BYTES, file.size);
+        xhr = await tusRequest('PATCH', url, {
+          item,
+          headers: { 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' },
+          body: file.slice(offset, end),
+          onProgress: (loaded) => setUploadProgress(item, offset + loaded),
+        });
+        status = xhr.status;
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.status !== 0) throw error;
+        status = 0;
+      }
+      if (status === 204) {
+        const jobId = xhr.getResponseHeader('Job-Id');
+        if (jobId) return jobId;
+        offset = Number(xhr.getResponseHeader('Upload-Offset') || offset);
+        failures = 0;
+        keepResumable(item.key, { ...resumableUploads()[item.key], offset });
+        continue;
+      }
+      if (status === 401) throw new ApiError(401, 'unauthenticated', 'Please log in again.');
+      if (!isPassing(status)) {
+        keepResumable(item.key, null);
+        throw errorFromBody(status, xhr ? xhr.responseText : '');
+      }
+      if (failures >= RETRY_DELAYS_MS.length) {
+        throw new ApiError(status, 'interrupted', 'the upload keeps failing; choose the file again later to resume it.');
+      }
+      const delay = RETRY_DELAYS_MS[failures];
+      failures += 1;
+      setUploadState(item, 'retrying', `Connection lost at ${formatBytes(offset)}; trying again in ${Math.ceil(delay / 1000)} s`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      // What the server kept is where the next PATCH starts.
+      for (;;) {
+        if (item.stopped) throw new UploadStopped('stopped');
+        try {
+          place = await tusStatus(url, item);
+          break;
+        } catch (error) {
+          if (!(error instanceof ApiError) || !isPassing(error.status) || failures >= RETRY_DELAYS_MS.length) throw error;
+          await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[failures]));
+          failures += 1;
+        }
+      }
+      if (!place) {
+        keepResumable(item.key, null);
+        throw new ApiError(410, 'gone', 'the upload expired on the server; choose the file again to start over.');
+      }
+      if (place.jobId) return place.jobId;
+      offset = place.offset;
+    }
+  }
+
+  async function pumpUploads() {
     if (currentUpload || !uploadQueue.length) return;
-    const file = uploadQueue.shift();
-    const token = getToken();
-    if (!token) {
+    const item = uploadQueue.shift();
+    if (!getToken()) {
       uploadQueue.length = 0;
       sessionExpired();
       return;
     }
     const generation = sessionGeneration;
-    const xhr = new XMLHttpRequest();
-    currentUpload = xhr;
-
-    el.uploadStatus.hidden = false;
-    el.uploadStatus.classList.remove('finished');
-    el.uploadCancel.hidden = false;
-    el.uploadLabel.textContent = uploadLabelFor(file);
-    setUploadProgress(file, 0, file.size);
-
-    const finish = () => {
-      currentUpload = null;
-      el.uploadCancel.hidden = true;
-      if (generation === sessionGeneration) pumpUploads();
-    };
-
-    xhr.upload.addEventListener('progress', (event) => {
+    currentUpload = item;
+    setUploadState(item, 'uploading', 'Starting');
+    try {
+      const jobId = await tusUpload(item);
       if (generation !== sessionGeneration) return;
-      setUploadProgress(file, event.loaded, event.lengthComputable ? event.total : file.size);
-    });
-    xhr.addEventListener('load', () => {
+      keepResumable(item.key, null);
+      item.parts.progress.value = 100;
+      item.parts.li.dataset.jobId = jobId;
+      setUploadState(item, 'done', `Uploaded ${formatBytes(item.file.size)} (100%); the conversion is queued`);
+      showSuccess(`${item.file.name} uploaded. The conversion has been queued.`);
+      refreshJobs();
+    } catch (error) {
       if (generation !== sessionGeneration) return;
-      if (xhr.status === 202 || (xhr.status >= 200 && xhr.status < 300)) {
-        setUploadProgress(file, file.size, file.size);
-        el.uploadStatus.classList.add('finished');
-        el.uploadLabel.textContent = `Uploaded ${file.name}`;
-        showSuccess(`${file.name} uploaded. The conversion has been queued.`);
-        refreshJobs();
-      } else if (xhr.status === 401) {
+      if (error instanceof UploadStopped) {
+        if (item.parts.li.dataset.state !== 'cancelled') setUploadState(item, 'cancelled', 'Cancelled');
+      } else if (error instanceof ApiError && error.status === 401) {
         sessionExpired();
       } else {
-        el.uploadLabel.textContent = `Upload of ${file.name} failed`;
-        showError(`${file.name}: ${errorFromBody(xhr.status, xhr.responseText).message}`);
+        setUploadState(item, 'failed', `Failed: ${error.message}`);
+        showError(`${item.file.name}: ${error.message}`);
       }
-      finish();
-    });
-    xhr.addEventListener('error', () => {
-      if (generation !== sessionGeneration) return;
-      el.uploadLabel.textContent = `Upload of ${file.name} failed`;
-      showError(`${file.name}: the upload was interrupted. Check your connection and try again.`);
-      finish();
-    });
-    xhr.addEventListener('abort', () => {
-      if (generation !== sessionGeneration) return;
-      el.uploadLabel.textContent = `Upload of ${file.name} cancelled`;
-      showInfo(`Upload of ${file.name} cancelled.`);
-      finish();
-    });
-
-    const form = new FormData();
-    form.append('file', file, file.name);
-    const query = chosenOptions();
-    xhr.open('POST', query ? `/upload?${query}` : '/upload');
-    xhr.setRequestHeader('Authorization', `Bearer ${token}`);
-    xhr.setRequestHeader('Accept', 'application/json');
-    xhr.send(form);
+    } finally {
+      if (currentUpload === item) currentUpload = null;
+      item.xhr = null;
+      if (generation === sessionGeneration) {
+        showResumeOffer();
+        pumpUploads();
+      }
+    }
   }
 
   function cancelUploads() {
-    uploadQueue.length = 0;
-    if (currentUpload) {
-      const xhr = currentUpload;
-      currentUpload = null;
-      xhr.abort();
-    }
-    el.uploadStatus.hidden = true;
-    el.uploadProgress.value = 0;
-    el.uploadProgressText.textContent = '';
+    const items = uploadQueue.splice(0).concat(currentUpload ? [currentUpload] : []);
+    for (const item of items) stopUpload(item, 'stopped');
+    currentUpload = null;
+    el.uploadList.replaceChildren();
   }
 
   function setUpDropZone() {
@@ -1004,9 +1214,6 @@
   el.webhookUrl.addEventListener('input', () => el.webhookUrl.removeAttribute('aria-invalid'));
   el.loginForm.addEventListener('submit', onLogin);
   el.logoutButton.addEventListener('click', logOut);
-  el.uploadCancel.addEventListener('click', () => {
-    if (currentUpload) currentUpload.abort();
-  });
   el.fileInput.addEventListener('change', () => {
     enqueueFiles(el.fileInput.files);
     el.fileInput.value = ''; // so choosing the same file again still fires `change`

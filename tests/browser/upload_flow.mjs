@@ -1,11 +1,15 @@
-// Browser test of the gateway's web page: sign up, log in, upload a video, wait for the
-// conversion, download the MP3, then again as an Opus file chosen in the audio options; then add
+// Browser test of the gateway's web page: sign up, log in, upload a video (with the page's own
+// tus client), wait for the conversion, download the MP3, then again as an Opus file chosen in
+// the audio options; upload two files at once while the connection of one is cut mid-upload
+// (the page resumes it), reload the page mid-upload and resume by choosing the file again; then add
 // a webhook at WEBHOOK_URL (an address nobody answers at, which the system allows), send it a
 // test, see the failed delivery listed, and delete it — in a real (headless) Chromium at phone
 // width.
 //
-//   GATEWAY_URL=http://127.0.0.1:34567 VIDEO_PATH=/tmp/v.mp4 OUT_DIR=/tmp/out \
-//     WEBHOOK_URL=http://127.0.0.1:9/hook node tests/browser/upload_flow.mjs
+//   GATEWAY_URL=http://127.0.0.1:34567 VIDEO_PATH=/tmp/v.mp4 BIG_PATH=/tmp/big.mp4 \
+//     OUT_DIR=/tmp/out WEBHOOK_URL=http://127.0.0.1:9/hook node tests/browser/upload_flow.mjs
+//
+// BIG_PATH is a file of a few PATCHes (the page sends 8 MiB at a time) that starts like a video.
 //
 // Optional: CHROMIUM_PATH (default /usr/bin/chromium). Prints one line per step; on failure
 // prints the reason, saves OUT_DIR/failure.png and exits 1. Console errors, uncaught page errors
@@ -25,6 +29,10 @@ const VIDEO_PATH = process.env.VIDEO_PATH || '';
 const OUT_DIR = process.env.OUT_DIR || '';
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WEBHOOK_URL = process.env.WEBHOOK_URL || '';
+const BIG_PATH = process.env.BIG_PATH || '';
+
+/** Console errors the test provokes itself (a connection it cuts), not the page's problems. */
+let toleratedConsole = null;
 
 let browser;
 let page;
@@ -130,6 +138,22 @@ async function messageText() {
   return ((await page.locator('#message').textContent()) || '').trim();
 }
 
+/** Waits until the upload row `row` is done; the job it became. */
+async function uploadDone(row, what) {
+  await waitFor(
+    async () => {
+      const state = await row.getAttribute('data-state');
+      if (state === 'failed') throw new TestFailure(`${what} failed: ${await row.locator('.upload-text').textContent()}`);
+      return state === 'done';
+    },
+    60_000,
+    `${what} never finished`,
+  );
+  const jobId = await row.getAttribute('data-job-id');
+  check(jobId, `${what} names no job`);
+  return jobId;
+}
+
 async function main() {
   check(GATEWAY_URL, 'GATEWAY_URL is not set');
   check(VIDEO_PATH, 'VIDEO_PATH is not set');
@@ -164,6 +188,7 @@ async function main() {
   page = await context.newPage();
   page.on('console', (message) => {
     if (message.type() === 'error') {
+      if (toleratedConsole && toleratedConsole.test(message.text())) return;
       const location = message.location();
       const where = location && location.url ? ` (${location.url}:${location.lineNumber})` : '';
       const text = `console error: ${message.text()}${where}`;
@@ -247,7 +272,7 @@ async function main() {
   ok('logged in, token in sessionStorage');
   await noHorizontalScroll('after logging in');
   await everyInputLabelled('after logging in');
-  await labelPointsTo('body', 'Choose a video', 'file-input');
+  await labelPointsTo('body', 'Choose videos', 'file-input');
 
   step('the file input can be reached with the keyboard (Tab)');
   await page.evaluate(() => {
@@ -268,22 +293,14 @@ async function main() {
   check(ring.style !== 'none' && ring.width !== '0px', `the focused file input shows no focus outline (${JSON.stringify(ring)})`);
   ok(`#file-input focused by Tab, focus outline ${ring.style} ${ring.width}`);
 
-  step(`upload ${VIDEO_PATH} (${video.size} bytes)`);
-  const [upload] = await Promise.all([
-    page.waitForResponse((r) => r.url().endsWith('/upload') && r.request().method() === 'POST', { timeout: 60_000 }),
-    page.setInputFiles('#file-input', VIDEO_PATH),
-  ]);
-  const uploadText = await upload.text().catch(() => '');
-  check(upload.status() === 202, `POST /upload answered ${upload.status()}: ${uploadText}`);
-  const jobId = JSON.parse(uploadText).job_id;
-  check(typeof jobId === 'string' && jobId, `POST /upload gave no job_id: ${uploadText}`);
-  await waitFor(
-    () => page.evaluate(() => document.getElementById('upload-progress').value === 100),
-    10_000,
-    'the upload progress bar never reached 100%',
-  );
-  const progressText = ((await page.locator('#upload-progress-text').textContent()) || '').trim();
-  check(/100%/.test(progressText), `the upload progress text does not say 100%: ${JSON.stringify(progressText)}`);
+  step(`upload ${VIDEO_PATH} (${video.size} bytes) with tus`);
+  const uploadRows = page.locator('#upload-list li.upload');
+  await page.setInputFiles('#file-input', VIDEO_PATH);
+  const jobId = await uploadDone(uploadRows.last(), 'the first upload');
+  const firstProgress = await uploadRows.last().locator('progress').evaluate((bar) => bar.value);
+  check(firstProgress === 100, `the upload's progress bar shows ${firstProgress}, not 100`);
+  const progressText = ((await uploadRows.last().locator('.upload-text').textContent()) || '').trim();
+  check(/100%/.test(progressText), `the upload's progress text does not say 100%: ${JSON.stringify(progressText)}`);
   ok(`job ${jobId}; progress ${JSON.stringify(progressText)}`);
 
   step('the job appears in #jobs');
@@ -345,15 +362,16 @@ async function main() {
   const description = ((await page.locator('#preset-description').textContent()) || '').trim();
   check(/Opus/.test(description), `the chosen preset is not described: ${JSON.stringify(description)}`);
   await page.fill('#option-title', 'A talk');
-  const [voiceUpload] = await Promise.all([
-    page.waitForResponse((r) => r.url().includes('/upload?') && r.request().method() === 'POST', { timeout: 60_000 }),
-    page.setInputFiles('#file-input', VIDEO_PATH),
-  ]);
-  const voiceText = await voiceUpload.text().catch(() => '');
-  check(voiceUpload.status() === 202, `POST /upload?… answered ${voiceUpload.status()}: ${voiceText}`);
-  const voice = JSON.parse(voiceText);
+  await page.setInputFiles('#file-input', VIDEO_PATH);
+  const voiceJob = await uploadDone(uploadRows.last(), 'the Opus upload');
+  const voice = await page.evaluate(async (id) => {
+    const token = sessionStorage.getItem('mp3converter.token');
+    const answer = await fetch(`/jobs/${id}`, { headers: { Authorization: `Bearer ${token}` } });
+    return { job_id: id, ...(await answer.json()) };
+  }, voiceJob);
   check(voice.options && voice.options.format === 'opus' && voice.options.preset === 'voice', `the job's options are ${JSON.stringify(voice.options)}`);
   check(voice.options.tags && voice.options.tags.title === 'A talk', `the title was not sent: ${JSON.stringify(voice.options)}`);
+  check(voice.upload_url && voice.upload_url.startsWith('/files/'), `the job names no upload: ${JSON.stringify(voice.upload_url)}`);
   const voiceRow = page.locator(`#jobs [data-job-id="${voice.job_id}"]`);
   await voiceRow.waitFor({ state: 'visible', timeout: 10_000 });
   await waitFor(
@@ -375,6 +393,80 @@ async function main() {
   check(voiceDownload.suggestedFilename().toLowerCase().endsWith('.opus'), `the download is called ${voiceDownload.suggestedFilename()}, not *.opus`);
   check(voiceBytes.subarray(0, 4).toString('latin1') === 'OggS', 'the download is not an Ogg file');
   ok(`saved ${voiceTarget} (${voiceBytes.length} bytes, ${voiceDownload.suggestedFilename()})`);
+
+  step('two files at once, each with its progress bar; the connection of one is cut mid-upload');
+  check(BIG_PATH, 'BIG_PATH is not set');
+  const big = await stat(BIG_PATH);
+  await page.selectOption('#option-preset', '');
+  await page.fill('#option-title', '');
+  toleratedConsole = /ERR_CONNECTION_RESET|ERR_FAILED|Failed to load resource/;
+  let patches = 0;
+  let cut = 0;
+  await page.route('**/files/*', (route) => {
+    if (route.request().method() === 'PATCH') {
+      patches += 1;
+      if (patches === 2) {
+        cut += 1;
+        return route.abort('connectionreset');
+      }
+    }
+    return route.continue();
+  });
+  const before = await uploadRows.count();
+  await page.setInputFiles('#file-input', [BIG_PATH, VIDEO_PATH]);
+  await waitFor(async () => (await uploadRows.count()) === before + 2, 5_000, 'two files were not both listed');
+  const bigRow = uploadRows.nth(before);
+  const smallRow = uploadRows.nth(before + 1);
+  check((await smallRow.getAttribute('data-state')) === 'queued', 'the second file does not wait its turn');
+  let sawRetrying = false;
+  await waitFor(
+    async () => {
+      const state = await bigRow.getAttribute('data-state');
+      if (state === 'retrying') sawRetrying = true;
+      if (state === 'failed') throw new TestFailure(`the cut upload failed: ${await bigRow.locator('.upload-text').textContent()}`);
+      return state === 'done';
+    },
+    60_000,
+    'the cut upload never finished',
+    50,
+  );
+  await uploadDone(smallRow, 'the second file');
+  check(cut === 1 && sawRetrying, `the cut was not seen and retried (cut ${cut}, retrying shown: ${sawRetrying})`);
+  await page.unroute('**/files/*');
+  ok(`${big.size} bytes in ${patches} PATCHes, one cut and resumed; the second file uploaded after it`);
+
+  step('a reload mid-upload offers to resume; choosing the file again sends only the rest');
+  let allowed = 1;
+  await page.route('**/files/*', (route) => {
+    if (route.request().method() === 'PATCH') {
+      if (allowed > 0) {
+        allowed -= 1;
+        return route.continue();
+      }
+      return route.abort('connectionreset');
+    }
+    return route.continue();
+  });
+  await page.setInputFiles('#file-input', BIG_PATH);
+  await waitFor(async () => (await uploadRows.last().getAttribute('data-state')) === 'retrying', 30_000, 'the upload never lost its connection');
+  await page.reload({ waitUntil: 'load' });
+  await page.unroute('**/files/*');
+  const bigName = path.basename(BIG_PATH);
+  await page.locator('#resume-offer').waitFor({ state: 'visible', timeout: 10_000 });
+  const offer = ((await page.locator('#resume-list').textContent()) || '').trim();
+  check(offer.includes(bigName), `the resume offer does not name ${bigName}: ${JSON.stringify(offer)}`);
+  const sent = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname.startsWith('/files')) sent.push(`${request.method()} ${request.headers()['upload-offset'] || ''}`.trim());
+  });
+  await page.setInputFiles('#file-input', BIG_PATH);
+  await uploadDone(page.locator('#upload-list li.upload').last(), 'the resumed upload');
+  check(!sent.some((line) => line.startsWith('POST')), `a new upload was made instead of resuming: ${sent.join(', ')}`);
+  const firstPatch = sent.find((line) => line.startsWith('PATCH'));
+  check(firstPatch && Number(firstPatch.split(' ')[1]) > 0, `the resumed upload started from 0: ${sent.join(', ')}`);
+  check(await page.locator('#resume-offer').isHidden(), 'the resume offer is still shown');
+  toleratedConsole = null;
+  ok(`resumed: ${sent.join(', ')}`);
 
   step('add a webhook; its secret is shown once');
   check(WEBHOOK_URL, 'WEBHOOK_URL is not set');

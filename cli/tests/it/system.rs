@@ -701,12 +701,16 @@ async fn the_web_page_converts_a_video_in_chromium() {
     // The page's webhook goes to a loopback port nobody answers at: allowed for this run.
     let system = System::start(data.path(), &[("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")]).await;
     let video = video_in(work.path(), "browser.mp4", 2.0).await;
+    // Three of the page's 8 MiB PATCHes; it only has to start like a video.
+    let big = work.path().join("big upload.mp4");
+    std::fs::write(&big, test_support::mp4_like(20 * 1024 * 1024, 5)).unwrap();
     let webhook_url = format!("http://127.0.0.1:{}/hook", test_support::free_port());
     let output = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/upload_flow.mjs"))
         .env("GATEWAY_URL", &system.gateway)
         .env("WEBHOOK_URL", &webhook_url)
         .env("VIDEO_PATH", &video)
+        .env("BIG_PATH", &big)
         .env("OUT_DIR", work.path())
         .env("CHROMIUM_PATH", &chromium)
         .current_dir(root)
