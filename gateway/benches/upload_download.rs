@@ -1,6 +1,9 @@
 //! Upload and download throughput through the gateway against the `mongodb` driver writing and
-//! reading GridFS directly on the same server in the same run, and the peak memory (VmHWM) of
-//! the gateway and storage processes across uploads of growing size.
+//! reading GridFS directly on the same server in the same run; resumable (tus) uploads through
+//! the gateway in 5 MiB and 64 MiB PATCHes against the multipart path and against the tus
+//! reference server for Node (`@tus/server` with its file store, from npm), driven by the same
+//! client; and the peak memory (VmHWM) of the gateway and storage processes across uploads of
+//! growing size, multipart and tus.
 //!
 //! The services run as the release binaries, each its own process, so their memory is their
 //! own:
@@ -8,7 +11,8 @@
 //! ```text
 //! cargo build --release --bins && cargo bench -p gateway --bench upload_download
 //! ```
-//! Needs the MongoDB-wire server and RabbitMQ (`scripts/test --services-only` starts them).
+//! Needs the MongoDB-wire server and RabbitMQ (`scripts/test --services-only` starts them), and
+//! Node with `node_modules` (`scripts/install`).
 //! `BENCH_MB` sets the throughput file size (default 256), `BENCH_ROUNDS` how many interleaved
 //! rounds of both sides are run (default 3; this machine is noisy, so the table shows medians
 //! and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
@@ -29,14 +33,6 @@ const PASSWORD: &str = "benchmark password";
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
-}
-
-fn pieces(total: usize, seed: u64) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    let piece = test_support::pseudo_random_bytes(PIECE, seed);
-    futures::stream::iter((0..total.div_ceil(PIECE)).map(move |n| {
-        let len = PIECE.min(total - n * PIECE);
-        Ok(piece[..len].to_vec())
-    }))
 }
 
 fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
@@ -74,6 +70,99 @@ async fn direct_download(bucket: &GridFsBucket, id: Bson, size: usize) -> anyhow
     Ok(started.elapsed())
 }
 
+/// The bytes of the benchmark's virtual file of `total` bytes from `offset` (a multiple of
+/// [`PIECE`]) for `length` bytes: an MP4 signature in its first piece, pseudo-random data after.
+fn file_range(
+    offset: usize,
+    length: usize,
+    seed: u64,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let mut first = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    first.resize(PIECE, 0);
+    let piece = test_support::pseudo_random_bytes(PIECE, seed);
+    let end = offset + length;
+    futures::stream::iter((offset / PIECE..end.div_ceil(PIECE)).map(move |n| {
+        let start = n * PIECE;
+        let len = PIECE.min(end - start);
+        Ok(if n == 0 {
+            first[..len].to_vec()
+        } else {
+            piece[..len].to_vec()
+        })
+    }))
+}
+
+/// A tus server and the client that drives it (the same for both servers).
+struct TusServer {
+    http: reqwest::Client,
+    /// The creation URL (`…/files/`).
+    files: String,
+    /// The gateway's bearer token; none for the reference server, which has no accounts.
+    token: Option<String>,
+}
+
+impl TusServer {
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .request(method, url)
+            .header("Tus-Resumable", "1.0.0");
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Creates an upload of `size` bytes and sends it in PATCHes of `patch_bytes`; the time
+    /// from the creation to the last answer, and the job the gateway made of it (if any).
+    async fn upload(
+        &self,
+        size: usize,
+        patch_bytes: usize,
+        seed: u64,
+    ) -> anyhow::Result<(Duration, Option<String>)> {
+        let started = Instant::now();
+        let created = self
+            .request(reqwest::Method::POST, &self.files)
+            .header("Upload-Length", size)
+            .header("Upload-Metadata", "filename YmVuY2gubXA0")
+            .send()
+            .await?
+            .error_for_status()?;
+        let location = created.headers()["location"].to_str()?.to_owned();
+        let url = reqwest::Url::parse(&self.files)?
+            .join(&location)?
+            .to_string();
+        let mut offset = 0;
+        let mut job = None;
+        while offset < size {
+            let length = patch_bytes.min(size - offset);
+            let answer = self
+                .request(reqwest::Method::PATCH, &url)
+                .header("Upload-Offset", offset)
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Content-Length", length)
+                .body(reqwest::Body::wrap_stream(file_range(offset, length, seed)))
+                .send()
+                .await?
+                .error_for_status()?;
+            let kept: usize = answer.headers()["upload-offset"].to_str()?.parse()?;
+            anyhow::ensure!(
+                kept == offset + length,
+                "kept {kept}, sent to {}",
+                offset + length
+            );
+            job = answer
+                .headers()
+                .get("job-id")
+                .map(|id| id.to_str().map(str::to_owned))
+                .transpose()?;
+            offset = kept;
+        }
+        Ok((started.elapsed(), job))
+    }
+}
+
 /// A signed-in user of the gateway.
 struct Gateway {
     http: reqwest::Client,
@@ -90,6 +179,15 @@ impl Gateway {
         Ok(Self { http, base, token })
     }
 
+    /// The same user, as a tus client.
+    fn tus(&self) -> TusServer {
+        TusServer {
+            http: self.http.clone(),
+            files: format!("{}/files/", self.base),
+            token: Some(self.token.clone()),
+        }
+    }
+
     /// Uploads `bytes` bytes (an MP4 signature, then pseudo-random data) as one streamed
     /// multipart body; the time until the 202 and its body.
     async fn upload(
@@ -97,10 +195,7 @@ impl Gateway {
         bytes: usize,
         seed: u64,
     ) -> anyhow::Result<(Duration, serde_json::Value)> {
-        let mut prefix = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
-        prefix.resize(PIECE, 0);
-        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(prefix) })
-            .chain(pieces(bytes - PIECE, seed));
+        let body = file_range(0, bytes, seed);
         let part = reqwest::multipart::Part::stream_with_length(
             reqwest::Body::wrap_stream(body),
             bytes as u64,
@@ -123,7 +218,11 @@ impl Gateway {
     /// Deletes an accepted upload's job and its files, so stored data does not pile up
     /// between rounds.
     async fn delete_job(&self, accepted: &serde_json::Value) -> anyhow::Result<()> {
-        let job_id = accepted["job_id"].as_str().expect("a job id");
+        self.delete_job_id(accepted["job_id"].as_str().expect("a job id"))
+            .await
+    }
+
+    async fn delete_job_id(&self, job_id: &str) -> anyhow::Result<()> {
         self.http
             .delete(format!("{}/jobs/{job_id}", self.base))
             .bearer_auth(&self.token)
@@ -169,7 +268,7 @@ impl Gateway {
             content_type: "audio/mpeg".into(),
             job_id: job.id.clone(),
         });
-        let mut pieces = std::pin::pin!(pieces(size, 3));
+        let mut pieces = std::pin::pin!(file_range(0, size, 3));
         while let Some(piece) = pieces.next().await {
             if !upload.send(piece?.into()).await {
                 break;
@@ -302,20 +401,182 @@ async fn run() -> anyhow::Result<()> {
             per_round.join(", ")
         );
     }
+
+    // Resumable uploads: the gateway's tus against its own multipart path and against the tus
+    // reference server for Node, each in 5 MiB and 64 MiB PATCHes, by the same client.
+    let reference_dir = tempfile::tempdir()?;
+    let reference_port = free_port();
+    let tools = concat!(env!("CARGO_MANIFEST_DIR"), "/../test-support/tools");
+    let _reference = tokio::process::Command::new("node")
+        .arg(format!("{tools}/tus_node_server.mjs"))
+        .arg(reference_port.to_string())
+        .arg(reference_dir.path())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_for_port(reference_port).await;
+    let reference = TusServer {
+        http: reqwest::Client::new(),
+        files: format!("http://127.0.0.1:{reference_port}/files/"),
+        token: None,
+    };
+    let ours = gateway_client.tus();
+    // The same, on storage's local directory (the embedded default): the like of the
+    // reference server's file store, where GridFS on the MongoDB-wire server is the slower
+    // part of the first pair.
+    let local_data = tempfile::tempdir()?;
+    let (local_storage_port, local_storage_ops, local_gateway_port) =
+        (free_port(), free_port(), free_port());
+    let _local_storage = ServiceProcess::spawn_release(
+        "storage",
+        &[
+            ("LISTEN_ADDR", format!("127.0.0.1:{local_storage_port}")),
+            ("OPS_LISTEN_ADDR", format!("127.0.0.1:{local_storage_ops}")),
+            ("DATA_DIR", local_data.path().display().to_string()),
+        ],
+    );
+    let _local_gateway = ServiceProcess::spawn_release(
+        "gateway",
+        &[
+            ("LISTEN_ADDR", format!("127.0.0.1:{local_gateway_port}")),
+            ("AUTH_URL", format!("http://127.0.0.1:{auth_port}")),
+            (
+                "STORAGE_URL",
+                format!("http://127.0.0.1:{local_storage_port}"),
+            ),
+            ("AMQP_URL", broker.url().to_owned()),
+            ("VIDEO_QUEUE", broker.queue("video")),
+            ("MP3_QUEUE", broker.queue("mp3")),
+        ],
+    );
+    for port in [local_storage_port, local_gateway_port] {
+        wait_for_port(port).await;
+    }
+    let local_client = Gateway {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{local_gateway_port}"),
+        token: gateway_client.token.clone(),
+    };
+    let local = local_client.tus();
+    const SMALL_PATCH: usize = 5 * 1024 * 1024;
+    const LARGE_PATCH: usize = 64 * 1024 * 1024;
+    let sides = [
+        "multipart (GridFS)",
+        "tus 5 MiB (GridFS)",
+        "tus 64 MiB (GridFS)",
+        "@tus/server 5 MiB (file store)",
+        "@tus/server 64 MiB (file store)",
+        "multipart (local directory)",
+        "tus 5 MiB (local directory)",
+        "tus 64 MiB (local directory)",
+    ];
+    let mut speeds = vec![Vec::new(); sides.len()];
+    for round in 0..rounds {
+        // Each round starts with another side, so a slow spell lands on every side in turn.
+        for turn in 0..sides.len() {
+            let side = (turn + round) % sides.len();
+            let seed = 40 + round as u64;
+            let elapsed = match side {
+                0 => {
+                    let (elapsed, accepted) = gateway_client.upload(size, seed).await?;
+                    gateway_client.delete_job(&accepted).await?;
+                    elapsed
+                }
+                1 | 2 => {
+                    let patch = if side == 1 { SMALL_PATCH } else { LARGE_PATCH };
+                    let (elapsed, job) = ours.upload(size, patch, seed).await?;
+                    let job = job.ok_or_else(|| anyhow::anyhow!("the last PATCH named no job"))?;
+                    gateway_client.delete_job_id(&job).await?;
+                    elapsed
+                }
+                3 | 4 => {
+                    let patch = if side == 3 { SMALL_PATCH } else { LARGE_PATCH };
+                    let (elapsed, _) = reference.upload(size, patch, seed).await?;
+                    // Its file store keeps every upload: clear it between rounds.
+                    for entry in std::fs::read_dir(reference_dir.path())? {
+                        std::fs::remove_file(entry?.path())?;
+                    }
+                    elapsed
+                }
+                5 => {
+                    let (elapsed, accepted) = local_client.upload(size, seed).await?;
+                    local_client.delete_job(&accepted).await?;
+                    elapsed
+                }
+                _ => {
+                    let patch = if side == 6 { SMALL_PATCH } else { LARGE_PATCH };
+                    let (elapsed, job) = local.upload(size, patch, seed).await?;
+                    let job = job.ok_or_else(|| anyhow::anyhow!("the last PATCH named no job"))?;
+                    local_client.delete_job_id(&job).await?;
+                    elapsed
+                }
+            };
+            speeds[side].push(mb_per_s(size, elapsed));
+        }
+    }
+    let per_round = |values: &[f64], base: &[f64]| -> (f64, String) {
+        let ratios: Vec<f64> = values.iter().zip(base).map(|(v, b)| v / b).collect();
+        let text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        (median(&ratios), text.join(", "))
+    };
     println!();
-    println!("| upload size | gateway peak RSS (MiB) | storage peak RSS (MiB) | upload MB/s |");
-    println!("|------------:|-----------------------:|-----------------------:|------------:|");
+    println!(
+        "{size_mb} MiB uploads, {rounds} interleaved rounds: medians, and each round's ratios"
+    );
+    println!(
+        "| side | MB/s | every round (MB/s) | ÷ multipart (same backend) | per round | ÷ @tus/server (same PATCH size) | per round |"
+    );
+    println!("|---|---:|---|---:|---|---:|---|");
+    for (side, name) in sides.iter().enumerate() {
+        let every: Vec<String> = speeds[side].iter().map(|v| format!("{v:.0}")).collect();
+        // Each side against the multipart path on the same storage backend, and a tus side
+        // against the reference server with PATCHes of the same size.
+        let multipart = if side >= 5 { 5 } else { 0 };
+        let (vs_multipart, vs_multipart_rounds) = per_round(&speeds[side], &speeds[multipart]);
+        let (vs_reference, vs_reference_rounds) = match side {
+            1 | 2 => per_round(&speeds[side], &speeds[side + 2]),
+            6 | 7 => per_round(&speeds[side], &speeds[side - 3]),
+            _ => (f64::NAN, String::new()),
+        };
+        println!(
+            "| {name} | {:.1} | {} | {vs_multipart:.2} | {vs_multipart_rounds} | {} | {vs_reference_rounds} |",
+            median(&speeds[side]),
+            every.join(", "),
+            if vs_reference.is_nan() {
+                "".to_owned()
+            } else {
+                format!("{vs_reference:.2}")
+            },
+        );
+    }
+
+    println!();
+    println!(
+        "| upload size | path | gateway peak RSS (MiB) | storage peak RSS (MiB) | upload MB/s |"
+    );
+    println!("|------------:|---|-----------------------:|-----------------------:|------------:|");
     for (n, mb) in rss_sizes.iter().enumerate() {
-        let (elapsed, accepted) = gateway_client
-            .upload(mb * 1024 * 1024, 10 + n as u64)
-            .await?;
+        let bytes = mb * 1024 * 1024;
+        let (elapsed, accepted) = gateway_client.upload(bytes, 10 + n as u64).await?;
         gateway_client.delete_job(&accepted).await?;
         println!(
-            "| {:>7} MiB | {:>22.1} | {:>22.1} | {:>11.1} |",
+            "| {:>7} MiB | multipart | {:>22.1} | {:>22.1} | {:>11.1} |",
             mb,
             gateway.peak_rss_mib(),
             storage.peak_rss_mib(),
-            mb_per_s(mb * 1024 * 1024, elapsed)
+            mb_per_s(bytes, elapsed)
+        );
+        let (elapsed, job) = ours.upload(bytes, LARGE_PATCH, 30 + n as u64).await?;
+        if let Some(job) = job {
+            gateway_client.delete_job_id(&job).await?;
+        }
+        println!(
+            "| {:>7} MiB | tus, 64 MiB PATCHes | {:>22.1} | {:>22.1} | {:>11.1} |",
+            mb,
+            gateway.peak_rss_mib(),
+            storage.peak_rss_mib(),
+            mb_per_s(bytes, elapsed)
         );
     }
     println!(

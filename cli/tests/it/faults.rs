@@ -604,3 +604,90 @@ async fn a_notifier_killed_mid_delivery_delivers_each_webhook_at_least_once_unde
         delivered.len()
     );
 }
+
+/// A resumable upload whose gateway is killed (SIGKILL) in the middle of a PATCH: storage keeps
+/// what arrived before the gateway died, the restarted gateway (or any other) reports exactly
+/// that offset, and the rest completes the file, byte for byte, as one job.
+#[tokio::test]
+async fn a_gateway_killed_mid_patch_keeps_what_arrived_and_the_upload_resumes() {
+    use futures::StreamExt;
+    use sha2::{Digest, Sha256};
+    let mut cluster = Cluster::start(crate::binary()).await;
+    let user = cluster.user("tus-fault@example.com").await;
+    let clip = test_support::mp4_like(32 * 1024 * 1024, 11);
+    let tus = |request: reqwest::RequestBuilder| {
+        request
+            .bearer_auth(&user.token)
+            .header("tus-resumable", "1.0.0")
+    };
+    let created = tus(cluster.http.post(cluster.url("/files/")))
+        .header("upload-length", clip.len())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+
+    // The body trickles in; the gateway dies a third of the way through.
+    let pieces: Vec<Vec<u8>> = clip.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
+    let (sent, mut sent_so_far) = tokio::sync::watch::channel(0usize);
+    let body = futures::stream::iter(pieces).then(move |piece| {
+        let sent = sent.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sent.send_modify(|total| *total += piece.len());
+            Ok::<_, std::io::Error>(piece)
+        }
+    });
+    let patch = tus(reqwest::Client::new().patch(cluster.url(&location)))
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let patch = tokio::spawn(patch);
+    sent_so_far
+        .wait_for(|total| *total >= clip.len() / 3)
+        .await
+        .unwrap();
+    cluster.kill(Role::Gateway).await;
+    assert!(
+        patch.await.unwrap().is_err(),
+        "the PATCH to the killed gateway did not succeed"
+    );
+    cluster.restart(Role::Gateway).await;
+
+    let status = tus(cluster.http.head(cluster.url(&location)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
+    let kept: usize = status.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        kept > 0 && kept < clip.len(),
+        "what arrived before the kill is kept: {kept} of {}",
+        clip.len()
+    );
+    let rest = tus(cluster.http.patch(cluster.url(&location)))
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", kept)
+        .body(clip[kept..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), StatusCode::NO_CONTENT);
+    let job_id = rest.headers()["job-id"].to_str().unwrap().to_owned();
+    let jobs = cluster.jobs(&user.id).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, job_id);
+    let videos = cluster.files(pb::Bucket::Videos, &user.id).await;
+    assert_eq!(videos.len(), 1);
+    assert_eq!(videos[0].sha256, hex::encode(Sha256::digest(&clip)));
+    println!(
+        "| gateway killed mid-PATCH | {kept} of {} bytes kept | resumed on the restarted gateway | one job, the file byte for byte |",
+        clip.len()
+    );
+}

@@ -9,7 +9,7 @@
 //! becomes a job exactly as a multipart upload does, and the answer names it (`Job-Id`,
 //! `Job-Status-Url`).
 
-use super::upload::{IDEMPOTENT_REPLAYED, clean_filename, idempotency_key};
+use super::upload::{IDEMPOTENT_REPLAYED, clean_filename, idempotency_key, keyed_creation_error};
 use super::{AppState, check_id};
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -207,7 +207,7 @@ pub async fn discovery(State(state): State<AppState>, request: Request, next: Ne
         || path
             .strip_prefix(FILES_PATH)
             .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+            .is_some_and(|id| !id.contains('/'));
     if request.method() == Method::OPTIONS
         && is_files
         && !request
@@ -329,14 +329,7 @@ pub async fn create(
             tonic::Code::ResourceExhausted => ApiError::PayloadTooLarge {
                 limit: state.max_upload_bytes,
             },
-            tonic::Code::AlreadyExists => ApiError::Unprocessable(
-                "this Idempotency-Key was used for another upload; use a new key".into(),
-            ),
-            tonic::Code::Aborted => ApiError::Conflict(
-                "an upload with this Idempotency-Key is still being created; try again shortly"
-                    .into(),
-            ),
-            _ => ApiError::from_status("storage", "upload", status),
+            _ => keyed_creation_error(status, "upload"),
         })?;
     tracing::Span::current().record("upload_id", session.id.as_str());
     if !replayed {
@@ -715,9 +708,10 @@ async fn finish_if_complete(
         .map_err(storage_error)?;
     let job = created.job;
     tracing::Span::current().record("job_id", job.id.as_str());
-    // Queued by whoever gets here before the session names the job: twice at worst (two
-    // requests finishing at once, or one after a queue failure), which the converter's claim
-    // on the job makes harmless; never not at all.
+    // Queued by whoever gets here before the session names the job: by the request that made
+    // it, and again by a later one if that request failed to queue it or died first (never not
+    // at all). Two requests finishing one upload at the same moment queue it twice, which the
+    // converter's claim on the job makes harmless; tus clients do not do that.
     super::upload::queue_job(state, caller, &job).await?;
     state
         .storage

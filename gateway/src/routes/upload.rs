@@ -340,6 +340,21 @@ fn request_fingerprint(video: &pb::FileInfo, filename: &str, options: &AudioOpti
     hex::encode(digest.finalize())
 }
 
+/// What storage refusing to create something under an `Idempotency-Key` (or failing to)
+/// means for the client: the key was used for another request (422), or its first request is
+/// still being handled (409).
+pub(super) fn keyed_creation_error(status: tonic::Status, what: &'static str) -> ApiError {
+    match status.code() {
+        tonic::Code::AlreadyExists => ApiError::Unprocessable(
+            "this Idempotency-Key was used for another upload; use a new key".into(),
+        ),
+        tonic::Code::Aborted => ApiError::Conflict(
+            "an upload with this Idempotency-Key is still being handled; try again shortly".into(),
+        ),
+        _ => ApiError::from_status("storage", what, status),
+    }
+}
+
 /// What storage refusing (or failing) the upload means for the client.
 fn stored_error(status: tonic::Status, limit: u64) -> ApiError {
     if status.code() == tonic::Code::ResourceExhausted {
@@ -391,16 +406,7 @@ async fn record_and_queue(
         }
         Err(status) => {
             remove_unrecorded_video(state, caller, video).await;
-            return Err(match status.code() {
-                tonic::Code::AlreadyExists => ApiError::Unprocessable(
-                    "this Idempotency-Key was used for another upload; use a new key".into(),
-                ),
-                tonic::Code::Aborted => ApiError::Conflict(
-                    "an upload with this Idempotency-Key is still being handled; try again shortly"
-                        .into(),
-                ),
-                _ => ApiError::from_status("storage", "file", status),
-            });
+            return Err(keyed_creation_error(status, "file"));
         }
     };
     tracing::Span::current().record("job_id", job.id.as_str());

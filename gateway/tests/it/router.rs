@@ -167,3 +167,82 @@ async fn liveness_the_document_and_the_page_are_served_with_their_headers() {
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_ne!(body["checks"]["auth"], "ok");
 }
+
+/// The router with browsers at `origin` allowed (CORS).
+fn router_allowing(origin: &str) -> (axum::Router, TempDir) {
+    let dir = temp_dir();
+    let mut config = configs::gateway(NOWHERE, NOWHERE, configs::embedded(dir.path()));
+    config.cors_allowed_origins = vec![origin.to_owned()];
+    let state = gateway::state(&config, None).unwrap();
+    (gateway::routes::router(state, &config), dir)
+}
+
+#[tokio::test]
+async fn a_tus_client_discovers_the_server_and_a_browser_may_send_and_read_every_tus_header() {
+    // A tus client's OPTIONS (no preflight): the server's version, extensions and limits.
+    let (status, headers, _) = send_empty(Method::OPTIONS, "/files/").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers["tus-version"], "1.0.0");
+    assert_eq!(headers["tus-resumable"], "1.0.0");
+    assert!(headers.contains_key("tus-max-size"));
+
+    // A browser's preflight for a PATCH from an allowed origin.
+    let origin = "https://app.example";
+    let (router, _dir) = router_allowing(origin);
+    let preflight = request(Method::OPTIONS, "/files/0123456789abcdef01234567")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "PATCH")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type,tus-resumable,upload-offset,upload-checksum,x-request-id,x-http-method-override",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let answer = router.clone().oneshot(preflight).await.unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let allowed = |name: header::HeaderName| {
+        answer.headers()[name]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+    };
+    assert_eq!(allowed(header::ACCESS_CONTROL_ALLOW_ORIGIN), origin);
+    assert!(allowed(header::ACCESS_CONTROL_ALLOW_METHODS).contains("patch"));
+    for name in [
+        "tus-resumable",
+        "upload-offset",
+        "upload-checksum",
+        "x-request-id",
+        "authorization",
+    ] {
+        assert!(
+            allowed(header::ACCESS_CONTROL_ALLOW_HEADERS).contains(name),
+            "{name} is not allowed"
+        );
+    }
+
+    // Any answer lets the page's script read the tus headers.
+    let head = request(Method::HEAD, "/files/0123456789abcdef01234567")
+        .header(header::ORIGIN, origin)
+        .body(Body::empty())
+        .unwrap();
+    let answer = router.oneshot(head).await.unwrap();
+    let exposed = answer.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "upload-offset",
+        "location",
+        "upload-length",
+        "tus-version",
+        "tus-resumable",
+        "tus-max-size",
+        "tus-extension",
+        "upload-metadata",
+        "upload-expires",
+        "job-id",
+    ] {
+        assert!(exposed.contains(name), "{name} is not exposed: {exposed}");
+    }
+}

@@ -197,11 +197,7 @@ impl LocalBackend {
         offset: u64,
         length: u64,
     ) -> StorageResult<ByteStream> {
-        let mut bytes = fs::File::open(self.bytes_path(file.bucket, file.id)).await?;
-        bytes.seek(SeekFrom::Start(offset)).await?;
-        let stream = ReaderStream::with_capacity(bytes.take(length), READ_CHUNK_BYTES)
-            .map(|chunk| chunk.map_err(StorageError::from));
-        Ok(stream.boxed())
+        read_range(&self.bytes_path(file.bucket, file.id), offset, length).await
     }
 
     pub(super) async fn delete_file(&self, bucket: Bucket, id: ObjectId) -> StorageResult<bool> {
@@ -467,11 +463,7 @@ impl LocalBackend {
         offset: u64,
         length: u64,
     ) -> StorageResult<ByteStream> {
-        let mut bytes = fs::File::open(self.session_bytes_path(session.id)).await?;
-        bytes.seek(SeekFrom::Start(offset)).await?;
-        let stream = ReaderStream::with_capacity(bytes.take(length), READ_CHUNK_BYTES)
-            .map(|chunk| chunk.map_err(StorageError::from));
-        Ok(stream.boxed())
+        read_range(&self.session_bytes_path(session.id), offset, length).await
     }
 
     /// Moves the session's bytes into the videos bucket and writes their record: the file is
@@ -530,6 +522,15 @@ impl LocalSessionWriter {
         self.out.flush().await?;
         Ok(self.out.sync_data().await?)
     }
+}
+
+/// `length` bytes of the file at `path` from `offset`, as they are read.
+async fn read_range(path: &Path, offset: u64, length: u64) -> StorageResult<ByteStream> {
+    let mut bytes = fs::File::open(path).await?;
+    bytes.seek(SeekFrom::Start(offset)).await?;
+    let stream = ReaderStream::with_capacity(bytes.take(length), READ_CHUNK_BYTES)
+        .map(|chunk| chunk.map_err(StorageError::from));
+    Ok(stream.boxed())
 }
 
 /// Removes the file at `path`; `false` if there was none.

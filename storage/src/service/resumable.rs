@@ -5,6 +5,7 @@
 //! nobody finished.
 
 use super::{ActiveStream, IdempotencyKey, StorageApi};
+use crate::backend::SessionWriter;
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::{LEASE_RENEWAL, NewSession, SessionRecord};
 use crate::model::{DateTime, FileRecord, KeyClaim, ObjectId, Owner, parse_id};
@@ -16,6 +17,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Streaming;
 use tracing::instrument;
@@ -28,6 +31,8 @@ const LEASE_WAIT: Duration = Duration::from_secs(3);
 const LEASE_POLL: Duration = Duration::from_millis(50);
 /// Bytes gathered before one write to the backend (four GridFS chunks).
 const WRITE_BATCH_BYTES: usize = 4 * 255 * 1024;
+/// Batches waiting for the backend while the next ones arrive (as for multipart uploads).
+const WRITE_QUEUE_DEPTH: usize = 2;
 /// Sessions whose running SHA-256 is remembered between appends; past that, one is forgotten
 /// and its file is read again when it completes.
 const REMEMBERED_DIGESTS: usize = 4096;
@@ -250,16 +255,20 @@ impl StorageApi {
             Err(_) => "broken",
         };
         metrics::counter!(crate::meters::UPLOAD_APPENDS, "outcome" => outcome_label).increment(1);
-        // Whatever happened, the lease goes (a failure here only leaves it to run out).
-        let released = self
-            .change_session(session, |current, now| {
+        // Whatever happened, the lease goes (a failure here only leaves it to run out); an
+        // append that kept its bytes let it go with them.
+        let released = if !session.is_leased_to(holder) {
+            Ok(session)
+        } else {
+            self.change_session(session, |current, now| {
                 Ok(if current.is_leased_to(holder) {
                     current.appended(current.offset, now, self.upload_expiry)
                 } else {
                     current.clone()
                 })
             })
-            .await;
+            .await
+        };
         let session = match released {
             Ok(session) => session,
             Err(error) => {
@@ -279,26 +288,48 @@ impl StorageApi {
         leased: SessionRecord,
         holder: ObjectId,
         stream: &mut Streaming<pb::AppendUploadRequest>,
+        checksum: Option<ExpectedChecksum>,
+    ) -> (SessionRecord, StorageResult<()>) {
+        let writer = match self.backend.open_session_writer(&leased).await {
+            Ok(writer) => writer,
+            Err(error) => return (leased, Err(error)),
+        };
+        let mut writer = QueuedWriter::start(writer);
+        let appended = self
+            .stream_into(&mut writer, leased, holder, stream, checksum)
+            .await;
+        // No byte of this append may land after the lease is let go.
+        writer.close().await;
+        appended
+    }
+
+    /// Takes the append's bytes from `stream` into `writer`, keeping them (as `progress`
+    /// records) at every durable point.
+    async fn stream_into(
+        &self,
+        writer: &mut QueuedWriter,
+        leased: SessionRecord,
+        holder: ObjectId,
+        stream: &mut Streaming<pb::AppendUploadRequest>,
         mut checksum: Option<ExpectedChecksum>,
     ) -> (SessionRecord, StorageResult<()>) {
         let expiry = self.upload_expiry;
-        // Every change while appending keeps bytes up to `kept` and renews the lease, unless
-        // the lease ran out and someone else took the session meanwhile.
-        let progress = |kept: u64| {
+        // Every change while appending keeps bytes up to `kept`: renewing the lease while the
+        // append goes on, letting it go at the end; unless the lease ran out and someone else
+        // took the session meanwhile.
+        let record = |kept: u64, done: bool| {
             move |current: &SessionRecord, now: DateTime| {
-                if current.is_leased_to(holder) {
-                    Ok(current.progressed(kept, now, expiry))
-                } else {
+                if !current.is_leased_to(holder) {
                     Err(StorageError::Locked)
+                } else if done {
+                    Ok(current.appended(kept, now, expiry))
+                } else {
+                    Ok(current.progressed(kept, now, expiry))
                 }
             }
         };
         use pb::append_upload_request::Content;
         let mut session = leased;
-        let mut writer = match self.backend.open_session_writer(&session).await {
-            Ok(writer) => writer,
-            Err(error) => return (session, Err(error)),
-        };
         let mut digest = self.digests.take(session.id, session.offset);
         let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => "videos");
         let mut written = session.offset;
@@ -313,7 +344,7 @@ impl StorageApi {
                     let kept = if checksum.is_some() {
                         session.offset
                     } else {
-                        if let Err(error) = flush(&mut writer, &mut batch).await {
+                        if let Err(error) = writer.flush(&mut batch).await {
                             break Err(error);
                         }
                         if let Err(error) = writer.sync().await {
@@ -321,7 +352,7 @@ impl StorageApi {
                         }
                         written
                     };
-                    match self.change_session(session.clone(), progress(kept)).await {
+                    match self.change_session(session.clone(), record(kept, false)).await {
                         Ok(renewed) => session = renewed,
                         Err(error) => break Err(error),
                     }
@@ -367,7 +398,7 @@ impl StorageApi {
             }
             batch.extend_from_slice(&chunk);
             if batch.len() >= WRITE_BATCH_BYTES
-                && let Err(error) = flush(&mut writer, &mut batch).await
+                && let Err(error) = writer.flush(&mut batch).await
             {
                 break Err(error);
             }
@@ -387,7 +418,7 @@ impl StorageApi {
         if !keep {
             return (session, outcome);
         }
-        let synced = match flush(&mut writer, &mut batch).await {
+        let synced = match writer.flush(&mut batch).await {
             Ok(()) => writer.sync().await,
             Err(error) => Err(error),
         };
@@ -395,7 +426,7 @@ impl StorageApi {
             return (session, Err(error));
         }
         match self
-            .change_session(session.clone(), progress(written))
+            .change_session(session.clone(), record(written, true))
             .await
         {
             Ok(kept) => {
@@ -590,15 +621,87 @@ impl StorageApi {
     }
 }
 
-/// Hands the gathered bytes to the backend.
-async fn flush(
-    writer: &mut crate::backend::SessionWriter,
-    batch: &mut Vec<u8>,
-) -> StorageResult<()> {
-    if batch.is_empty() {
-        return Ok(());
+/// A session's writer on its own task, so that storing one batch overlaps receiving the next
+/// (as a multipart upload's does), with durable points on request.
+struct QueuedWriter {
+    commands: Option<mpsc::Sender<WriterCommand>>,
+    task: Option<JoinHandle<StorageResult<()>>>,
+}
+
+enum WriterCommand {
+    Write(Vec<u8>),
+    Sync(oneshot::Sender<StorageResult<()>>),
+}
+
+impl QueuedWriter {
+    fn start(mut writer: SessionWriter) -> Self {
+        let (commands, mut queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
+        let task = tokio::spawn(async move {
+            while let Some(command) = queue.recv().await {
+                match command {
+                    WriterCommand::Write(batch) => writer.write(&batch).await?,
+                    WriterCommand::Sync(done) => {
+                        let _ = done.send(writer.sync().await);
+                    }
+                }
+            }
+            Ok(())
+        });
+        Self {
+            commands: Some(commands),
+            task: Some(task),
+        }
     }
-    writer.write(batch).await?;
-    batch.clear();
-    Ok(())
+
+    /// Queues the gathered bytes for the backend (waiting while it is behind).
+    async fn flush(&mut self, batch: &mut Vec<u8>) -> StorageResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(batch, Vec::with_capacity(WRITE_BATCH_BYTES));
+        self.send(WriterCommand::Write(full)).await
+    }
+
+    /// Waits until every byte queued so far is durable.
+    async fn sync(&mut self) -> StorageResult<()> {
+        let (done, synced) = oneshot::channel();
+        self.send(WriterCommand::Sync(done)).await?;
+        match synced.await {
+            Ok(result) => result,
+            Err(_) => Err(self.failure().await),
+        }
+    }
+
+    async fn send(&mut self, command: WriterCommand) -> StorageResult<()> {
+        let sent = match &self.commands {
+            Some(commands) => commands.send(command).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.failure().await)
+        }
+    }
+
+    /// Why the writer stopped: the backend's error.
+    async fn failure(&mut self) -> StorageError {
+        self.commands = None;
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Err(error)) => error,
+                Ok(Ok(())) => StorageError::Internal("the session writer stopped".into()),
+                Err(error) => StorageError::Task(error),
+            },
+            None => StorageError::Internal("the session writer stopped".into()),
+        }
+    }
+
+    /// Lets the writer finish what is queued, and waits for it.
+    async fn close(mut self) {
+        self.commands = None;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }
