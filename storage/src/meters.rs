@@ -5,8 +5,8 @@ service_kit::metrics_catalog! {
     counter BYTES_IN = "storage_bytes_in_total": Bytes, "Bytes of files received, by bucket";
     /// Bytes sent, labelled `bucket`.
     counter BYTES_OUT = "storage_bytes_out_total": Bytes, "Bytes of files sent, by bucket";
-    /// Streams open now, labelled `direction` (upload, download).
-    gauge ACTIVE_STREAMS = "storage_active_streams": Count, "File streams open now, by direction";
+    /// Streams open now, labelled `direction` (upload, download, append).
+    gauge ACTIVE_STREAMS = "storage_active_streams": Count, "File streams open now, by direction: upload, download, or append (to a resumable upload)";
     /// Uploads ended, labelled `bucket` and `outcome` (stored, refused).
     counter UPLOADS = "storage_uploads_total": Count, "Uploads that ended, by bucket and outcome: stored or refused";
     /// Appends to resumable uploads ended, labelled `outcome` (kept, broken, checksum_mismatch).

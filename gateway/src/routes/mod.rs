@@ -83,6 +83,23 @@ pub enum StorageRefusals {
 #[response(status = 400, description = "Malformed id")]
 pub struct MalformedId(pub ErrorBody);
 
+/// Puts an event with `payload` on `queue`; a broker that does not take it is a 503.
+pub(crate) async fn publish(
+    state: &AppState,
+    queue: &str,
+    payload: messaging::events::Payload,
+) -> ApiResult<()> {
+    let event = messaging::events::new_event(payload);
+    state
+        .publisher
+        .publish(queue, &event)
+        .await
+        .map_err(|error| ApiError::Unavailable {
+            dependency: "the queue",
+            cause: error.into(),
+        })
+}
+
 /// A malformed id is the client's mistake (400), caught before any call.
 pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
     if id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()) {

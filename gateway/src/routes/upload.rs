@@ -422,22 +422,14 @@ async fn record_and_queue(
 
 /// Queues a recorded job for the converters.
 pub(super) async fn queue_job(state: &AppState, caller: &Caller, job: &pb::Job) -> ApiResult<()> {
-    let event = messaging::events::new_event(Payload::VideoUploaded(VideoUploaded {
+    let payload = Payload::VideoUploaded(VideoUploaded {
         job_id: job.id.clone(),
         video_id: job.video_id.clone(),
         owner_id: caller.user_id.clone(),
         owner_email: caller.email.clone(),
         original_filename: job.original_filename.clone(),
-    }));
-    let queue = &state.publisher.queues().video_queue;
-    state
-        .publisher
-        .publish(queue, &event)
-        .await
-        .map_err(|error| ApiError::Unavailable {
-            dependency: "the job queue",
-            cause: error.into(),
-        })
+    });
+    super::publish(state, &state.publisher.queues().video_queue, payload).await
 }
 
 /// Removes a stored video no job was recorded for.

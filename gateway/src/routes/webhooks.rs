@@ -401,16 +401,8 @@ pub async fn send_test(
 
 /// Puts one endpoint's message on the webhook queue, where the notifier delivers it.
 async fn queue_for_delivery(state: &AppState, due: messaging::events::WebhookDue) -> ApiResult<()> {
-    let event = messaging::events::new_event(messaging::events::Payload::WebhookDue(due));
-    let queue = state.publisher.queues().webhook_queue.clone();
-    state
-        .publisher
-        .publish(&queue, &event)
-        .await
-        .map_err(|error| ApiError::Unavailable {
-            dependency: "the queue",
-            cause: error.into(),
-        })
+    let payload = messaging::events::Payload::WebhookDue(due);
+    super::publish(state, &state.publisher.queues().webhook_queue, payload).await
 }
 
 /// The newest delivery attempts of one of the caller's endpoints (up to 100).

@@ -273,16 +273,7 @@ async fn the_protocol_is_spoken_from_options_through_creation_head_and_patch_to_
     let status = tus.head(&location).await;
     assert_eq!(offset(&status), clip.len() as u64);
     assert_eq!(header(&status, "job-id"), job_id);
-    let job: serde_json::Value = mesh
-        .http
-        .get(mesh.url(&format!("/jobs/{job_id}")))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = test_support::rest::job(&mesh.http, &mesh.gateway.url(), &alice.token, &job_id).await;
     assert_eq!(job["upload_url"], location);
     assert_eq!(job["original_filename"], "holiday.mp4");
     assert_eq!(

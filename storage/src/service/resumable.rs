@@ -4,7 +4,7 @@
 //! off, per-append checksums, completion into a file, and the sweeper that removes sessions
 //! nobody finished.
 
-use super::{ActiveStream, IdempotencyKey, StorageApi};
+use super::{ActiveStream, IdempotencyKey, StorageApi, WRITE_BATCH_BYTES, WRITE_QUEUE_DEPTH};
 use crate::backend::SessionWriter;
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::{LEASE_RENEWAL, NewSession, SessionRecord};
@@ -29,10 +29,6 @@ use tracing::instrument;
 const LEASE_WAIT: Duration = Duration::from_secs(3);
 /// How often a waiting append looks again.
 const LEASE_POLL: Duration = Duration::from_millis(50);
-/// Bytes gathered before one write to the backend (four GridFS chunks).
-const WRITE_BATCH_BYTES: usize = 4 * 255 * 1024;
-/// Batches waiting for the backend while the next ones arrive (as for multipart uploads).
-const WRITE_QUEUE_DEPTH: usize = 2;
 /// Sessions whose running SHA-256 is remembered between appends; past that, one is forgotten
 /// and its file is read again when it completes.
 const REMEMBERED_DIGESTS: usize = 4096;
