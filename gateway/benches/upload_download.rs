@@ -16,7 +16,8 @@
 //! `BENCH_MB` sets the throughput file size (default 256), `BENCH_ROUNDS` how many interleaved
 //! rounds of both sides are run (default 3; this machine is noisy, so the table shows medians
 //! and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
-//! `64,1024`).
+//! `64,1024`); `BENCH_PARTS` which tables are measured, a comma-separated subset of `direct`,
+//! `tus` and `rss` (default all three).
 
 use clients::{Owner, StorageClient};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -289,6 +290,8 @@ async fn run() -> anyhow::Result<()> {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     let rounds = env_number("BENCH_ROUNDS", 3).max(1);
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "direct,tus,rss".into());
+    let part = |name: &str| parts.split(',').any(|part| part.trim() == name);
     let size = size_mb * 1024 * 1024;
     let mongo = test_support::TestMongo::create().await?;
     let broker = test_support::TestBroker::create().await?;
@@ -338,7 +341,7 @@ async fn run() -> anyhow::Result<()> {
     // Rounds alternate which side goes first, so a slow spell of the machine (or of the
     // MongoDB-wire server) lands on both sides instead of on one.
     let mut rows = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    for round in 0..rounds {
+    for round in (0..rounds).filter(|_| part("direct")) {
         let mut direct_up = Duration::ZERO;
         let mut gateway_up = Duration::ZERO;
         let mut direct_id = None;
@@ -378,28 +381,30 @@ async fn run() -> anyhow::Result<()> {
     let up_ratios = ratios(&gateway_up, &direct_up);
     let down_ratios = ratios(&gateway_down, &direct_down);
 
-    println!();
-    println!(
-        "{size_mb} MiB, {rounds} interleaved rounds: medians, and the ratio of each round (gateway / direct)"
-    );
-    println!(
-        "|               | direct GridFS (driver) | through the gateway | ratio | ratio per round |"
-    );
-    println!(
-        "|---------------|-----------------------:|--------------------:|------:|-----------------|"
-    );
-    for (label, direct, gateway, ratios) in [
-        ("upload MB/s  ", &direct_up, &gateway_up, &up_ratios),
-        ("download MB/s", &direct_down, &gateway_down, &down_ratios),
-    ] {
-        let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    if part("direct") {
+        println!();
         println!(
-            "| {label} | {:>22.1} | {:>19.1} | {:>5.2} | {} |",
-            median(direct),
-            median(gateway),
-            median(ratios),
-            per_round.join(", ")
+            "{size_mb} MiB, {rounds} interleaved rounds: medians, and the ratio of each round (gateway / direct)"
         );
+        println!(
+            "|               | direct GridFS (driver) | through the gateway | ratio | ratio per round |"
+        );
+        println!(
+            "|---------------|-----------------------:|--------------------:|------:|-----------------|"
+        );
+        for (label, direct, gateway, ratios) in [
+            ("upload MB/s  ", &direct_up, &gateway_up, &up_ratios),
+            ("download MB/s", &direct_down, &gateway_down, &down_ratios),
+        ] {
+            let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "| {label} | {:>22.1} | {:>19.1} | {:>5.2} | {} |",
+                median(direct),
+                median(gateway),
+                median(ratios),
+                per_round.join(", ")
+            );
+        }
     }
 
     // Resumable uploads: the gateway's tus against its own multipart path and against the tus
@@ -472,7 +477,7 @@ async fn run() -> anyhow::Result<()> {
         "tus 64 MiB (local directory)",
     ];
     let mut speeds = vec![Vec::new(); sides.len()];
-    for round in 0..rounds {
+    for round in (0..rounds).filter(|_| part("tus")) {
         // Each round starts with another side, so a slow spell lands on every side in turn.
         for turn in 0..sides.len() {
             let side = (turn + round) % sides.len();
@@ -520,35 +525,40 @@ async fn run() -> anyhow::Result<()> {
         let text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         (median(&ratios), text.join(", "))
     };
-    println!();
-    println!(
-        "{size_mb} MiB uploads, {rounds} interleaved rounds: medians, and each round's ratios"
-    );
-    println!(
-        "| side | MB/s | every round (MB/s) | ÷ multipart (same backend) | per round | ÷ @tus/server (same PATCH size) | per round |"
-    );
-    println!("|---|---:|---|---:|---|---:|---|");
-    for (side, name) in sides.iter().enumerate() {
-        let every: Vec<String> = speeds[side].iter().map(|v| format!("{v:.0}")).collect();
-        // Each side against the multipart path on the same storage backend, and a tus side
-        // against the reference server with PATCHes of the same size.
-        let multipart = if side >= 5 { 5 } else { 0 };
-        let (vs_multipart, vs_multipart_rounds) = per_round(&speeds[side], &speeds[multipart]);
-        let (vs_reference, vs_reference_rounds) = match side {
-            1 | 2 => per_round(&speeds[side], &speeds[side + 2]),
-            6 | 7 => per_round(&speeds[side], &speeds[side - 3]),
-            _ => (f64::NAN, String::new()),
-        };
+    if part("tus") {
+        println!();
         println!(
-            "| {name} | {:.1} | {} | {vs_multipart:.2} | {vs_multipart_rounds} | {} | {vs_reference_rounds} |",
-            median(&speeds[side]),
-            every.join(", "),
-            if vs_reference.is_nan() {
-                "".to_owned()
-            } else {
-                format!("{vs_reference:.2}")
-            },
+            "{size_mb} MiB uploads, {rounds} interleaved rounds: medians, and each round's ratios"
         );
+        println!(
+            "| side | MB/s | every round (MB/s) | ÷ multipart (same backend) | per round | ÷ @tus/server (same PATCH size) | per round |"
+        );
+        println!("|---|---:|---|---:|---|---:|---|");
+        for (side, name) in sides.iter().enumerate() {
+            let every: Vec<String> = speeds[side].iter().map(|v| format!("{v:.0}")).collect();
+            // Each side against the multipart path on the same storage backend, and a tus side
+            // against the reference server with PATCHes of the same size.
+            let multipart = if side >= 5 { 5 } else { 0 };
+            let (vs_multipart, vs_multipart_rounds) = per_round(&speeds[side], &speeds[multipart]);
+            let (vs_reference, vs_reference_rounds) = match side {
+                1 | 2 => per_round(&speeds[side], &speeds[side + 2]),
+                6 | 7 => per_round(&speeds[side], &speeds[side - 3]),
+                _ => (f64::NAN, String::new()),
+            };
+            println!(
+                "| {name} | {:.1} | {} | {vs_multipart:.2} | {vs_multipart_rounds} | {} | {vs_reference_rounds} |",
+                median(&speeds[side]),
+                every.join(", "),
+                if vs_reference.is_nan() {
+                    "".to_owned()
+                } else {
+                    format!("{vs_reference:.2}")
+                },
+            );
+        }
+    }
+    if !part("rss") {
+        return Ok(());
     }
 
     println!();

@@ -13,6 +13,8 @@ service_kit::metrics_catalog! {
     counter UPLOAD_APPENDS = "storage_upload_appends_total": Count, "Appends to resumable uploads that ended, by outcome: kept, broken (what arrived before the break is kept unless checksummed) or checksum_mismatch";
     /// Unfinished resumable uploads removed by the sweeper.
     counter UPLOAD_SESSIONS_EXPIRED = "storage_upload_sessions_expired_total": Count, "Unfinished resumable uploads removed after UPLOAD_EXPIRY without an append";
+    /// Completed resumable uploads hashed again from their stored bytes.
+    counter UPLOAD_REHASHES = "storage_upload_rehashes_total": Count, "Resumable uploads whose SHA-256 was computed again from their stored bytes at completion, because the digest carried along their appends was lost (a restart, or appends taken by another replica)";
     /// Jobs recorded.
     counter JOBS_CREATED = "storage_jobs_created_total": Count, "Conversion jobs recorded";
 }

@@ -77,6 +77,12 @@ impl RunningStorage {
         }
     }
 
+    /// This process's count of `counter` as its metrics endpoint serves it.
+    async fn counted(&self, counter: &str) -> f64 {
+        let metrics = test_support::scrape(&format!("{}/metrics", self.service.ops_url())).await;
+        test_support::counter(&metrics, counter)
+    }
+
     /// Stores `data`, which must succeed.
     async fn stored(&mut self, bucket: pb::Bucket, owner: &str, data: &[u8]) -> pb::FileInfo {
         self.upload(bucket, owner, data).await.unwrap()

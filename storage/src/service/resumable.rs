@@ -326,7 +326,12 @@ impl StorageApi {
         };
         use pb::append_upload_request::Content;
         let mut session = leased;
-        let mut digest = self.digests.take(session.id, session.offset);
+        // A session's first append starts its digest; later ones carry it on when this
+        // replica remembers it.
+        let mut digest = self
+            .digests
+            .take(session.id, session.offset)
+            .or_else(|| (session.offset == 0).then(Sha256::new));
         let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => "videos");
         let mut written = session.offset;
         let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
@@ -557,6 +562,8 @@ impl StorageApi {
         if let Some(digest) = self.digests.take(session.id, session.length) {
             return Ok(hex::encode(digest.finalize()));
         }
+        metrics::counter!(crate::meters::UPLOAD_REHASHES).increment(1);
+        tracing::info!(upload_id = %session.id, "hashing a completed upload from its bytes");
         let mut digest = Sha256::new();
         let mut bytes = self
             .backend

@@ -193,6 +193,11 @@ async fn a_session_becomes_a_file_only_when_every_byte_is_in_and_completes_once(
     assert_eq!(file.id, session.id, "the file takes the session's id");
     assert_eq!(file.size, data.len() as u64);
     assert_eq!(file.sha256, sha256_hex(&data));
+    assert_eq!(
+        storage.counted("storage_upload_rehashes_total").await,
+        0.0,
+        "the digest is carried along the appends, not read back from the stored bytes"
+    );
     assert_eq!(file.filename, "long walk.mp4");
     let (_, downloaded) = storage
         .download(pb::Bucket::Videos, &file.id, ALICE, 0, None)
@@ -504,6 +509,7 @@ async fn a_session_survives_a_restart_and_completes_with_the_right_checksum(back
     // The running digest did not survive the restart: the file is hashed from its bytes.
     let (_, file) = storage.complete(&session.id, ALICE, "").await.unwrap();
     assert_eq!(file.sha256, sha256_hex(&data));
+    assert_eq!(storage.counted("storage_upload_rehashes_total").await, 1.0);
 }
 
 async fn a_complete_session_becomes_one_job_which_takes_the_session_with_it(backend: Backend) {
