@@ -77,20 +77,39 @@ fn file_range(
     offset: usize,
     length: usize,
     seed: u64,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    let mut first = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
-    first.resize(PIECE, 0);
-    let piece = test_support::pseudo_random_bytes(PIECE, seed);
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let (first, piece) = pieces(seed);
     let end = offset + length;
     futures::stream::iter((offset / PIECE..end.div_ceil(PIECE)).map(move |n| {
         let start = n * PIECE;
         let len = PIECE.min(end - start);
         Ok(if n == 0 {
-            first[..len].to_vec()
+            first.slice(..len)
         } else {
-            piece[..len].to_vec()
+            piece.slice(..len)
         })
     }))
+}
+
+/// The first piece of a file of `seed` (an MP4 signature, then zeros) and the piece every
+/// other is, made once per seed: a client reads its file from disk, and making a MiB of
+/// pseudo-random bytes for every request would charge the many small PATCHes of a tus upload
+/// for work of this benchmark's own.
+fn pieces(seed: u64) -> (bytes::Bytes, bytes::Bytes) {
+    static MADE: std::sync::Mutex<Vec<(u64, bytes::Bytes, bytes::Bytes)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().expect("not poisoned");
+    if let Some((_, first, piece)) = made.iter().find(|(made, ..)| *made == seed) {
+        return (first.clone(), piece.clone());
+    }
+    let mut first = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    first.resize(PIECE, 0);
+    let (first, piece) = (
+        bytes::Bytes::from(first),
+        bytes::Bytes::from(test_support::pseudo_random_bytes(PIECE, seed)),
+    );
+    made.push((seed, first.clone(), piece.clone()));
+    (first, piece)
 }
 
 /// A tus server and the client that drives it (the same for both servers).
@@ -271,7 +290,7 @@ impl Gateway {
         });
         let mut pieces = std::pin::pin!(file_range(0, size, 3));
         while let Some(piece) = pieces.next().await {
-            if !upload.send(piece?.into()).await {
+            if !upload.send(piece?).await {
                 break;
             }
         }
