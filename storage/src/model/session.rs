@@ -179,6 +179,16 @@ impl SessionRecord {
         }
     }
 
+    /// Whether this record and `other` differ only in the writer's lease (and the revision
+    /// that counts the change): a change a crash may lose, since a lost lease only ends
+    /// sooner.
+    pub fn differs_only_in_lease(&self, other: &SessionRecord) -> bool {
+        let mut same = other.clone();
+        same.revision = self.revision;
+        same.writer = self.writer;
+        same == *self
+    }
+
     /// Whether `holder` holds the writer's lease (run out or not).
     pub fn is_leased_to(&self, holder: ObjectId) -> bool {
         self.writer.is_some_and(|lease| lease.holder == holder)
@@ -278,6 +288,25 @@ mod tests {
 
     fn at(millis: i64) -> DateTime {
         DateTime::from_millis(millis)
+    }
+
+    #[test]
+    fn only_taking_or_letting_go_of_the_lease_is_a_change_a_crash_may_lose() {
+        let session = session(100);
+        let now = at(2_000_000);
+        let held = session.leased_to(ObjectId::new(), now).unwrap();
+        assert!(session.differs_only_in_lease(&held));
+        let released = held.appended(held.offset, now, DAY);
+        assert!(held.differs_only_in_lease(&released), "nothing kept");
+        let grown = held.appended(40, now, DAY);
+        assert!(!held.differs_only_in_lease(&grown), "bytes kept");
+        let renewed = held.progressed(40, at(2_010_000), DAY);
+        assert!(
+            !held.differs_only_in_lease(&renewed),
+            "bytes kept while appending"
+        );
+        let completed = session.completed(now, DAY);
+        assert!(!session.differs_only_in_lease(&completed));
     }
 
     #[test]

@@ -290,13 +290,30 @@ impl StorageApi {
             Ok(writer) => writer,
             Err(error) => return (leased, Err(error)),
         };
-        let mut writer = QueuedWriter::start(writer);
-        let appended = self
+        // A session's first append starts its digest; later ones carry it on when this
+        // replica remembers it.
+        let digest = self
+            .digests
+            .take(leased.id, leased.offset)
+            .or_else(|| (leased.offset == 0).then(Sha256::new))
+            .map(|digest| RunningDigest {
+                covers: leased.offset,
+                digest,
+            });
+        let mut writer = QueuedWriter::start(writer, digest);
+        let (session, outcome) = self
             .stream_into(&mut writer, leased, holder, stream, checksum)
             .await;
         // No byte of this append may land after the lease is let go.
-        writer.close().await;
-        appended
+        let digest = writer.close().await;
+        // Remembered when it covers exactly the bytes kept (not after a refused checksum).
+        if let Some(RunningDigest { covers, digest }) = digest
+            && covers == session.offset
+            && !session.complete
+        {
+            self.digests.put(session.id, covers, digest);
+        }
+        (session, outcome)
     }
 
     /// Takes the append's bytes from `stream` into `writer`, keeping them (as `progress`
@@ -326,12 +343,6 @@ impl StorageApi {
         };
         use pb::append_upload_request::Content;
         let mut session = leased;
-        // A session's first append starts its digest; later ones carry it on when this
-        // replica remembers it.
-        let mut digest = self
-            .digests
-            .take(session.id, session.offset)
-            .or_else(|| (session.offset == 0).then(Sha256::new));
         let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => "videos");
         let mut written = session.offset;
         let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
@@ -391,9 +402,6 @@ impl StorageApi {
             }
             written += chunk.len() as u64;
             bytes_in.increment(chunk.len() as u64);
-            if let Some(digest) = digest.as_mut() {
-                digest.update(&chunk);
-            }
             if let Some(checksum) = checksum.as_mut() {
                 checksum.update(&chunk);
             }
@@ -430,12 +438,7 @@ impl StorageApi {
             .change_session(session.clone(), record(written, true))
             .await
         {
-            Ok(kept) => {
-                if let Some(digest) = digest {
-                    self.digests.put(kept.id, kept.offset, digest);
-                }
-                (kept, outcome)
-            }
+            Ok(kept) => (kept, outcome),
             Err(error) => (session, Err(error)),
         }
     }
@@ -624,11 +627,17 @@ impl StorageApi {
     }
 }
 
-/// A session's writer on its own task, so that storing one batch overlaps receiving the next
-/// (as a multipart upload's does), with durable points on request.
+/// The SHA-256 of a session's first `covers` bytes.
+struct RunningDigest {
+    covers: u64,
+    digest: Sha256,
+}
+
+/// A session's writer on its own task, so that storing one batch, and hashing it, overlap
+/// receiving the next (as a multipart upload's do), with durable points on request.
 struct QueuedWriter {
     commands: Option<mpsc::Sender<WriterCommand>>,
-    task: Option<JoinHandle<StorageResult<()>>>,
+    task: Option<JoinHandle<StorageResult<Option<RunningDigest>>>>,
 }
 
 enum WriterCommand {
@@ -637,18 +646,30 @@ enum WriterCommand {
 }
 
 impl QueuedWriter {
-    fn start(mut writer: SessionWriter) -> Self {
+    /// A writer carrying `digest` on over every byte it writes.
+    fn start(mut writer: SessionWriter, mut digest: Option<RunningDigest>) -> Self {
         let (commands, mut queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let task = tokio::spawn(async move {
             while let Some(command) = queue.recv().await {
                 match command {
-                    WriterCommand::Write(batch) => writer.write(&batch).await?,
+                    WriterCommand::Write(batch) => {
+                        // Hashed here while the backend's write is under way (on a blocking
+                        // thread or the network), not in front of receiving the next batch.
+                        let hash = async {
+                            if let Some(running) = digest.as_mut() {
+                                running.digest.update(&batch);
+                                running.covers += batch.len() as u64;
+                            }
+                        };
+                        let (written, ()) = tokio::join!(writer.write(&batch), hash);
+                        written?;
+                    }
                     WriterCommand::Sync(done) => {
                         let _ = done.send(writer.sync().await);
                     }
                 }
             }
-            Ok(())
+            Ok(digest)
         });
         Self {
             commands: Some(commands),
@@ -693,18 +714,20 @@ impl QueuedWriter {
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(Err(error)) => error,
-                Ok(Ok(())) => StorageError::Internal("the session writer stopped".into()),
+                Ok(Ok(_)) => StorageError::Internal("the session writer stopped".into()),
                 Err(error) => StorageError::Task(error),
             },
             None => StorageError::Internal("the session writer stopped".into()),
         }
     }
 
-    /// Lets the writer finish what is queued, and waits for it.
-    async fn close(mut self) {
+    /// Lets the writer finish what is queued, and waits for it; the digest of every byte it
+    /// wrote, unless it failed.
+    async fn close(mut self) -> Option<RunningDigest> {
         self.commands = None;
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        match self.task.take()?.await {
+            Ok(Ok(digest)) => digest,
+            _ => None,
         }
     }
 }
