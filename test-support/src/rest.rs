@@ -107,3 +107,35 @@ pub async fn get(
         .await
         .unwrap_or_else(|error| panic!("the gateway answers {path}: {error}"))
 }
+
+/// The `Upload-Offset` a tus answer gives.
+pub fn upload_offset(response: &reqwest::Response) -> u64 {
+    response
+        .headers()
+        .get("upload-offset")
+        .unwrap_or_else(|| panic!("no Upload-Offset in {:?}", response.headers()))
+        .to_str()
+        .expect("a visible Upload-Offset")
+        .parse()
+        .expect("a numeric Upload-Offset")
+}
+
+/// A request body that sends `bytes` in 256 KiB pieces, one every `pause`, and the count of
+/// bytes handed over so far: for a test that breaks something part-way through an upload.
+pub fn trickled_body(
+    bytes: &[u8],
+    pause: std::time::Duration,
+) -> (reqwest::Body, tokio::sync::watch::Receiver<usize>) {
+    use futures::StreamExt;
+    let pieces: Vec<Vec<u8>> = bytes.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
+    let (sent, sent_so_far) = tokio::sync::watch::channel(0usize);
+    let body = futures::stream::iter(pieces).then(move |piece| {
+        let sent = sent.clone();
+        async move {
+            tokio::time::sleep(pause).await;
+            sent.send_modify(|total| *total += piece.len());
+            Ok::<_, std::io::Error>(piece)
+        }
+    });
+    (reqwest::Body::wrap_stream(body), sent_so_far)
+}

@@ -610,7 +610,6 @@ async fn a_notifier_killed_mid_delivery_delivers_each_webhook_at_least_once_unde
 /// that offset, and the rest completes the file, byte for byte, as one job.
 #[tokio::test]
 async fn a_gateway_killed_mid_patch_keeps_what_arrived_and_the_upload_resumes() {
-    use futures::StreamExt;
     use sha2::{Digest, Sha256};
     let mut cluster = Cluster::start(crate::binary()).await;
     let user = cluster.user("tus-fault@example.com").await;
@@ -629,20 +628,11 @@ async fn a_gateway_killed_mid_patch_keeps_what_arrived_and_the_upload_resumes() 
     let location = created.headers()["location"].to_str().unwrap().to_owned();
 
     // The body trickles in; the gateway dies a third of the way through.
-    let pieces: Vec<Vec<u8>> = clip.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
-    let (sent, mut sent_so_far) = tokio::sync::watch::channel(0usize);
-    let body = futures::stream::iter(pieces).then(move |piece| {
-        let sent = sent.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            sent.send_modify(|total| *total += piece.len());
-            Ok::<_, std::io::Error>(piece)
-        }
-    });
+    let (body, mut sent_so_far) = rest::trickled_body(&clip, Duration::from_millis(10));
     let patch = tus(reqwest::Client::new().patch(cluster.url(&location)))
         .header("content-type", "application/offset+octet-stream")
         .header("upload-offset", "0")
-        .body(reqwest::Body::wrap_stream(body))
+        .body(body)
         .send();
     let patch = tokio::spawn(patch);
     sent_so_far
@@ -661,11 +651,7 @@ async fn a_gateway_killed_mid_patch_keeps_what_arrived_and_the_upload_resumes() 
         .await
         .unwrap();
     assert_eq!(status.status(), StatusCode::OK);
-    let kept: usize = status.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let kept = rest::upload_offset(&status) as usize;
     assert!(
         kept > 0 && kept < clip.len(),
         "what arrived before the kill is kept: {kept} of {}",

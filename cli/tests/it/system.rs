@@ -413,11 +413,7 @@ async fn the_cli_retries_through_a_dropped_connection_and_resumes_after_being_ki
         .send()
         .await
         .unwrap();
-    let offset: usize = status.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let offset = test_support::rest::upload_offset(&status) as usize;
     assert!(
         offset > 0 && offset < clip.len(),
         "part of the file is kept: {offset}"

@@ -12,7 +12,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use test_support::mesh::{Mesh, MeshOptions, User};
-use test_support::{Running, TcpProxy, mp4_like};
+use test_support::{Running, TcpProxy, mp4_like, rest};
 
 const TUS: &str = "1.0.0";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
@@ -34,10 +34,6 @@ fn header<'a>(response: &'a Response, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {:?}", response.headers()))
         .to_str()
         .unwrap()
-}
-
-fn offset(response: &Response) -> u64 {
-    header(response, "upload-offset").parse().unwrap()
 }
 
 /// A tus client of the mesh's gateway (or of `base`), as `user`.
@@ -136,7 +132,7 @@ impl<'a> Tus<'a> {
             let end = (at + size).min(bytes.len());
             let response = self.patch(location, at as u64, &bytes[at..end]).await;
             assert_eq!(response.status(), StatusCode::NO_CONTENT, "PATCH at {at}");
-            assert_eq!(offset(&response), end as u64);
+            assert_eq!(rest::upload_offset(&response), end as u64);
             at = end;
             if at == bytes.len() {
                 return response;
@@ -221,7 +217,7 @@ async fn the_protocol_is_spoken_from_options_through_creation_head_and_patch_to_
 
     let status = tus.head(&location).await;
     assert_eq!(status.status(), StatusCode::OK);
-    assert_eq!(offset(&status), 0);
+    assert_eq!(rest::upload_offset(&status), 0);
     assert_eq!(header(&status, "upload-length"), clip.len().to_string());
     assert_eq!(header(&status, "upload-metadata"), sent_metadata);
     assert_eq!(header(&status, "cache-control"), "no-store");
@@ -261,17 +257,17 @@ async fn the_protocol_is_spoken_from_options_through_creation_head_and_patch_to_
 
     let first = tus.patch(&location, 0, &clip[..300_000]).await;
     assert_eq!(first.status(), StatusCode::NO_CONTENT);
-    assert_eq!(offset(&first), 300_000);
+    assert_eq!(rest::upload_offset(&first), 300_000);
     assert!(first.headers().get("job-id").is_none(), "not done yet");
     assert!(first.headers().get("upload-expires").is_some());
     let last = tus.patch(&location, 300_000, &clip[300_000..]).await;
     assert_eq!(last.status(), StatusCode::NO_CONTENT);
-    assert_eq!(offset(&last), clip.len() as u64);
+    assert_eq!(rest::upload_offset(&last), clip.len() as u64);
     let job_id = check_finished(&mesh, &alice, &last, &clip).await;
 
     // HEAD on the finished upload names the same job; the job names the upload.
     let status = tus.head(&location).await;
-    assert_eq!(offset(&status), clip.len() as u64);
+    assert_eq!(rest::upload_offset(&status), clip.len() as u64);
     assert_eq!(header(&status, "job-id"), job_id);
     let job = test_support::rest::job(&mesh.http, &mesh.gateway.url(), &alice.token, &job_id).await;
     assert_eq!(job["upload_url"], location);
@@ -338,7 +334,7 @@ async fn another_users_upload_is_not_found_and_an_expired_token_mid_upload_loses
         token: mesh.login(&alice.email).await,
         ..tus.via(mesh.gateway.url())
     };
-    assert_eq!(offset(&again.head(&location).await), 200_000);
+    assert_eq!(rest::upload_offset(&again.head(&location).await), 200_000);
     let last = again.patch(&location, 200_000, &clip[200_000..]).await;
     check_finished(&mesh, &alice, &last, &clip).await;
 }
@@ -367,7 +363,7 @@ async fn a_chunk_that_fails_its_checksum_is_460_and_discarded() {
     )
     .await;
     assert_eq!(
-        offset(&tus.head(&location).await),
+        rest::upload_offset(&tus.head(&location).await),
         0,
         "nothing of it was kept"
     );
@@ -473,7 +469,11 @@ async fn creation_with_upload_an_idempotency_key_and_method_override_work_as_tus
     };
     let created = create().send().await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
-    assert_eq!(offset(&created), 200_000, "the body's bytes are kept");
+    assert_eq!(
+        rest::upload_offset(&created),
+        200_000,
+        "the body's bytes are kept"
+    );
     let absolute = header(&created, "location").to_owned();
     let location = absolute
         .strip_prefix("https://convert.example.com")
@@ -483,7 +483,11 @@ async fn creation_with_upload_an_idempotency_key_and_method_override_work_as_tus
     assert_eq!(again.status(), StatusCode::CREATED);
     assert_eq!(header(&again, "location"), absolute, "the same upload");
     assert_eq!(header(&again, "idempotent-replayed"), "true");
-    assert_eq!(offset(&again), 200_000, "and its bytes are not sent twice");
+    assert_eq!(
+        rest::upload_offset(&again),
+        200_000,
+        "and its bytes are not sent twice"
+    );
 
     // POST with X-HTTP-Method-Override stands for PATCH (and HEAD, and DELETE).
     let overridden = mesh
@@ -509,7 +513,7 @@ async fn creation_with_upload_an_idempotency_key_and_method_override_work_as_tus
         .send()
         .await
         .unwrap();
-    assert_eq!(offset(&head), clip.len() as u64);
+    assert_eq!(rest::upload_offset(&head), clip.len() as u64);
 
     // A file whose first bytes are no media is refused and removed.
     let text = b"this is a text file, not a video at all ".repeat(20);
@@ -538,20 +542,8 @@ async fn a_patch_cut_off_mid_body_keeps_what_arrived_and_the_upload_resumes_from
     let location = tus.created(clip.len() as u64, "clip.mp4").await;
 
     // The body trickles in pieces; the connection is cut after about half of it.
-    let pieces: Vec<Vec<u8>> = clip.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
-    let (sent, mut sent_so_far) = tokio::sync::watch::channel(0usize);
-    let body = futures::stream::iter(pieces).then(move |piece| {
-        let sent = sent.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            sent.send_modify(|total| *total += piece.len());
-            Ok::<_, std::io::Error>(piece)
-        }
-    });
-    let patch = through_proxy
-        .patch_request(&location, 0)
-        .body(reqwest::Body::wrap_stream(body))
-        .send();
+    let (body, mut sent_so_far) = rest::trickled_body(&clip, Duration::from_millis(20));
+    let patch = through_proxy.patch_request(&location, 0).body(body).send();
     let cut = async {
         sent_so_far
             .wait_for(|total| *total >= clip.len() / 2)
@@ -572,7 +564,7 @@ async fn a_patch_cut_off_mid_body_keeps_what_arrived_and_the_upload_resumes_from
     for _ in 0..100 {
         let status = tus.head(&location).await;
         assert_eq!(status.status(), StatusCode::OK);
-        kept = offset(&status);
+        kept = rest::upload_offset(&status);
         if kept > 0 {
             break;
         }
@@ -609,13 +601,13 @@ async fn patches_may_alternate_between_gateways_and_survive_a_gateway_restart() 
                 .await;
             assert_eq!(response.status(), StatusCode::NO_CONTENT, "PATCH {index}");
         }
-        assert_eq!(offset(&other.head(&location).await), 600_000);
+        assert_eq!(rest::upload_offset(&other.head(&location).await), 600_000);
         location
     };
     mesh.gateway = mesh.gateway.restart().await.unwrap();
     let tus = Tus::new(&mesh, &alice);
     assert_eq!(
-        offset(&tus.head(&location).await),
+        rest::upload_offset(&tus.head(&location).await),
         600_000,
         "state is in storage"
     );
@@ -656,7 +648,7 @@ async fn concurrent_patches_on_one_upload_never_interleave() {
         matches!(statuses[1], StatusCode::CONFLICT | StatusCode::LOCKED),
         "{statuses:?}"
     );
-    assert_eq!(offset(&tus.head(&location).await), half as u64);
+    assert_eq!(rest::upload_offset(&tus.head(&location).await), half as u64);
     let last = tus.patch_all(&location, &clip, half, half).await;
     check_finished(&mesh, &alice, &last, &clip).await;
 }

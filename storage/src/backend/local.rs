@@ -428,11 +428,7 @@ impl LocalBackend {
     ) -> StorageResult<bool> {
         let _guard = self.job_lock.lock().await;
         let path = self.session_path(session.id);
-        let current = match self.leased_session(session.id) {
-            Some(leased) => Some(leased),
-            None => read_json::<SessionRecord>(&path).await?,
-        };
-        match current {
+        match self.find_session(session.id).await? {
             Some(current) if current.revision == expected_revision => {
                 if current.differs_only_in_lease(session) {
                     self.leased_sessions().insert(session.id, session.clone());
@@ -453,11 +449,7 @@ impl LocalBackend {
     ) -> StorageResult<bool> {
         let _guard = self.job_lock.lock().await;
         let path = self.session_path(id);
-        let current = match self.leased_session(id) {
-            Some(leased) => Some(leased),
-            None => read_json::<SessionRecord>(&path).await?,
-        };
-        match current {
+        match self.find_session(id).await? {
             Some(current) if current.revision == expected_revision => {
                 // The record first: from then on the session is not there, whatever happens.
                 remove_if_there(&path).await?;
