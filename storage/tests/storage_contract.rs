@@ -77,6 +77,22 @@ impl RunningStorage {
         }
     }
 
+    /// Another storage process over the same database, as a second replica (GridFS only: a
+    /// local directory has one owner).
+    async fn replica(&self) -> Self {
+        assert!(self.mongo.is_some(), "replicas share a MongoDB database");
+        let service = Running::<storage::App>::start(self.service.config().clone())
+            .await
+            .unwrap();
+        let client = StorageServiceClient::new(service.grpc_channel().await.unwrap());
+        Self {
+            service,
+            client,
+            mongo: None,
+            dir: temp_dir(),
+        }
+    }
+
     /// This process's count of `counter` as its metrics endpoint serves it.
     async fn counted(&self, counter: &str) -> f64 {
         let metrics = test_support::scrape(&format!("{}/metrics", self.service.ops_url())).await;

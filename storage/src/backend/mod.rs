@@ -297,7 +297,8 @@ impl Backend {
         }
     }
 
-    /// Starts writing a session's bytes at its offset (what lies past it is dropped).
+    /// Starts writing a session's bytes at its offset (what lies past it is dropped);
+    /// `session` as an append just leased it.
     pub async fn open_session_writer(
         &self,
         session: &SessionRecord,
@@ -310,6 +311,15 @@ impl Backend {
                 SessionWriter::Local(local.open_session_writer(session).await?)
             }
         })
+    }
+
+    /// Takes back `writer` after an append that kept every byte it wrote; `session` is the
+    /// record as that append left it. The GridFS backend remembers where the chunks stand, so
+    /// the next append through this replica need not read them back.
+    pub fn writer_done(&self, writer: SessionWriter, session: &SessionRecord) {
+        if let (Backend::Mongo(mongo), SessionWriter::Mongo(writer)) = (self, writer) {
+            mongo.remember_tail(writer, session);
+        }
     }
 
     /// `length` bytes of a session's kept bytes from `offset`.

@@ -22,6 +22,8 @@ use mongodb::error::{ErrorKind, GridFsErrorKind, WriteFailure};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket, GridFsUploadStream};
 use mongodb::options::{ClientOptions, GridFsBucketOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long an operation waits for a reachable server before failing as unavailable.
@@ -31,6 +33,10 @@ const READ_BATCH_CHUNKS: u32 = 4;
 /// The bytes in each chunk of a resumable upload's file: GridFS's default, as the driver
 /// writes.
 const SESSION_CHUNK_BYTES: u64 = 255 * 1024;
+/// Sessions whose last chunk this replica remembers between appends ([`KnownTails`]); each
+/// costs up to a chunk of memory. Past that, one is forgotten and its next append reads the
+/// chunk back.
+const REMEMBERED_TAILS: usize = 32;
 /// Filter matching only files whose upload finished (the checksum is written last).
 fn complete() -> Document {
     doc! { "metadata.sha256": { "$exists": true } }
@@ -68,6 +74,7 @@ pub struct MongoBackend {
     endpoints: Collection<EndpointRecord>,
     attempts: Collection<AttemptRecord>,
     sessions: Collection<SessionRecord>,
+    tails: Arc<KnownTails>,
 }
 
 impl MongoBackend {
@@ -83,6 +90,7 @@ impl MongoBackend {
             endpoints: database.collection("webhook_endpoints"),
             attempts: database.collection("webhook_attempts"),
             sessions: database.collection("upload_sessions"),
+            tails: Arc::default(),
             database,
         };
         backend.create_indexes().await?;
@@ -564,9 +572,38 @@ impl MongoBackend {
         &self,
         session: &SessionRecord,
     ) -> StorageResult<MongoSessionWriter> {
-        let chunks = self.chunks(Bucket::Videos);
         let next = session.offset / SESSION_CHUNK_BYTES;
         let kept_in_next = (session.offset % SESSION_CHUNK_BYTES) as usize;
+        let pending = if session.revision == 1 {
+            // Leased straight from its creation: nothing was ever written to it.
+            Vec::with_capacity(SESSION_CHUNK_BYTES as usize)
+        } else {
+            match self.tails.take(session) {
+                Some(known) => known,
+                None => self.read_tail(session, next, kept_in_next).await?,
+            }
+        };
+        Ok(MongoSessionWriter {
+            chunks: self
+                .database
+                .collection(&format!("{}.chunks", Bucket::Videos.name())),
+            files_id: session.id,
+            next,
+            pending,
+            stored_in_place: (kept_in_next > 0).then_some(next),
+        })
+    }
+
+    /// The kept bytes of the session's partly filled last chunk, read back, with every chunk
+    /// past them removed (they hold bytes that were never kept).
+    async fn read_tail(
+        &self,
+        session: &SessionRecord,
+        next: u64,
+        kept_in_next: usize,
+    ) -> StorageResult<Vec<u8>> {
+        metrics::counter!(crate::meters::UPLOAD_TAIL_READS).increment(1);
+        let chunks = self.chunks(Bucket::Videos);
         let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
         if kept_in_next > 0 {
             let stored = chunks
@@ -592,21 +629,24 @@ impl MongoBackend {
             })?;
             pending.extend_from_slice(kept);
         }
-        // Chunks past the offset hold bytes that were never kept; the partly kept chunk is
-        // rewritten in place, so a crash before that leaves it as it was.
+        // The partly kept chunk is rewritten in place, so a crash before that leaves it as it
+        // was.
         let first_unkept = if kept_in_next > 0 { next + 1 } else { next };
         chunks
             .delete_many(doc! { "files_id": session.id, "n": { "$gte": first_unkept as i64 } })
             .await?;
-        Ok(MongoSessionWriter {
-            chunks: self
-                .database
-                .collection(&format!("{}.chunks", Bucket::Videos.name())),
-            files_id: session.id,
-            next,
-            pending,
-            stored_in_place: (kept_in_next > 0).then_some(next),
-        })
+        Ok(pending)
+    }
+
+    /// Remembers where `writer` left the session's chunks, for the next append through this
+    /// replica: `session` is the record as the append that wrote them ended, every byte it
+    /// wrote kept.
+    pub(super) fn remember_tail(&self, writer: MongoSessionWriter, session: &SessionRecord) {
+        let written = writer.next * SESSION_CHUNK_BYTES + writer.pending.len() as u64;
+        let stored = writer.pending.is_empty() || writer.stored_in_place == Some(writer.next);
+        if written == session.offset && stored && session.offset < session.length {
+            self.tails.put(session, writer.pending);
+        }
     }
 
     pub(super) async fn read_session(
@@ -668,6 +708,58 @@ impl MongoBackend {
             .ok_or_else(|| {
                 StorageError::Internal(format!("upload session {} left no file", session.id))
             })
+    }
+}
+
+/// How each session's chunks stood when an append through this replica last ended with every
+/// byte it wrote kept: the bytes of the partly filled last chunk, and nothing stored past them.
+/// The next append starts from there instead of reading the chunk back and removing what may
+/// lie past it (two round trips to the server per PATCH), but only when it leased the session
+/// straight from the revision that append left: any other change in between (another
+/// replica's append, one refused for its checksum) and the chunks are read again.
+#[derive(Debug, Default)]
+struct KnownTails(Mutex<HashMap<ObjectId, KnownTail>>);
+
+#[derive(Debug)]
+struct KnownTail {
+    /// The session's revision when the append ended.
+    revision: i64,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl KnownTails {
+    /// The remembered last-chunk bytes for `leased` (the session as an append just leased
+    /// it), if nothing changed the session between the append that left them and this lease.
+    fn take(&self, leased: &SessionRecord) -> Option<Vec<u8>> {
+        let known = self.lock().remove(&leased.id)?;
+        // Taking the lease is one change: from exactly the revision the append left.
+        (known.revision + 1 == leased.revision && known.offset == leased.offset)
+            .then_some(known.bytes)
+    }
+
+    fn put(&self, session: &SessionRecord, bytes: Vec<u8>) {
+        let mut tails = self.lock();
+        if tails.len() >= REMEMBERED_TAILS
+            && !tails.contains_key(&session.id)
+            && let Some(forgotten) = tails.keys().next().copied()
+        {
+            tails.remove(&forgotten);
+        }
+        tails.insert(
+            session.id,
+            KnownTail {
+                revision: session.revision,
+                offset: session.offset,
+                bytes,
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, KnownTail>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

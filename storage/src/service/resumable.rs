@@ -305,13 +305,18 @@ impl StorageApi {
             .stream_into(&mut writer, leased, holder, stream, checksum)
             .await;
         // No byte of this append may land after the lease is let go.
-        let digest = writer.close().await;
+        let Some(ClosedWriter { digest, writer }) = writer.close().await else {
+            return (session, outcome);
+        };
         // Remembered when it covers exactly the bytes kept (not after a refused checksum).
         if let Some(RunningDigest { covers, digest }) = digest
             && covers == session.offset
             && !session.complete
         {
             self.digests.put(session.id, covers, digest);
+        }
+        if outcome.is_ok() {
+            self.backend.writer_done(writer, &session);
         }
         (session, outcome)
     }
@@ -637,7 +642,13 @@ struct RunningDigest {
 /// receiving the next (as a multipart upload's do), with durable points on request.
 struct QueuedWriter {
     commands: Option<mpsc::Sender<WriterCommand>>,
-    task: Option<JoinHandle<StorageResult<Option<RunningDigest>>>>,
+    task: Option<JoinHandle<StorageResult<ClosedWriter>>>,
+}
+
+/// What a [`QueuedWriter`] hands back when it has written everything.
+struct ClosedWriter {
+    digest: Option<RunningDigest>,
+    writer: SessionWriter,
 }
 
 enum WriterCommand {
@@ -669,7 +680,7 @@ impl QueuedWriter {
                     }
                 }
             }
-            Ok(digest)
+            Ok(ClosedWriter { digest, writer })
         });
         Self {
             commands: Some(commands),
@@ -722,12 +733,9 @@ impl QueuedWriter {
     }
 
     /// Lets the writer finish what is queued, and waits for it; the digest of every byte it
-    /// wrote, unless it failed.
-    async fn close(mut self) -> Option<RunningDigest> {
+    /// wrote and the backend's writer back, unless it failed.
+    async fn close(mut self) -> Option<ClosedWriter> {
         self.commands = None;
-        match self.task.take()?.await {
-            Ok(Ok(digest)) => digest,
-            _ => None,
-        }
+        self.task.take()?.await.ok()?.ok()
     }
 }

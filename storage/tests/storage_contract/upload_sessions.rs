@@ -23,6 +23,53 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     a_complete_session_becomes_one_job_which_takes_the_session_with_it,
 ]);
 
+#[tokio::test]
+async fn replicas_taking_turns_on_one_session_never_trust_chunks_another_may_have_changed() {
+    let mut first = RunningStorage::start(Backend::Mongo).await;
+    let mut second = first.replica().await;
+    let data = pseudo_random_bytes((8 * GRIDFS_CHUNK + 100) as usize, 14);
+    let session = first.create_session(ALICE, data.len() as u64).await;
+    let id = session.id.clone();
+    let cut = 100_000;
+    first
+        .append(append_header(&id, ALICE, 0), &data[..cut], true)
+        .await
+        .unwrap();
+
+    // The second replica writes other bytes over the partly filled chunk and whole chunks
+    // past it, then refuses them for their checksum: the session's offset does not move, but its
+    // chunks past it are not what the first replica left.
+    let mut refused = append_header(&id, ALICE, cut as u64);
+    refused.checksum_algorithm = pb::ChecksumAlgorithm::Sha1.into();
+    refused.checksum = Sha1::digest(b"something else").to_vec().into();
+    // More than storage gathers before it writes (about a MiB), so some do get written.
+    let other_bytes = pseudo_random_bytes(5 * GRIDFS_CHUNK as usize, 15);
+    let mismatch = second.append(refused, &other_bytes, true).await;
+    assert_eq!(mismatch.unwrap_err().code(), Code::DataLoss);
+
+    first
+        .append(append_header(&id, ALICE, cut as u64), &data[cut..], true)
+        .await
+        .unwrap();
+    let (_, file) = first.complete(&id, ALICE, "").await.unwrap();
+    let (_, downloaded) = first
+        .download(pb::Bucket::Videos, &file.id, ALICE, 0, None)
+        .await
+        .unwrap();
+    assert!(
+        downloaded == data,
+        "the file holds exactly the kept bytes, none of the refused ones"
+    );
+    assert_eq!(file.sha256, sha256_hex(&data));
+    // Both replicas run in this test's process and share its metrics.
+    assert_eq!(
+        first.counted("storage_upload_tail_reads_total").await,
+        2.0,
+        "each replica read the chunks back once: the second on its first append, the first \
+         after the second had written to them"
+    );
+}
+
 fn create_request(owner: &str, length: u64) -> pb::CreateUploadSessionRequest {
     pb::CreateUploadSessionRequest {
         owner_id: owner.into(),
@@ -197,6 +244,11 @@ async fn a_session_becomes_a_file_only_when_every_byte_is_in_and_completes_once(
         storage.counted("storage_upload_rehashes_total").await,
         0.0,
         "the digest is carried along the appends, not read back from the stored bytes"
+    );
+    assert_eq!(
+        storage.counted("storage_upload_tail_reads_total").await,
+        0.0,
+        "each append starts where the one before it left the chunks, without reading them back"
     );
     assert_eq!(file.filename, "long walk.mp4");
     let (_, downloaded) = storage
@@ -510,6 +562,16 @@ async fn a_session_survives_a_restart_and_completes_with_the_right_checksum(back
     let (_, file) = storage.complete(&session.id, ALICE, "").await.unwrap();
     assert_eq!(file.sha256, sha256_hex(&data));
     assert_eq!(storage.counted("storage_upload_rehashes_total").await, 1.0);
+    // Nor did what this replica knew of the last chunk: GridFS reads it back (a local file
+    // has no chunks).
+    let tail_reads = match backend {
+        Backend::Mongo => 1.0,
+        Backend::Local => 0.0,
+    };
+    assert_eq!(
+        storage.counted("storage_upload_tail_reads_total").await,
+        tail_reads
+    );
 }
 
 async fn a_complete_session_becomes_one_job_which_takes_the_session_with_it(backend: Backend) {
