@@ -45,6 +45,7 @@ pub struct StorageApi {
     max_file_bytes: u64,
     upload_expiry: std::time::Duration,
     digests: Arc<resumable::SessionDigests>,
+    known_sessions: Arc<resumable::KnownSessions>,
 }
 
 impl StorageApi {
@@ -56,6 +57,7 @@ impl StorageApi {
             max_file_bytes,
             upload_expiry,
             digests: Arc::default(),
+            known_sessions: Arc::default(),
         }
     }
 

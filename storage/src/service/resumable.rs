@@ -32,6 +32,8 @@ const LEASE_POLL: Duration = Duration::from_millis(50);
 /// Sessions whose running SHA-256 is remembered between appends; past that, one is forgotten
 /// and its file is read again when it completes.
 const REMEMBERED_DIGESTS: usize = 4096;
+/// Session records remembered between appends ([`KnownSessions`]; a few hundred bytes each).
+const REMEMBERED_SESSIONS: usize = 4096;
 /// Times a change to a session is recomputed when another writer changed it in between.
 const MAX_CHANGE_ATTEMPTS: usize = 16;
 
@@ -65,6 +67,36 @@ impl SessionDigests {
             digests.remove(&forgotten);
         }
         digests.insert(id, (offset, digest));
+    }
+}
+
+/// Sessions as this replica last stored them (created, or as an append left them), so the
+/// next append's lease can be tried straight on the remembered record instead of reading it
+/// first: the compare-and-set that takes the lease proves it current. A record it refuses, or
+/// that another replica may have moved on from, is read again; nothing is answered from here.
+#[derive(Debug, Default)]
+pub(super) struct KnownSessions(Mutex<HashMap<ObjectId, SessionRecord>>);
+
+impl KnownSessions {
+    fn take(&self, id: ObjectId) -> Option<SessionRecord> {
+        self.lock().remove(&id)
+    }
+
+    fn put(&self, session: &SessionRecord) {
+        let mut sessions = self.lock();
+        if sessions.len() >= REMEMBERED_SESSIONS
+            && !sessions.contains_key(&session.id)
+            && let Some(forgotten) = sessions.keys().next().copied()
+        {
+            sessions.remove(&forgotten);
+        }
+        sessions.insert(session.id, session.clone());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, SessionRecord>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -168,6 +200,7 @@ impl StorageApi {
             return Err(error);
         }
         tracing::info!(upload_id = %session.id, length = session.length, "upload session created");
+        self.known_sessions.put(&session);
         Ok((session, false))
     }
 
@@ -194,10 +227,23 @@ impl StorageApi {
         check: impl Fn(&SessionRecord, DateTime) -> StorageResult<()>,
     ) -> StorageResult<SessionRecord> {
         let deadline = Instant::now() + LEASE_WAIT;
+        let mut remembered = self
+            .known_sessions
+            .take(parse_id(id, "upload session")?)
+            .filter(|session| owner.sees(&session.owner_id));
         loop {
-            let session = self.visible_session(id, owner).await?;
+            let (session, from_memory) = match remembered.take() {
+                Some(session) => (session, true),
+                None => (self.visible_session(id, owner).await?, false),
+            };
             let now = DateTime::now();
-            check(&session, now)?;
+            match check(&session, now) {
+                Ok(()) => {}
+                // Another replica may have moved the session on: only the stored record
+                // may refuse.
+                Err(_) if from_memory => continue,
+                Err(error) => return Err(error),
+            }
             match session.leased_to(holder, now) {
                 Some(leased) => {
                     if self
@@ -208,6 +254,7 @@ impl StorageApi {
                         return Ok(leased);
                     }
                 }
+                None if from_memory => {}
                 None if Instant::now() >= deadline => return Err(StorageError::Locked),
                 None => tokio::time::sleep(LEASE_POLL).await,
             }
@@ -274,6 +321,9 @@ impl StorageApi {
         };
         outcome?;
         tracing::debug!(offset = session.offset, "append kept");
+        if !session.complete {
+            self.known_sessions.put(&session);
+        }
         Ok(session)
     }
 

@@ -24,7 +24,7 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
 ]);
 
 #[tokio::test]
-async fn replicas_taking_turns_on_one_session_never_trust_chunks_another_may_have_changed() {
+async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_changed() {
     let mut first = RunningStorage::start(Backend::Mongo).await;
     let mut second = first.replica().await;
     let data = pseudo_random_bytes((8 * GRIDFS_CHUNK + 100) as usize, 14);
@@ -46,9 +46,24 @@ async fn replicas_taking_turns_on_one_session_never_trust_chunks_another_may_hav
     let other_bytes = pseudo_random_bytes(5 * GRIDFS_CHUNK as usize, 15);
     let mismatch = second.append(refused, &other_bytes, true).await;
     assert_eq!(mismatch.unwrap_err().code(), Code::DataLoss);
+    // Then it keeps the next bytes, so the session moves on past what the first replica
+    // last stored of it.
+    let moved_on = cut + 300_000;
+    second
+        .append(
+            append_header(&id, ALICE, cut as u64),
+            &data[cut..moved_on],
+            true,
+        )
+        .await
+        .unwrap();
 
     first
-        .append(append_header(&id, ALICE, cut as u64), &data[cut..], true)
+        .append(
+            append_header(&id, ALICE, moved_on as u64),
+            &data[moved_on..],
+            true,
+        )
         .await
         .unwrap();
     let (_, file) = first.complete(&id, ALICE, "").await.unwrap();
@@ -64,9 +79,9 @@ async fn replicas_taking_turns_on_one_session_never_trust_chunks_another_may_hav
     // Both replicas run in this test's process and share its metrics.
     assert_eq!(
         first.counted("storage_upload_tail_reads_total").await,
-        2.0,
-        "each replica read the chunks back once: the second on its first append, the first \
-         after the second had written to them"
+        3.0,
+        "the chunks were read back by both of the second replica's appends (it kept nothing of \
+         the refused one) and by the first's after the second had written to them"
     );
 }
 
