@@ -6,6 +6,7 @@
 //! - [`model`]: files and jobs, and the rules of a job's life (pure).
 //! - [`backend`]: MongoDB GridFS, or a local directory (the embedded default).
 //! - [`service`]: the gRPC service, where ownership, limits and checksums are enforced.
+//! - [`remembered`]: what a replica keeps of an upload session between appends (a cache).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod meters;
 pub mod model;
+pub mod remembered;
 pub mod service;
 
 pub use config::Config;

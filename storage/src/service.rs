@@ -4,12 +4,14 @@
 
 use crate::backend::{Backend, UploadSink};
 use crate::error::{StorageError, StorageResult};
+use crate::model::session::SessionRecord;
 use crate::model::{
     ABANDONED_CLAIM_AFTER, Applied, AttemptRecord, Bucket, DEFAULT_SECRET_OVERLAP, DateTime,
     EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobChange, JobRecord, JobState, KEPT_ATTEMPTS,
     KeyClaim, MAX_ENDPOINTS_PER_OWNER, MAX_IDEMPOTENCY_KEY_BYTES, NewFile, ObjectId, Owner,
     PageCursor, PageQuery, parse_id,
 };
+use crate::remembered::Remembered;
 use audio_options::AudioOptions;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -44,8 +46,9 @@ pub struct StorageApi {
     backend: Arc<Backend>,
     max_file_bytes: u64,
     upload_expiry: std::time::Duration,
-    digests: Arc<resumable::SessionDigests>,
-    known_sessions: Arc<resumable::KnownSessions>,
+    /// Each session's running SHA-256 and how many bytes it covers.
+    digests: Arc<Remembered<(u64, Sha256)>>,
+    known_sessions: Arc<Remembered<SessionRecord>>,
 }
 
 impl StorageApi {
@@ -56,8 +59,8 @@ impl StorageApi {
             backend: Arc::new(backend),
             max_file_bytes,
             upload_expiry,
-            digests: Arc::default(),
-            known_sessions: Arc::default(),
+            digests: Arc::new(Remembered::with_capacity(resumable::REMEMBERED_DIGESTS)),
+            known_sessions: Arc::new(Remembered::with_capacity(resumable::REMEMBERED_SESSIONS)),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::model::{
     AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
     KeyClaim, NewFile, ObjectId, Owner, PageQuery, session::SessionRecord,
 };
+use crate::remembered::Remembered;
 use bytes::Bytes;
 use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
@@ -22,8 +23,7 @@ use mongodb::error::{ErrorKind, GridFsErrorKind, WriteFailure};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket, GridFsUploadStream};
 use mongodb::options::{ClientOptions, GridFsBucketOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an operation waits for a reachable server before failing as unavailable.
@@ -33,7 +33,7 @@ const READ_BATCH_CHUNKS: u32 = 4;
 /// The bytes in each chunk of a resumable upload's file: GridFS's default, as the driver
 /// writes.
 const SESSION_CHUNK_BYTES: u64 = 255 * 1024;
-/// Sessions whose last chunk this replica remembers between appends ([`KnownTails`]); each
+/// Sessions whose last chunk this replica remembers between appends ([`KnownTail`]); each
 /// costs up to a chunk of memory. Past that, one is forgotten and its next append reads the
 /// chunk back.
 const REMEMBERED_TAILS: usize = 32;
@@ -74,7 +74,7 @@ pub struct MongoBackend {
     endpoints: Collection<EndpointRecord>,
     attempts: Collection<AttemptRecord>,
     sessions: Collection<SessionRecord>,
-    tails: Arc<KnownTails>,
+    tails: Arc<Remembered<KnownTail>>,
 }
 
 impl MongoBackend {
@@ -90,7 +90,7 @@ impl MongoBackend {
             endpoints: database.collection("webhook_endpoints"),
             attempts: database.collection("webhook_attempts"),
             sessions: database.collection("upload_sessions"),
-            tails: Arc::default(),
+            tails: Arc::new(Remembered::with_capacity(REMEMBERED_TAILS)),
             database,
         };
         backend.create_indexes().await?;
@@ -578,7 +578,11 @@ impl MongoBackend {
             // Leased straight from its creation: nothing was ever written to it.
             Vec::with_capacity(SESSION_CHUNK_BYTES as usize)
         } else {
-            match self.tails.take(session) {
+            match self
+                .tails
+                .take(session.id)
+                .and_then(|tail| tail.bytes_for(session))
+            {
                 Some(known) => known,
                 None => self.read_tail(session, next, kept_in_next).await?,
             }
@@ -645,7 +649,12 @@ impl MongoBackend {
         let written = writer.next * SESSION_CHUNK_BYTES + writer.pending.len() as u64;
         let stored = writer.pending.is_empty() || writer.stored_in_place == Some(writer.next);
         if written == session.offset && stored && session.offset < session.length {
-            self.tails.put(session, writer.pending);
+            let tail = KnownTail {
+                revision: session.revision,
+                offset: session.offset,
+                bytes: writer.pending,
+            };
+            self.tails.put(session.id, tail);
         }
     }
 
@@ -711,15 +720,12 @@ impl MongoBackend {
     }
 }
 
-/// How each session's chunks stood when an append through this replica last ended with every
+/// How a session's chunks stood when an append through this replica last ended with every
 /// byte it wrote kept: the bytes of the partly filled last chunk, and nothing stored past them.
 /// The next append starts from there instead of reading the chunk back and removing what may
 /// lie past it (two round trips to the server per PATCH), but only when it leased the session
 /// straight from the revision that append left: any other change in between (another
 /// replica's append, one refused for its checksum) and the chunks are read again.
-#[derive(Debug, Default)]
-struct KnownTails(Mutex<HashMap<ObjectId, KnownTail>>);
-
 #[derive(Debug)]
 struct KnownTail {
     /// The session's revision when the append ended.
@@ -728,38 +734,12 @@ struct KnownTail {
     bytes: Vec<u8>,
 }
 
-impl KnownTails {
-    /// The remembered last-chunk bytes for `leased` (the session as an append just leased
-    /// it), if nothing changed the session between the append that left them and this lease.
-    fn take(&self, leased: &SessionRecord) -> Option<Vec<u8>> {
-        let known = self.lock().remove(&leased.id)?;
+impl KnownTail {
+    /// The last chunk's bytes for `leased` (the session as an append just leased it), if
+    /// nothing changed the session between the append that left them and this lease.
+    fn bytes_for(self, leased: &SessionRecord) -> Option<Vec<u8>> {
         // Taking the lease is one change: from exactly the revision the append left.
-        (known.revision + 1 == leased.revision && known.offset == leased.offset)
-            .then_some(known.bytes)
-    }
-
-    fn put(&self, session: &SessionRecord, bytes: Vec<u8>) {
-        let mut tails = self.lock();
-        if tails.len() >= REMEMBERED_TAILS
-            && !tails.contains_key(&session.id)
-            && let Some(forgotten) = tails.keys().next().copied()
-        {
-            tails.remove(&forgotten);
-        }
-        tails.insert(
-            session.id,
-            KnownTail {
-                revision: session.revision,
-                offset: session.offset,
-                bytes,
-            },
-        );
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, KnownTail>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        (self.revision + 1 == leased.revision && self.offset == leased.offset).then_some(self.bytes)
     }
 }
 

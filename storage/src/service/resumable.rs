@@ -14,8 +14,6 @@ use proto::storage::v1 as pb;
 use service_kit::Shutdown;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -29,76 +27,16 @@ use tracing::instrument;
 const LEASE_WAIT: Duration = Duration::from_secs(3);
 /// How often a waiting append looks again.
 const LEASE_POLL: Duration = Duration::from_millis(50);
-/// Sessions whose running SHA-256 is remembered between appends; past that, one is forgotten
-/// and its file is read again when it completes.
-const REMEMBERED_DIGESTS: usize = 4096;
-/// Session records remembered between appends ([`KnownSessions`]; a few hundred bytes each).
-const REMEMBERED_SESSIONS: usize = 4096;
+/// Sessions whose running SHA-256 (so completing one does not read its file again) is
+/// remembered between appends; past that, one is forgotten and its file is hashed from its
+/// bytes when it completes.
+pub(super) const REMEMBERED_DIGESTS: usize = 4096;
+/// Sessions whose record, as this replica last stored it (created, or as an append left it),
+/// is remembered between appends (a few hundred bytes each): the next append's lease is tried
+/// straight on it instead of reading it first.
+pub(super) const REMEMBERED_SESSIONS: usize = 4096;
 /// Times a change to a session is recomputed when another writer changed it in between.
 const MAX_CHANGE_ATTEMPTS: usize = 16;
-
-/// The running SHA-256 of each session's kept bytes, so completing a session does not read its
-/// file again. Only a cache: a session whose digest is not here (another replica took its
-/// appends, or storage restarted) is hashed from its bytes when it completes.
-#[derive(Debug, Default)]
-pub(super) struct SessionDigests(Mutex<HashMap<ObjectId, (u64, Sha256)>>);
-
-impl SessionDigests {
-    /// The digest of exactly the first `offset` bytes of session `id`, if remembered.
-    fn take(&self, id: ObjectId, offset: u64) -> Option<Sha256> {
-        let mut digests = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match digests.remove(&id) {
-            Some((at, digest)) if at == offset => Some(digest),
-            _ => None,
-        }
-    }
-
-    fn put(&self, id: ObjectId, offset: u64, digest: Sha256) {
-        let mut digests = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if digests.len() >= REMEMBERED_DIGESTS
-            && let Some(forgotten) = digests.keys().next().copied()
-        {
-            digests.remove(&forgotten);
-        }
-        digests.insert(id, (offset, digest));
-    }
-}
-
-/// Sessions as this replica last stored them (created, or as an append left them), so the
-/// next append's lease can be tried straight on the remembered record instead of reading it
-/// first: the compare-and-set that takes the lease proves it current. A record it refuses, or
-/// that another replica may have moved on from, is read again; nothing is answered from here.
-#[derive(Debug, Default)]
-pub(super) struct KnownSessions(Mutex<HashMap<ObjectId, SessionRecord>>);
-
-impl KnownSessions {
-    fn take(&self, id: ObjectId) -> Option<SessionRecord> {
-        self.lock().remove(&id)
-    }
-
-    fn put(&self, session: &SessionRecord) {
-        let mut sessions = self.lock();
-        if sessions.len() >= REMEMBERED_SESSIONS
-            && !sessions.contains_key(&session.id)
-            && let Some(forgotten) = sessions.keys().next().copied()
-        {
-            sessions.remove(&forgotten);
-        }
-        sessions.insert(session.id, session.clone());
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, SessionRecord>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
 
 /// The digest an append's bytes must have.
 #[derive(Debug)]
@@ -166,6 +104,12 @@ enum StreamEnd {
 }
 
 impl StorageApi {
+    /// The remembered digest of exactly the first `offset` bytes of session `id`.
+    fn remembered_digest(&self, id: ObjectId, offset: u64) -> Option<Sha256> {
+        let (covers, digest) = self.digests.take(id)?;
+        (covers == offset).then_some(digest)
+    }
+
     pub(super) async fn create_session(
         &self,
         mut request: pb::CreateUploadSessionRequest,
@@ -200,7 +144,7 @@ impl StorageApi {
             return Err(error);
         }
         tracing::info!(upload_id = %session.id, length = session.length, "upload session created");
-        self.known_sessions.put(&session);
+        self.known_sessions.put(session.id, session.clone());
         Ok((session, false))
     }
 
@@ -322,7 +266,7 @@ impl StorageApi {
         outcome?;
         tracing::debug!(offset = session.offset, "append kept");
         if !session.complete {
-            self.known_sessions.put(&session);
+            self.known_sessions.put(session.id, session.clone());
         }
         Ok(session)
     }
@@ -343,8 +287,7 @@ impl StorageApi {
         // A session's first append starts its digest; later ones carry it on when this
         // replica remembers it.
         let digest = self
-            .digests
-            .take(leased.id, leased.offset)
+            .remembered_digest(leased.id, leased.offset)
             .or_else(|| (leased.offset == 0).then(Sha256::new))
             .map(|digest| RunningDigest {
                 covers: leased.offset,
@@ -363,7 +306,7 @@ impl StorageApi {
             && covers == session.offset
             && !session.complete
         {
-            self.digests.put(session.id, covers, digest);
+            self.digests.put(session.id, (covers, digest));
         }
         if outcome.is_ok() {
             self.backend.writer_done(writer, &session);
@@ -617,7 +560,7 @@ impl StorageApi {
 
     /// The SHA-256 of a session's every byte: remembered from its appends, or read again.
     async fn sha256_of(&self, session: &SessionRecord) -> StorageResult<String> {
-        if let Some(digest) = self.digests.take(session.id, session.length) {
+        if let Some(digest) = self.remembered_digest(session.id, session.length) {
             return Ok(hex::encode(digest.finalize()));
         }
         metrics::counter!(crate::meters::UPLOAD_REHASHES).increment(1);

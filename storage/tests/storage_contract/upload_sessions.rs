@@ -46,26 +46,33 @@ async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_
     let other_bytes = pseudo_random_bytes(5 * GRIDFS_CHUNK as usize, 15);
     let mismatch = second.append(refused, &other_bytes, true).await;
     assert_eq!(mismatch.unwrap_err().code(), Code::DataLoss);
-    // Then it keeps the next bytes, so the session moves on past what the first replica
-    // last stored of it.
-    let moved_on = cut + 300_000;
-    second
+    // The first goes on at the same offset: it must read the chunks again.
+    let second_cut = cut + 300_000;
+    first
         .append(
             append_header(&id, ALICE, cut as u64),
-            &data[cut..moved_on],
+            &data[cut..second_cut],
             true,
         )
         .await
         .unwrap();
 
-    first
-        .append(
-            append_header(&id, ALICE, moved_on as u64),
-            &data[moved_on..],
-            true,
-        )
-        .await
-        .unwrap();
+    // Then the second keeps the next bytes, so the session moves on past what the first
+    // last stored of it, and the first goes on from there.
+    let third_cut = second_cut + 300_000;
+    for (replica, from, to) in [
+        (&mut second, second_cut, third_cut),
+        (&mut first, third_cut, data.len()),
+    ] {
+        replica
+            .append(
+                append_header(&id, ALICE, from as u64),
+                &data[from..to],
+                true,
+            )
+            .await
+            .unwrap();
+    }
     let (_, file) = first.complete(&id, ALICE, "").await.unwrap();
     let (_, downloaded) = first
         .download(pb::Bucket::Videos, &file.id, ALICE, 0, None)
@@ -79,9 +86,9 @@ async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_
     // Both replicas run in this test's process and share its metrics.
     assert_eq!(
         first.counted("storage_upload_tail_reads_total").await,
-        3.0,
-        "the chunks were read back by both of the second replica's appends (it kept nothing of \
-         the refused one) and by the first's after the second had written to them"
+        4.0,
+        "the chunks were read back by every append after the other replica's (the second kept \
+         nothing of its refused one), and only then"
     );
 }
 
