@@ -6,6 +6,7 @@ use super::{ALICE, BOB, Backend, GRIDFS_CHUNK, RunningStorage, sha256_hex};
 use proto::storage::v1 as pb;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 use test_support::pseudo_random_bytes;
 use tokio::sync::mpsc;
@@ -31,10 +32,7 @@ async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_
     let session = first.create_session(ALICE, data.len() as u64).await;
     let id = session.id.clone();
     let cut = 100_000;
-    first
-        .append(append_header(&id, ALICE, 0), &data[..cut], true)
-        .await
-        .unwrap();
+    first.keep(&id, &data, 0..cut).await;
 
     // The second replica writes other bytes over the partly filled chunk and whole chunks
     // past it, then refuses them for their checksum: the session's offset does not move, but its
@@ -48,31 +46,13 @@ async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_
     assert_eq!(mismatch.unwrap_err().code(), Code::DataLoss);
     // The first goes on at the same offset: it must read the chunks again.
     let second_cut = cut + 300_000;
-    first
-        .append(
-            append_header(&id, ALICE, cut as u64),
-            &data[cut..second_cut],
-            true,
-        )
-        .await
-        .unwrap();
-
+    first.keep(&id, &data, cut..second_cut).await;
     // Then the second keeps the next bytes, so the session moves on past what the first
     // last stored of it, and the first goes on from there.
     let third_cut = second_cut + 300_000;
-    for (replica, from, to) in [
-        (&mut second, second_cut, third_cut),
-        (&mut first, third_cut, data.len()),
-    ] {
-        replica
-            .append(
-                append_header(&id, ALICE, from as u64),
-                &data[from..to],
-                true,
-            )
-            .await
-            .unwrap();
-    }
+    second.keep(&id, &data, second_cut..third_cut).await;
+    first.keep(&id, &data, third_cut..data.len()).await;
+
     let (_, file) = first.complete(&id, ALICE, "").await.unwrap();
     let (_, downloaded) = first
         .download(pb::Bucket::Videos, &file.id, ALICE, 0, None)
@@ -137,6 +117,12 @@ fn append_messages(
 }
 
 impl RunningStorage {
+    /// Appends `data[range]` to Alice's session `id` at `range.start`; it must be kept.
+    async fn keep(&mut self, id: &str, data: &[u8], range: Range<usize>) -> pb::UploadSession {
+        let header = append_header(id, ALICE, range.start as u64);
+        self.append(header, &data[range], true).await.unwrap()
+    }
+
     async fn create_session(&mut self, owner: &str, length: u64) -> pb::UploadSession {
         let created = self
             .client
@@ -243,11 +229,7 @@ async fn a_session_becomes_a_file_only_when_every_byte_is_in_and_completes_once(
             Code::NotFound,
             "nothing is a file before the last byte"
         );
-        let header = append_header(&session.id, ALICE, window[0] as u64);
-        let appended = storage
-            .append(header, &data[window[0]..window[1]], true)
-            .await
-            .unwrap();
+        let appended = storage.keep(&session.id, &data, window[0]..window[1]).await;
         assert_eq!(appended.offset, window[1] as u64);
         assert_eq!(storage.session(&session.id, ALICE).await.unwrap(), appended);
     }
