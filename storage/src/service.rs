@@ -904,7 +904,7 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::GetUploadSessionResponse>, Status> {
         let request = request.into_inner();
         let owner = Owner::from_request(request.owner_id, request.any_owner)?;
-        let session = self.visible_session(&request.id, &owner).await?;
+        let session = self.settled_session(&request.id, &owner).await?;
         Ok(Response::new(pb::GetUploadSessionResponse {
             session: Some(session.to_proto(DateTime::now())),
         }))

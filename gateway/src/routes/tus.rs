@@ -382,6 +382,7 @@ pub async fn create(
         (status = 404, description = "No such upload, or another user's"),
         (status = 410, description = "The upload expired"),
         (status = 412, description = "Another tus version"),
+        (status = 423, description = "A PATCH to this upload was still running after a few seconds' wait: its offset is not known yet"),
     ))]
 #[instrument(skip_all, fields(user_id, upload_id = %id))]
 pub async fn status(
@@ -540,7 +541,9 @@ pub async fn overridden(
     }
 }
 
-/// The caller's upload `id`, unless it expired (410) or is not there (404).
+/// The caller's upload `id`, unless it expired (410), is not there (404) or is still being
+/// appended to after storage waited a little for that append to end (423): the offset of an
+/// upload no request is writing to is where the next PATCH starts.
 async fn live_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<UploadSession> {
     check_id(id, "upload")?;
     let session = state
@@ -552,6 +555,9 @@ async fn live_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<
         return Err(ApiError::Gone(
             "the upload expired before it was finished; start a new one".into(),
         ));
+    }
+    if session.appending {
+        return Err(still_running());
     }
     Ok(session)
 }
@@ -949,12 +955,14 @@ fn append_error(status: tonic::Status) -> ApiError {
             "{}; HEAD the upload to see where it stands",
             status.message()
         )),
-        tonic::Code::Aborted => ApiError::Locked(
-            "another request to this upload is still running; try again shortly".into(),
-        ),
+        tonic::Code::Aborted => still_running(),
         tonic::Code::DataLoss => ApiError::ChecksumMismatch,
         _ => ApiError::from_status("storage", "upload", status),
     }
+}
+
+fn still_running() -> ApiError {
+    ApiError::Locked("another request to this upload is still running; try again shortly".into())
 }
 
 #[cfg(test)]

@@ -85,15 +85,16 @@ impl<'a> Tus<'a> {
         header(&response, "location").to_owned()
     }
 
-    async fn head(&self, location: &str) -> Response {
+    fn head_request(&self, location: &str) -> reqwest::RequestBuilder {
         self.mesh
             .http
             .head(self.url(location))
             .bearer_auth(&self.token)
             .header("tus-resumable", TUS)
-            .send()
-            .await
-            .unwrap()
+    }
+
+    async fn head(&self, location: &str) -> Response {
+        self.head_request(location).send().await.unwrap()
     }
 
     fn patch_request(&self, location: &str, offset: u64) -> reqwest::RequestBuilder {
@@ -650,5 +651,61 @@ async fn concurrent_patches_on_one_upload_never_interleave() {
     );
     assert_eq!(rest::upload_offset(&tus.head(&location).await), half as u64);
     let last = tus.patch_all(&location, &clip, half, half).await;
+    check_finished(&mesh, &alice, &last, &clip).await;
+}
+
+#[tokio::test]
+async fn a_head_while_a_patch_runs_waits_for_its_offset_and_is_locked_if_it_does_not_end() {
+    let mesh = Mesh::start(MeshOptions::default()).await;
+    let alice = mesh.user("alice@example.com").await;
+    let tus = Tus::new(&mesh, &alice);
+    let clip = mp4_like(1024 * 1024, 12);
+    let location = tus.created(clip.len() as u64, "clip.mp4").await;
+    let first = tus.patch(&location, 0, &clip[..100_000]).await;
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+
+    // A PATCH whose body stops coming after its first piece, until the test lets it end.
+    let (pieces, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let patch = tokio::spawn(
+        tus.patch_request(&location, 100_000)
+            .body(reqwest::Body::wrap_stream(
+                tokio_stream::wrappers::ReceiverStream::new(body),
+            ))
+            .send(),
+    );
+    pieces
+        .send(Ok(clip[100_000..300_000].to_vec()))
+        .await
+        .unwrap();
+    let id = location.rsplit('/').next().unwrap();
+    let owner = clients::storage::Owner::One(alice.id.clone());
+    while !mesh
+        .storage
+        .upload_session(id, &owner)
+        .await
+        .unwrap()
+        .appending
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // It still runs when storage stops waiting: no offset can be told yet.
+    let locked = tus.head(&location).await;
+    assert_eq!(locked.status(), StatusCode::LOCKED);
+
+    // A HEAD made while it runs answers, once it ended, with every byte it kept.
+    let head = tokio::spawn({
+        let request = tus.head_request(&location);
+        async move { request.send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(pieces);
+    let patched = patch.await.unwrap().unwrap();
+    assert_eq!(patched.status(), StatusCode::NO_CONTENT);
+    assert_eq!(rest::upload_offset(&patched), 300_000);
+    let head = head.await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(rest::upload_offset(&head), 300_000);
+    let last = tus.patch_all(&location, &clip, 300_000, 1024 * 1024).await;
     check_finished(&mesh, &alice, &last, &clip).await;
 }

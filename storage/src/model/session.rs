@@ -189,6 +189,11 @@ impl SessionRecord {
         same == *self
     }
 
+    /// Whether an append holds a lease that has not run out at `now`.
+    pub fn is_appending(&self, now: DateTime) -> bool {
+        self.writer.is_some_and(|lease| lease.until > now)
+    }
+
     /// Whether `holder` holds the writer's lease (run out or not).
     pub fn is_leased_to(&self, holder: ObjectId) -> bool {
         self.writer.is_some_and(|lease| lease.holder == holder)
@@ -259,6 +264,7 @@ impl SessionRecord {
             expired: !self.complete && self.is_expired(now),
             complete: self.complete,
             job_id: self.job_id.clone(),
+            appending: self.is_appending(now),
         }
     }
 }

@@ -161,6 +161,25 @@ impl StorageApi {
         }
     }
 
+    /// A session the requester may see, once no append holds it (waiting for one as long as
+    /// a second append would): its offset is then where the next append starts, with every
+    /// byte an append broken off by its caller's death kept. Still held after the wait, it is
+    /// answered as stored, marked as appending.
+    pub(super) async fn settled_session(
+        &self,
+        id: &str,
+        requester: &Owner,
+    ) -> StorageResult<SessionRecord> {
+        let deadline = Instant::now() + LEASE_WAIT;
+        loop {
+            let session = self.visible_session(id, requester).await?;
+            if !session.is_appending(DateTime::now()) || Instant::now() >= deadline {
+                return Ok(session);
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+
     /// Takes the session's one writer's lease for `holder`, waiting a little for an append
     /// that holds it; `check` says whether the session (as it is now) may be written at all.
     async fn lease_session(
@@ -591,7 +610,7 @@ impl StorageApi {
         let now = DateTime::now();
         let mut removed = 0;
         for session in self.backend.expired_sessions(now).await? {
-            if session.writer.is_some_and(|lease| lease.until > now) {
+            if session.is_appending(now) {
                 continue;
             }
             if self

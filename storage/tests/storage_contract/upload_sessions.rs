@@ -4,6 +4,7 @@
 
 use super::{ALICE, BOB, Backend, GRIDFS_CHUNK, RunningStorage, sha256_hex};
 use proto::storage::v1 as pb;
+use proto::storage::v1::storage_service_client::StorageServiceClient;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::ops::Range;
@@ -12,6 +13,7 @@ use test_support::pseudo_random_bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use tonic::transport::Channel;
 
 test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     a_session_becomes_a_file_only_when_every_byte_is_in_and_completes_once,
@@ -149,18 +151,7 @@ impl RunningStorage {
     }
 
     async fn session(&mut self, id: &str, owner: &str) -> Result<pb::UploadSession, tonic::Status> {
-        let request = pb::GetUploadSessionRequest {
-            id: id.into(),
-            owner_id: owner.into(),
-            any_owner: false,
-        };
-        Ok(self
-            .client
-            .get_upload_session(request)
-            .await?
-            .into_inner()
-            .session
-            .unwrap())
+        session_through(self.client.clone(), id, owner).await
     }
 
     async fn complete(
@@ -344,6 +335,25 @@ async fn a_broken_append_keeps_what_arrived_but_a_checksummed_append_keeps_all_o
     );
 }
 
+/// GetUploadSession through a client of its own, so that it can run beside other calls.
+async fn session_through(
+    mut client: StorageServiceClient<Channel>,
+    id: &str,
+    owner: &str,
+) -> Result<pb::UploadSession, tonic::Status> {
+    let request = pb::GetUploadSessionRequest {
+        id: id.into(),
+        owner_id: owner.into(),
+        any_owner: false,
+    };
+    Ok(client
+        .get_upload_session(request)
+        .await?
+        .into_inner()
+        .session
+        .unwrap())
+}
+
 async fn an_append_must_start_at_the_offset_and_only_one_runs_at_a_time(backend: Backend) {
     use pb::append_upload_request::Content;
     let mut storage = RunningStorage::start(backend).await;
@@ -385,22 +395,38 @@ async fn an_append_must_start_at_the_offset_and_only_one_runs_at_a_time(backend:
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let second = storage
-        .append(append_header(&id, ALICE, 0), &data[..300_000], true)
-        .await
-        .unwrap_err();
+    let reader = storage.client.clone();
+    let (second, read_meanwhile) = tokio::join!(
+        storage.append(append_header(&id, ALICE, 0), &data[..300_000], true),
+        session_through(reader, &id, ALICE)
+    );
+    let second = second.unwrap_err();
     assert_eq!(second.code(), Code::Aborted, "{second:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "it waited first"
     );
+    // So does reading the session, which then says the append still runs.
+    let read_meanwhile = read_meanwhile.unwrap();
+    assert!(read_meanwhile.appending, "{read_meanwhile:?}");
+    assert_eq!(read_meanwhile.offset, 0);
 
+    // A read while it runs answers once it ended, with what it kept.
+    let (client, read_id) = (storage.client.clone(), id.clone());
+    let read_as_it_ends =
+        tokio::spawn(async move { session_through(client, &read_id, ALICE).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     first
         .send(message(Content::Finish(pb::UploadFinish {})))
         .await
         .unwrap();
     drop(first);
     assert_eq!(running.await.unwrap().unwrap().offset, 300_000);
+    let read_as_it_ends = read_as_it_ends.await.unwrap().unwrap();
+    assert_eq!(
+        (read_as_it_ends.offset, read_as_it_ends.appending),
+        (300_000, false)
+    );
     let rest = storage
         .append(append_header(&id, ALICE, 300_000), &data[300_000..], true)
         .await
