@@ -4,15 +4,17 @@
 //!   would, while new connections keep working;
 //! - [`TcpProxy::go_down`]: sever, then refuse connections (the port closes), as a stopped
 //!   server would, until [`TcpProxy::come_back`];
-//! - [`TcpProxy::hold`]: sever, then accept connections but pass nothing on, as a server that
-//!   hangs would, until [`TcpProxy::come_back`] forwards them.
+//! - [`TcpProxy::hold`]: pass nothing more on to the server, as a server that hangs would:
+//!   what clients send over the connections open now stops short of it (its answers to what it
+//!   already got still come back), and new connections are accepted but held, until
+//!   [`TcpProxy::come_back`] forwards the held ones and cuts the stalled ones.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -113,17 +115,21 @@ impl TcpProxy {
         });
     }
 
-    /// Cuts the connections open now, then keeps accepting connections but holds each new
-    /// one, passing nothing on, until [`TcpProxy::come_back`].
+    /// Passes nothing more on to the server until [`TcpProxy::come_back`]: the connections
+    /// open now stall (the server hears no more of them, but what it answers to what it already
+    /// heard still comes back, so nothing it took in is left unanswered), and each new one is
+    /// accepted and held before it reaches the server.
+    ///
+    /// Cutting the open connections instead would be a second fault, and one no client can
+    /// survive without a doubt: a cut between the server taking in a request and its answer
+    /// leaves the client not knowing whether the request was done (for SMTP, RFC 1047).
     pub fn hold(&self) {
-        self.state.send_modify(|state| {
-            state.generation += 1;
-            state.mode = Mode::Holding;
-        });
+        self.state.send_modify(|state| state.mode = Mode::Holding);
     }
 
     /// Opens the port again (on the same address) and forwards everything, including the
-    /// connections held meanwhile.
+    /// connections held meanwhile; a connection stalled by [`TcpProxy::hold`] is cut, as a
+    /// server that hung would have lost it.
     pub async fn come_back(&self) -> anyhow::Result<()> {
         let down = self.state.borrow().mode == Mode::Down;
         if down {
@@ -168,6 +174,8 @@ async fn forward(
     };
     let (mut from_client, mut to_client) = client.split();
     let (mut from_server, mut to_server) = server.split();
+    let stalled_then_cut = Notify::new();
+    let mut upstream_state = state.clone();
     let upstream = async {
         let mut buffer = vec![0; 64 * 1024];
         loop {
@@ -175,6 +183,13 @@ async fn forward(
                 Ok(0) | Err(_) => break,
                 Ok(read) => read,
             };
+            if upstream_state.borrow_and_update().mode == Mode::Holding {
+                let _ = upstream_state
+                    .wait_for(|now| now.mode != Mode::Holding)
+                    .await;
+                stalled_then_cut.notify_one();
+                return;
+            }
             if to_server.write_all(&buffer[..read]).await.is_err() {
                 break;
             }
@@ -189,6 +204,7 @@ async fn forward(
     tokio::select! {
         _ = async { tokio::join!(upstream, downstream) } => {}
         _ = state.wait_for(|now| now.generation != born) => {}
+        _ = stalled_then_cut.notified() => {}
     }
 }
 
@@ -198,5 +214,87 @@ impl Drop for TcpProxy {
             task.abort();
         }
         self.sever();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    /// A server that reports each read to the test and echoes it back a moment later.
+    async fn slow_echo() -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (heard, hearing) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                let heard = heard.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0; 64];
+                    while let Ok(read @ 1..) = connection.read(&mut buffer).await {
+                        let _ = heard.send(buffer[..read].to_vec());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if connection.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, hearing)
+    }
+
+    async fn read_some(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut buffer = [0; 64];
+        match tokio::time::timeout(Duration::from_millis(400), stream.read(&mut buffer)).await {
+            Ok(Ok(read)) => Some(buffer[..read].to_vec()),
+            Ok(Err(_)) => Some(Vec::new()),
+            Err(_) => None,
+        }
+    }
+
+    async fn heard_within(hearing: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> Option<Vec<u8>> {
+        tokio::time::timeout(Duration::from_millis(400), hearing.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_hold_answers_what_the_server_heard_stalls_the_rest_and_cuts_only_stalled_connections()
+     {
+        let (server, mut hearing) = slow_echo().await;
+        let proxy = TcpProxy::start(server).await.unwrap();
+        let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
+        open.write_all(b"heard").await.unwrap();
+        assert_eq!(heard_within(&mut hearing).await.unwrap(), b"heard");
+
+        proxy.hold();
+        assert_eq!(
+            read_some(&mut open).await.unwrap(),
+            b"heard",
+            "the answer to what the server heard comes back"
+        );
+        open.write_all(b"stalled").await.unwrap();
+        let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
+        new.write_all(b"held").await.unwrap();
+        assert_eq!(heard_within(&mut hearing).await, None, "nothing reaches it");
+        assert_eq!(read_some(&mut open).await, None);
+
+        proxy.come_back().await.unwrap();
+        assert_eq!(heard_within(&mut hearing).await.unwrap(), b"held");
+        assert_eq!(read_some(&mut new).await.unwrap(), b"held");
+        assert_eq!(
+            read_some(&mut open).await.unwrap(),
+            b"",
+            "the stalled connection is cut"
+        );
+        assert_eq!(
+            heard_within(&mut hearing).await,
+            None,
+            "what stalled never reaches it"
+        );
     }
 }
