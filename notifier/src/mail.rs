@@ -124,11 +124,23 @@ pub fn endpoint_disabled_letter(endpoint_id: &str, url: &str, reason: &str) -> L
 }
 
 /// The message to send: `letter` from `from` to `to`.
-pub fn message(letter: Letter, from: &Mailbox, to: &str) -> Result<Message, ComposeError> {
+///
+/// Its Message-ID is made of `about` (what it tells of, as `job.<id>`: letters-safe characters
+/// only) and the sender's domain, so it is the same each time the same news is sent. A second
+/// copy can only come of the one doubt SMTP leaves (the connection lost between the server
+/// taking the message in and its answer, RFC 1047), and it is then the same message, which mail
+/// systems that drop repeated Message-IDs show once.
+pub fn message(
+    letter: Letter,
+    from: &Mailbox,
+    to: &str,
+    about: &str,
+) -> Result<Message, ComposeError> {
     let to: Mailbox = to
         .parse()
         .map_err(|_| ComposeError::Recipient(to.to_owned()))?;
     Ok(Message::builder()
+        .message_id(Some(format!("<{about}@{}>", from.email.domain())))
         .from(from.clone())
         .to(to)
         .subject(letter.subject)
@@ -199,10 +211,28 @@ mod tests {
     fn a_message_needs_a_real_recipient() {
         let letter = letter(&News::Failed { reason: "x".into() }, "a.mp4", "http://h");
         let from: Mailbox = "mp3converter <no-reply@example.com>".parse().unwrap();
-        assert!(message(letter.clone(), &from, "user@example.com").is_ok());
+        assert!(message(letter.clone(), &from, "user@example.com", "job.1").is_ok());
         assert!(matches!(
-            message(letter, &from, "not an address"),
+            message(letter, &from, "not an address", "job.1"),
             Err(ComposeError::Recipient(_))
         ));
+    }
+
+    #[test]
+    fn the_same_news_is_always_the_same_message_id_and_other_news_another() {
+        let from: Mailbox = "mp3converter <no-reply@mail.example.com>".parse().unwrap();
+        let id = |about: &str| {
+            let letter = letter(&News::Failed { reason: "x".into() }, "a.mp4", "http://h");
+            let message = message(letter, &from, "user@example.com", about).unwrap();
+            let headers = message.headers().to_string();
+            headers
+                .lines()
+                .find_map(|line| line.strip_prefix("Message-ID: "))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(id("job.abc"), "<job.abc@mail.example.com>");
+        assert_eq!(id("job.abc"), id("job.abc"));
+        assert_ne!(id("job.abc"), id("job.abd"));
     }
 }

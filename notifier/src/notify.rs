@@ -48,8 +48,9 @@ impl Handler for Notifier {
                     &disabled.url,
                     &disabled.reason,
                 );
+                let about = format!("endpoint-disabled.{}", received.event.event_id);
                 return self
-                    .send(letter, &disabled.owner_email)
+                    .send(letter, &disabled.owner_email, &about)
                     .instrument(span)
                     .await;
             }
@@ -95,7 +96,10 @@ impl Notifier {
             return Outcome::Ack;
         }
         let letter = mail::letter(&news, &job.original_filename, &self.public_base_url);
-        match self.send(letter, &job.owner_email).await {
+        match self
+            .send(letter, &job.owner_email, &format!("job.{job_id}"))
+            .await
+        {
             Outcome::Ack => {}
             other => return other,
         }
@@ -103,9 +107,9 @@ impl Notifier {
         Outcome::Ack
     }
 
-    /// Sends `letter` to `to`: what the outcome is, for the queue.
-    async fn send(&self, letter: mail::Letter, to: &str) -> Outcome {
-        let message = match mail::message(letter, &self.mail_from, to) {
+    /// Sends `letter`, which tells of `about`, to `to`: what the outcome is, for the queue.
+    async fn send(&self, letter: mail::Letter, to: &str, about: &str) -> Outcome {
+        let message = match mail::message(letter, &self.mail_from, to, about) {
             Ok(message) => message,
             Err(error) => {
                 metrics::counter!(crate::meters::EMAILS_FAILED, "reason" => "unaddressable")

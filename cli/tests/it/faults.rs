@@ -284,6 +284,12 @@ async fn check_promise(
             "{fault}: each e-mail is about one MP3:\n{text}"
         );
         *per_mp3.entry(about[0]).or_default() += 1;
+        let job = jobs.iter().find(|job| job.mp3_id == about[0]).unwrap();
+        let message_id = format!("Message-ID: <job.{}@", job.id);
+        assert!(
+            text.contains(&message_id),
+            "{fault}: an e-mail says which job's news it is ({message_id}…):\n{text}"
+        );
     }
     assert!(
         per_mp3.len() == jobs.len() && per_mp3.values().all(|count| *count == 1),
