@@ -636,6 +636,24 @@
     return jobId ? { jobId } : { offset: Number(xhr.getResponseHeader('Upload-Offset') || 0) };
   }
 
+  /**
+   * `tusStatus`, asked again after failures a pause may cure, `failures` of them already had:
+   * a PATCH cut off a moment ago (by this page's reload, say) may still be putting its bytes
+   * away, which the server answers 423 until it knows the offset.
+   */
+  async function tusStatusPatiently(url, item, failures) {
+    for (;;) {
+      if (item.stopped) throw new UploadStopped('stopped');
+      try {
+        return { place: await tusStatus(url, item), failures };
+      } catch (error) {
+        if (!(error instanceof ApiError) || !isPassing(error.status) || failures >= RETRY_DELAYS_MS.length) throw error;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[failures]));
+        failures += 1;
+      }
+    }
+  }
+
   /** `POST /files`: the new upload's URL (relative ones resolve against the page). */
   async function tusCreate(item) {
     const pairs = [['filename', item.file.name]];
@@ -654,7 +672,7 @@
   async function tusUpload(item) {
     const file = item.file;
     let kept = resumableUploads()[item.key];
-    let place = kept ? await tusStatus(kept.url, item) : null;
+    let place = kept ? (await tusStatusPatiently(kept.url, item, 0)).place : null;
     if (kept && !place) keepResumable(item.key, null);
     let url = place ? kept.url : null;
     if (place && place.jobId) return place.jobId;
@@ -704,17 +722,7 @@
       setUploadState(item, 'retrying', `Connection lost at ${formatBytes(offset)}; trying again in ${Math.ceil(delay / 1000)} s`);
       await new Promise((resolve) => setTimeout(resolve, delay));
       // What the server kept is where the next PATCH starts.
-      for (;;) {
-        if (item.stopped) throw new UploadStopped('stopped');
-        try {
-          place = await tusStatus(url, item);
-          break;
-        } catch (error) {
-          if (!(error instanceof ApiError) || !isPassing(error.status) || failures >= RETRY_DELAYS_MS.length) throw error;
-          await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[failures]));
-          failures += 1;
-        }
-      }
+      ({ place, failures } = await tusStatusPatiently(url, item, failures));
       if (!place) {
         keepResumable(item.key, null);
         throw new ApiError(410, 'gone', 'the upload expired on the server; choose the file again to start over.');
