@@ -469,6 +469,13 @@ async fn restart_auth(cluster: &mut Cluster, _: &User) -> Vec<String> {
 #[tokio::test]
 async fn the_mail_server_down_for_a_while_gets_each_email_once() {
     survive("SMTP server down, back", async |cluster, _| {
+        // It stops as a mail server shutting down does: it reads nothing more, answers what it
+        // already took in, then closes its connections and its port. Cut at any instant
+        // instead, a connection may go between the server taking a message in and its 250
+        // reaching the notifier, which then sends the message again (RFC 1047: the doubt SMTP
+        // leaves, whose second copy has the same Message-ID): not the fault named here.
+        cluster.smtp_proxy.hold();
+        tokio::time::sleep(Duration::from_secs(1)).await;
         cluster.smtp_proxy.go_down();
         tokio::time::sleep(OUTAGE).await;
         cluster.smtp_proxy.come_back().await.unwrap();
