@@ -47,7 +47,7 @@ pub struct StorageApi {
     max_file_bytes: u64,
     upload_expiry: std::time::Duration,
     /// Each session's running SHA-256 and how many bytes it covers.
-    digests: Arc<Remembered<(u64, Sha256)>>,
+    digests: Arc<Remembered<resumable::RunningDigest>>,
     known_sessions: Arc<Remembered<SessionRecord>>,
 }
 

@@ -105,9 +105,10 @@ enum StreamEnd {
 
 impl StorageApi {
     /// The remembered digest of exactly the first `offset` bytes of session `id`.
-    fn remembered_digest(&self, id: ObjectId, offset: u64) -> Option<Sha256> {
-        let (covers, digest) = self.digests.take(id)?;
-        (covers == offset).then_some(digest)
+    fn remembered_digest(&self, id: ObjectId, offset: u64) -> Option<RunningDigest> {
+        self.digests
+            .take(id)
+            .filter(|running| running.covers == offset)
     }
 
     pub(super) async fn create_session(
@@ -307,10 +308,11 @@ impl StorageApi {
         // replica remembers it.
         let digest = self
             .remembered_digest(leased.id, leased.offset)
-            .or_else(|| (leased.offset == 0).then(Sha256::new))
-            .map(|digest| RunningDigest {
-                covers: leased.offset,
-                digest,
+            .or_else(|| {
+                (leased.offset == 0).then(|| RunningDigest {
+                    covers: 0,
+                    digest: Sha256::new(),
+                })
             });
         let mut writer = QueuedWriter::start(writer, digest);
         let (session, outcome) = self
@@ -321,11 +323,11 @@ impl StorageApi {
             return (session, outcome);
         };
         // Remembered when it covers exactly the bytes kept (not after a refused checksum).
-        if let Some(RunningDigest { covers, digest }) = digest
-            && covers == session.offset
+        if let Some(running) = digest
+            && running.covers == session.offset
             && !session.complete
         {
-            self.digests.put(session.id, (covers, digest));
+            self.digests.put(session.id, running);
         }
         if outcome.is_ok() {
             self.backend.writer_done(writer, &session);
@@ -579,8 +581,8 @@ impl StorageApi {
 
     /// The SHA-256 of a session's every byte: remembered from its appends, or read again.
     async fn sha256_of(&self, session: &SessionRecord) -> StorageResult<String> {
-        if let Some(digest) = self.remembered_digest(session.id, session.length) {
-            return Ok(hex::encode(digest.finalize()));
+        if let Some(running) = self.remembered_digest(session.id, session.length) {
+            return Ok(hex::encode(running.digest.finalize()));
         }
         metrics::counter!(crate::meters::UPLOAD_REHASHES).increment(1);
         tracing::info!(upload_id = %session.id, "hashing a completed upload from its bytes");
@@ -645,7 +647,8 @@ impl StorageApi {
 }
 
 /// The SHA-256 of a session's first `covers` bytes.
-struct RunningDigest {
+#[derive(Debug)]
+pub(super) struct RunningDigest {
     covers: u64,
     digest: Sha256,
 }
