@@ -164,6 +164,15 @@ impl RunningStorage {
         Ok((info, bytes))
     }
 
+    /// Every byte of Alice's video `id`.
+    async fn alices_video(&mut self, id: &str) -> Vec<u8> {
+        let (_, bytes) = self
+            .download(pb::Bucket::Videos, id, ALICE, 0, None)
+            .await
+            .unwrap();
+        bytes
+    }
+
     async fn stat(&mut self, id: &str, owner: &str) -> Result<pb::FileInfo, tonic::Status> {
         let request = pb::StatRequest {
             bucket: pb::Bucket::Videos.into(),
@@ -859,11 +868,7 @@ async fn files_and_jobs_survive_a_restart(backend: Backend) {
     let video = storage.stored(pb::Bucket::Videos, ALICE, &data).await;
     let job = storage.create_job(ALICE, &video.id).await.unwrap();
     let mut storage = storage.restart().await;
-    let (_, bytes) = storage
-        .download(pb::Bucket::Videos, &video.id, ALICE, 0, None)
-        .await
-        .unwrap();
-    assert!(bytes == data);
+    assert!(storage.alices_video(&video.id).await == data);
     assert_eq!(storage.get_job(&job.id, ALICE).await.unwrap(), job);
 }
 

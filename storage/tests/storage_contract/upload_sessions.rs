@@ -56,12 +56,8 @@ async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_
     first.keep(&id, &data, third_cut..data.len()).await;
 
     let (_, file) = first.complete(&id, ALICE, "").await.unwrap();
-    let (_, downloaded) = first
-        .download(pb::Bucket::Videos, &file.id, ALICE, 0, None)
-        .await
-        .unwrap();
     assert!(
-        downloaded == data,
+        first.alices_video(&file.id).await == data,
         "the file holds exactly the kept bytes, none of the refused ones"
     );
     assert_eq!(file.sha256, sha256_hex(&data));
@@ -246,12 +242,8 @@ async fn a_session_becomes_a_file_only_when_every_byte_is_in_and_completes_once(
         "each append starts where the one before it left the chunks, without reading them back"
     );
     assert_eq!(file.filename, "long walk.mp4");
-    let (_, downloaded) = storage
-        .download(pb::Bucket::Videos, &file.id, ALICE, 0, None)
-        .await
-        .unwrap();
     assert!(
-        downloaded == data,
+        storage.alices_video(&file.id).await == data,
         "the file holds exactly the appended bytes"
     );
 
