@@ -1,14 +1,16 @@
 //! How fast a backlog drains, against raw ffmpeg on the same cores, as an operator would try
 //! it: the five services as separate processes (`mp3converter serve ROLE`), a batch of uploads
 //! queued through the gateway while no converter runs, then converters started and timed until
-//! the last e-mail is out. Each run, interleaved so all three see the same machine:
+//! the last e-mail is out. Each run, interleaved so all four see the same machine:
 //!
 //! 1. raw `ffmpeg -i in.mp4 -vn -c:a libmp3lame -q:a 2 out.mp3` on local copies, as many at a
 //!    time as the workers convert in all (`BENCH_CONCURRENCY`, default 2); then the same with
 //!    the cover pass a default job makes after each (the converter's own arguments), so the
 //!    system is compared with raw ffmpeg doing the same work too;
 //! 2. the batch drained by one converter process running that many jobs at once;
-//! 3. the batch drained by that many converter processes running one job each.
+//! 3. the batch drained by that many converter processes running one job each;
+//! 4. a batch uploaded with `cover=none` drained as in 2: the work raw ffmpeg does in 1, so
+//!    the system is compared with raw ffmpeg on the goal's own command too.
 //!
 //! The drain ratio is raw ffmpeg's time over the system's (1.0: as fast as raw ffmpeg). CPU per
 //! job comes from `/proc`: the converters' children (ffmpeg, and ffprobe where it runs), the
@@ -171,20 +173,28 @@ impl System {
         }
     }
 
-    /// Uploads `jobs` copies of `video` through the gateway; they wait in the queue.
-    async fn queue_batch(&mut self, video: &[u8], jobs: usize) -> Vec<String> {
+    /// Uploads `jobs` copies of `video` through the gateway with the audio `options` (query
+    /// parameters); they wait in the queue.
+    async fn queue_batch(
+        &mut self,
+        video: &[u8],
+        jobs: usize,
+        options: &[(&str, &str)],
+    ) -> Vec<String> {
         self.batch += 1;
         let mut ids = Vec::new();
         for n in 0..jobs {
-            let response = self
-                .cluster
-                .upload(
-                    &self.user.token,
-                    &format!("batch{}-clip{n}.mp4", self.batch),
-                    video.to_vec(),
-                )
-                .await
-                .expect("the upload request went through");
+            let response = test_support::rest::upload_with_options(
+                &self.cluster.http,
+                &self.cluster.gateway,
+                &self.user.token,
+                &format!("batch{}-clip{n}.mp4", self.batch),
+                video.to_vec(),
+                options,
+                &[],
+            )
+            .await
+            .expect("the upload request went through");
             assert_eq!(response.status(), 202, "upload refused");
             let body: serde_json::Value = response.json().await.expect("a JSON answer");
             ids.push(body["job_id"].as_str().expect("a job id").to_owned());
@@ -192,16 +202,16 @@ impl System {
         ids
     }
 
-    /// Drains `jobs` with `processes` converters of `concurrency` each, timed from their start
-    /// to the last job's e-mail.
+    /// Drains `jobs` uploaded with `options` with `processes` converters of `concurrency` each,
+    /// timed from their start to the last job's e-mail.
     async fn drain(
         &mut self,
         video: &[u8],
         jobs: usize,
-        processes: usize,
-        concurrency: usize,
+        options: &[(&str, &str)],
+        (processes, concurrency): (usize, usize),
     ) -> Phase {
-        let ids = self.queue_batch(video, jobs).await;
+        let ids = self.queue_batch(video, jobs, options).await;
         let mails_before = self.mails();
         settle_disk();
         let others = self.pids();
@@ -426,13 +436,17 @@ async fn run() -> anyhow::Result<()> {
             let raw = raw_ffmpeg(&inputs, dir.path(), concurrency, None).await;
             let clip_length = Some(Duration::from_secs(seconds as u64));
             let same_work = raw_ffmpeg(&inputs, dir.path(), concurrency, clip_length).await;
-            let one = system.drain(&video, jobs, 1, concurrency).await;
-            let many = system.drain(&video, jobs, concurrency, 1).await;
+            let one = system.drain(&video, jobs, &[], (1, concurrency)).await;
+            let many = system.drain(&video, jobs, &[], (concurrency, 1)).await;
+            let without_cover = system
+                .drain(&video, jobs, &[("cover", "none")], (1, concurrency))
+                .await;
             rows.push(Row {
                 raw,
                 same_work,
                 one,
                 many,
+                without_cover,
             });
         }
         print_tables(parts, &rows, jobs, concurrency, seconds, video_mb);
@@ -448,6 +462,8 @@ struct Row {
     same_work: Phase,
     one: Phase,
     many: Phase,
+    /// One converter draining jobs uploaded with `cover=none`: the work raw ffmpeg does.
+    without_cover: Phase,
 }
 
 fn print_tables(
@@ -467,22 +483,24 @@ fn print_tables(
     );
     println!(
         "| run | raw ffmpeg ×{concurrency} (s) | raw + cover (s) | 1 converter ×{concurrency} (s) | \
-         ratio | same-work ratio | {concurrency} converters ×1 (s) | ratio | same-work ratio |"
+         ratio | same-work ratio | {concurrency} converters ×1 (s) | ratio | same-work ratio | \
+         1 converter ×{concurrency}, `cover=none` (s) | same-work ratio |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut ratios: [Vec<f64>; 4] = Default::default();
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut ratios: [Vec<f64>; 5] = Default::default();
     for (n, row) in rows.iter().enumerate() {
         let these = [
             row.raw.seconds / row.one.seconds,
             row.same_work.seconds / row.one.seconds,
             row.raw.seconds / row.many.seconds,
             row.same_work.seconds / row.many.seconds,
+            row.raw.seconds / row.without_cover.seconds,
         ];
         for (all, this) in ratios.iter_mut().zip(these) {
             all.push(this);
         }
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             n + 1,
             row.raw.seconds,
             row.same_work.seconds,
@@ -491,28 +509,32 @@ fn print_tables(
             these[1],
             row.many.seconds,
             these[2],
-            these[3]
+            these[3],
+            row.without_cover.seconds,
+            these[4]
         );
     }
     println!(
-        "| median | | | | **{:.2}** | {:.2} | | **{:.2}** | {:.2} |",
+        "| median | | | | **{:.2}** | {:.2} | | **{:.2}** | {:.2} | | {:.2} |",
         median(&ratios[0]),
         median(&ratios[1]),
         median(&ratios[2]),
-        median(&ratios[3])
+        median(&ratios[3]),
+        median(&ratios[4])
     );
     println!(
-        "(ratio: raw ffmpeg's time over the drain's, goal ≥ 0.9; same-work ratio: raw ffmpeg \
-         making the cover too, with the converter's own arguments, over the drain's)"
+        "(ratio: raw ffmpeg's time over the drain's, goal ≥ 0.9; same-work ratio: over the \
+         drain's, the time of raw ffmpeg doing the drained jobs' work: the MP3 and the cover \
+         (the converter's own arguments) for default jobs, the MP3 alone for `cover=none`)"
     );
     println!();
     println!("CPU seconds per job (median of the runs) and how the machine was used");
     let who: Vec<&str> = rows[0].one.cpu.iter().map(|(name, _)| *name).collect();
     println!(
         "| who | raw ffmpeg | raw + cover | 1 converter ×{concurrency} | \
-         {concurrency} converters ×1 |"
+         {concurrency} converters ×1 | 1 converter ×{concurrency}, `cover=none` |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     let column = |pick: fn(&Row) -> &Phase, who: &str| {
         median(
             &rows
@@ -522,15 +544,16 @@ fn print_tables(
         )
     };
     println!(
-        "| ffmpeg (raw) | {:.3} | {:.3} | | |",
+        "| ffmpeg (raw) | {:.3} | {:.3} | | | |",
         column(|row| &row.raw, "ffmpeg"),
         column(|row| &row.same_work, "ffmpeg")
     );
     for name in &who {
         println!(
-            "| {name} | | | {:.3} | {:.3} |",
+            "| {name} | | | {:.3} | {:.3} | {:.3} |",
             column(|row| &row.one, name),
-            column(|row| &row.many, name)
+            column(|row| &row.many, name),
+            column(|row| &row.without_cover, name)
         );
     }
     let total = |pick: fn(&Row) -> &Phase, skip: &[&str]| {
@@ -551,11 +574,12 @@ fn print_tables(
     let servers = ["MongoDB-wire server", "RabbitMQ (whole server)"];
     println!(
         "| **total** (without the MongoDB-wire server and RabbitMQ) | {:.3} | {:.3} | {:.3} | \
-         {:.3} |",
+         {:.3} | {:.3} |",
         total(|row| &row.raw, &servers),
         total(|row| &row.same_work, &servers),
         total(|row| &row.one, &servers),
-        total(|row| &row.many, &servers)
+        total(|row| &row.many, &servers),
+        total(|row| &row.without_cover, &servers)
     );
     let share = |pick: fn(&Row) -> &Phase, busy: bool| {
         median(
@@ -569,25 +593,30 @@ fn print_tables(
         ) * 100.0
     };
     println!(
-        "| machine busy (% of all cores) | {:.0} | {:.0} | {:.0} | {:.0} |",
+        "| machine busy (% of all cores) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
         share(|row| &row.raw, true),
         share(|row| &row.same_work, true),
         share(|row| &row.one, true),
-        share(|row| &row.many, true)
+        share(|row| &row.many, true),
+        share(|row| &row.without_cover, true)
     );
     println!(
-        "| kernel's share of the busy time (%) | {:.0} | {:.0} | {:.0} | {:.0} |",
+        "| kernel's share of the busy time (%) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
         share(|row| &row.raw, false),
         share(|row| &row.same_work, false),
         share(|row| &row.one, false),
-        share(|row| &row.many, false)
+        share(|row| &row.many, false),
+        share(|row| &row.without_cover, false)
     );
     println!();
     println!(
         "where a job's time goes in the drains (converter_stage_seconds, mean per job, median of the runs)"
     );
-    println!("| stage | 1 converter ×{concurrency} | {concurrency} converters ×1 |");
-    println!("|---|---:|---:|");
+    println!(
+        "| stage | 1 converter ×{concurrency} | {concurrency} converters ×1 | \
+         1 converter ×{concurrency}, `cover=none` |"
+    );
+    println!("|---|---:|---:|---:|");
     let stage_of = |phase: &Phase, stage: &str| {
         phase
             .stages
@@ -604,20 +633,19 @@ fn print_tables(
     let order = ["claim", "fetch", "wait", "convert", "store", "finish"];
     names.sort_by_key(|name| order.iter().position(|known| known == name));
     for stage in names {
-        println!(
-            "| {stage} | {:.3} | {:.3} |",
+        let column = |pick: fn(&Row) -> &Phase| {
             median(
                 &rows
                     .iter()
-                    .map(|row| stage_of(&row.one, stage))
-                    .collect::<Vec<_>>()
-            ),
-            median(
-                &rows
-                    .iter()
-                    .map(|row| stage_of(&row.many, stage))
-                    .collect::<Vec<_>>()
+                    .map(|row| stage_of(pick(row), stage))
+                    .collect::<Vec<_>>(),
             )
+        };
+        println!(
+            "| {stage} | {:.3} | {:.3} | {:.3} |",
+            column(|row| &row.one),
+            column(|row| &row.many),
+            column(|row| &row.without_cover)
         );
     }
 }
