@@ -7,6 +7,7 @@ use futures::stream::{BoxStream, StreamExt};
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use service_kit::grpc::unary;
+use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -93,15 +94,43 @@ impl StorageClient {
 
     /// A file's info, if `owner` may see it.
     pub async fn stat(&self, bucket: Bucket, id: &str, owner: &Owner) -> Result<FileInfo, Status> {
+        let answer = self.stat_asking(bucket, id, owner, false).await?;
+        required(answer.file, "Stat", "a file")
+    }
+
+    /// [`StorageClient::stat`], and where storage keeps the bytes on its own disk when it keeps
+    /// them as a file there (the local directory backend). A caller on the same machine may
+    /// read them in place once it has checked that the path names a file of the recorded size:
+    /// on another machine it names nothing, or something else.
+    pub async fn stat_with_local_path(
+        &self,
+        bucket: Bucket,
+        id: &str,
+        owner: &Owner,
+    ) -> Result<(FileInfo, Option<PathBuf>), Status> {
+        let answer = self.stat_asking(bucket, id, owner, true).await?;
+        let local_path = Some(answer.local_path)
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
+        Ok((required(answer.file, "Stat", "a file")?, local_path))
+    }
+
+    async fn stat_asking(
+        &self,
+        bucket: Bucket,
+        id: &str,
+        owner: &Owner,
+        local_path_wanted: bool,
+    ) -> Result<pb::StatResponse, Status> {
         let (owner_id, any_owner) = owner.fields();
         let request = pb::StatRequest {
             bucket: bucket.into(),
             id: id.to_owned(),
             owner_id,
             any_owner,
+            local_path_wanted,
         };
-        let answer = self.rpc().stat(unary(request)).await?.into_inner();
-        required(answer.file, "Stat", "a file")
+        Ok(self.rpc().stat(unary(request)).await?.into_inner())
     }
 
     /// `length` bytes of a file from `offset` (to the end when `None`), as they arrive. An error

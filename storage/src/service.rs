@@ -483,8 +483,15 @@ impl StorageService for StorageApi {
     ) -> Result<Response<pb::StatResponse>, Status> {
         let request = request.into_inner();
         let file = self.requested_file(&request).await?;
+        let local_path = request
+            .local_path_wanted
+            .then(|| self.backend.local_path(&file))
+            .flatten()
+            .and_then(|path| path.into_os_string().into_string().ok())
+            .unwrap_or_default();
         Ok(Response::new(pb::StatResponse {
             file: Some(file.to_proto()),
+            local_path,
         }))
     }
 

@@ -174,13 +174,24 @@ impl RunningStorage {
     }
 
     async fn stat(&mut self, id: &str, owner: &str) -> Result<pb::FileInfo, tonic::Status> {
+        Ok(self.stat_asking(id, owner, false).await?.file.unwrap())
+    }
+
+    /// Stat of video `id` as `owner`, asking where its bytes lie or not.
+    async fn stat_asking(
+        &mut self,
+        id: &str,
+        owner: &str,
+        local_path_wanted: bool,
+    ) -> Result<pb::StatResponse, tonic::Status> {
         let request = pb::StatRequest {
             bucket: pb::Bucket::Videos.into(),
             id: id.into(),
             owner_id: owner.into(),
             any_owner: owner.is_empty(),
+            local_path_wanted,
         };
-        Ok(self.client.stat(request).await?.into_inner().file.unwrap())
+        Ok(self.client.stat(request).await?.into_inner())
     }
 
     /// Every video of `owner`'s, newest first, following the pages to the end.
@@ -399,6 +410,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     upload_reports_size_and_checksum_and_downloads_byte_identical,
     ranged_downloads_return_exactly_the_requested_bytes,
+    a_stat_says_where_the_bytes_lie_when_asked_and_they_are_a_file,
     other_owners_missing_and_malformed_ids_are_told_apart_without_leaking,
     an_upload_broken_off_midway_leaves_nothing_behind,
     the_size_limit_is_enforced_while_streaming,
@@ -449,6 +461,48 @@ async fn upload_reports_size_and_checksum_and_downloads_byte_identical(backend: 
         .await
         .unwrap();
     assert!(bytes.is_empty());
+}
+
+async fn a_stat_says_where_the_bytes_lie_when_asked_and_they_are_a_file(backend: Backend) {
+    let mut storage = RunningStorage::start(backend).await;
+    let data = pseudo_random_bytes(1024 * 1024 + 5, 3);
+    let info = storage.stored(pb::Bucket::Videos, ALICE, &data).await;
+    let unasked = storage.stat_asking(&info.id, ALICE, false).await.unwrap();
+    assert_eq!(
+        (unasked.file.as_ref(), unasked.local_path.as_str()),
+        (Some(&info), "")
+    );
+
+    for owner in [ALICE, ""] {
+        let asked = storage.stat_asking(&info.id, owner, true).await.unwrap();
+        assert_eq!(asked.file.as_ref(), Some(&info));
+        match backend {
+            Backend::Mongo => assert_eq!(asked.local_path, "", "GridFS keeps no files"),
+            Backend::Local => {
+                let path = std::path::Path::new(&asked.local_path);
+                assert!(path.is_absolute(), "{path:?}");
+                assert!(
+                    std::fs::read(path).unwrap() == data,
+                    "the file holds the bytes"
+                );
+            }
+        }
+    }
+    // Whose file it is still counts, and a deleted file is nowhere.
+    let bobs = storage.stat_asking(&info.id, BOB, true).await.unwrap_err();
+    assert_eq!(bobs.code(), Code::NotFound);
+    let delete = pb::DeleteRequest {
+        bucket: pb::Bucket::Videos.into(),
+        id: info.id.clone(),
+        owner_id: ALICE.into(),
+        any_owner: false,
+    };
+    storage.client.delete(delete).await.unwrap();
+    let deleted = storage
+        .stat_asking(&info.id, ALICE, true)
+        .await
+        .unwrap_err();
+    assert_eq!(deleted.code(), Code::NotFound);
 }
 
 async fn ranged_downloads_return_exactly_the_requested_bytes(backend: Backend) {

@@ -60,7 +60,8 @@ impl LocalBackend {
     /// uploads that never finished, and bytes whose record was never written.
     pub async fn open(root: impl Into<PathBuf>) -> StorageResult<Self> {
         let backend = Self {
-            root: root.into(),
+            // Absolute, so a path handed to another process means the same file there.
+            root: std::path::absolute(root.into())?,
             job_lock: Mutex::new(()),
             leased_sessions: std::sync::Mutex::default(),
         };
@@ -156,7 +157,7 @@ impl LocalBackend {
         self.root.join(bucket.name())
     }
 
-    fn bytes_path(&self, bucket: Bucket, id: ObjectId) -> PathBuf {
+    pub(super) fn bytes_path(&self, bucket: Bucket, id: ObjectId) -> PathBuf {
         self.bucket_dir(bucket).join(id.to_hex())
     }
 

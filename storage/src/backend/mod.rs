@@ -78,6 +78,16 @@ impl Backend {
         }
     }
 
+    /// Where `file`'s bytes lie on this machine's disk, as an absolute path, for a caller on the
+    /// same machine that reads them in place; `None` where the backend keeps no such file
+    /// (GridFS).
+    pub fn local_path(&self, file: &FileRecord) -> Option<std::path::PathBuf> {
+        match self {
+            Backend::Mongo(_) => None,
+            Backend::Local(local) => Some(local.bytes_path(file.bucket, file.id)),
+        }
+    }
+
     /// Removes a file; `false` if there was none.
     pub async fn delete_file(&self, bucket: Bucket, id: ObjectId) -> StorageResult<bool> {
         match self {
