@@ -10,7 +10,7 @@
 
 use crate::error::ConversionError;
 use crate::media::{Conversion, Tools};
-use crate::transfer;
+use crate::transfer::{self, FetchedVideo, VideoFetcher};
 use audio_options::AudioOptions;
 use clients::{Owner, StorageClient};
 use messaging::events::{ConversionFailed, ConversionSucceeded, Payload, VideoUploaded};
@@ -39,6 +39,7 @@ pub const JOBS_IN_HAND_AHEAD: u16 = 1;
 #[derive(Debug, Clone)]
 pub struct Converter {
     storage: StorageClient,
+    videos: VideoFetcher,
     tools: Tools,
     work_dir: PathBuf,
     /// One permit per ffmpeg allowed to run at once (the configured concurrency); the queue
@@ -77,6 +78,7 @@ impl Converter {
     /// should hand it `concurrency` + [`JOBS_IN_HAND_AHEAD`] messages at once.
     pub fn new(storage: StorageClient, tools: Tools, work_dir: PathBuf, concurrency: u16) -> Self {
         Self {
+            videos: VideoFetcher::new(storage.clone()),
             storage,
             tools,
             work_dir,
@@ -161,7 +163,8 @@ impl Converter {
         ))
     }
 
-    /// Makes the job's temporary directory and starts fetching `video_id` into it.
+    /// Makes the job's temporary directory and starts fetching `video_id` (into it, unless it
+    /// is read where storage keeps it).
     fn prefetch(
         &self,
         video_id: &str,
@@ -170,24 +173,24 @@ impl Converter {
         let workspace = tempfile::Builder::new()
             .prefix("mp3converter-job-")
             .tempdir_in(&self.work_dir)?;
-        let input = workspace.path().join("input");
+        let copy = workspace.path().join("input");
         let fetch = {
-            let (storage, video_id, input, cancel) = (
-                self.storage.clone(),
+            let (videos, video_id, copy, cancel) = (
+                self.videos.clone(),
                 video_id.to_owned(),
-                input.clone(),
+                copy.clone(),
                 cancel.clone(),
             );
             async move {
                 let stage = Instant::now();
-                let fetched = transfer::download_video(&storage, &video_id, &input, &cancel).await;
+                let fetched = videos.fetch(&video_id, &copy, &cancel).await;
                 record_stage("fetch", stage);
                 fetched
             }
         };
         Ok(Prefetch {
             video_id: video_id.to_owned(),
-            input,
+            copy,
             fetch: AbortOnDropHandle::new(tokio::spawn(fetch.in_current_span())),
             workspace,
         })
@@ -203,20 +206,24 @@ impl Converter {
     ) -> Result<pb::FileInfo, ConversionError> {
         let Prefetch {
             video_id,
-            input,
+            copy,
             fetch,
             workspace,
         } = prefetch;
-        let size = fetch
+        let fetched = fetch
             .await
             .map_err(|error| ConversionError::transient_because("fetching the video", error))??;
         // The event and the job name the same video; a job that says otherwise wins.
-        let size = if video_id == job.video_id {
-            size
+        let FetchedVideo {
+            path: input,
+            size,
+            in_place,
+        } = if video_id == job.video_id {
+            fetched
         } else {
-            transfer::download_video(&self.storage, &job.video_id, &input, cancel).await?
+            self.videos.fetch(&job.video_id, &copy, cancel).await?
         };
-        tracing::debug!(size, "video fetched");
+        tracing::debug!(size, in_place, "video fetched");
         // Storage checked them when it recorded the job; a job it cannot read is not retried.
         let options = AudioOptions::from_proto(job.options.as_ref()).map_err(|error| {
             ConversionError::Unconvertible(format!("the job's options cannot be used: {error}"))
@@ -449,8 +456,9 @@ async fn report_progress(
 /// fetch and removes the directory.
 struct Prefetch {
     video_id: String,
-    input: PathBuf,
-    fetch: AbortOnDropHandle<Result<u64, ConversionError>>,
+    /// Where the video is streamed to, if it is not read in place.
+    copy: PathBuf,
+    fetch: AbortOnDropHandle<Result<FetchedVideo, ConversionError>>,
     // Last: dropped after the fetch is aborted.
     workspace: tempfile::TempDir,
 }

@@ -12,6 +12,8 @@ service_kit::metrics_catalog! {
     counter JOBS_FAILED = "converter_jobs_failed_total": Count, "Jobs failed, by reason: unconvertible (the file) or attempts_exhausted (our side)";
     /// Time from claim to MP3 stored, for jobs that succeeded.
     histogram CONVERSION_DURATION = "converter_conversion_seconds": Seconds, "Time from claiming a job to its MP3 stored and recorded";
+    /// Videos fetched, labelled `how`: in_place (storage's own file, read where it lies) or streamed.
+    counter VIDEOS_FETCHED = "converter_videos_fetched_total": Count, "Videos fetched for conversion, by how: in_place (storage's own file, on this machine, read where it lies) or streamed (copied into the job's directory)";
     /// Time per stage, labelled `stage` (claim, fetch, wait, convert, store, finish).
     histogram STAGE_DURATION = "converter_stage_seconds": Seconds, "Time spent in each stage of a job: claim, fetch, wait (for a conversion slot), convert, store, finish";
 }

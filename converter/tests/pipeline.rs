@@ -2,6 +2,8 @@
 //! capture, the converter (in this process, or as its real binary where a test kills it) and
 //! the notifier. Every test has its own queues, databases and mail server.
 
+use clients::Owner;
+use futures::StreamExt;
 use messaging::RetryConfig;
 use proto::storage::v1 as pb;
 use reqwest::StatusCode;
@@ -311,7 +313,7 @@ async fn videos_uploaded_by_real_tus_clients_resume_chunk_by_chunk_and_convert()
 
 #[tokio::test]
 async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its_duration() {
-    let (pipeline, smtp, _notifier, _converter) = Pipeline::start_converting(2).await;
+    let (pipeline, smtp, _notifier, converter) = Pipeline::start_converting(2).await;
     let user = pipeline.mesh.user("listener@example.com").await;
 
     let job_id = pipeline
@@ -355,7 +357,60 @@ async fn an_uploaded_video_becomes_an_mp3_that_is_emailed_and_downloads_with_its
     let seconds = ffprobe_duration_seconds(&mp3).await.unwrap();
     assert!((seconds - 3.0).abs() <= 0.2, "the MP3 lasts {seconds} s");
     assert_eq!(pipeline.stored_mp3s(&user.id).await.len(), 1);
+    // GridFS keeps no files: the video came as a stream.
+    assert_eq!(videos_fetched(&converter).await, (0.0, 1.0));
     assert_mail_count_stays(&smtp, 1).await;
+}
+
+/// How many videos `converter` read where storage keeps them, and how many it had streamed.
+async fn videos_fetched(converter: &Running<converter::App>) -> (f64, f64) {
+    let metrics = test_support::scrape(&format!("{}/metrics", converter.ops_url())).await;
+    let fetched = test_support::series_by_label(&metrics, "converter_videos_fetched_total");
+    let count = |how: &str| {
+        fetched
+            .iter()
+            .find(|(label, _)| label == how)
+            .map_or(0.0, |(_, count)| *count)
+    };
+    (count("in_place"), count("streamed"))
+}
+
+#[tokio::test]
+async fn a_video_stored_on_this_machine_is_converted_where_it_lies_and_left_as_it_was() {
+    let pipeline = Pipeline::start_with(MeshOptions {
+        local_storage: true,
+        ..MeshOptions::default()
+    })
+    .await;
+    let smtp = SmtpCapture::start().unwrap();
+    let _notifier = pipeline.notifier(&pipeline.amqp_url(), &smtp).await;
+    let converter = pipeline.converter(&pipeline.amqp_url(), 1).await;
+    let user = pipeline.mesh.user("nearby@example.com").await;
+    let clip = mp4_bytes(VideoSpec::small(2.0)).await;
+
+    let job_id = pipeline.upload(&user, "nearby.mp4", clip.clone()).await;
+    let job = pipeline.wait_until_ended(&job_id).await;
+    assert_eq!(job.state(), pb::JobState::Done, "{job:?}");
+    assert_eq!(videos_fetched(&converter).await, (1.0, 0.0));
+    let dir = temp_dir();
+    let audio = pipeline.download_to(&dir, &user, &job).await;
+    let seconds = ffprobe_duration_seconds(&audio).await.unwrap();
+    assert!((seconds - 2.0).abs() <= 0.2, "the MP3 lasts {seconds} s");
+    // Storage's file is read, never moved, changed or removed by the job.
+    let mut video = pipeline
+        .mesh
+        .storage
+        .download(pb::Bucket::Videos, &job.video_id, &Owner::Any, 0, None)
+        .await
+        .unwrap();
+    let mut stored = Vec::new();
+    while let Some(chunk) = video.next().await {
+        stored.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(
+        stored == clip,
+        "the stored video is the upload, byte for byte"
+    );
 }
 
 #[tokio::test]
