@@ -27,7 +27,7 @@ use proto::storage::v1 as pb;
 use std::time::{Duration, Instant};
 use test_support::bench::{env_number, median};
 use test_support::free_port;
-use test_support::process::{ServiceProcess, wait_for_port};
+use test_support::process::{ServiceProcess, cpu_times, wait_for_port};
 
 const PIECE: usize = 1024 * 1024;
 const PASSWORD: &str = "benchmark password";
@@ -324,7 +324,7 @@ async fn run() -> anyhow::Result<()> {
         free_port(),
         free_port(),
     );
-    let _auth = ServiceProcess::spawn_release(
+    let auth = ServiceProcess::spawn_release(
         "auth",
         &[
             ("LISTEN_ADDR", format!("127.0.0.1:{auth_port}")),
@@ -431,7 +431,7 @@ async fn run() -> anyhow::Result<()> {
     let reference_dir = tempfile::tempdir()?;
     let reference_port = free_port();
     let tools = concat!(env!("CARGO_MANIFEST_DIR"), "/../test-support/tools");
-    let _reference = tokio::process::Command::new("node")
+    let reference_server = tokio::process::Command::new("node")
         .arg(format!("{tools}/tus_node_server.mjs"))
         .arg(reference_port.to_string())
         .arg(reference_dir.path())
@@ -452,7 +452,7 @@ async fn run() -> anyhow::Result<()> {
     let local_data = tempfile::tempdir()?;
     let (local_storage_port, local_storage_ops, local_gateway_port) =
         (free_port(), free_port(), free_port());
-    let _local_storage = ServiceProcess::spawn_release(
+    let local_storage = ServiceProcess::spawn_release(
         "storage",
         &[
             ("LISTEN_ADDR", format!("127.0.0.1:{local_storage_port}")),
@@ -460,7 +460,7 @@ async fn run() -> anyhow::Result<()> {
             ("DATA_DIR", local_data.path().display().to_string()),
         ],
     );
-    let _local_gateway = ServiceProcess::spawn_release(
+    let local_gateway = ServiceProcess::spawn_release(
         "gateway",
         &[
             ("LISTEN_ADDR", format!("127.0.0.1:{local_gateway_port}")),
@@ -496,11 +496,28 @@ async fn run() -> anyhow::Result<()> {
         "tus 64 MiB (local directory)",
     ];
     let mut speeds = vec![Vec::new(); sides.len()];
+    // CPU seconds per GiB uploaded, each round: the server that answers the client (the
+    // gateway, or the reference server), storage, auth, and the client (this process).
+    let mut cpu = vec![Vec::new(); sides.len()];
+    let reference_pid = reference_server.id().unwrap_or_default();
+    let processes = |side: usize| match side {
+        0..=2 => [gateway.id(), storage.id(), auth.id()],
+        3 | 4 => [reference_pid, 0, 0],
+        _ => [local_gateway.id(), local_storage.id(), auth.id()],
+    };
+    let cpu_now = |side: usize| {
+        let [server, storage, auth] = processes(side);
+        [server, storage, auth, std::process::id()].map(|pid| match pid {
+            0 => 0.0,
+            pid => cpu_times(pid).own,
+        })
+    };
     for round in (0..rounds).filter(|_| part("tus")) {
         // Each round starts with another side, so a slow spell lands on every side in turn.
         for turn in 0..sides.len() {
             let side = (turn + round) % sides.len();
             let seed = 40 + round as u64;
+            let cpu_before = cpu_now(side);
             let elapsed = match side {
                 0 => {
                     let (elapsed, accepted) = gateway_client.upload(size, seed).await?;
@@ -537,6 +554,11 @@ async fn run() -> anyhow::Result<()> {
                 }
             };
             speeds[side].push(mb_per_s(size, elapsed));
+            let gib = size as f64 / f64::from(1u32 << 30);
+            let cpu_after = cpu_now(side);
+            cpu[side].push(std::array::from_fn::<f64, 4, _>(|n| {
+                (cpu_after[n] - cpu_before[n]) / gib
+            }));
         }
     }
     let per_round = |values: &[f64], base: &[f64]| -> (f64, String) {
@@ -573,6 +595,31 @@ async fn run() -> anyhow::Result<()> {
                 } else {
                     format!("{vs_reference:.2}")
                 },
+            );
+        }
+    }
+    if part("tus") {
+        println!();
+        println!(
+            "CPU seconds per GiB uploaded, medians over the rounds (each round's in brackets; the \
+             client is this benchmark's process, which also deletes each upload's job)"
+        );
+        println!("| side | server (gateway or @tus/server) | storage | auth | client | in all |");
+        println!("|---|---|---|---|---|---:|");
+        for (side, name) in sides.iter().enumerate() {
+            let column = |n: usize| {
+                let values: Vec<f64> = cpu[side].iter().map(|round: &[f64; 4]| round[n]).collect();
+                let every: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
+                format!("{:.2} ({})", median(&values), every.join(", "))
+            };
+            let totals: Vec<f64> = cpu[side].iter().map(|round| round.iter().sum()).collect();
+            println!(
+                "| {name} | {} | {} | {} | {} | {:.2} |",
+                column(0),
+                column(1),
+                column(2),
+                column(3),
+                median(&totals)
             );
         }
     }
