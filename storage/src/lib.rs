@@ -4,13 +4,15 @@
 //!
 //! - [`config`]: settings from the environment.
 //! - [`model`]: files and jobs, and the rules of a job's life (pure).
-//! - [`backend`]: MongoDB GridFS, or a local directory (the embedded default).
+//! - [`backend`]: MongoDB GridFS, or a local directory (the embedded default); [`batch`]: the
+//!   chunks of one write to it.
 //! - [`service`]: the gRPC service, where ownership, limits and checksums are enforced.
 //! - [`remembered`]: what a replica keeps of an upload session between appends (a cache).
 
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod meters;

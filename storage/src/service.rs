@@ -3,6 +3,7 @@
 //! ranges, and the job life cycle as compare-and-set.
 
 use crate::backend::{Backend, UploadSink};
+use crate::batch::Batch;
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::SessionRecord;
 use crate::model::{
@@ -126,7 +127,7 @@ impl StorageApi {
     async fn receive_chunks(
         &self,
         stream: &mut Streaming<pb::UploadRequest>,
-        batches: mpsc::Sender<Vec<u8>>,
+        batches: mpsc::Sender<Batch>,
         bucket: Bucket,
     ) -> StorageResult<(u64, String)> {
         use pb::upload_request::Content;
@@ -134,7 +135,7 @@ impl StorageApi {
         let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => bucket.name());
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+        let mut batch = Batch::default();
         loop {
             let message = stream
                 .message()
@@ -160,10 +161,12 @@ impl StorageApi {
             }
             hasher.update(&chunk);
             bytes_in.increment(chunk.len() as u64);
-            batch.extend_from_slice(&chunk);
+            batch.push(chunk);
             if batch.len() >= WRITE_BATCH_BYTES {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH_BYTES));
-                batches.send(full).await.map_err(|_| writer_gone())?;
+                batches
+                    .send(batch.take())
+                    .await
+                    .map_err(|_| writer_gone())?;
             }
         }
         if stream.message().await.ok().flatten().is_some() {
@@ -364,10 +367,10 @@ addressed!(pb::DeleteWebhookEndpointRequest);
 /// Stores batches as they come; gives the sink back (to commit or abort) with the outcome.
 async fn write_batches(
     mut sink: UploadSink,
-    mut batches: mpsc::Receiver<Vec<u8>>,
+    mut batches: mpsc::Receiver<Batch>,
 ) -> (UploadSink, StorageResult<()>) {
     while let Some(batch) = batches.recv().await {
-        if let Err(error) = sink.write(&batch).await {
+        if let Err(error) = sink.write(batch).await {
             return (sink, Err(error));
         }
     }

@@ -21,6 +21,7 @@
 //! fsyncs, for nothing a crash would need.
 
 use super::ByteStream;
+use crate::batch::Batch;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
     AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
@@ -183,7 +184,7 @@ impl LocalBackend {
 
     pub(super) async fn begin_upload(&self, file: NewFile) -> StorageResult<LocalUpload> {
         let path = self.incoming_dir().join(file.id.to_hex());
-        let out = fs::File::create(&path).await?;
+        let out = Arc::new(fs::File::create(&path).await?.into_std().await);
         Ok(LocalUpload {
             out,
             path,
@@ -549,43 +550,39 @@ impl LocalBackend {
 /// byte to reach the disk after the last had arrived.
 #[derive(Debug)]
 pub struct LocalSessionWriter {
-    out: fs::File,
-    /// The same file, for flushing on a blocking thread beside the writes.
-    flushed: Arc<std::fs::File>,
+    /// Written and flushed on blocking threads, the flushes beside the writes.
+    out: Arc<std::fs::File>,
     /// The flush under way, if any.
     flushing: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl LocalSessionWriter {
     async fn new(out: fs::File) -> StorageResult<Self> {
-        let flushed = Arc::new(out.try_clone().await?.into_std().await);
         Ok(Self {
-            out,
-            flushed,
+            out: Arc::new(out.into_std().await),
             flushing: None,
         })
     }
 
-    pub(super) async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
-        self.out.write_all(bytes).await?;
+    pub(super) async fn write(&mut self, batch: Batch) -> StorageResult<()> {
+        write_on_blocking_thread(&self.out, batch).await?;
         if self
             .flushing
             .as_ref()
             .is_none_or(|flushing| flushing.is_finished())
         {
             self.finish_flushing().await?;
-            // The bytes handed to the kernel, then to disk while the next batch is written.
-            self.out.flush().await?;
-            let file = Arc::clone(&self.flushed);
+            // The bytes are the kernel's: to disk while the next batch is written.
+            let file = Arc::clone(&self.out);
             self.flushing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
         }
         Ok(())
     }
 
     pub(super) async fn sync(&mut self) -> StorageResult<()> {
-        self.out.flush().await?;
         self.finish_flushing().await?;
-        Ok(self.out.sync_data().await?)
+        let file = Arc::clone(&self.out);
+        Ok(tokio::task::spawn_blocking(move || file.sync_data()).await??)
     }
 
     /// Waits for the flush under way, and reports its failure.
@@ -615,10 +612,16 @@ async fn remove_if_there(path: &Path) -> StorageResult<bool> {
     }
 }
 
+/// Writes `batch` at `file`'s position, from a blocking thread.
+async fn write_on_blocking_thread(file: &Arc<std::fs::File>, batch: Batch) -> StorageResult<()> {
+    let file = Arc::clone(file);
+    Ok(tokio::task::spawn_blocking(move || batch.write_to(&*file)).await??)
+}
+
 /// A file being written into the `incoming` directory.
 #[derive(Debug)]
 pub struct LocalUpload {
-    out: fs::File,
+    out: Arc<std::fs::File>,
     path: PathBuf,
     bytes_path: PathBuf,
     record_path: PathBuf,
@@ -627,13 +630,13 @@ pub struct LocalUpload {
 }
 
 impl LocalUpload {
-    pub(super) async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
-        Ok(self.out.write_all(bytes).await?)
+    pub(super) async fn write(&mut self, batch: Batch) -> StorageResult<()> {
+        write_on_blocking_thread(&self.out, batch).await
     }
 
-    pub(super) async fn commit(mut self, size: u64, sha256: String) -> StorageResult<FileRecord> {
-        self.out.flush().await?;
-        self.out.sync_all().await?;
+    pub(super) async fn commit(self, size: u64, sha256: String) -> StorageResult<FileRecord> {
+        let out = Arc::clone(&self.out);
+        tokio::task::spawn_blocking(move || out.sync_all()).await??;
         fs::rename(&self.path, &self.bytes_path).await?;
         let record = self.file.into_record(size, sha256);
         write_json_atomically(&self.incoming, &self.record_path, &record).await?;

@@ -6,6 +6,7 @@
 pub mod local;
 pub mod mongo;
 
+use crate::batch::Batch;
 use crate::error::StorageResult;
 use crate::model::{
     AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, JobRecord, KeyClaim, NewFile,
@@ -370,10 +371,10 @@ pub enum SessionWriter {
 
 impl SessionWriter {
     /// Appends bytes (kept only once [`SessionWriter::sync`] returns).
-    pub async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
+    pub async fn write(&mut self, batch: Batch) -> StorageResult<()> {
         match self {
-            SessionWriter::Mongo(writer) => writer.write(bytes).await,
-            SessionWriter::Local(writer) => writer.write(bytes).await,
+            SessionWriter::Mongo(writer) => writer.write(&batch).await,
+            SessionWriter::Local(writer) => writer.write(batch).await,
         }
     }
 
@@ -388,10 +389,10 @@ impl SessionWriter {
 
 impl UploadSink {
     /// Appends bytes.
-    pub async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
+    pub async fn write(&mut self, batch: Batch) -> StorageResult<()> {
         match self {
-            UploadSink::Mongo(upload) => upload.write(bytes).await,
-            UploadSink::Local(upload) => upload.write(bytes).await,
+            UploadSink::Mongo(upload) => upload.write(&batch).await,
+            UploadSink::Local(upload) => upload.write(batch).await,
         }
     }
 

@@ -10,6 +10,7 @@
 //! byte 0, and a ranged request must not read through everything before its range.
 
 use super::ByteStream;
+use crate::batch::Batch;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
     AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
@@ -767,17 +768,19 @@ impl std::fmt::Debug for MongoSessionWriter {
 }
 
 impl MongoSessionWriter {
-    pub(super) async fn write(&mut self, mut bytes: &[u8]) -> StorageResult<()> {
+    pub(super) async fn write(&mut self, batch: &Batch) -> StorageResult<()> {
         let size = SESSION_CHUNK_BYTES as usize;
         let mut full = Vec::new();
-        while !bytes.is_empty() {
-            let take = (size - self.pending.len()).min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.pending.len() == size {
-                let data = std::mem::replace(&mut self.pending, Vec::with_capacity(size));
-                full.push((self.next, data));
-                self.next += 1;
+        for mut bytes in batch.chunks().iter().map(|chunk| &chunk[..]) {
+            while !bytes.is_empty() {
+                let take = (size - self.pending.len()).min(bytes.len());
+                self.pending.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if self.pending.len() == size {
+                    let data = std::mem::replace(&mut self.pending, Vec::with_capacity(size));
+                    full.push((self.next, data));
+                    self.next += 1;
+                }
             }
         }
         let mut new = Vec::with_capacity(full.len());
@@ -857,8 +860,13 @@ impl std::fmt::Debug for GridFsUpload {
 }
 
 impl GridFsUpload {
-    pub(super) async fn write(&mut self, bytes: &[u8]) -> StorageResult<()> {
-        self.stream.write_all(bytes).await.map_err(gridfs_io_error)
+    pub(super) async fn write(&mut self, batch: &Batch) -> StorageResult<()> {
+        // Gathered into one buffer: the driver stores the chunks one write fills in one round
+        // trip, where a write per part would make one per chunk.
+        self.stream
+            .write_all(&batch.chunks().concat())
+            .await
+            .map_err(gridfs_io_error)
     }
 
     pub(super) async fn commit(mut self, size: u64, sha256: String) -> StorageResult<FileRecord> {

@@ -6,6 +6,7 @@
 
 use super::{ActiveStream, IdempotencyKey, StorageApi, WRITE_BATCH_BYTES, WRITE_QUEUE_DEPTH};
 use crate::backend::SessionWriter;
+use crate::batch::Batch;
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::{LEASE_RENEWAL, NewSession, SessionRecord};
 use crate::model::{DateTime, FileRecord, KeyClaim, ObjectId, Owner, parse_id};
@@ -364,7 +365,7 @@ impl StorageApi {
         let mut session = leased;
         let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => "videos");
         let mut written = session.offset;
-        let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+        let mut batch = Batch::default();
         let mut renewal = tokio::time::interval_at(Instant::now() + LEASE_RENEWAL, LEASE_RENEWAL);
         let end = loop {
             let message = tokio::select! {
@@ -424,7 +425,7 @@ impl StorageApi {
             if let Some(checksum) = checksum.as_mut() {
                 checksum.update(&chunk);
             }
-            batch.extend_from_slice(&chunk);
+            batch.push(chunk);
             if batch.len() >= WRITE_BATCH_BYTES
                 && let Err(error) = writer.flush(&mut batch).await
             {
@@ -667,7 +668,7 @@ struct ClosedWriter {
 }
 
 enum WriterCommand {
-    Write(Vec<u8>),
+    Write(Batch),
     Sync(oneshot::Sender<StorageResult<()>>),
 }
 
@@ -681,13 +682,16 @@ impl QueuedWriter {
                     WriterCommand::Write(batch) => {
                         // Hashed here while the backend's write is under way (on a blocking
                         // thread or the network), not in front of receiving the next batch.
+                        let hashed = batch.clone();
                         let hash = async {
                             if let Some(running) = digest.as_mut() {
-                                running.digest.update(&batch);
-                                running.covers += batch.len() as u64;
+                                for chunk in hashed.chunks() {
+                                    running.digest.update(chunk);
+                                }
+                                running.covers += hashed.len() as u64;
                             }
                         };
-                        let (written, ()) = tokio::join!(writer.write(&batch), hash);
+                        let (written, ()) = tokio::join!(writer.write(batch), hash);
                         written?;
                     }
                     WriterCommand::Sync(done) => {
@@ -704,12 +708,11 @@ impl QueuedWriter {
     }
 
     /// Queues the gathered bytes for the backend (waiting while it is behind).
-    async fn flush(&mut self, batch: &mut Vec<u8>) -> StorageResult<()> {
+    async fn flush(&mut self, batch: &mut Batch) -> StorageResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(batch, Vec::with_capacity(WRITE_BATCH_BYTES));
-        self.send(WriterCommand::Write(full)).await
+        self.send(WriterCommand::Write(batch.take())).await
     }
 
     /// Waits until every byte queued so far is durable.
