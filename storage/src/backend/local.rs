@@ -565,7 +565,7 @@ impl LocalSessionWriter {
     }
 
     pub(super) async fn write(&mut self, batch: Batch) -> StorageResult<()> {
-        write_on_blocking_thread(&self.out, batch).await?;
+        on_blocking_thread(&self.out, move |file| batch.write_to(file)).await?;
         if self
             .flushing
             .as_ref()
@@ -581,8 +581,7 @@ impl LocalSessionWriter {
 
     pub(super) async fn sync(&mut self) -> StorageResult<()> {
         self.finish_flushing().await?;
-        let file = Arc::clone(&self.out);
-        Ok(tokio::task::spawn_blocking(move || file.sync_data()).await??)
+        on_blocking_thread(&self.out, std::fs::File::sync_data).await
     }
 
     /// Waits for the flush under way, and reports its failure.
@@ -612,10 +611,13 @@ async fn remove_if_there(path: &Path) -> StorageResult<bool> {
     }
 }
 
-/// Writes `batch` at `file`'s position, from a blocking thread.
-async fn write_on_blocking_thread(file: &Arc<std::fs::File>, batch: Batch) -> StorageResult<()> {
+/// Runs `work` on `file` on a blocking thread (a write or a flush) and waits for it.
+async fn on_blocking_thread<T: Send + 'static>(
+    file: &Arc<std::fs::File>,
+    work: impl FnOnce(&std::fs::File) -> std::io::Result<T> + Send + 'static,
+) -> StorageResult<T> {
     let file = Arc::clone(file);
-    Ok(tokio::task::spawn_blocking(move || batch.write_to(&*file)).await??)
+    Ok(tokio::task::spawn_blocking(move || work(&file)).await??)
 }
 
 /// A file being written into the `incoming` directory.
@@ -631,12 +633,11 @@ pub struct LocalUpload {
 
 impl LocalUpload {
     pub(super) async fn write(&mut self, batch: Batch) -> StorageResult<()> {
-        write_on_blocking_thread(&self.out, batch).await
+        on_blocking_thread(&self.out, move |file| batch.write_to(file)).await
     }
 
     pub(super) async fn commit(self, size: u64, sha256: String) -> StorageResult<FileRecord> {
-        let out = Arc::clone(&self.out);
-        tokio::task::spawn_blocking(move || out.sync_all()).await??;
+        on_blocking_thread(&self.out, std::fs::File::sync_all).await?;
         fs::rename(&self.path, &self.bytes_path).await?;
         let record = self.file.into_record(size, sha256);
         write_json_atomically(&self.incoming, &self.record_path, &record).await?;
