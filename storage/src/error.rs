@@ -29,6 +29,12 @@ pub enum StorageError {
         /// The file's size.
         size: u64,
     },
+    /// An append that goes past its upload session's declared length.
+    #[error("the append goes past the upload's declared length of {length} bytes")]
+    PastLength {
+        /// The session's length, in bytes.
+        length: u64,
+    },
     /// A job is not in the state a change needs (the compare-and-set lost, say).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -97,7 +103,9 @@ impl From<StorageError> for Status {
             StorageError::InvalidArgument(_) => Status::invalid_argument(error.to_string()),
             StorageError::NotFound(_) => Status::not_found(error.to_string()),
             StorageError::TooLarge { .. } => Status::resource_exhausted(error.to_string()),
-            StorageError::RangeOutOfBounds { .. } => Status::out_of_range(error.to_string()),
+            StorageError::RangeOutOfBounds { .. } | StorageError::PastLength { .. } => {
+                Status::out_of_range(error.to_string())
+            }
             StorageError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             StorageError::KeyReused => Status::already_exists(error.to_string()),
             StorageError::KeyInFlight => Status::aborted(error.to_string()),

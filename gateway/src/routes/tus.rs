@@ -339,7 +339,8 @@ pub async fn create(
     // The first bytes: what arrived is kept whatever happens to the rest, and the answer says
     // how much that is; only bytes that are no media end the upload.
     if with_upload && session.offset == 0 {
-        match forward(&state, &caller, &session, checksum, body).await {
+        let target = AppendTarget::of(&session, None);
+        match forward(&state, &caller, &target, checksum, body).await {
             Ok(appended) => session = appended,
             Err(error @ ApiError::UnsupportedMediaType(_)) => return Err(error),
             Err(error) => {
@@ -444,17 +445,30 @@ pub async fn append(
     let offset = number_header(&headers, &UPLOAD_OFFSET)?
         .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?;
     let checksum = upload_checksum(&headers)?;
-    let mut session = live_session(&state, &caller, &id).await?;
-    if offset != session.offset {
-        return Err(offset_mismatch(session.offset, offset));
-    }
-    let remaining = session.length - session.offset;
-    if number_header(&headers, &CONTENT_LENGTH)?.is_some_and(|length| length > remaining) {
-        return Err(past_length(&session));
-    }
-    if remaining > 0 {
-        session = forward(&state, &caller, &session, checksum, body).await?;
-    }
+    let declared = number_header(&headers, &CONTENT_LENGTH)?;
+    check_id(&id, "upload")?;
+    let session = if offset == 0 {
+        // A file's first bytes are looked at before any is stored, which needs its length.
+        let session = live_session(&state, &caller, &id).await?;
+        check_patch(&session, offset, declared)?;
+        if session.offset == session.length {
+            session
+        } else {
+            let target = AppendTarget::of(&session, declared);
+            forward(&state, &caller, &target, checksum, body).await?
+        }
+    } else {
+        // Straight to storage, which checks the offset, the expiry and the length as it takes
+        // the upload's one writer's lease: no read of the session in front of every PATCH. A
+        // refusal is looked into afterwards and answered as precisely.
+        let target = AppendTarget {
+            id: &id,
+            offset,
+            length: None,
+            declared,
+        };
+        forward(&state, &caller, &target, checksum, body).await?
+    };
     let job = finish_if_complete(&state, &caller, &session).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -562,29 +576,65 @@ async fn live_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<
     Ok(session)
 }
 
-/// Streams the body into the session at its offset, in messages of about [`MESSAGE_BYTES`].
+/// Why a PATCH of `declared` bytes at `offset` does not fit `session`, if it does not.
+fn check_patch(session: &UploadSession, offset: u64, declared: Option<u64>) -> ApiResult<()> {
+    if offset != session.offset {
+        return Err(offset_mismatch(session.offset, offset));
+    }
+    if declared.is_some_and(|declared| declared > session.length - session.offset) {
+        return Err(past_length(session.length));
+    }
+    Ok(())
+}
+
+/// Where a PATCH's bytes go.
+struct AppendTarget<'a> {
+    /// The upload.
+    id: &'a str,
+    /// Where the bytes start.
+    offset: u64,
+    /// The upload's length, when its session was read first; otherwise storage alone holds
+    /// the bytes to it.
+    length: Option<u64>,
+    /// How many bytes the request says it brings (`Content-Length`).
+    declared: Option<u64>,
+}
+
+impl<'a> AppendTarget<'a> {
+    /// The bytes after those `session` holds.
+    fn of(session: &'a UploadSession, declared: Option<u64>) -> Self {
+        Self {
+            id: &session.id,
+            offset: session.offset,
+            length: Some(session.length),
+            declared,
+        }
+    }
+}
+
+/// Streams the body into the upload at its offset, in messages of about [`MESSAGE_BYTES`].
 /// The first bytes of a file are looked at before any is stored: no media, and the upload is
 /// removed (415). A body that breaks off (or stalls) keeps what arrived, unless it carries a
 /// checksum.
 async fn forward(
     state: &AppState,
     caller: &Caller,
-    session: &UploadSession,
+    target: &AppendTarget<'_>,
     checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
     body: Body,
 ) -> ApiResult<UploadSession> {
-    let remaining = session.length - session.offset;
     let (checksum_algorithm, checksum) = checksum.unwrap_or_default();
     let header = pb::AppendHeader {
-        id: session.id.clone(),
+        id: target.id.to_owned(),
         owner_id: caller.user_id.clone(),
-        offset: session.offset,
+        offset: target.offset,
         checksum_algorithm: checksum_algorithm.into(),
         checksum: checksum.into(),
+        length: target.declared,
     };
     let start = || state.storage.append(header.clone());
     // Opened once the first bytes of the file are known to be media.
-    let mut append: Option<Append> = (session.offset > 0).then(start);
+    let mut append: Option<Append> = (target.offset > 0).then(start);
     let mut body = body.into_data_stream();
     let mut pending = BytesMut::with_capacity(MESSAGE_BYTES);
     let mut received = 0u64;
@@ -608,16 +658,18 @@ async fn forward(
             }
         };
         received += chunk.len() as u64;
-        if received > remaining {
+        if let Some(length) = target.length
+            && received > length - target.offset
+        {
             if let Some(append) = append {
                 append.abandon().await;
             }
-            return Err(past_length(session));
+            return Err(past_length(length));
         }
         bytes_in.increment(chunk.len() as u64);
         pending.extend_from_slice(&chunk);
         if append.is_none() && pending.len() >= SNIFF_BYTES {
-            refuse_unless_media(state, caller, session, &pending).await?;
+            refuse_unless_media(state, caller, target.id, &pending).await?;
             append = Some(start());
         }
         if let Some(append) = append.as_mut()
@@ -633,8 +685,8 @@ async fn forward(
         None => {
             // The body ended inside the window the container is recognised in: a whole file
             // that short is looked at now, the first part of a longer one when it completes.
-            if pending.len() as u64 == session.length {
-                refuse_unless_media(state, caller, session, &pending).await?;
+            if target.length == Some(pending.len() as u64) {
+                refuse_unless_media(state, caller, target.id, &pending).await?;
             }
             start()
         }
@@ -642,14 +694,54 @@ async fn forward(
     if !pending.is_empty() {
         append.send(pending.freeze()).await;
     }
-    append.finish().await.map_err(append_error)
+    match append.finish().await {
+        Ok(session) => Ok(session),
+        Err(status) => explain_refusal(state, caller, target, received, status).await,
+    }
 }
 
-/// Removes the upload (415) unless `prefix`, its first bytes, is a video or audio container.
+/// What storage refusing (or failing) an append means for the client. Where storage says
+/// only that the append cannot start (the offset, the expiry, a finished or missing upload),
+/// the session is read to answer as a PATCH checked against it first would have been; a
+/// PATCH that brought nothing to an upload that has every byte is then no failure at all.
+async fn explain_refusal(
+    state: &AppState,
+    caller: &Caller,
+    target: &AppendTarget<'_>,
+    received: u64,
+    status: tonic::Status,
+) -> ApiResult<UploadSession> {
+    let read = || async {
+        state
+            .storage
+            .upload_session(target.id, &caller.own())
+            .await
+            .map_err(|status| ApiError::from_status("storage", "upload", status))
+    };
+    match status.code() {
+        tonic::Code::OutOfRange => Err(past_length(match target.length {
+            Some(length) => length,
+            None => read().await?.length,
+        })),
+        tonic::Code::FailedPrecondition | tonic::Code::NotFound => {
+            let session = live_session(state, caller, target.id).await?;
+            check_patch(&session, target.offset, target.declared)?;
+            match (session.offset == session.length, received) {
+                (true, 0) => Ok(session),
+                (true, _) => Err(past_length(session.length)),
+                (false, _) => Err(append_error(status)),
+            }
+        }
+        _ => Err(append_error(status)),
+    }
+}
+
+/// Removes the upload `id` (415) unless `prefix`, its first bytes, is a video or audio
+/// container.
 async fn refuse_unless_media(
     state: &AppState,
     caller: &Caller,
-    session: &UploadSession,
+    id: &str,
     prefix: &[u8],
 ) -> ApiResult<()> {
     if media_container(prefix).is_some() {
@@ -657,7 +749,7 @@ async fn refuse_unless_media(
     }
     if let Err(error) = state
         .storage
-        .abort_upload_session(&session.id, &caller.user_id)
+        .abort_upload_session(id, &caller.user_id)
         .await
     {
         tracing::warn!(%error, "could not remove an upload that is no media");
@@ -696,7 +788,7 @@ async fn finish_if_complete(
         {
             tracing::warn!(%error, "could not remove an upload that is no media");
         }
-        refuse_unless_media(state, caller, &session, &prefix).await?;
+        refuse_unless_media(state, caller, &session.id, &prefix).await?;
     }
     let described = Described::from_metadata(&session.metadata)?;
     let created = state
@@ -940,10 +1032,9 @@ fn offset_mismatch(actual: u64, sent: u64) -> ApiError {
     ))
 }
 
-fn past_length(session: &UploadSession) -> ApiError {
-    ApiError::PayloadTooLarge {
-        limit: session.length,
-    }
+/// A body going past the upload's `length`.
+fn past_length(length: u64) -> ApiError {
+    ApiError::PayloadTooLarge { limit: length }
 }
 
 /// What storage refusing an append (or a termination) means for the client.

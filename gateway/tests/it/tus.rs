@@ -280,6 +280,51 @@ async fn the_protocol_is_spoken_from_options_through_creation_head_and_patch_to_
     assert_eq!(mesh.waiting(&mesh.video_queue).await, 1, "queued once");
 }
 
+/// A PATCH past an upload's start goes to storage without the session read first; what
+/// storage refuses must still get the answer a check against the session would have given.
+#[tokio::test]
+async fn a_later_patch_that_does_not_fit_gets_the_same_answers_as_a_first_one() {
+    let mesh = Mesh::start(MeshOptions::default()).await;
+    let alice = mesh.user("alice@example.com").await;
+    let clip = mp4_like(400_000, 5);
+    let tus = Tus::new(&mesh, &alice);
+    let location = tus.created(clip.len() as u64, "clip.mp4").await;
+    let first = tus.patch(&location, 0, &clip[..100_000]).await;
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+
+    let mut too_long = clip[100_000..].to_vec();
+    too_long.push(0);
+    let refused = tus.patch(&location, 100_000, &too_long).await;
+    assert_error(refused, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert_eq!(
+        rest::upload_offset(&tus.head(&location).await),
+        100_000,
+        "nothing of a body longer than the upload is kept"
+    );
+    let ahead = tus.patch(&location, 150_000, &clip[150_000..]).await;
+    let body = assert_error(ahead, StatusCode::CONFLICT, "conflict").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at offset 100000"),
+        "{body}"
+    );
+
+    let last = tus.patch(&location, 100_000, &clip[100_000..]).await;
+    assert_eq!(last.status(), StatusCode::NO_CONTENT);
+    let job_id = check_finished(&mesh, &alice, &last, &clip).await;
+    // A client that lost the last answer may send an empty PATCH at the end: it names the
+    // job again; a byte more is too many.
+    let again = tus.patch(&location, clip.len() as u64, &[]).await;
+    assert_eq!(again.status(), StatusCode::NO_CONTENT);
+    assert_eq!(rest::upload_offset(&again), clip.len() as u64);
+    assert_eq!(header(&again, "job-id"), job_id);
+    let past = tus.patch(&location, clip.len() as u64, &[0]).await;
+    assert_error(past, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert_eq!(mesh.waiting(&mesh.video_queue).await, 1, "queued once");
+}
+
 #[tokio::test]
 async fn another_users_upload_is_not_found_and_an_expired_token_mid_upload_loses_nothing() {
     let mesh = Mesh::start(MeshOptions::default()).await;

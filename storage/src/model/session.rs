@@ -142,8 +142,14 @@ impl SessionRecord {
         self.expires_at <= now
     }
 
-    /// Why an append at `offset` cannot start now, if it cannot.
-    pub fn refuse_append(&self, offset: u64, now: DateTime) -> StorageResult<()> {
+    /// Why an append at `offset`, of `length` bytes when that is known, cannot start now, if
+    /// it cannot.
+    pub fn refuse_append(
+        &self,
+        offset: u64,
+        length: Option<u64>,
+        now: DateTime,
+    ) -> StorageResult<()> {
         if self.complete {
             return Err(StorageError::FailedPrecondition(
                 "the upload is complete; it takes no more bytes".into(),
@@ -159,6 +165,11 @@ impl SessionRecord {
                 "the upload is at offset {}, not {offset}",
                 self.offset
             )));
+        }
+        if length.is_some_and(|length| offset.saturating_add(length) > self.length) {
+            return Err(StorageError::PastLength {
+                length: self.length,
+            });
         }
         Ok(())
     }
@@ -339,16 +350,24 @@ mod tests {
     fn an_append_must_start_at_the_offset_of_a_live_incomplete_session() {
         let session = session(100).appended(40, at(2_000_000), DAY);
         let now = at(3_000_000);
-        assert!(session.refuse_append(40, now).is_ok());
-        let wrong = session.refuse_append(0, now).unwrap_err().to_string();
+        assert!(session.refuse_append(40, None, now).is_ok());
+        assert!(session.refuse_append(40, Some(60), now).is_ok());
+        let wrong = session.refuse_append(0, None, now).unwrap_err().to_string();
         assert!(wrong.contains("at offset 40, not 0"), "{wrong}");
-        let expired = session.refuse_append(40, session.expires_at).unwrap_err();
+        let expired = session
+            .refuse_append(40, None, session.expires_at)
+            .unwrap_err();
         assert!(expired.to_string().contains("expired"), "{expired}");
         let complete = session
             .completed(now, DAY)
-            .refuse_append(40, now)
+            .refuse_append(40, None, now)
             .unwrap_err();
         assert!(complete.to_string().contains("complete"), "{complete}");
+        let past = session.refuse_append(40, Some(61), now).unwrap_err();
+        assert!(
+            matches!(past, StorageError::PastLength { length: 100 }),
+            "{past}"
+        );
     }
 
     #[test]

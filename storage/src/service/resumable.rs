@@ -247,10 +247,10 @@ impl StorageApi {
         let owner = Owner::from_request(header.owner_id.clone(), false)?;
         let checksum = ExpectedChecksum::from_header(&header)?;
         let holder = ObjectId::new();
-        let offset = header.offset;
+        let (offset, length) = (header.offset, header.length);
         let leased = self
             .lease_session(&header.id, &owner, holder, |session, now| {
-                session.refuse_append(offset, now)
+                session.refuse_append(offset, length, now)
             })
             .await?;
         let _active = ActiveStream::start("append");
@@ -415,10 +415,9 @@ impl StorageApi {
                 }
             };
             if written + chunk.len() as u64 > session.length {
-                break Ok(StreamEnd::Broken(StorageError::InvalidArgument(format!(
-                    "the append goes past the upload's declared length of {} bytes",
-                    session.length
-                ))));
+                break Ok(StreamEnd::Broken(StorageError::PastLength {
+                    length: session.length,
+                }));
             }
             written += chunk.len() as u64;
             bytes_in.increment(chunk.len() as u64);

@@ -312,12 +312,21 @@ async fn a_broken_append_keeps_what_arrived_but_a_checksummed_append_keeps_all_o
         "and so does a matching SHA-256"
     );
 
-    // Bytes past the declared length are refused.
+    // Bytes past the declared length are refused: those before them are kept (no checksum)...
     let session = storage.create_session(ALICE, 10).await;
     let past = storage
         .append(append_header(&session.id, ALICE, 0), &[1; 11], true)
         .await;
-    assert_eq!(past.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(past.unwrap_err().code(), Code::OutOfRange);
+    // ...unless the header said how many were coming: then none is (not even the first
+    // 64 KiB chunk, which would fit).
+    let session = storage.create_session(ALICE, 100_000).await;
+    let mut header = append_header(&session.id, ALICE, 0);
+    header.length = Some(100_001);
+    let past = storage.append(header, &[1; 100_001], true).await;
+    assert_eq!(past.unwrap_err().code(), Code::OutOfRange);
+    let after = storage.session(&session.id, ALICE).await.unwrap();
+    assert_eq!(after.offset, 0, "nothing of a refused append is kept");
 
     let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
     assert_eq!(
