@@ -47,8 +47,8 @@ pub struct StorageApi {
     backend: Arc<Backend>,
     max_file_bytes: u64,
     upload_expiry: std::time::Duration,
-    /// Each session's running SHA-256 and how many bytes it covers.
-    digests: Arc<Remembered<resumable::RunningDigest>>,
+    /// Each session's SHA-256 as its hashing thread computes it, and how many bytes it covers.
+    digests: Arc<Remembered<resumable::PendingDigest>>,
     known_sessions: Arc<Remembered<SessionRecord>>,
 }
 

@@ -36,6 +36,9 @@ pub(super) const REMEMBERED_DIGESTS: usize = 4096;
 /// is remembered between appends (a few hundred bytes each): the next append's lease is tried
 /// straight on it instead of reading it first.
 pub(super) const REMEMBERED_SESSIONS: usize = 4096;
+/// Batches waiting for an append's hashing thread: it may fall this far behind the writes
+/// (the batches' memory is shared with the writes until they are stored).
+const HASH_QUEUE_DEPTH: usize = 4;
 /// Times a change to a session is recomputed when another writer changed it in between.
 const MAX_CHANGE_ATTEMPTS: usize = 16;
 
@@ -105,11 +108,14 @@ enum StreamEnd {
 }
 
 impl StorageApi {
-    /// The remembered digest of exactly the first `offset` bytes of session `id`.
-    fn remembered_digest(&self, id: ObjectId, offset: u64) -> Option<RunningDigest> {
-        self.digests
+    /// The remembered digest of exactly the first `offset` bytes of session `id`, once its
+    /// hashing thread is done.
+    async fn remembered_digest(&self, id: ObjectId, offset: u64) -> Option<Sha256> {
+        let pending = self
+            .digests
             .take(id)
-            .filter(|running| running.covers == offset)
+            .filter(|pending| pending.covers == offset)?;
+        pending.digest.await.ok()
     }
 
     pub(super) async fn create_session(
@@ -307,15 +313,12 @@ impl StorageApi {
         };
         // A session's first append starts its digest; later ones carry it on when this
         // replica remembers it.
-        let digest = self
-            .remembered_digest(leased.id, leased.offset)
-            .or_else(|| {
-                (leased.offset == 0).then(|| RunningDigest {
-                    covers: 0,
-                    digest: Sha256::new(),
-                })
-            });
-        let mut writer = QueuedWriter::start(writer, digest);
+        let digest = match self.remembered_digest(leased.id, leased.offset).await {
+            Some(digest) => Some(digest),
+            None => (leased.offset == 0).then(Sha256::new),
+        };
+        let hasher = digest.map(|digest| Hasher::start(digest, leased.offset));
+        let mut writer = QueuedWriter::start(writer, hasher);
         let (session, outcome) = self
             .stream_into(&mut writer, leased, holder, stream, checksum)
             .await;
@@ -323,12 +326,13 @@ impl StorageApi {
         let Some(ClosedWriter { digest, writer }) = writer.close().await else {
             return (session, outcome);
         };
-        // Remembered when it covers exactly the bytes kept (not after a refused checksum).
-        if let Some(running) = digest
-            && running.covers == session.offset
+        // Remembered when it covers exactly the bytes kept (not after a refused checksum),
+        // still being computed: the answer does not wait for the hash of the last bytes.
+        if let Some(pending) = digest
+            && pending.covers == session.offset
             && !session.complete
         {
-            self.digests.put(session.id, running);
+            self.digests.put(session.id, pending);
         }
         if outcome.is_ok() {
             self.backend.writer_done(writer, &session);
@@ -581,8 +585,8 @@ impl StorageApi {
 
     /// The SHA-256 of a session's every byte: remembered from its appends, or read again.
     async fn sha256_of(&self, session: &SessionRecord) -> StorageResult<String> {
-        if let Some(running) = self.remembered_digest(session.id, session.length) {
-            return Ok(hex::encode(running.digest.finalize()));
+        if let Some(digest) = self.remembered_digest(session.id, session.length).await {
+            return Ok(hex::encode(digest.finalize()));
         }
         metrics::counter!(crate::meters::UPLOAD_REHASHES).increment(1);
         tracing::info!(upload_id = %session.id, "hashing a completed upload from its bytes");
@@ -646,15 +650,65 @@ impl StorageApi {
     }
 }
 
-/// The SHA-256 of a session's first `covers` bytes.
+/// The SHA-256 of a session's first `covers` bytes, as its hashing thread computes it.
 #[derive(Debug)]
-pub(super) struct RunningDigest {
+pub(super) struct PendingDigest {
     covers: u64,
-    digest: Sha256,
+    digest: JoinHandle<Sha256>,
 }
 
-/// A session's writer on its own task, so that storing one batch, and hashing it, overlap
-/// receiving the next (as a multipart upload's do), with durable points on request.
+/// Hashes an append's batches in order on a blocking thread of its own, carrying a session's
+/// digest on. Hashing is a third of storage's work on an upload: here it overlaps storing
+/// the batches, and the hash of an append's last bytes does not hold up its answer (it runs
+/// while the client sends the next PATCH); the next append or the completion waits for it.
+struct Hasher {
+    batches: mpsc::Sender<Batch>,
+    /// Bytes the digest covers once the thread has hashed every batch it was given.
+    covers: u64,
+    digest: JoinHandle<Sha256>,
+}
+
+impl Hasher {
+    /// Hashes on from `digest`, the digest of a session's first `covers` bytes.
+    fn start(digest: Sha256, covers: u64) -> Self {
+        let (batches, mut queue) = mpsc::channel::<Batch>(HASH_QUEUE_DEPTH);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut digest = digest;
+            while let Some(batch) = queue.blocking_recv() {
+                for chunk in batch.chunks() {
+                    digest.update(chunk);
+                }
+            }
+            digest
+        });
+        Self {
+            batches,
+            covers,
+            digest,
+        }
+    }
+
+    /// Queues `batch` for hashing (waiting while the thread is that far behind).
+    async fn hash(&mut self, batch: Batch) {
+        let length = batch.len() as u64;
+        // A thread that is gone panicked: its digest never covers what was kept, so the
+        // session is hashed from its bytes when it completes.
+        if self.batches.send(batch).await.is_ok() {
+            self.covers += length;
+        }
+    }
+
+    /// The digest of every batch given, once the thread is done with them.
+    fn finish(self) -> PendingDigest {
+        PendingDigest {
+            covers: self.covers,
+            digest: self.digest,
+        }
+    }
+}
+
+/// A session's writer on its own task, so that storing one batch overlaps receiving the next
+/// (as a multipart upload's do), with durable points on request.
 struct QueuedWriter {
     commands: Option<mpsc::Sender<WriterCommand>>,
     task: Option<JoinHandle<StorageResult<ClosedWriter>>>,
@@ -662,7 +716,7 @@ struct QueuedWriter {
 
 /// What a [`QueuedWriter`] hands back when it has written everything.
 struct ClosedWriter {
-    digest: Option<RunningDigest>,
+    digest: Option<PendingDigest>,
     writer: SessionWriter,
 }
 
@@ -672,33 +726,27 @@ enum WriterCommand {
 }
 
 impl QueuedWriter {
-    /// A writer carrying `digest` on over every byte it writes.
-    fn start(mut writer: SessionWriter, mut digest: Option<RunningDigest>) -> Self {
+    /// A writer that has `hasher` hash every byte it writes.
+    fn start(mut writer: SessionWriter, mut hasher: Option<Hasher>) -> Self {
         let (commands, mut queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let task = tokio::spawn(async move {
             while let Some(command) = queue.recv().await {
                 match command {
                     WriterCommand::Write(batch) => {
-                        // Hashed here while the backend's write is under way (on a blocking
-                        // thread or the network), not in front of receiving the next batch.
-                        let hashed = batch.clone();
-                        let hash = async {
-                            if let Some(running) = digest.as_mut() {
-                                for chunk in hashed.chunks() {
-                                    running.digest.update(chunk);
-                                }
-                                running.covers += hashed.len() as u64;
-                            }
-                        };
-                        let (written, ()) = tokio::join!(writer.write(batch), hash);
-                        written?;
+                        if let Some(hasher) = hasher.as_mut() {
+                            hasher.hash(batch.clone()).await;
+                        }
+                        writer.write(batch).await?;
                     }
                     WriterCommand::Sync(done) => {
                         let _ = done.send(writer.sync().await);
                     }
                 }
             }
-            Ok(ClosedWriter { digest, writer })
+            Ok(ClosedWriter {
+                digest: hasher.map(Hasher::finish),
+                writer,
+            })
         });
         Self {
             commands: Some(commands),
