@@ -554,6 +554,8 @@ pub struct LocalSessionWriter {
     out: Arc<std::fs::File>,
     /// The flush under way, if any.
     flushing: Option<JoinHandle<std::io::Result<()>>>,
+    /// Whether the flush under way (or the last one) started after the last write.
+    flushes_every_write: bool,
 }
 
 impl LocalSessionWriter {
@@ -561,11 +563,13 @@ impl LocalSessionWriter {
         Ok(Self {
             out: Arc::new(out.into_std().await),
             flushing: None,
+            flushes_every_write: false,
         })
     }
 
     pub(super) async fn write(&mut self, batch: Batch) -> StorageResult<()> {
         on_blocking_thread(&self.out, move |file| batch.write_to(file)).await?;
+        self.flushes_every_write = false;
         if self
             .flushing
             .as_ref()
@@ -575,13 +579,21 @@ impl LocalSessionWriter {
             // The bytes are the kernel's: to disk while the next batch is written.
             let file = Arc::clone(&self.out);
             self.flushing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+            self.flushes_every_write = true;
         }
         Ok(())
     }
 
     pub(super) async fn sync(&mut self) -> StorageResult<()> {
         self.finish_flushing().await?;
-        on_blocking_thread(&self.out, std::fs::File::sync_data).await
+        if self.flushes_every_write {
+            // Nothing was written since that flush began: a second one would only wait for
+            // the device again.
+            return Ok(());
+        }
+        on_blocking_thread(&self.out, std::fs::File::sync_data).await?;
+        self.flushes_every_write = true;
+        Ok(())
     }
 
     /// Waits for the flush under way, and reports its failure.
