@@ -32,11 +32,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::Write;
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
@@ -677,12 +678,19 @@ async fn write_json_atomically(
         source,
     })?;
     let temporary = scratch.join(format!("{}.json", ObjectId::new().to_hex()));
-    let mut file = fs::File::create(&temporary).await?;
-    file.write_all(&json).await?;
-    file.sync_all().await?;
-    drop(file);
-    fs::rename(&temporary, path).await?;
-    sync_dir(path).await
+    let path = path.to_owned();
+    // One blocking task for the five steps: an upload session's record is written at the end
+    // of every append, and each hop to a blocking thread is a wake-up and a switch.
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, &path)?;
+        sync_parent_dir(&path)
+    })
+    .await??;
+    Ok(())
 }
 
 async fn read_json<T: DeserializeOwned>(path: &Path) -> StorageResult<Option<T>> {
@@ -736,11 +744,9 @@ async fn read_all_json<T: DeserializeOwned>(dir: &Path) -> StorageResult<Vec<T>>
 }
 
 /// Flushes the directory holding `path`, so a rename into it survives a power cut.
-async fn sync_dir(path: &Path) -> StorageResult<()> {
-    let Some(dir) = path.parent() else {
-        return Ok(());
-    };
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await??;
-    Ok(())
+fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
