@@ -47,7 +47,7 @@ pub struct StorageApi {
     backend: Arc<Backend>,
     max_file_bytes: u64,
     upload_expiry: std::time::Duration,
-    /// Each session's SHA-256 as its hashing thread computes it, and how many bytes it covers.
+    /// Each session's SHA-256 as its hashing task computes it, and how many bytes it covers.
     digests: Arc<Remembered<resumable::PendingDigest>>,
     known_sessions: Arc<Remembered<SessionRecord>>,
 }

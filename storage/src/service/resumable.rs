@@ -36,7 +36,7 @@ pub(super) const REMEMBERED_DIGESTS: usize = 4096;
 /// is remembered between appends (a few hundred bytes each): the next append's lease is tried
 /// straight on it instead of reading it first.
 pub(super) const REMEMBERED_SESSIONS: usize = 4096;
-/// Batches waiting for an append's hashing thread: it may fall this far behind the writes
+/// Batches waiting for an append's hashing task: it may fall this far behind the writes
 /// (the batches' memory is shared with the writes until they are stored).
 const HASH_QUEUE_DEPTH: usize = 4;
 /// Times a change to a session is recomputed when another writer changed it in between.
@@ -109,13 +109,13 @@ enum StreamEnd {
 
 impl StorageApi {
     /// The remembered digest of exactly the first `offset` bytes of session `id`, once its
-    /// hashing thread is done.
+    /// hashing task is done.
     async fn remembered_digest(&self, id: ObjectId, offset: u64) -> Option<Sha256> {
         let pending = self
             .digests
             .take(id)
             .filter(|pending| pending.covers == offset)?;
-        pending.digest.await.ok()
+        pending.digest.await.ok().flatten()
     }
 
     pub(super) async fn create_session(
@@ -650,36 +650,44 @@ impl StorageApi {
     }
 }
 
-/// The SHA-256 of a session's first `covers` bytes, as its hashing thread computes it.
+/// The SHA-256 of a session's first `covers` bytes, as its hashing task computes it (`None`
+/// if hashing failed: the file is then hashed from its bytes when it completes).
 #[derive(Debug)]
 pub(super) struct PendingDigest {
     covers: u64,
-    digest: JoinHandle<Sha256>,
+    digest: JoinHandle<Option<Sha256>>,
 }
 
-/// Hashes an append's batches in order on a blocking thread of its own, carrying a session's
-/// digest on. Hashing is a third of storage's work on an upload: here it overlaps storing
-/// the batches, and the hash of an append's last bytes does not hold up its answer (it runs
-/// while the client sends the next PATCH); the next append or the completion waits for it.
+/// Hashes an append's batches in order on a task of its own, carrying a session's digest on.
+/// Hashing is a third of storage's work on an upload: here it overlaps storing the batches,
+/// and the hash of an append's last bytes does not hold up its answer (it runs while the
+/// client sends the next PATCH); the next append or the completion waits for it.
 struct Hasher {
     batches: mpsc::Sender<Batch>,
-    /// Bytes the digest covers once the thread has hashed every batch it was given.
+    /// Bytes the digest covers once the task has hashed every batch it was given.
     covers: u64,
-    digest: JoinHandle<Sha256>,
+    digest: JoinHandle<Option<Sha256>>,
 }
 
 impl Hasher {
     /// Hashes on from `digest`, the digest of a session's first `covers` bytes.
     fn start(digest: Sha256, covers: u64) -> Self {
         let (batches, mut queue) = mpsc::channel::<Batch>(HASH_QUEUE_DEPTH);
-        let digest = tokio::task::spawn_blocking(move || {
+        let digest = tokio::spawn(async move {
             let mut digest = digest;
-            while let Some(batch) = queue.blocking_recv() {
-                for chunk in batch.chunks() {
-                    digest.update(chunk);
-                }
+            while let Some(batch) = queue.recv().await {
+                // Each batch on a blocking thread, which is held only while it hashes: a
+                // thread waiting for the next batch could leave none for the writes.
+                digest = tokio::task::spawn_blocking(move || {
+                    for chunk in batch.chunks() {
+                        digest.update(chunk);
+                    }
+                    digest
+                })
+                .await
+                .ok()?;
             }
-            digest
+            Some(digest)
         });
         Self {
             batches,
@@ -688,17 +696,17 @@ impl Hasher {
         }
     }
 
-    /// Queues `batch` for hashing (waiting while the thread is that far behind).
+    /// Queues `batch` for hashing (waiting while the task is that far behind).
     async fn hash(&mut self, batch: Batch) {
         let length = batch.len() as u64;
-        // A thread that is gone panicked: its digest never covers what was kept, so the
-        // session is hashed from its bytes when it completes.
+        // A task that is gone failed: its digest never covers what was kept, so the session
+        // is hashed from its bytes when it completes.
         if self.batches.send(batch).await.is_ok() {
             self.covers += length;
         }
     }
 
-    /// The digest of every batch given, once the thread is done with them.
+    /// The digest of every batch given, once the task is done with them.
     fn finish(self) -> PendingDigest {
         PendingDigest {
             covers: self.covers,
