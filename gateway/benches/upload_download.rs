@@ -17,7 +17,10 @@
 //! rounds of both sides are run (default 3; this machine is noisy, so the table shows medians
 //! and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
 //! `64,1024`); `BENCH_PARTS` which tables are measured, a comma-separated subset of `direct`,
-//! `tus` and `rss` (default all three).
+//! `tus` and `rss` (default all three); `BENCH_SIDES` which sides of the `tus` table run, a
+//! comma-separated list of parts of their names (`BENCH_SIDES='local,@tus/server 5'` runs
+//! the three local-directory sides and the reference server in 5 MiB PATCHes; default all),
+//! so an A/B run of two binaries spends its time on the sides it compares.
 
 use clients::{Owner, StorageClient};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -34,6 +37,15 @@ const PASSWORD: &str = "benchmark password";
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+/// A ratio as a table shows it: blank where its base was not measured.
+fn ratio_cell(ratio: f64) -> String {
+    if ratio.is_nan() {
+        String::new()
+    } else {
+        format!("{ratio:.2}")
+    }
 }
 
 fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
@@ -495,6 +507,16 @@ async fn run() -> anyhow::Result<()> {
         "tus 5 MiB (local directory)",
         "tus 64 MiB (local directory)",
     ];
+    let wanted_sides = std::env::var("BENCH_SIDES").unwrap_or_default();
+    let measured: Vec<bool> = sides
+        .iter()
+        .map(|name| {
+            wanted_sides.is_empty()
+                || wanted_sides
+                    .split(',')
+                    .any(|wanted| name.contains(wanted.trim()))
+        })
+        .collect();
     let mut speeds = vec![Vec::new(); sides.len()];
     // CPU seconds per GiB uploaded, each round: the server that answers the client (the
     // gateway, or the reference server), storage, auth, and the client (this process).
@@ -516,6 +538,9 @@ async fn run() -> anyhow::Result<()> {
         // Each round starts with another side, so a slow spell lands on every side in turn.
         for turn in 0..sides.len() {
             let side = (turn + round) % sides.len();
+            if !measured[side] {
+                continue;
+            }
             let seed = 40 + round as u64;
             let cpu_before = cpu_now(side);
             let elapsed = match side {
@@ -562,6 +587,9 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     let per_round = |values: &[f64], base: &[f64]| -> (f64, String) {
+        if base.is_empty() {
+            return (f64::NAN, String::new());
+        }
         let ratios: Vec<f64> = values.iter().zip(base).map(|(v, b)| v / b).collect();
         let text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         (median(&ratios), text.join(", "))
@@ -575,7 +603,7 @@ async fn run() -> anyhow::Result<()> {
             "| side | MB/s | every round (MB/s) | ÷ multipart (same backend) | per round | ÷ @tus/server (same PATCH size) | per round |"
         );
         println!("|---|---:|---|---:|---|---:|---|");
-        for (side, name) in sides.iter().enumerate() {
+        for (side, name) in sides.iter().enumerate().filter(|(side, _)| measured[*side]) {
             let every: Vec<String> = speeds[side].iter().map(|v| format!("{v:.0}")).collect();
             // Each side against the multipart path on the same storage backend, and a tus side
             // against the reference server with PATCHes of the same size.
@@ -587,14 +615,11 @@ async fn run() -> anyhow::Result<()> {
                 _ => (f64::NAN, String::new()),
             };
             println!(
-                "| {name} | {:.1} | {} | {vs_multipart:.2} | {vs_multipart_rounds} | {} | {vs_reference_rounds} |",
+                "| {name} | {:.1} | {} | {} | {vs_multipart_rounds} | {} | {vs_reference_rounds} |",
                 median(&speeds[side]),
                 every.join(", "),
-                if vs_reference.is_nan() {
-                    "".to_owned()
-                } else {
-                    format!("{vs_reference:.2}")
-                },
+                ratio_cell(vs_multipart),
+                ratio_cell(vs_reference),
             );
         }
     }
@@ -606,7 +631,7 @@ async fn run() -> anyhow::Result<()> {
         );
         println!("| side | server (gateway or @tus/server) | storage | auth | client | in all |");
         println!("|---|---|---|---|---|---:|");
-        for (side, name) in sides.iter().enumerate() {
+        for (side, name) in sides.iter().enumerate().filter(|(side, _)| measured[*side]) {
             let column = |n: usize| {
                 let values: Vec<f64> = cpu[side].iter().map(|round: &[f64; 4]| round[n]).collect();
                 let every: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
