@@ -12,13 +12,15 @@
 //!                              claims older than their window are removed at start-up)
 //! root/uploads/{id}.json       a resumable upload session
 //! root/uploads/{id}            its bytes so far (past the session's offset: not kept)
+//! root/uploads/{id}.progress   its offset and expiry as its appends left them, in place
 //! ```
 //! Every record is written to a temporary file, flushed to disk and renamed into place, so a
 //! crash leaves the old record or the new one, never half of either. One process owns the
 //! directory; a lock inside it serialises the compare-and-set of job records. So an upload
 //! session's writer's lease, which excludes a second append only while this process runs, is
 //! kept in memory: taking and letting go of it cost an append two record writes with their
-//! fsyncs, for nothing a crash would need.
+//! fsyncs, for nothing a crash would need. What an append does keep, how far the session got,
+//! is written in place ([`progress`]), not as a new record.
 
 use super::ByteStream;
 use crate::batch::Batch;
@@ -42,6 +44,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
+mod progress;
+
 /// Bytes per chunk when reading a file out: each chunk is one read on a blocking thread and one
 /// gRPC message, so larger chunks mean fewer thread hand-offs and frames per file (a
 /// converter's fetch of a video is most of what storage does per job).
@@ -52,9 +56,10 @@ const READ_CHUNK_BYTES: usize = 1024 * 1024;
 pub struct LocalBackend {
     root: PathBuf,
     job_lock: Mutex<()>,
-    /// Upload sessions whose latest change is to their writer's lease only, newer than their
-    /// record on disk (changed under `job_lock`).
-    leased_sessions: std::sync::Mutex<HashMap<ObjectId, SessionRecord>>,
+    /// Upload sessions as their latest change left them, where that is newer than their
+    /// record on disk: a writer's lease, kept in memory only, or an append's progress, written
+    /// in place beside the record (changed under `job_lock`).
+    latest_sessions: std::sync::Mutex<HashMap<ObjectId, SessionRecord>>,
 }
 
 impl LocalBackend {
@@ -65,7 +70,7 @@ impl LocalBackend {
             // Absolute, so a path handed to another process means the same file there.
             root: std::path::absolute(root.into())?,
             job_lock: Mutex::new(()),
-            leased_sessions: std::sync::Mutex::default(),
+            latest_sessions: std::sync::Mutex::default(),
         };
         let incoming = backend.incoming_dir();
         if fs::try_exists(&incoming).await? {
@@ -129,6 +134,11 @@ impl LocalBackend {
 
     fn session_path(&self, id: ObjectId) -> PathBuf {
         self.sessions_dir().join(format!("{}.json", id.to_hex()))
+    }
+
+    fn session_progress_path(&self, id: ObjectId) -> PathBuf {
+        self.sessions_dir()
+            .join(format!("{}.progress", id.to_hex()))
     }
 
     fn session_bytes_path(&self, id: ObjectId) -> PathBuf {
@@ -407,21 +417,41 @@ impl LocalBackend {
     }
 
     pub(super) async fn find_session(&self, id: ObjectId) -> StorageResult<Option<SessionRecord>> {
-        if let Some(leased) = self.leased_session(id) {
-            return Ok(Some(leased));
+        if let Some(latest) = self.latest_session(id) {
+            return Ok(Some(latest));
         }
-        read_json(&self.session_path(id)).await
+        match read_json(&self.session_path(id)).await? {
+            Some(mut session) => {
+                self.bring_up_to_date(&mut session).await?;
+                Ok(Some(session))
+            }
+            None => Ok(None),
+        }
     }
 
-    /// The session as changed by its latest lease, if that is newer than its record.
-    fn leased_session(&self, id: ObjectId) -> Option<SessionRecord> {
-        self.leased_sessions().get(&id).cloned()
+    /// The session as changed by its latest lease or append, if that is newer than its record.
+    fn latest_session(&self, id: ObjectId) -> Option<SessionRecord> {
+        self.latest_sessions().get(&id).cloned()
     }
 
-    fn leased_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, SessionRecord>> {
-        self.leased_sessions
+    fn latest_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, SessionRecord>> {
+        self.latest_sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `session`, read from its record, as its latest change left it: in memory while this
+    /// process runs; after a restart, as far as its appends' progress on disk says.
+    async fn bring_up_to_date(&self, session: &mut SessionRecord) -> StorageResult<()> {
+        if let Some(latest) = self.latest_session(session.id) {
+            *session = latest;
+            return Ok(());
+        }
+        let path = self.session_progress_path(session.id);
+        if let Some(progress) = tokio::task::spawn_blocking(move || progress::read(&path)).await?? {
+            progress.apply_to(session);
+        }
+        Ok(())
     }
 
     pub(super) async fn replace_session(
@@ -434,11 +464,17 @@ impl LocalBackend {
         match self.find_session(session.id).await? {
             Some(current) if current.revision == expected_revision => {
                 if current.differs_only_in_lease(session) {
-                    self.leased_sessions().insert(session.id, session.clone());
+                    // Nothing a crash would need.
+                } else if current.differs_only_in_progress(session) {
+                    let path = self.session_progress_path(session.id);
+                    let progress = progress::Progress::of(session);
+                    tokio::task::spawn_blocking(move || progress::write(&path, progress)).await??;
                 } else {
                     self.write_record(&path, session).await?;
-                    self.leased_sessions().remove(&session.id);
+                    self.latest_sessions().remove(&session.id);
+                    return Ok(true);
                 }
+                self.latest_sessions().insert(session.id, session.clone());
                 Ok(true)
             }
             _ => Ok(false),
@@ -456,7 +492,8 @@ impl LocalBackend {
             Some(current) if current.revision == expected_revision => {
                 // The record first: from then on the session is not there, whatever happens.
                 remove_if_there(&path).await?;
-                self.leased_sessions().remove(&id);
+                self.latest_sessions().remove(&id);
+                remove_if_there(&self.session_progress_path(id)).await?;
                 remove_if_there(&self.session_bytes_path(id)).await?;
                 Ok(true)
             }
@@ -470,9 +507,7 @@ impl LocalBackend {
     ) -> StorageResult<Vec<SessionRecord>> {
         let mut sessions: Vec<SessionRecord> = read_all_json(&self.sessions_dir()).await?;
         for session in &mut sessions {
-            if let Some(leased) = self.leased_session(session.id) {
-                *session = leased;
-            }
+            self.bring_up_to_date(session).await?;
         }
         sessions.retain(|session| session.is_expired(now));
         Ok(sessions)

@@ -200,6 +200,19 @@ impl SessionRecord {
         same == *self
     }
 
+    /// Whether this record and `other` differ only in how far the upload got: the offset, the
+    /// expiry an append pushes back, the writer's lease and the revision. An append's end (or
+    /// its renewal) is such a change, made at every PATCH; a backend may store it apart from
+    /// the rest of the record, which it never touches.
+    pub fn differs_only_in_progress(&self, other: &SessionRecord) -> bool {
+        let mut same = other.clone();
+        same.revision = self.revision;
+        same.offset = self.offset;
+        same.expires_at = self.expires_at;
+        same.writer = self.writer;
+        same == *self
+    }
+
     /// Whether an append holds a lease that has not run out at `now`.
     pub fn is_appending(&self, now: DateTime) -> bool {
         self.writer.is_some_and(|lease| lease.until > now)
@@ -324,6 +337,24 @@ mod tests {
         );
         let completed = session.completed(now, DAY);
         assert!(!session.differs_only_in_lease(&completed));
+    }
+
+    #[test]
+    fn an_append_changes_only_the_progress_but_completion_and_the_job_do_not() {
+        let session = session(100);
+        let now = at(2_000_000);
+        let held = session.leased_to(ObjectId::new(), now).unwrap();
+        assert!(session.differs_only_in_progress(&held), "the lease");
+        assert!(held.differs_only_in_progress(&held.appended(40, now, DAY)));
+        assert!(held.differs_only_in_progress(&held.progressed(40, at(2_010_000), DAY)));
+        let completed = held.appended(100, now, DAY).completed(now, DAY);
+        assert!(!held.differs_only_in_progress(&completed));
+        assert!(!completed.differs_only_in_progress(&completed.with_job(ObjectId::new())));
+        let renamed = SessionRecord {
+            filename: "other.mp4".into(),
+            ..held.appended(40, now, DAY)
+        };
+        assert!(!held.differs_only_in_progress(&renamed));
     }
 
     #[test]

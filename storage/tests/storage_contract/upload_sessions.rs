@@ -23,6 +23,7 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     terminating_a_session_removes_it_and_its_bytes_but_not_a_complete_ones_file,
     a_creation_idempotency_key_brings_back_the_same_session,
     a_session_survives_a_restart_and_completes_with_the_right_checksum,
+    the_expiry_an_append_pushed_back_survives_a_restart,
     a_complete_session_becomes_one_job_which_takes_the_session_with_it,
 ]);
 
@@ -603,6 +604,34 @@ async fn a_session_survives_a_restart_and_completes_with_the_right_checksum(back
         storage.counted("storage_upload_tail_reads_total").await,
         tail_reads
     );
+}
+
+async fn the_expiry_an_append_pushed_back_survives_a_restart(backend: Backend) {
+    let mut storage = RunningStorage::start_with(backend, |config| {
+        config.upload_expiry = Duration::from_secs(4);
+    })
+    .await;
+    let session = storage.create_session(ALICE, 1_000_000).await;
+    let created = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let data = pseudo_random_bytes(1000, 15);
+    storage
+        .append(append_header(&session.id, ALICE, 0), &data, true)
+        .await
+        .unwrap();
+    let mut storage = storage.restart().await;
+    // Past the expiry the session was created with, well inside the one its append gave it;
+    // the sweeper (every second) has looked at it since the restart.
+    tokio::time::sleep_until((created + Duration::from_millis(4800)).into()).await;
+    let resumed = storage.session(&session.id, ALICE).await.unwrap();
+    assert!(!resumed.expired, "{resumed:?}");
+    assert_eq!(resumed.offset, 1000);
+    let seconds = |session: &pb::UploadSession| session.expires_at.expect("an expiry").seconds;
+    assert!(seconds(&resumed) > seconds(&session), "{resumed:?}");
+    storage
+        .append(append_header(&session.id, ALICE, 1000), &data, true)
+        .await
+        .unwrap();
 }
 
 async fn a_complete_session_becomes_one_job_which_takes_the_session_with_it(backend: Backend) {
