@@ -41,7 +41,6 @@ use std::sync::Arc;
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 mod progress;
@@ -527,7 +526,7 @@ impl LocalBackend {
         // record its bytes, or one that was refused): it goes.
         out.set_len(session.offset).await?;
         out.seek(SeekFrom::Start(session.offset)).await?;
-        LocalSessionWriter::new(out).await
+        LocalSessionWriter::new(out, session.offset).await
     }
 
     pub(super) async fn read_session(
@@ -580,64 +579,58 @@ impl LocalBackend {
     }
 }
 
-/// Appends to a session's file of bytes. What is written goes to disk in the background while
-/// the next bytes arrive, so the durable point at an append's end waits only for the bytes
-/// since the last flush: an append in 5 MiB PATCHes otherwise waited for each PATCH's every
-/// byte to reach the disk after the last had arrived.
+/// Appends to a session's file of bytes. Each write also starts the kernel writing those bytes
+/// to disk, so the durable point at an append's end waits only for what is still on its way
+/// (an append in 5 MiB PATCHes otherwise waited for every byte of a PATCH to reach the disk
+/// after the last had arrived). Starting writeback commits no journal and flushes no device
+/// cache: one `fdatasync` per append does that, where flushing in the background as the bytes
+/// came in did it several times per PATCH.
 #[derive(Debug)]
 pub struct LocalSessionWriter {
-    /// Written and flushed on blocking threads, the flushes beside the writes.
+    /// Written on blocking threads.
     out: Arc<std::fs::File>,
-    /// The flush under way, if any.
-    flushing: Option<JoinHandle<std::io::Result<()>>>,
-    /// Whether the flush under way (or the last one) started after the last write.
-    flushes_every_write: bool,
+    /// Where the next write goes.
+    position: u64,
 }
 
 impl LocalSessionWriter {
-    async fn new(out: fs::File) -> StorageResult<Self> {
+    async fn new(out: fs::File, position: u64) -> StorageResult<Self> {
         Ok(Self {
             out: Arc::new(out.into_std().await),
-            flushing: None,
-            flushes_every_write: false,
+            position,
         })
     }
 
     pub(super) async fn write(&mut self, batch: Batch) -> StorageResult<()> {
-        on_blocking_thread(&self.out, move |file| batch.write_to(file)).await?;
-        self.flushes_every_write = false;
-        if self
-            .flushing
-            .as_ref()
-            .is_none_or(|flushing| flushing.is_finished())
-        {
-            self.finish_flushing().await?;
-            // The bytes are the kernel's: to disk while the next batch is written.
-            let file = Arc::clone(&self.out);
-            self.flushing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
-            self.flushes_every_write = true;
-        }
+        let (at, length) = (self.position, batch.len() as u64);
+        on_blocking_thread(&self.out, move |file| {
+            batch.write_to(file)?;
+            start_writeback(file, at, length)
+        })
+        .await?;
+        self.position += length;
         Ok(())
     }
 
     pub(super) async fn sync(&mut self) -> StorageResult<()> {
-        self.finish_flushing().await?;
-        if self.flushes_every_write {
-            // Nothing was written since that flush began: a second one would only wait for
-            // the device again.
-            return Ok(());
-        }
-        on_blocking_thread(&self.out, std::fs::File::sync_data).await?;
-        self.flushes_every_write = true;
-        Ok(())
+        on_blocking_thread(&self.out, std::fs::File::sync_data).await
     }
+}
 
-    /// Waits for the flush under way, and reports its failure.
-    async fn finish_flushing(&mut self) -> StorageResult<()> {
-        match self.flushing.take() {
-            Some(flushing) => Ok(flushing.await??),
-            None => Ok(()),
-        }
+/// Has the kernel start writing `length` bytes of `file` from `at` to disk, without waiting.
+/// On Linux, `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages (it then drops
+/// only pages already clean, so bytes just written stay cached); `sync_file_range`, made for
+/// this, has no wrapper outside `unsafe` code. Elsewhere the advice may do nothing, and the
+/// `fdatasync` at the durable point writes everything, as it must anyway.
+fn start_writeback(file: &std::fs::File, at: u64, length: u64) -> std::io::Result<()> {
+    match std::num::NonZeroU64::new(length) {
+        Some(length) => Ok(rustix::fs::fadvise(
+            file,
+            at,
+            Some(length),
+            rustix::fs::Advice::DontNeed,
+        )?),
+        None => Ok(()),
     }
 }
 
