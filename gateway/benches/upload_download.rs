@@ -14,8 +14,8 @@
 //! Needs the MongoDB-wire server and RabbitMQ (`scripts/test --services-only` starts them), and
 //! Node with `node_modules` (`scripts/install`).
 //! `BENCH_MB` sets the throughput file size (default 256), `BENCH_ROUNDS` how many interleaved
-//! rounds of both sides are run (default 3; this machine is noisy, so the table shows medians
-//! and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
+//! rounds of both sides are run (default 3, after one round not measured that warms the servers
+//! up; this machine is noisy, so the table shows medians and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
 //! `64,1024`); `BENCH_PARTS` which tables are measured, a comma-separated subset of `direct`,
 //! `tus` and `rss` (default all three); `BENCH_SIDES` which sides of the `tus` table run, a
 //! comma-separated list of parts of their names (`BENCH_SIDES='local,@tus/server 5'` runs
@@ -534,7 +534,9 @@ async fn run() -> anyhow::Result<()> {
             pid => cpu_times(pid).own,
         })
     };
-    for round in (0..rounds).filter(|_| part("tus")) {
+    // Round 0 is not measured: it warms every server up (Node compiles `@tus/server`'s code
+    // during its first upload, which ran at two thirds of its later speed).
+    for round in (0..=rounds).filter(|_| part("tus")) {
         // Each round starts with another side, so a slow spell lands on every side in turn.
         for turn in 0..sides.len() {
             let side = (turn + round) % sides.len();
@@ -578,6 +580,9 @@ async fn run() -> anyhow::Result<()> {
                     elapsed
                 }
             };
+            if round == 0 {
+                continue;
+            }
             speeds[side].push(mb_per_s(size, elapsed));
             let gib = size as f64 / f64::from(1u32 << 30);
             let cpu_after = cpu_now(side);
