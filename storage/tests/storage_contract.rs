@@ -1217,6 +1217,30 @@ async fn a_request_must_name_its_owner_or_ask_for_every_owner(backend: Backend) 
 }
 
 #[tokio::test]
+async fn gridfs_chunks_are_indexed_from_the_start_whichever_upload_comes_first() {
+    let storage = RunningStorage::start(Backend::Mongo).await;
+    let database = storage.mongo.as_ref().unwrap().database();
+    // Before any upload: the driver would make them only before its own first one, and a
+    // resumable upload, which stores its chunks itself, may come first.
+    for bucket in ["videos", "mp3s"] {
+        let indexes: Vec<mongodb::IndexModel> = database
+            .collection::<mongodb::bson::Document>(&format!("{bucket}.chunks"))
+            .list_indexes()
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let chunks = indexes
+            .iter()
+            .find(|index| index.keys == doc! { "files_id": 1, "n": 1 })
+            .unwrap_or_else(|| panic!("no chunks index on {bucket}: {indexes:?}"));
+        let unique = chunks.options.as_ref().and_then(|options| options.unique);
+        assert_eq!(unique, Some(true), "{chunks:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_local_backend_clears_what_a_crash_left_behind_at_start_up() {
     let mut storage = RunningStorage::start(Backend::Local).await;
     let kept = storage.stored(pb::Bucket::Videos, ALICE, b"kept").await;

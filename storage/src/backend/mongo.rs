@@ -22,7 +22,7 @@ use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, GridFsErrorKind, WriteFailure};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket, GridFsUploadStream};
-use mongodb::options::{ClientOptions, GridFsBucketOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, GridFsBucketOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,8 +132,40 @@ impl MongoBackend {
                         .build(),
                 )
                 .await?;
+            self.create_gridfs_indexes(bucket).await?;
         }
         Ok(())
+    }
+
+    /// GridFS's own indexes, as its specification defines them. The driver creates them only
+    /// before its first upload into a bucket with no files; resumable uploads store their
+    /// chunks themselves, so a bucket whose first file came that way never had them, and every
+    /// chunk an append rewrote and every download's read of the chunks scanned the whole chunks
+    /// collection (200 ms for one rewrite among 1,000 chunks on the test server, against 6).
+    async fn create_gridfs_indexes(&self, bucket: Bucket) -> StorageResult<()> {
+        self.files(bucket)
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "filename": 1, "uploadDate": 1 })
+                    .build(),
+            )
+            .await?;
+        let chunks = IndexModel::builder()
+            .keys(doc! { "files_id": 1, "n": 1 })
+            .options(IndexOptions::builder().unique(true).build())
+            .build();
+        match self.chunks(bucket).create_index(chunks).await {
+            Err(error) if is_duplicate_key(&error) => {
+                // Slower without it, never wrong: no reason to refuse to start.
+                tracing::error!(
+                    bucket = bucket.name(),
+                    %error,
+                    "the GridFS chunks index cannot be built: two chunks share a file and a number"
+                );
+                Ok(())
+            }
+            outcome => Ok(outcome.map(drop)?),
+        }
     }
 
     /// Removes the claims past their window, at start-up as the local backend does, and not
@@ -837,10 +869,15 @@ fn window_millis() -> i64 {
     i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Whether `error` is a unique index refusing a second document with the same key.
+/// Whether `error` is a unique index refusing a second document with the same key (a write's,
+/// or an index build's over documents already there).
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     const DUPLICATE_KEY: i32 = 11000;
-    matches!(&*error.kind, ErrorKind::Write(WriteFailure::WriteError(write)) if write.code == DUPLICATE_KEY)
+    match &*error.kind {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
+        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
+        _ => false,
+    }
 }
 
 /// A file being written into GridFS.
