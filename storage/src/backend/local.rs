@@ -57,7 +57,9 @@ pub struct LocalBackend {
     job_lock: Mutex<()>,
     /// Upload sessions as their latest change left them, where that is newer than their
     /// record on disk: a writer's lease, kept in memory only, or an append's progress, written
-    /// in place beside the record (changed under `job_lock`).
+    /// in place beside the record (changed under `job_lock`). One entry per session appended
+    /// to since its record was last written whole, until it completes or goes; so the next
+    /// append's lease reads neither file.
     latest_sessions: std::sync::Mutex<HashMap<ObjectId, SessionRecord>>,
 }
 
@@ -465,9 +467,10 @@ impl LocalBackend {
                 if current.differs_only_in_lease(session) {
                     // Nothing a crash would need.
                 } else if current.differs_only_in_progress(session) {
-                    let path = self.session_progress_path(session.id);
+                    let progress_path = self.session_progress_path(session.id);
                     let progress = progress::Progress::of(session);
-                    tokio::task::spawn_blocking(move || progress::write(&path, progress)).await??;
+                    tokio::task::spawn_blocking(move || progress::write(&progress_path, progress))
+                        .await??;
                 } else {
                     self.write_record(&path, session).await?;
                     self.latest_sessions().remove(&session.id);
@@ -605,7 +608,8 @@ impl LocalSessionWriter {
         let (at, length) = (self.position, batch.len() as u64);
         on_blocking_thread(&self.out, move |file| {
             batch.write_to(file)?;
-            start_writeback(file, at, length)
+            start_writeback(file, at, length);
+            Ok(())
         })
         .await?;
         self.position += length;
@@ -620,17 +624,14 @@ impl LocalSessionWriter {
 /// Has the kernel start writing `length` bytes of `file` from `at` to disk, without waiting.
 /// On Linux, `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages (it then drops
 /// only pages already clean, so bytes just written stay cached); `sync_file_range`, made for
-/// this, has no wrapper outside `unsafe` code. Elsewhere the advice may do nothing, and the
-/// `fdatasync` at the durable point writes everything, as it must anyway.
-fn start_writeback(file: &std::fs::File, at: u64, length: u64) -> std::io::Result<()> {
-    match std::num::NonZeroU64::new(length) {
-        Some(length) => Ok(rustix::fs::fadvise(
-            file,
-            at,
-            Some(length),
-            rustix::fs::Advice::DontNeed,
-        )?),
-        None => Ok(()),
+/// this, has no wrapper outside `unsafe` code. It is advice: where it does nothing or fails,
+/// the `fdatasync` at the durable point writes everything, as it must anyway.
+fn start_writeback(file: &std::fs::File, at: u64, length: u64) {
+    if let Some(length) = std::num::NonZeroU64::new(length)
+        && let Err(error) =
+            rustix::fs::fadvise(file, at, Some(length), rustix::fs::Advice::DontNeed)
+    {
+        tracing::debug!(%error, "could not start writeback");
     }
 }
 
