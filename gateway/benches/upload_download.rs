@@ -14,13 +14,14 @@
 //! Needs the MongoDB-wire server and RabbitMQ (`scripts/test --services-only` starts them), and
 //! Node with `node_modules` (`scripts/install`).
 //! `BENCH_MB` sets the throughput file size (default 256), `BENCH_ROUNDS` how many interleaved
-//! rounds of both sides are run (default 3, after one round not measured that warms the servers
-//! up; this machine is noisy, so the table shows medians and every round's ratio); `BENCH_RSS_MB` the sizes for the memory column (default
-//! `64,1024`); `BENCH_PARTS` which tables are measured, a comma-separated subset of `direct`,
-//! `tus` and `rss` (default all three); `BENCH_SIDES` which sides of the `tus` table run, a
-//! comma-separated list of parts of their names (`BENCH_SIDES='local,@tus/server 5'` runs
-//! the three local-directory sides and the reference server in 5 MiB PATCHes; default all),
-//! so an A/B run of two binaries spends its time on the sides it compares.
+//! rounds of both sides are run (default 3, after one round not measured that warms the
+//! servers up; this machine is noisy, so the table shows medians and every round's ratio);
+//! `BENCH_RSS_MB` the sizes for the memory column (default `64,1024`); `BENCH_PARTS` which
+//! tables are measured, a comma-separated subset of `direct`, `tus` and `rss` (default all
+//! three); `BENCH_SIDES` which sides of the `tus` table run, a comma-separated list of parts of
+//! their names (`BENCH_SIDES='local,@tus/server 5'` runs the three local-directory sides and
+//! the reference server in 5 MiB PATCHes; default all), so an A/B run of two binaries spends
+//! its time on the sides it compares.
 
 use clients::{Owner, StorageClient};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
