@@ -616,8 +616,15 @@ impl LocalSessionWriter {
         Ok(())
     }
 
-    pub(super) async fn sync(&mut self) -> StorageResult<()> {
-        on_blocking_thread(&self.out, std::fs::File::sync_data).await
+    pub(super) async fn sync(&mut self, batch: Batch) -> StorageResult<()> {
+        let length = batch.len() as u64;
+        on_blocking_thread(&self.out, move |file| {
+            batch.write_to(file)?;
+            file.sync_data()
+        })
+        .await?;
+        self.position += length;
+        Ok(())
     }
 }
 

@@ -378,11 +378,12 @@ impl SessionWriter {
         }
     }
 
-    /// Makes every byte written so far durable.
-    pub async fn sync(&mut self) -> StorageResult<()> {
+    /// Appends `batch` and makes every byte written so far durable: together, because GridFS
+    /// then stores the last bytes with the same command as the ones before them.
+    pub async fn sync(&mut self, batch: Batch) -> StorageResult<()> {
         match self {
-            SessionWriter::Mongo(writer) => writer.sync().await,
-            SessionWriter::Local(writer) => writer.sync().await,
+            SessionWriter::Mongo(writer) => writer.sync(&batch).await,
+            SessionWriter::Local(writer) => writer.sync(batch).await,
         }
     }
 }

@@ -621,6 +621,7 @@ impl MongoBackend {
             }
         };
         Ok(MongoSessionWriter {
+            database: self.database.clone(),
             chunks: self
                 .database
                 .collection(&format!("{}.chunks", Bucket::Videos.name())),
@@ -776,9 +777,12 @@ impl KnownTail {
     }
 }
 
-/// Appends to a session's chunks: full chunks are inserted as they fill, and the last, partly
-/// filled one is written (in place) only when the bytes so far must be kept.
+/// Appends to a session's chunks: full chunks are stored as they fill, and the last, partly
+/// filled one only when the bytes so far must be kept. Each write is one round trip to the
+/// server, the durable point included: a partly filled chunk stored at one durable point is
+/// replaced, once it fills, by the same command that stores the chunks after it.
 pub struct MongoSessionWriter {
+    database: Database,
     chunks: Collection<Document>,
     files_id: ObjectId,
     /// The number of the chunk `pending` fills.
@@ -800,9 +804,31 @@ impl std::fmt::Debug for MongoSessionWriter {
 }
 
 impl MongoSessionWriter {
+    /// Stores the chunks `batch` fills.
     pub(super) async fn write(&mut self, batch: &Batch) -> StorageResult<()> {
+        let filled = self.fill(batch);
+        self.store(filled).await
+    }
+
+    /// Stores the chunks `batch` fills and, with them, the partly filled last one, so every
+    /// byte written so far is kept.
+    pub(super) async fn sync(&mut self, batch: &Batch) -> StorageResult<()> {
+        let mut chunks = self.fill(batch);
+        let partly_filled = !self.pending.is_empty();
+        if partly_filled {
+            chunks.push((self.next, self.pending.clone()));
+        }
+        self.store(chunks).await?;
+        if partly_filled {
+            self.stored_in_place = Some(self.next);
+        }
+        Ok(())
+    }
+
+    /// Takes `batch`'s bytes into the pending chunk; the chunks they filled, numbered.
+    fn fill(&mut self, batch: &Batch) -> Vec<(u64, Vec<u8>)> {
         let size = SESSION_CHUNK_BYTES as usize;
-        let mut full = Vec::new();
+        let mut filled = Vec::new();
         for mut bytes in batch.chunks().iter().map(|chunk| &chunk[..]) {
             while !bytes.is_empty() {
                 let take = (size - self.pending.len()).min(bytes.len());
@@ -810,35 +836,67 @@ impl MongoSessionWriter {
                 bytes = &bytes[take..];
                 if self.pending.len() == size {
                     let data = std::mem::replace(&mut self.pending, Vec::with_capacity(size));
-                    full.push((self.next, data));
+                    filled.push((self.next, data));
                     self.next += 1;
                 }
             }
         }
-        let mut new = Vec::with_capacity(full.len());
-        for (n, data) in full {
-            if self.stored_in_place == Some(n) {
-                self.store_in_place(n, &data).await?;
-                self.stored_in_place = None;
-            } else {
-                new.push(self.chunk(n, data));
-            }
-        }
-        if !new.is_empty() {
-            self.chunks.insert_many(new).await?;
+        filled
+    }
+
+    /// Stores `chunks` (in order) with one command: inserted, unless the first is the one
+    /// stored partly filled, when every chunk is an upsert of one `update` command (an insert
+    /// cannot replace, and a replacement on its own would cost a round trip of its own).
+    async fn store(&mut self, chunks: Vec<(u64, Vec<u8>)>) -> StorageResult<()> {
+        let Some(&(first, _)) = chunks.first() else {
+            return Ok(());
+        };
+        if self.stored_in_place == Some(first) {
+            let updates: Vec<Document> = chunks
+                .into_iter()
+                .map(|(n, data)| {
+                    let filter = doc! { "files_id": self.files_id, "n": n as i64 };
+                    doc! { "q": filter, "u": self.chunk(n, data), "upsert": true }
+                })
+                .collect();
+            self.update(updates).await?;
+            self.stored_in_place = None;
+        } else {
+            let documents = chunks.into_iter().map(|(n, data)| self.chunk(n, data));
+            self.chunks.insert_many(documents).await?;
         }
         Ok(())
     }
 
-    /// Stores the partly filled last chunk, so every byte written so far is kept.
-    pub(super) async fn sync(&mut self) -> StorageResult<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// Runs the `update` command with `updates`, in order, under the collection's write
+    /// concern. The driver has no command for several upserts but the server-wide
+    /// `bulkWrite`, which needs MongoDB 8.
+    async fn update(&self, updates: Vec<Document>) -> StorageResult<()> {
+        let mut command = doc! {
+            "update": self.chunks.name(),
+            "updates": updates,
+            "ordered": true,
+        };
+        if let Some(concern) = self.chunks.write_concern() {
+            let concern = mongodb::bson::to_bson(concern).map_err(|error| {
+                StorageError::Internal(format!("the write concern as BSON: {error}"))
+            })?;
+            command.insert("writeConcern", concern);
         }
-        let data = self.pending.clone();
-        self.store_in_place(self.next, &data).await?;
-        self.stored_in_place = Some(self.next);
-        Ok(())
+        let reply = self.database.run_command(command).await?;
+        // The server answers `ok` with the statements it refused listed.
+        let refused = reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|errors| errors.first())
+            .or_else(|| reply.get("writeConcernError"));
+        match refused {
+            None => Ok(()),
+            Some(error) => Err(StorageError::Internal(format!(
+                "storing the chunks of upload session {} failed: {error}",
+                self.files_id
+            ))),
+        }
     }
 
     fn chunk(&self, n: u64, data: Vec<u8>) -> Document {
@@ -850,17 +908,6 @@ impl MongoSessionWriter {
                 bytes: data,
             }),
         }
-    }
-
-    async fn store_in_place(&self, n: u64, data: &[u8]) -> StorageResult<()> {
-        self.chunks
-            .replace_one(
-                doc! { "files_id": self.files_id, "n": n as i64 },
-                self.chunk(n, data.to_vec()),
-            )
-            .upsert(true)
-            .await?;
-        Ok(())
     }
 }
 

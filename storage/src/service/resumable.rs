@@ -380,10 +380,7 @@ impl StorageApi {
                     let kept = if checksum.is_some() {
                         session.offset
                     } else {
-                        if let Err(error) = writer.flush(&mut batch).await {
-                            break Err(error);
-                        }
-                        if let Err(error) = writer.sync().await {
+                        if let Err(error) = writer.sync(&mut batch).await {
                             break Err(error);
                         }
                         written
@@ -450,11 +447,7 @@ impl StorageApi {
         if !keep {
             return (session, outcome);
         }
-        let synced = match writer.flush(&mut batch).await {
-            Ok(()) => writer.sync().await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = synced {
+        if let Err(error) = writer.sync(&mut batch).await {
             return (session, Err(error));
         }
         match self
@@ -698,6 +691,9 @@ impl Hasher {
 
     /// Queues `batch` for hashing (waiting while the task is that far behind).
     async fn hash(&mut self, batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
         let length = batch.len() as u64;
         // A task that is gone failed: its digest never covers what was kept, so the session
         // is hashed from its bytes when it completes.
@@ -728,9 +724,11 @@ struct ClosedWriter {
     writer: SessionWriter,
 }
 
-enum WriterCommand {
-    Write(Batch),
-    Sync(oneshot::Sender<StorageResult<()>>),
+/// Bytes for a [`QueuedWriter`] to write.
+struct WriterCommand {
+    batch: Batch,
+    /// For the last bytes before a durable point: where to say whether it was reached.
+    durable: Option<oneshot::Sender<StorageResult<()>>>,
 }
 
 impl QueuedWriter {
@@ -738,16 +736,14 @@ impl QueuedWriter {
     fn start(mut writer: SessionWriter, mut hasher: Option<Hasher>) -> Self {
         let (commands, mut queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let task = tokio::spawn(async move {
-            while let Some(command) = queue.recv().await {
-                match command {
-                    WriterCommand::Write(batch) => {
-                        if let Some(hasher) = hasher.as_mut() {
-                            hasher.hash(batch.clone()).await;
-                        }
-                        writer.write(batch).await?;
-                    }
-                    WriterCommand::Sync(done) => {
-                        let _ = done.send(writer.sync().await);
+            while let Some(WriterCommand { batch, durable }) = queue.recv().await {
+                if let Some(hasher) = hasher.as_mut() {
+                    hasher.hash(batch.clone()).await;
+                }
+                match durable {
+                    None => writer.write(batch).await?,
+                    Some(done) => {
+                        let _ = done.send(writer.sync(batch).await);
                     }
                 }
             }
@@ -767,13 +763,22 @@ impl QueuedWriter {
         if batch.is_empty() {
             return Ok(());
         }
-        self.send(WriterCommand::Write(batch.take())).await
+        self.send(WriterCommand {
+            batch: batch.take(),
+            durable: None,
+        })
+        .await
     }
 
-    /// Waits until every byte queued so far is durable.
-    async fn sync(&mut self) -> StorageResult<()> {
+    /// Queues the gathered bytes, and waits until they and every byte queued before them are
+    /// durable.
+    async fn sync(&mut self, batch: &mut Batch) -> StorageResult<()> {
         let (done, synced) = oneshot::channel();
-        self.send(WriterCommand::Sync(done)).await?;
+        self.send(WriterCommand {
+            batch: batch.take(),
+            durable: Some(done),
+        })
+        .await?;
         match synced.await {
             Ok(result) => result,
             Err(_) => Err(self.failure().await),

@@ -3,6 +3,7 @@
 //! abandoned.
 
 use super::{ALICE, BOB, Backend, GRIDFS_CHUNK, RunningStorage, sha256_hex};
+use mongodb::bson::doc;
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use sha1::Sha1;
@@ -68,6 +69,50 @@ async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_
         4.0,
         "the chunks were read back by every append after the other replica's (the second kept \
          nothing of its refused one), and only then"
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_the_server_refuses_fails_the_append_and_nothing_of_it_is_kept() {
+    let mut storage = RunningStorage::start(Backend::Mongo).await;
+    let database = storage.mongo.as_ref().unwrap().database();
+    let data = pseudo_random_bytes((6 * GRIDFS_CHUNK) as usize, 16);
+    let session = storage.create_session(ALICE, data.len() as u64).await;
+    let id = session.id.clone();
+    // The first append leaves chunk 0 partly filled: the next one's first command replaces
+    // it and adds the chunks after it, all as one `update`.
+    let cut = 100_000;
+    storage.keep(&id, &data, 0..cut).await;
+    // The server refuses chunk 1 (as a schema validator may), with `ok` in its answer and
+    // the refusal listed; every other chunk of the append is stored.
+    let refuse_chunk_one = doc! {
+        "collMod": "videos.chunks",
+        "validator": { "n": { "$ne": 1_i64 } },
+        "validationLevel": "strict",
+        "validationAction": "error",
+    };
+    database.run_command(refuse_chunk_one).await.unwrap();
+    let other_bytes = pseudo_random_bytes(4 * GRIDFS_CHUNK as usize, 17);
+    let refused = storage
+        .append(append_header(&id, ALICE, cut as u64), &other_bytes, true)
+        .await;
+    assert_eq!(
+        refused.map(|session| session.offset).unwrap_err().code(),
+        Code::Internal,
+        "an append with a chunk missing is not kept"
+    );
+    assert_eq!(
+        storage.settled_session(&id, cut as u64).await.offset,
+        cut as u64
+    );
+
+    let accept_all = doc! { "collMod": "videos.chunks", "validator": {} };
+    database.run_command(accept_all).await.unwrap();
+    storage.keep(&id, &data, cut..data.len()).await;
+    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
+    assert!(
+        storage.alices_video(&file.id).await == data,
+        "the file holds the kept bytes, none of the failed append's"
     );
 }
 
