@@ -81,27 +81,48 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A port of 127.0.0.1 that nothing listens on right now, for a process that binds it later
-/// (or for "the server is down" tests).
+/// A port of 127.0.0.1 that nothing listens on right now and that no other test process is
+/// handed while this one runs, for a process that binds it later (or for "the server is down"
+/// tests).
 ///
 /// Not a port from binding port 0: those are ephemeral ports, which the kernel also hands to
 /// outgoing connections, so a client connection of any test running in parallel could take
 /// the port before the process binds it (seen: a cluster's gateway failing with "Address
 /// already in use"). The port is picked at random below the ephemeral range, where the kernel
-/// never picks one itself.
+/// never picks one itself, and reserved with a lock on a file named after it: two tests could
+/// otherwise pick the same port before either bound it, or one could pick the port of
+/// another's service while that service was stopped to be restarted (seen in CI: a cluster's
+/// notifier failing to bind). The lock is held until the test process exits; the kernel
+/// lets go of it then, however the process ends.
 pub fn free_port() -> u16 {
+    static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
         .unwrap_or(32768);
     let span = ephemeral_start.saturating_sub(1024).clamp(1, 16384);
     let floor = ephemeral_start.saturating_sub(span).max(1024);
+    let locks = std::env::temp_dir().join("mp3converter-test-ports");
+    std::fs::create_dir_all(&locks)
+        .unwrap_or_else(|error| panic!("creating {}: {error}", locks.display()));
     for _ in 0..1000 {
         let offset = (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u32;
         let Ok(port) = u16::try_from(floor + offset) else {
             continue;
         };
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let path = locks.join(port.to_string());
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()));
+        // Locks on separate opens of one file exclude each other in one process too.
+        if lock.try_lock().is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            RESERVED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(lock);
             return port;
         }
     }
@@ -226,6 +247,15 @@ mod tests {
             assert!((1024..ephemeral_start).contains(&port), "{port}");
             std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         }
+    }
+
+    #[test]
+    fn a_free_port_is_handed_out_once_while_its_process_runs() {
+        // A thousand random picks from at most 16,384 ports hold a repeat all but surely
+        // (1 - e^-30) unless each one handed out is reserved.
+        let ports: Vec<u16> = (0..1000).map(|_| super::free_port()).collect();
+        let distinct: std::collections::HashSet<&u16> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 
     #[test]
