@@ -83,8 +83,9 @@ async fn a_chunk_the_server_refuses_fails_the_append_and_nothing_of_it_is_kept()
     // it and adds the chunks after it, all as one `update`.
     let cut = 100_000;
     storage.keep(&id, &data, 0..cut).await;
-    // The server refuses chunk 1 (as a schema validator may), with `ok` in its answer and
-    // the refusal listed; every other chunk of the append is stored.
+    // The server refuses chunk 1 alone (as a schema validator may), answering `ok` with the
+    // refusal listed: unless that list is read, the append goes on past it and is kept with
+    // the chunk missing.
     let refuse_chunk_one = doc! {
         "collMod": "videos.chunks",
         "validator": { "n": { "$ne": 1_i64 } },
