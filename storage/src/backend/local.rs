@@ -605,22 +605,25 @@ impl LocalSessionWriter {
     }
 
     pub(super) async fn write(&mut self, batch: Batch) -> StorageResult<()> {
-        let (at, length) = (self.position, batch.len() as u64);
-        on_blocking_thread(&self.out, move |file| {
-            batch.write_to(file)?;
-            start_writeback(file, at, length);
-            Ok(())
-        })
-        .await?;
-        self.position += length;
-        Ok(())
+        self.append(batch, false).await
     }
 
     pub(super) async fn sync(&mut self, batch: Batch) -> StorageResult<()> {
-        let length = batch.len() as u64;
+        self.append(batch, true).await
+    }
+
+    /// Writes `batch`, then flushes the file when `durable`, or else starts the writeback of
+    /// the batch's bytes: in one blocking task either way.
+    async fn append(&mut self, batch: Batch, durable: bool) -> StorageResult<()> {
+        let (at, length) = (self.position, batch.len() as u64);
         on_blocking_thread(&self.out, move |file| {
             batch.write_to(file)?;
-            file.sync_data()
+            if durable {
+                file.sync_data()
+            } else {
+                start_writeback(file, at, length);
+                Ok(())
+            }
         })
         .await?;
         self.position += length;
