@@ -7,6 +7,11 @@
 
 use bytes::Bytes;
 use std::io::{self, IoSlice, Write};
+use tokio::sync::mpsc;
+
+/// The most bytes a writer takes from its queue for one write (see [`next_gathered`]); more
+/// than a queue holds today, so only a deeper queue would meet it.
+pub const GATHERED_BYTES: usize = 8 * 1024 * 1024;
 
 /// Chunks waiting to be written together, in order.
 #[derive(Debug, Default, Clone)]
@@ -43,6 +48,12 @@ impl Batch {
         std::mem::take(self)
     }
 
+    /// Adds `later`'s chunks at the end (no byte is copied).
+    pub fn append(&mut self, later: Batch) {
+        self.len += later.len;
+        self.chunks.extend(later.chunks);
+    }
+
     /// Writes every byte to `out` (a blocking writer), in as few calls as it takes them.
     pub fn write_to(&self, mut out: impl Write) -> io::Result<()> {
         let mut slices: Vec<IoSlice<'_>> = self.chunks.iter().map(|c| IoSlice::new(c)).collect();
@@ -57,6 +68,27 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+/// The next item for a writer from `queue`, with the items already queued behind it taken in
+/// (`absorb`) until `full` says no more may join: whatever arrived while the backend stored
+/// the last write goes in the next one. A backend that keeps up is sent each batch as it is
+/// gathered; one that falls behind (the MongoDB-wire server, on one core) is sent fewer,
+/// larger writes. Nothing is waited for but the first item, and only what the queue held
+/// is taken, so an upload's memory stays what its queue holds.
+pub async fn next_gathered<T>(
+    queue: &mut mpsc::Receiver<T>,
+    full: impl Fn(&T) -> bool,
+    absorb: impl Fn(&mut T, T),
+) -> Option<T> {
+    let mut gathered = queue.recv().await?;
+    while !full(&gathered) {
+        match queue.try_recv() {
+            Ok(later) => absorb(&mut gathered, later),
+            Err(_) => break,
+        }
+    }
+    Some(gathered)
 }
 
 #[cfg(test)]
@@ -100,6 +132,41 @@ mod tests {
         let taken = batch.take();
         assert!(batch.is_empty() && batch.chunks().is_empty());
         assert_eq!(taken.chunks().len(), 3);
+    }
+
+    fn batch_of(bytes: &'static [u8]) -> Batch {
+        let mut batch = Batch::default();
+        batch.push(Bytes::from_static(bytes));
+        batch
+    }
+
+    #[tokio::test]
+    async fn a_writer_takes_what_queued_behind_its_next_batch_in_one_write_until_it_is_full() {
+        let (queue, mut queued) = mpsc::channel(8);
+        for part in [b"ab", b"cd", b"ef", b"gh"] {
+            queue.send(batch_of(part)).await.unwrap();
+        }
+        let full = |batch: &Batch| batch.len() >= 5;
+        let first = next_gathered(&mut queued, full, Batch::append)
+            .await
+            .unwrap();
+        assert_eq!(first.chunks().concat(), b"abcdef", "taken in until full");
+        let second = next_gathered(&mut queued, full, Batch::append)
+            .await
+            .unwrap();
+        assert_eq!(second.chunks().concat(), b"gh", "all that was queued");
+        // Nothing queued: the next batch goes alone, as soon as it comes.
+        queue.send(batch_of(b"ij")).await.unwrap();
+        let third = next_gathered(&mut queued, full, Batch::append)
+            .await
+            .unwrap();
+        assert_eq!(third.chunks().concat(), b"ij");
+        drop(queue);
+        assert!(
+            next_gathered(&mut queued, full, Batch::append)
+                .await
+                .is_none()
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ranges, and the job life cycle as compare-and-set.
 
 use crate::backend::{Backend, UploadSink};
-use crate::batch::Batch;
+use crate::batch::{Batch, GATHERED_BYTES, next_gathered};
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::SessionRecord;
 use crate::model::{
@@ -32,7 +32,8 @@ mod resumable;
 /// faster and pushed storage's peak memory past 64 MiB.
 const WRITE_BATCH_BYTES: usize = 4 * 255 * 1024;
 /// Batches waiting for the backend while the next ones arrive: receiving and storing overlap,
-/// and memory per upload stays a few MiB whatever the file's size.
+/// and memory per upload stays a few MiB whatever the file's size. A writer that fell behind
+/// takes all that wait in one write ([`next_gathered`]).
 const WRITE_QUEUE_DEPTH: usize = 2;
 /// Records listed when a request does not say how many.
 const DEFAULT_LIST_LIMIT: usize = 100;
@@ -369,7 +370,13 @@ async fn write_batches(
     mut sink: UploadSink,
     mut batches: mpsc::Receiver<Batch>,
 ) -> (UploadSink, StorageResult<()>) {
-    while let Some(batch) = batches.recv().await {
+    while let Some(batch) = next_gathered(
+        &mut batches,
+        |batch| batch.len() >= GATHERED_BYTES,
+        Batch::append,
+    )
+    .await
+    {
         if let Err(error) = sink.write(batch).await {
             return (sink, Err(error));
         }

@@ -6,7 +6,7 @@
 
 use super::{ActiveStream, IdempotencyKey, StorageApi, WRITE_BATCH_BYTES, WRITE_QUEUE_DEPTH};
 use crate::backend::SessionWriter;
-use crate::batch::Batch;
+use crate::batch::{Batch, GATHERED_BYTES, next_gathered};
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::{LEASE_RENEWAL, NewSession, SessionRecord};
 use crate::model::{DateTime, FileRecord, KeyClaim, ObjectId, Owner, parse_id};
@@ -731,12 +731,28 @@ struct WriterCommand {
     durable: Option<oneshot::Sender<StorageResult<()>>>,
 }
 
+impl WriterCommand {
+    /// Whether no later command may join this one's write: a durable point ends a write, so
+    /// that its answer waits for no byte queued after it.
+    fn is_full(&self) -> bool {
+        self.durable.is_some() || self.batch.len() >= GATHERED_BYTES
+    }
+
+    /// Takes `later` (the command queued next) into this one's write.
+    fn absorb(&mut self, later: WriterCommand) {
+        self.batch.append(later.batch);
+        self.durable = later.durable;
+    }
+}
+
 impl QueuedWriter {
     /// A writer that has `hasher` hash every byte it writes.
     fn start(mut writer: SessionWriter, mut hasher: Option<Hasher>) -> Self {
         let (commands, mut queue) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let task = tokio::spawn(async move {
-            while let Some(WriterCommand { batch, durable }) = queue.recv().await {
+            while let Some(WriterCommand { batch, durable }) =
+                next_gathered(&mut queue, WriterCommand::is_full, WriterCommand::absorb).await
+            {
                 if let Some(hasher) = hasher.as_mut() {
                     hasher.hash(batch.clone()).await;
                 }
@@ -815,5 +831,44 @@ impl QueuedWriter {
     async fn close(mut self) -> Option<ClosedWriter> {
         self.commands = None;
         self.task.take()?.await.ok()?.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn command(
+        bytes: &'static [u8],
+        durable: Option<oneshot::Sender<StorageResult<()>>>,
+    ) -> WriterCommand {
+        let mut batch = Batch::default();
+        batch.push(Bytes::from_static(bytes));
+        WriterCommand { batch, durable }
+    }
+
+    #[tokio::test]
+    async fn a_durable_point_ends_a_gathered_write_and_is_answered_for_all_of_it() {
+        let (queue, mut queued) = mpsc::channel(8);
+        let (done, synced) = oneshot::channel();
+        queue.send(command(b"one ", None)).await.unwrap();
+        queue.send(command(b"two ", Some(done))).await.unwrap();
+        queue.send(command(b"three", None)).await.unwrap();
+        let first = next_gathered(&mut queued, WriterCommand::is_full, WriterCommand::absorb)
+            .await
+            .unwrap();
+        assert_eq!(first.batch.chunks().concat(), b"one two ");
+        first
+            .durable
+            .expect("the durable point's answer goes with its write")
+            .send(Ok(()))
+            .unwrap();
+        assert!(synced.await.unwrap().is_ok());
+        let second = next_gathered(&mut queued, WriterCommand::is_full, WriterCommand::absorb)
+            .await
+            .unwrap();
+        assert_eq!(second.batch.chunks().concat(), b"three");
+        assert!(second.durable.is_none());
     }
 }
