@@ -70,6 +70,15 @@ impl Batch {
     }
 }
 
+impl From<Bytes> for Batch {
+    /// A batch of one chunk.
+    fn from(chunk: Bytes) -> Self {
+        let mut batch = Batch::default();
+        batch.push(chunk);
+        batch
+    }
+}
+
 /// The next item for a writer from `queue`, with the items already queued behind it taken in
 /// (`absorb`) until `full` says no more may join: whatever arrived while the backend stored
 /// the last write goes in the next one. A backend that keeps up is sent each batch as it is
@@ -134,17 +143,14 @@ mod tests {
         assert_eq!(taken.chunks().len(), 3);
     }
 
-    fn batch_of(bytes: &'static [u8]) -> Batch {
-        let mut batch = Batch::default();
-        batch.push(Bytes::from_static(bytes));
-        batch
-    }
-
     #[tokio::test]
     async fn a_writer_takes_what_queued_behind_its_next_batch_in_one_write_until_it_is_full() {
         let (queue, mut queued) = mpsc::channel(8);
         for part in [b"ab", b"cd", b"ef", b"gh"] {
-            queue.send(batch_of(part)).await.unwrap();
+            queue
+                .send(Batch::from(Bytes::from_static(part)))
+                .await
+                .unwrap();
         }
         let full = |batch: &Batch| batch.len() >= 5;
         let first = next_gathered(&mut queued, full, Batch::append)
@@ -156,7 +162,10 @@ mod tests {
             .unwrap();
         assert_eq!(second.chunks().concat(), b"gh", "all that was queued");
         // Nothing queued: the next batch goes alone, as soon as it comes.
-        queue.send(batch_of(b"ij")).await.unwrap();
+        queue
+            .send(Batch::from(Bytes::from_static(b"ij")))
+            .await
+            .unwrap();
         let third = next_gathered(&mut queued, full, Batch::append)
             .await
             .unwrap();

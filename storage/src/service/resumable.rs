@@ -843,8 +843,7 @@ mod tests {
         bytes: &'static [u8],
         durable: Option<oneshot::Sender<StorageResult<()>>>,
     ) -> WriterCommand {
-        let mut batch = Batch::default();
-        batch.push(Bytes::from_static(bytes));
+        let batch = Batch::from(Bytes::from_static(bytes));
         WriterCommand { batch, durable }
     }
 
