@@ -5,12 +5,14 @@
 //! - [`config`]: settings from the environment. [`error`]: the one error type and its JSON.
 //! - [`caller`]: bearer-token authentication. [`routes`]: the handlers and middleware, and
 //!   the web page.
+//! - [`body_messages`]: an upload's body cut into messages for storage.
 //! - [`sniff`]: recognising media from its first bytes. [`http_util`]: ranges, ETags and
 //!   safe download names. [`multipart_guard`]: a bound on multipart part headers.
 //! - Accepted uploads are queued through `messaging::Publisher` (RabbitMQ or the embedded queue).
 
 #![forbid(unsafe_code)]
 
+pub mod body_messages;
 pub mod caller;
 pub mod config;
 pub mod duration;

@@ -11,6 +11,7 @@
 
 use super::upload::{IDEMPOTENT_REPLAYED, clean_filename, idempotency_key, keyed_creation_error};
 use super::{AppState, check_id};
+use crate::body_messages::BodyMessages;
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::sniff::{SNIFF_BYTES, media_container};
@@ -24,7 +25,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::BytesMut;
 use clients::Append;
 use clients::storage::{ChecksumAlgorithm, UploadSession};
 use futures::StreamExt;
@@ -43,8 +43,6 @@ const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,expirati
 const TUS_CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 /// The content type of a PATCH body.
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
-/// Bytes per message sent to storage.
-const MESSAGE_BYTES: usize = 256 * 1024;
 /// How long a PATCH body may send nothing before it counts as broken off (what arrived is
 /// kept, and the upload is free for the client's next try).
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -612,7 +610,7 @@ impl<'a> AppendTarget<'a> {
     }
 }
 
-/// Streams the body into the upload at its offset, in messages of about [`MESSAGE_BYTES`].
+/// Streams the body into the upload at its offset, in messages ([`BodyMessages`]).
 /// The first bytes of a file are looked at before any is stored: no media, and the upload is
 /// removed (415). A body that breaks off (or stalls) keeps what arrived, unless it carries a
 /// checksum.
@@ -642,7 +640,7 @@ async fn forward(
         tokio::task::yield_now().await;
     }
     let mut body = body.into_data_stream();
-    let mut pending = BytesMut::with_capacity(MESSAGE_BYTES);
+    let mut messages = BodyMessages::default();
     let mut received = 0u64;
     let bytes_in = metrics::counter!(crate::meters::TUS_BYTES);
     loop {
@@ -653,8 +651,8 @@ async fn forward(
                 // Everything that arrived is kept: it goes to storage, then the append ends
                 // without `finish`, which storage reads as a break.
                 if let Some(mut append) = append {
-                    if !pending.is_empty() {
-                        append.send(pending.split().freeze()).await;
+                    if let Some(message) = messages.finish() {
+                        append.send(message).await;
                     }
                     append.abandon().await;
                 }
@@ -673,14 +671,16 @@ async fn forward(
             return Err(past_length(length));
         }
         bytes_in.increment(chunk.len() as u64);
-        pending.extend_from_slice(&chunk);
-        if append.is_none() && pending.len() >= SNIFF_BYTES {
-            refuse_unless_media(state, caller, target.id, &pending).await?;
-            append = Some(start());
-        }
-        if let Some(append) = append.as_mut()
-            && pending.len() >= MESSAGE_BYTES
-            && !append.send(pending.split().freeze()).await
+        let Some(append) = append.as_mut() else {
+            messages.hold(&chunk);
+            if messages.gathered().len() >= SNIFF_BYTES {
+                refuse_unless_media(state, caller, target.id, messages.gathered()).await?;
+                append = Some(start());
+            }
+            continue;
+        };
+        if let Some(message) = messages.push(chunk)
+            && !append.send(message).await
         {
             // Storage stopped reading: finishing says why.
             break;
@@ -691,14 +691,14 @@ async fn forward(
         None => {
             // The body ended inside the window the container is recognised in: a whole file
             // that short is looked at now, the first part of a longer one when it completes.
-            if target.length == Some(pending.len() as u64) {
-                refuse_unless_media(state, caller, target.id, &pending).await?;
+            if target.length == Some(messages.gathered().len() as u64) {
+                refuse_unless_media(state, caller, target.id, messages.gathered()).await?;
             }
             start()
         }
     };
-    if !pending.is_empty() {
-        append.send(pending.freeze()).await;
+    if let Some(message) = messages.finish() {
+        append.send(message).await;
     }
     match append.finish().await {
         Ok(session) => Ok(session),

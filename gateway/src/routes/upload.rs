@@ -8,6 +8,7 @@
 //! steps before it.
 
 use super::AppState;
+use crate::body_messages::BodyMessages;
 use crate::caller::Caller;
 use crate::duration::DurationProbe;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -19,7 +20,6 @@ use axum::extract::{Multipart, RawQuery, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
 use clients::Upload;
 use proto::events::v1::{VideoUploaded, event::Payload};
 use proto::storage::v1 as pb;
@@ -30,9 +30,6 @@ use std::time::Duration;
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
 
-/// Bytes per message sent to storage: big enough to keep per-message costs low, small enough
-/// that a few in flight cost little memory.
-const MESSAGE_BYTES: usize = 256 * 1024;
 /// Longest original file name kept.
 const MAX_FILENAME_CHARS: usize = 255;
 
@@ -215,17 +212,17 @@ pub async fn upload(
         .unwrap_or("application/octet-stream")
         .to_owned();
 
-    let mut pending = BytesMut::with_capacity(MESSAGE_BYTES);
-    while pending.len() < SNIFF_BYTES {
+    let mut messages = BodyMessages::default();
+    while messages.gathered().len() < SNIFF_BYTES {
         match field.chunk().await.map_err(body_error)? {
-            Some(chunk) => pending.extend_from_slice(&chunk),
+            Some(chunk) => messages.hold(&chunk),
             None => break,
         }
     }
-    if pending.is_empty() {
+    if messages.gathered().is_empty() {
         return Err(ApiError::BadRequest("the file is empty".into()));
     }
-    let Some(container) = media_container(&pending) else {
+    let Some(container) = media_container(messages.gathered()) else {
         return Err(ApiError::UnsupportedMediaType(
             "the file is not a video or audio file (its first bytes match no known container)"
                 .into(),
@@ -246,11 +243,11 @@ pub async fn upload(
     let mut duration = options
         .start_ms
         .and_then(|_| DurationProbe::for_container(container));
-    let forwarded = match forward_field(field, pending, &mut upload, limit, duration.as_mut()).await
-    {
-        Ok(()) => refuse_more_files(&mut multipart, limit).await,
-        error => error,
-    };
+    let forwarded =
+        match forward_field(field, messages, &mut upload, limit, duration.as_mut()).await {
+            Ok(()) => refuse_more_files(&mut multipart, limit).await,
+            error => error,
+        };
     let forwarded = forwarded.and_then(|()| {
         check_trim_start(
             &options,
@@ -443,34 +440,37 @@ async fn remove_unrecorded_video(state: &AppState, caller: &Caller, video: &pb::
     }
 }
 
-/// Sends the file part to storage in messages of about [`MESSAGE_BYTES`], starting with the
-/// bytes already read.
+/// Sends the file part to storage in messages ([`BodyMessages`]), starting with the bytes
+/// already read.
 async fn forward_field(
     mut field: Field<'_>,
-    mut pending: BytesMut,
+    mut messages: BodyMessages,
     upload: &mut Upload,
     limit: u64,
     mut duration: Option<&mut DurationProbe>,
 ) -> Result<(), Forwarding> {
     if let Some(duration) = duration.as_deref_mut() {
-        duration.feed(&pending);
+        duration.feed(messages.gathered());
     }
     loop {
-        if pending.len() >= MESSAGE_BYTES && !upload.send(pending.split().freeze()).await {
-            return Err(Forwarding::StorageGone);
-        }
         match field.chunk().await {
             Ok(Some(chunk)) => {
                 if let Some(duration) = duration.as_deref_mut() {
                     duration.feed(&chunk);
                 }
-                pending.extend_from_slice(&chunk);
+                if let Some(message) = messages.push(chunk)
+                    && !upload.send(message).await
+                {
+                    return Err(Forwarding::StorageGone);
+                }
             }
             Ok(None) => break,
             Err(error) => return Err(Forwarding::Client(multipart_error(error, limit))),
         }
     }
-    if !pending.is_empty() && !upload.send(pending.freeze()).await {
+    if let Some(message) = messages.finish()
+        && !upload.send(message).await
+    {
         return Err(Forwarding::StorageGone);
     }
     Ok(())
