@@ -29,6 +29,11 @@ impl<V> Remembered<V> {
         self.lock().remove(&id)
     }
 
+    /// Whether session `id`'s value is there and passes `test` (left in place).
+    pub fn holds(&self, id: ObjectId, test: impl FnOnce(&V) -> bool) -> bool {
+        self.lock().get(&id).is_some_and(test)
+    }
+
     /// Remembers `value` for session `id`, forgetting another session's when full.
     pub fn put(&self, id: ObjectId, value: V) {
         let mut entries = self.lock();

@@ -50,7 +50,12 @@ pub struct StorageApi {
     upload_expiry: std::time::Duration,
     /// Each session's SHA-256 as its hashing task computes it, and how many bytes it covers.
     digests: Arc<Remembered<resumable::PendingDigest>>,
+    /// Each session's record as this replica last stored it; one that names a lease this
+    /// replica keeps is what lets an append start on that lease (one append at a time: the
+    /// record is taken out while it runs).
     known_sessions: Arc<Remembered<SessionRecord>>,
+    /// This replica (this process), as the holder of the leases it keeps between appends.
+    replica: ObjectId,
 }
 
 impl StorageApi {
@@ -63,6 +68,7 @@ impl StorageApi {
             upload_expiry,
             digests: Arc::new(Remembered::with_capacity(resumable::REMEMBERED_DIGESTS)),
             known_sessions: Arc::new(Remembered::with_capacity(resumable::REMEMBERED_SESSIONS)),
+            replica: ObjectId::new(),
         }
     }
 

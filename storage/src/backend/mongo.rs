@@ -772,8 +772,11 @@ impl KnownTail {
     /// The last chunk's bytes for `leased` (the session as an append just leased it), if
     /// nothing changed the session between the append that left them and this lease.
     fn bytes_for(self, leased: &SessionRecord) -> Option<Vec<u8>> {
-        // Taking the lease is one change: from exactly the revision the append left.
-        (self.revision + 1 == leased.revision && self.offset == leased.offset).then_some(self.bytes)
+        // Taking the lease is one change from exactly the revision the append left, or none
+        // when the append starts on the lease this replica kept.
+        let next_append = leased.revision - self.revision <= 1;
+        (next_append && leased.revision >= self.revision && self.offset == leased.offset)
+            .then_some(self.bytes)
     }
 }
 

@@ -14,6 +14,15 @@ use std::time::Duration;
 pub const WRITER_LEASE: Duration = Duration::from_secs(30);
 /// How often a running append renews its lease (well inside [`WRITER_LEASE`]).
 pub const LEASE_RENEWAL: Duration = Duration::from_secs(10);
+/// How long a storage replica keeps a session's lease after an append through it ends, so
+/// that the client's next PATCH, when it comes through the same replica, starts without a
+/// write of the record (a round trip to the database in front of every PATCH). Another
+/// replica waits this long at most, once: then the session is marked shared.
+pub const KEPT_LEASE: Duration = Duration::from_secs(2);
+/// An append starts on a kept lease only while at least this much of it is left, and renews
+/// it this long before it runs out: room for a write still in flight and for the clocks of
+/// two replicas to disagree.
+pub const KEPT_LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// The longest `Upload-Metadata` kept, in bytes (tus clients send a few names and types).
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 
@@ -50,6 +59,10 @@ pub struct SessionRecord {
     /// The append writing to it now, if any.
     #[serde(default)]
     pub writer: Option<WriterLease>,
+    /// Appends to it came through more than one storage replica: none keeps its lease between
+    /// appends (the other would wait for it every time).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// One append's hold on a session: nobody else writes until it is released or runs out.
@@ -59,6 +72,10 @@ pub struct WriterLease {
     pub holder: ObjectId,
     /// When it runs out unless renewed.
     pub until: DateTime,
+    /// Kept by a storage replica (then `holder`) between appends through it: it may be
+    /// appending again without the record saying so.
+    #[serde(default)]
+    pub kept: bool,
 }
 
 /// What a new session is asked to be.
@@ -132,6 +149,7 @@ impl NewSession {
             complete: false,
             job_id: String::new(),
             writer: None,
+            shared: false,
         }
     }
 }
@@ -184,6 +202,7 @@ impl SessionRecord {
                 writer: Some(WriterLease {
                     holder,
                     until: later(now, WRITER_LEASE),
+                    kept: false,
                 }),
                 ..self.clone()
             }),
@@ -213,9 +232,72 @@ impl SessionRecord {
         same == *self
     }
 
-    /// Whether an append holds a lease that has not run out at `now`.
+    /// Whether an append holds a lease that has not run out at `now` (a lease a replica
+    /// keeps between appends is no append).
     pub fn is_appending(&self, now: DateTime) -> bool {
+        self.writer
+            .is_some_and(|lease| lease.until > now && !lease.kept)
+    }
+
+    /// Whether anyone holds a lease that has not run out at `now`: an append, or a replica
+    /// that may start one without saying so.
+    pub fn is_held(&self, now: DateTime) -> bool {
         self.writer.is_some_and(|lease| lease.until > now)
+    }
+
+    /// Whether `replica` keeps the lease between appends.
+    pub fn is_kept_by(&self, replica: ObjectId) -> bool {
+        self.writer
+            .is_some_and(|lease| lease.kept && lease.holder == replica)
+    }
+
+    /// Whether another replica than `replica` keeps a lease that has not run out at `now`.
+    pub fn is_kept_by_another(&self, replica: ObjectId, now: DateTime) -> bool {
+        self.writer
+            .is_some_and(|lease| lease.kept && lease.holder != replica && lease.until > now)
+    }
+
+    /// When an append may start on the lease `replica` keeps at `now` without writing the
+    /// record, the time it must renew the lease by; `None` when it may not (the lease is
+    /// another's, is not kept, or is too close to running out).
+    pub fn kept_lease_renewal(&self, replica: ObjectId, now: DateTime) -> Option<DateTime> {
+        let lease = self
+            .writer
+            .filter(|lease| lease.kept && lease.holder == replica)?;
+        let renew_by = earlier(lease.until, KEPT_LEASE_MARGIN);
+        (renew_by > now).then_some(renew_by)
+    }
+
+    /// The session with the lease kept by `replica` from `now` on, after an append through it
+    /// ended with its bytes kept; released instead once the session is shared or has every
+    /// byte (no append follows).
+    pub fn kept_by(&self, replica: ObjectId, now: DateTime) -> Self {
+        let keep = !self.shared && !self.complete && self.offset < self.length;
+        Self {
+            writer: keep.then(|| WriterLease {
+                holder: replica,
+                until: later(now, KEPT_LEASE),
+                kept: true,
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// The session with a lease that `replica` keeps let go: only the replica itself, knowing
+    /// that no append through it runs, may do that.
+    pub fn released_by(&self, replica: ObjectId) -> Self {
+        Self {
+            writer: self.writer.filter(|_| !self.is_kept_by(replica)),
+            ..self.clone()
+        }
+    }
+
+    /// The session marked as appended to through more than one replica.
+    pub fn shared(&self) -> Self {
+        Self {
+            shared: true,
+            ..self.clone()
+        }
     }
 
     /// Whether `holder` holds the writer's lease (run out or not).
@@ -246,6 +328,7 @@ impl SessionRecord {
         Self {
             writer: self.writer.map(|lease| WriterLease {
                 until: later(now, WRITER_LEASE),
+                kept: false,
                 ..lease
             }),
             ..self.appended(offset, now, expiry)
@@ -297,6 +380,12 @@ impl SessionRecord {
 fn later(now: DateTime, after: Duration) -> DateTime {
     let millis = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
     DateTime::from_millis(now.timestamp_millis().saturating_add(millis))
+}
+
+/// `before` ahead of `time`.
+fn earlier(time: DateTime, before: Duration) -> DateTime {
+    let millis = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_millis(time.timestamp_millis().saturating_sub(millis))
 }
 
 #[cfg(test)]
@@ -375,6 +464,87 @@ mod tests {
         let released = held.appended(40, now, DAY);
         assert_eq!(released.writer, None);
         assert!(released.leased_to(second, now).is_some());
+    }
+
+    #[test]
+    fn a_replica_keeps_the_lease_after_an_append_and_starts_the_next_on_it_while_enough_is_left() {
+        let session = session(100);
+        let (append, replica, other_replica) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+        let now = at(2_000_000);
+        let kept = session
+            .leased_to(append, now)
+            .unwrap()
+            .appended(40, now, DAY)
+            .kept_by(replica, now);
+        assert!(kept.is_kept_by(replica));
+        assert!(
+            !kept.is_appending(now),
+            "kept between appends, not appending"
+        );
+        assert!(kept.is_held(now));
+        assert!(kept.is_kept_by_another(other_replica, now));
+        assert!(!kept.is_kept_by_another(replica, now));
+        assert!(
+            kept.leased_to(ObjectId::new(), now).is_none(),
+            "nobody else takes it while it is kept"
+        );
+
+        let kept_ms = i64::try_from(KEPT_LEASE.as_millis()).unwrap();
+        let margin_ms = i64::try_from(KEPT_LEASE_MARGIN.as_millis()).unwrap();
+        assert_eq!(
+            kept.kept_lease_renewal(replica, now),
+            Some(at(2_000_000 + kept_ms - margin_ms))
+        );
+        assert_eq!(kept.kept_lease_renewal(other_replica, now), None);
+        let too_late = at(2_000_000 + kept_ms - margin_ms);
+        assert_eq!(
+            kept.kept_lease_renewal(replica, too_late),
+            None,
+            "too close to running out"
+        );
+        let run_out = at(2_000_000 + kept_ms);
+        assert!(!kept.is_held(run_out));
+        assert!(kept.leased_to(ObjectId::new(), run_out).is_some());
+
+        let renewed = kept.progressed(60, at(2_000_500), DAY);
+        assert!(
+            renewed.is_appending(at(2_000_500)),
+            "renewed by an append that runs"
+        );
+        assert!(renewed.is_leased_to(replica));
+    }
+
+    #[test]
+    fn no_lease_is_kept_once_the_session_is_shared_or_has_every_byte() {
+        let (replica, now) = (ObjectId::new(), at(2_000_000));
+        let session = session(100);
+        assert!(
+            session
+                .appended(40, now, DAY)
+                .kept_by(replica, now)
+                .is_held(now)
+        );
+        let shared = session
+            .shared()
+            .appended(40, now, DAY)
+            .kept_by(replica, now);
+        assert_eq!(shared.writer, None);
+        let full = session.appended(100, now, DAY).kept_by(replica, now);
+        assert_eq!(full.writer, None);
+    }
+
+    #[test]
+    fn only_the_replica_that_keeps_a_lease_lets_it_go_before_it_runs_out() {
+        let (replica, other_replica, now) = (ObjectId::new(), ObjectId::new(), at(2_000_000));
+        let kept = session(100).appended(40, now, DAY).kept_by(replica, now);
+        assert_eq!(kept.released_by(replica).writer, None);
+        assert_eq!(kept.released_by(other_replica), kept);
+        let appending = session(100).leased_to(replica, now).unwrap();
+        assert_eq!(
+            appending.released_by(replica),
+            appending,
+            "an append's lease is not kept"
+        );
     }
 
     #[test]

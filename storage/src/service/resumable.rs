@@ -1,8 +1,9 @@
 //! Resumable upload sessions, the storage side of the gateway's tus endpoint: one append at a
 //! time under a lease kept in the session's record (so appends may come through any gateway
-//! and any storage replica), bytes kept up to the last durable point when an append breaks
-//! off, per-append checksums, completion into a file, and the sweeper that removes sessions
-//! nobody finished.
+//! and any storage replica), which the replica an append went through keeps for a moment
+//! after it so that the client's next PATCH starts without a write; bytes kept up to the last
+//! durable point when an append breaks off, per-append checksums, completion into a file, and
+//! the sweeper that removes sessions nobody finished.
 
 use super::{ActiveStream, IdempotencyKey, StorageApi, WRITE_BATCH_BYTES, WRITE_QUEUE_DEPTH};
 use crate::backend::SessionWriter;
@@ -171,8 +172,11 @@ impl StorageApi {
 
     /// A session the requester may see, once no append holds it (waiting for one as long as
     /// a second append would): its offset is then where the next append starts, with every
-    /// byte an append broken off by its caller's death kept. Still held after the wait, it is
-    /// answered as stored, marked as appending.
+    /// byte an append broken off by its caller's death kept. A lease another replica keeps
+    /// between appends is waited out too (that replica may be appending again without the
+    /// record saying so); one this replica keeps is not, unless an append through it runs.
+    /// Still held after the wait, it is answered as stored, marked as appending if an append
+    /// holds it.
     pub(super) async fn settled_session(
         &self,
         id: &str,
@@ -181,7 +185,13 @@ impl StorageApi {
         let deadline = Instant::now() + LEASE_WAIT;
         loop {
             let session = self.visible_session(id, requester).await?;
-            if !session.is_appending(DateTime::now()) || Instant::now() >= deadline {
+            // The record this replica keeps the lease with is taken out while an append on
+            // that lease runs.
+            let kept_here_unused = session.is_kept_by(self.replica)
+                && self
+                    .known_sessions
+                    .holds(session.id, |known| known.revision == session.revision);
+            if !session.is_held(DateTime::now()) || kept_here_unused || Instant::now() >= deadline {
                 return Ok(session);
             }
             tokio::time::sleep(LEASE_POLL).await;
@@ -189,43 +199,68 @@ impl StorageApi {
     }
 
     /// Takes the session's one writer's lease for `holder`, waiting a little for an append
-    /// that holds it; `check` says whether the session (as it is now) may be written at all.
+    /// (or a replica keeping the lease between appends) that holds it; `check` says whether
+    /// the session (as it is now) may be written at all. An append (`on_kept_lease`) starts
+    /// without writing the record on a lease this replica keeps. Returns the session as
+    /// leased and whom the lease is held as: `holder`, or this replica for a kept lease.
     async fn lease_session(
         &self,
         id: &str,
         owner: &Owner,
         holder: ObjectId,
+        on_kept_lease: bool,
         check: impl Fn(&SessionRecord, DateTime) -> StorageResult<()>,
-    ) -> StorageResult<SessionRecord> {
+    ) -> StorageResult<(SessionRecord, ObjectId)> {
         let deadline = Instant::now() + LEASE_WAIT;
-        let mut remembered = self
-            .known_sessions
-            .take(parse_id(id, "upload session")?)
-            .filter(|session| owner.sees(&session.owner_id));
+        let session_id = parse_id(id, "upload session")?;
+        let mut waited_for_another_replica = false;
         loop {
-            let (session, from_memory) = match remembered.take() {
-                Some(session) => (session, true),
-                None => (self.visible_session(id, owner).await?, false),
-            };
-            let now = DateTime::now();
-            match check(&session, now) {
-                Ok(()) => {}
-                // Another replica may have moved the session on: only the stored record
-                // may refuse.
-                Err(_) if from_memory => continue,
-                Err(error) => return Err(error),
+            // The record as this replica last stored it, if another replica did not move the
+            // session on since (then only the stored record may refuse). Taking it out makes
+            // this the one request through this replica using the lease it keeps.
+            let remembered = self
+                .known_sessions
+                .take(session_id)
+                .filter(|session| owner.sees(&session.owner_id));
+            if let Some(session) = remembered {
+                let now = DateTime::now();
+                if check(&session, now).is_err() {
+                    // Put back as it was: a refused request changes nothing.
+                    self.known_sessions.put(session_id, session);
+                } else if on_kept_lease && session.kept_lease_renewal(self.replica, now).is_some() {
+                    metrics::counter!(crate::meters::UPLOAD_APPENDS_ON_KEPT_LEASE).increment(1);
+                    return Ok((session, self.replica));
+                } else if let Some(leased) =
+                    session.released_by(self.replica).leased_to(holder, now)
+                    && self
+                        .backend
+                        .replace_session(&leased, session.revision)
+                        .await?
+                {
+                    return Ok((leased, holder));
+                }
             }
+            let session = self.visible_session(id, owner).await?;
+            let now = DateTime::now();
+            check(&session, now)?;
+            waited_for_another_replica |= session.is_kept_by_another(self.replica, now);
             match session.leased_to(holder, now) {
                 Some(leased) => {
+                    // Taken over from a replica that kept it: from now on nobody keeps it, or
+                    // appends through two replicas would wait for each other every time.
+                    let leased = if waited_for_another_replica {
+                        leased.shared()
+                    } else {
+                        leased
+                    };
                     if self
                         .backend
                         .replace_session(&leased, session.revision)
                         .await?
                     {
-                        return Ok(leased);
+                        return Ok((leased, holder));
                     }
                 }
-                None if from_memory => {}
                 None if Instant::now() >= deadline => return Err(StorageError::Locked),
                 None => tokio::time::sleep(LEASE_POLL).await,
             }
@@ -252,10 +287,9 @@ impl StorageApi {
         tracing::Span::current().record("upload_id", header.id.as_str());
         let owner = Owner::from_request(header.owner_id.clone(), false)?;
         let checksum = ExpectedChecksum::from_header(&header)?;
-        let holder = ObjectId::new();
         let (offset, length) = (header.offset, header.length);
-        let leased = self
-            .lease_session(&header.id, &owner, holder, |session, now| {
+        let (leased, holder) = self
+            .lease_session(&header.id, &owner, ObjectId::new(), true, |session, now| {
                 session.refuse_append(offset, length, now)
             })
             .await?;
@@ -270,8 +304,8 @@ impl StorageApi {
         };
         metrics::counter!(crate::meters::UPLOAD_APPENDS, "outcome" => outcome_label).increment(1);
         // Whatever happened, the lease goes (a failure here only leaves it to run out); an
-        // append that kept its bytes let it go with them.
-        let released = if !session.is_leased_to(holder) {
+        // append that kept its bytes let it go with them, or left it kept by this replica.
+        let released = if !session.is_leased_to(holder) || session.is_kept_by(self.replica) {
             Ok(session)
         } else {
             self.change_session(session, |current, now| {
@@ -290,11 +324,13 @@ impl StorageApi {
                 return outcome.and(Err(error));
             }
         };
-        outcome?;
-        tracing::debug!(offset = session.offset, "append kept");
-        if !session.complete {
+        // A lease this replica keeps goes back with the record, whatever the outcome: the
+        // next append through this replica starts on it.
+        if !session.complete && (outcome.is_ok() || session.is_kept_by(self.replica)) {
             self.known_sessions.put(session.id, session.clone());
         }
+        outcome?;
+        tracing::debug!(offset = session.offset, "append kept");
         Ok(session)
     }
 
@@ -350,16 +386,16 @@ impl StorageApi {
         stream: &mut Streaming<pb::AppendUploadRequest>,
         mut checksum: Option<ExpectedChecksum>,
     ) -> (SessionRecord, StorageResult<()>) {
-        let expiry = self.upload_expiry;
+        let (expiry, replica) = (self.upload_expiry, self.replica);
         // Every change while appending keeps bytes up to `kept`: renewing the lease while the
-        // append goes on, letting it go at the end; unless the lease ran out and someone else
-        // took the session meanwhile.
+        // append goes on, handing it to this replica to keep at the end; unless the lease ran
+        // out and someone else took the session meanwhile.
         let record = |kept: u64, done: bool| {
             move |current: &SessionRecord, now: DateTime| {
                 if !current.is_leased_to(holder) {
                     Err(StorageError::Locked)
                 } else if done {
-                    Ok(current.appended(kept, now, expiry))
+                    Ok(current.appended(kept, now, expiry).kept_by(replica, now))
                 } else {
                     Ok(current.progressed(kept, now, expiry))
                 }
@@ -370,7 +406,7 @@ impl StorageApi {
         let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => "videos");
         let mut written = session.offset;
         let mut batch = Batch::default();
-        let mut renewal = tokio::time::interval_at(Instant::now() + LEASE_RENEWAL, LEASE_RENEWAL);
+        let mut renewal = tokio::time::interval_at(first_renewal(&session, holder), LEASE_RENEWAL);
         let end = loop {
             let message = tokio::select! {
                 message = stream.message() => message,
@@ -489,8 +525,8 @@ impl StorageApi {
 
     /// Removes a session (its bytes too unless it is complete), once no append holds it.
     pub(super) async fn abort_session(&self, id: &str, owner: &Owner) -> StorageResult<()> {
-        let leased = self
-            .lease_session(id, owner, ObjectId::new(), |_, _| Ok(()))
+        let (leased, _) = self
+            .lease_session(id, owner, ObjectId::new(), false, |_, _| Ok(()))
             .await?;
         if !self
             .backend
@@ -609,7 +645,7 @@ impl StorageApi {
         let now = DateTime::now();
         let mut removed = 0;
         for session in self.backend.expired_sessions(now).await? {
-            if session.is_appending(now) {
+            if session.is_held(now) {
                 continue;
             }
             if self
@@ -641,6 +677,20 @@ impl StorageApi {
             }
         }
     }
+}
+
+/// When an append on `leased` (held as `holder`) first renews its lease: after
+/// [`LEASE_RENEWAL`], or in time for a lease kept between appends, which runs out sooner.
+fn first_renewal(leased: &SessionRecord, holder: ObjectId) -> Instant {
+    let (now, wall_now) = (Instant::now(), DateTime::now());
+    let after = match leased.kept_lease_renewal(holder, wall_now) {
+        Some(renew_by) => {
+            let left = renew_by.timestamp_millis() - wall_now.timestamp_millis();
+            LEASE_RENEWAL.min(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
+        }
+        None => LEASE_RENEWAL,
+    };
+    now + after
 }
 
 /// The SHA-256 of a session's first `covers` bytes, as its hashing task computes it (`None`

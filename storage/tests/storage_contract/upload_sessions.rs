@@ -26,7 +26,12 @@ test_support::on_each!(Backend { Mongo => mongo, Local => local }: [
     a_session_survives_a_restart_and_completes_with_the_right_checksum,
     the_expiry_an_append_pushed_back_survives_a_restart,
     a_complete_session_becomes_one_job_which_takes_the_session_with_it,
+    the_next_append_through_a_replica_starts_on_the_lease_it_kept_which_holds_up_nobody_there,
 ]);
+
+/// How many appends started on a lease their replica kept (the test's replicas share its
+/// metrics).
+const ON_KEPT_LEASE: &str = "storage_upload_appends_on_kept_lease_total";
 
 #[tokio::test]
 async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_changed() {
@@ -70,6 +75,37 @@ async fn replicas_taking_turns_on_one_session_never_trust_what_another_may_have_
         "the chunks were read back by every append after the other replica's (the second kept \
          nothing of its refused one), and only then"
     );
+}
+
+#[tokio::test]
+async fn another_replica_waits_once_for_a_lease_kept_between_appends_and_then_nobody_keeps_it() {
+    let mut first = RunningStorage::start(Backend::Mongo).await;
+    let mut second = first.replica().await;
+    let data = pseudo_random_bytes((6 * GRIDFS_CHUNK + 100) as usize, 17);
+    let id = first.create_session(ALICE, data.len() as u64).await.id;
+    let cuts = [0, 200_000, 400_000, 600_000, 800_000, 1_000_000, data.len()];
+    first.keep(&id, &data, cuts[0]..cuts[1]).await;
+    first.keep(&id, &data, cuts[1]..cuts[2]).await;
+    assert_eq!(first.counted(ON_KEPT_LEASE).await, 1.0, "the second append");
+
+    // The first replica may be appending on the lease it keeps without the record saying
+    // so: the second takes the session only once that lease ran out.
+    let started = Instant::now();
+    second.keep(&id, &data, cuts[2]..cuts[3]).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it waited for the kept lease: {:?}",
+        started.elapsed()
+    );
+    // From then on neither keeps it: they would wait for each other at every append.
+    first.keep(&id, &data, cuts[3]..cuts[4]).await;
+    first.keep(&id, &data, cuts[4]..cuts[5]).await;
+    second.keep(&id, &data, cuts[5]..cuts[6]).await;
+    assert_eq!(first.counted(ON_KEPT_LEASE).await, 1.0);
+
+    let (_, file) = second.complete(&id, ALICE, "").await.unwrap();
+    assert!(first.alices_video(&file.id).await == data);
+    assert_eq!(file.sha256, sha256_hex(&data));
 }
 
 #[tokio::test]
@@ -482,6 +518,60 @@ async fn an_append_must_start_at_the_offset_and_only_one_runs_at_a_time(backend:
     assert_eq!(rest.offset, data.len() as u64);
     let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
     assert_eq!(file.sha256, sha256_hex(&data));
+}
+
+async fn the_next_append_through_a_replica_starts_on_the_lease_it_kept_which_holds_up_nobody_there(
+    backend: Backend,
+) {
+    let mut storage = RunningStorage::start(backend).await;
+    let data = pseudo_random_bytes((3 * GRIDFS_CHUNK + 10) as usize, 18);
+    let id = storage.create_session(ALICE, data.len() as u64).await.id;
+    let cuts = [0, 300_000, 500_000, 700_000, data.len()];
+    storage.keep(&id, &data, cuts[0]..cuts[1]).await;
+    assert_eq!(
+        storage.counted(ON_KEPT_LEASE).await,
+        0.0,
+        "a new session's lease is taken"
+    );
+    storage.keep(&id, &data, cuts[1]..cuts[2]).await;
+    storage.keep(&id, &data, cuts[2]..cuts[3]).await;
+    assert_eq!(storage.counted(ON_KEPT_LEASE).await, 2.0);
+
+    // Reading the session (a client's HEAD) does not wait for the lease this replica keeps,
+    // which would take its whole time to run out: no append runs.
+    let started = Instant::now();
+    let read = storage.session(&id, ALICE).await.unwrap();
+    assert_eq!((read.offset, read.appending), (cuts[3] as u64, false));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "answered without waiting: {:?}",
+        started.elapsed()
+    );
+    // A refused append changes nothing: the next one still starts on the kept lease.
+    let wrong = storage
+        .append(append_header(&id, ALICE, 5), &data[5..10], true)
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::FailedPrecondition);
+    storage.keep(&id, &data, cuts[3]..cuts[4]).await;
+    assert_eq!(storage.counted(ON_KEPT_LEASE).await, 3.0);
+    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
+    assert_eq!(file.sha256, sha256_hex(&data));
+
+    // Nor does terminating another upload straight after its append.
+    let other = storage.create_session(ALICE, 1000).await.id;
+    storage.keep(&other, &data, 0..500).await;
+    let started = Instant::now();
+    storage.abort(&other, ALICE).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "terminated without waiting: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        storage.session(&other, ALICE).await.unwrap_err().code(),
+        Code::NotFound
+    );
 }
 
 async fn an_abandoned_session_expires_and_the_sweeper_removes_its_bytes(backend: Backend) {
