@@ -40,6 +40,10 @@ pub(super) const REMEMBERED_SESSIONS: usize = 4096;
 /// Batches waiting for an append's hashing task: it may fall this far behind the writes
 /// (the batches' memory is shared with the writes until they are stored).
 const HASH_QUEUE_DEPTH: usize = 4;
+/// Bytes an append's first write waits for, rather than a whole batch: nothing was written
+/// since the client's last PATCH ended, so the backend is idle until they go (one GridFS
+/// chunk's worth).
+const FIRST_WRITE_BYTES: usize = 255 * 1024;
 /// Times a change to a session is recomputed when another writer changed it in between.
 const MAX_CHANGE_ATTEMPTS: usize = 16;
 
@@ -406,6 +410,7 @@ impl StorageApi {
         let bytes_in = metrics::counter!(crate::meters::BYTES_IN, "bucket" => "videos");
         let mut written = session.offset;
         let mut batch = Batch::default();
+        let mut write_at = FIRST_WRITE_BYTES;
         let mut renewal = tokio::time::interval_at(first_renewal(&session, holder), LEASE_RENEWAL);
         let end = loop {
             let message = tokio::select! {
@@ -462,10 +467,11 @@ impl StorageApi {
                 checksum.update(&chunk);
             }
             batch.push(chunk);
-            if batch.len() >= WRITE_BATCH_BYTES
-                && let Err(error) = writer.flush(&mut batch).await
-            {
-                break Err(error);
+            if batch.len() >= write_at {
+                write_at = WRITE_BATCH_BYTES;
+                if let Err(error) = writer.flush(&mut batch).await {
+                    break Err(error);
+                }
             }
         };
         let end = match end {
