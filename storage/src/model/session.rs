@@ -378,14 +378,16 @@ impl SessionRecord {
 
 /// `after` past `now`.
 fn later(now: DateTime, after: Duration) -> DateTime {
-    let millis = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
-    DateTime::from_millis(now.timestamp_millis().saturating_add(millis))
+    DateTime::from_millis(now.timestamp_millis().saturating_add(millis(after)))
 }
 
 /// `before` ahead of `time`.
 fn earlier(time: DateTime, before: Duration) -> DateTime {
-    let millis = i64::try_from(before.as_millis()).unwrap_or(i64::MAX);
-    DateTime::from_millis(time.timestamp_millis().saturating_sub(millis))
+    DateTime::from_millis(time.timestamp_millis().saturating_sub(millis(before)))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -489,8 +491,8 @@ mod tests {
             "nobody else takes it while it is kept"
         );
 
-        let kept_ms = i64::try_from(KEPT_LEASE.as_millis()).unwrap();
-        let margin_ms = i64::try_from(KEPT_LEASE_MARGIN.as_millis()).unwrap();
+        let kept_ms = millis(KEPT_LEASE);
+        let margin_ms = millis(KEPT_LEASE_MARGIN);
         assert_eq!(
             kept.kept_lease_renewal(replica, now),
             Some(at(2_000_000 + kept_ms - margin_ms))
