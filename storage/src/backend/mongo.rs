@@ -774,9 +774,8 @@ impl KnownTail {
     fn bytes_for(self, leased: &SessionRecord) -> Option<Vec<u8>> {
         // Taking the lease is one change from exactly the revision the append left, or none
         // when the append starts on the lease this replica kept.
-        let next_append = leased.revision - self.revision <= 1;
-        (next_append && leased.revision >= self.revision && self.offset == leased.offset)
-            .then_some(self.bytes)
+        let next_append = matches!(leased.revision - self.revision, 0 | 1);
+        (next_append && self.offset == leased.offset).then_some(self.bytes)
     }
 }
 

@@ -34,8 +34,10 @@ const LEASE_POLL: Duration = Duration::from_millis(50);
 /// bytes when it completes.
 pub(super) const REMEMBERED_DIGESTS: usize = 4096;
 /// Sessions whose record, as this replica last stored it (created, or as an append left it),
-/// is remembered between appends (a few hundred bytes each): the next append's lease is tried
-/// straight on it instead of reading it first.
+/// is remembered between appends (a few hundred bytes each): the next append starts on the
+/// lease it names as kept by this replica, or tries its lease straight on it, instead of
+/// reading it first. One forgotten costs time (its kept lease is waited out), never
+/// correctness.
 pub(super) const REMEMBERED_SESSIONS: usize = 4096;
 /// Batches waiting for an append's hashing task: it may fall this far behind the writes
 /// (the batches' memory is shared with the writes until they are stored).
