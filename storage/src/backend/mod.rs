@@ -275,14 +275,22 @@ impl Backend {
         }
     }
 
-    /// Stores `session` only if the stored record's revision is still `expected_revision`.
+    /// Stores `session` only if the stored record's revision is still `expected_revision`;
+    /// with `tail`, what the append's last durable point left for the record to keep (a
+    /// change that moves the offset must give it; any other leaves the tail as it was).
     pub async fn replace_session(
         &self,
         session: &SessionRecord,
         expected_revision: i64,
+        tail: Option<&KeptTail>,
     ) -> StorageResult<bool> {
         match self {
-            Backend::Mongo(mongo) => mongo.replace_session(session, expected_revision).await,
+            Backend::Mongo(mongo) => {
+                mongo
+                    .replace_session(session, expected_revision, tail)
+                    .await
+            }
+            // The session's file holds every byte.
             Backend::Local(local) => local.replace_session(session, expected_revision).await,
         }
     }
@@ -378,13 +386,37 @@ impl SessionWriter {
         }
     }
 
-    /// Appends `batch` and makes every byte written so far durable: together, because GridFS
-    /// then stores the last bytes with the same command as the ones before them.
-    pub async fn sync(&mut self, batch: Batch) -> StorageResult<()> {
+    /// Appends `batch` and makes every byte written so far durable (together, because GridFS
+    /// then stores the last bytes with the same command as the ones before them), but for
+    /// what the session's record must keep: the bytes are kept once the record is stored with
+    /// the tail this returns.
+    pub async fn sync(&mut self, batch: Batch) -> StorageResult<KeptTail> {
         match self {
             SessionWriter::Mongo(writer) => writer.sync(&batch).await,
-            SessionWriter::Local(writer) => writer.sync(batch).await,
+            SessionWriter::Local(writer) => {
+                writer.sync(batch).await?;
+                Ok(KeptTail::default())
+            }
         }
+    }
+}
+
+/// What a session's record keeps of its bytes, as a durable point left them: on GridFS, the
+/// bytes of the partly filled last chunk, which would otherwise be a chunk document of their
+/// own, stored at every durable point and again once the chunk fills (the record is written
+/// at every durable point anyway). Nothing when every byte is in the chunks or the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeptTail(Option<Vec<u8>>);
+
+impl KeptTail {
+    /// The record keeps `bytes`.
+    fn in_record(bytes: Vec<u8>) -> Self {
+        Self(Some(bytes))
+    }
+
+    /// The bytes the record keeps, if any.
+    fn bytes(&self) -> Option<&[u8]> {
+        self.0.as_deref()
     }
 }
 

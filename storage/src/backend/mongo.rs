@@ -9,7 +9,7 @@
 //! Downloads read the chunks collection directly: the driver's download stream always starts at
 //! byte 0, and a ranged request must not read through everything before its range.
 
-use super::ByteStream;
+use super::{ByteStream, KeptTail};
 use crate::batch::Batch;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
@@ -36,7 +36,7 @@ const READ_BATCH_CHUNKS: u32 = 4;
 const SESSION_CHUNK_BYTES: u64 = 255 * 1024;
 /// Sessions whose last chunk this replica remembers between appends ([`KnownTail`]); each
 /// costs up to a chunk of memory. Past that, one is forgotten and its next append reads the
-/// chunk back.
+/// chunk's bytes back from the session's record.
 const REMEMBERED_TAILS: usize = 32;
 /// Filter matching only files whose upload finished (the checksum is written last).
 fn complete() -> Document {
@@ -541,9 +541,15 @@ impl MongoBackend {
     }
 }
 
+/// The field of a session's record that keeps the bytes of its partly filled last chunk
+/// ([`KeptTail`]). Only an append reads it: every other read of the record leaves it out.
+const TAIL_FIELD: &str = "tail";
+
 /// Resumable upload sessions: records in `upload_sessions`, bytes as chunks of the videos
 /// bucket under the session's id, with no files document until the session completes (so the
-/// file is invisible until then, and appears whole with one insert).
+/// file is invisible until then, and appears whole with one insert). Between appends, the
+/// bytes of the partly filled last chunk are kept in the record instead ([`TAIL_FIELD`]);
+/// a record without them (one an earlier version of this service wrote) has them in a chunk.
 impl MongoBackend {
     pub(super) async fn insert_session(&self, session: &SessionRecord) -> StorageResult<()> {
         self.sessions.insert_one(session).await?;
@@ -551,19 +557,40 @@ impl MongoBackend {
     }
 
     pub(super) async fn find_session(&self, id: ObjectId) -> StorageResult<Option<SessionRecord>> {
-        Ok(self.sessions.find_one(doc! { "_id": id }).await?)
+        Ok(self
+            .sessions
+            .find_one(doc! { "_id": id })
+            .projection(doc! { TAIL_FIELD: 0 })
+            .await?)
     }
 
+    /// Sets every field of the record but the tail, which changes only with `tail`.
     pub(super) async fn replace_session(
         &self,
         session: &SessionRecord,
         expected_revision: i64,
+        tail: Option<&KeptTail>,
     ) -> StorageResult<bool> {
+        let mut fields = mongodb::bson::to_document(session).map_err(|error| {
+            StorageError::Internal(format!("upload session {} as BSON: {error}", session.id))
+        })?;
+        fields.remove("_id");
+        let mut change = doc! {};
+        match tail.map(KeptTail::bytes) {
+            Some(Some(bytes)) => {
+                fields.insert(TAIL_FIELD, binary(bytes.to_vec()));
+            }
+            Some(None) => {
+                change.insert("$unset", doc! { TAIL_FIELD: "" });
+            }
+            None => {}
+        }
+        change.insert("$set", fields);
         let result = self
             .sessions
-            .replace_one(
+            .update_one(
                 doc! { "_id": session.id, "revision": expected_revision },
-                session,
+                change,
             )
             .await?;
         Ok(result.matched_count == 1)
@@ -577,6 +604,7 @@ impl MongoBackend {
         let Some(session) = self
             .sessions
             .find_one_and_delete(doc! { "_id": id, "revision": expected_revision })
+            .projection(doc! { TAIL_FIELD: 0 })
             .await?
         else {
             return Ok(false);
@@ -596,6 +624,7 @@ impl MongoBackend {
         Ok(self
             .sessions
             .find(doc! { "expires_at": { "$lte": now } })
+            .projection(doc! { TAIL_FIELD: 0 })
             .await?
             .try_collect()
             .await?)
@@ -607,16 +636,16 @@ impl MongoBackend {
     ) -> StorageResult<MongoSessionWriter> {
         let next = session.offset / SESSION_CHUNK_BYTES;
         let kept_in_next = (session.offset % SESSION_CHUNK_BYTES) as usize;
-        let pending = if session.revision == 1 {
+        let (pending, stored_in_place) = if session.revision == 1 {
             // Leased straight from its creation: nothing was ever written to it.
-            Vec::with_capacity(SESSION_CHUNK_BYTES as usize)
+            (Vec::with_capacity(SESSION_CHUNK_BYTES as usize), None)
         } else {
             match self
                 .tails
                 .take(session.id)
-                .and_then(|tail| tail.bytes_for(session))
+                .and_then(|tail| tail.for_lease(session))
             {
-                Some(known) => known,
+                Some(known) => (known.bytes, known.stored_in_place),
                 None => self.read_tail(session, next, kept_in_next).await?,
             }
         };
@@ -626,22 +655,46 @@ impl MongoBackend {
                 .database
                 .collection(&format!("{}.chunks", Bucket::Videos.name())),
             files_id: session.id,
+            file_length: session.length,
             next,
             pending,
-            stored_in_place: (kept_in_next > 0).then_some(next),
+            stored_in_place,
         })
     }
 
     /// The kept bytes of the session's partly filled last chunk, read back, with every chunk
-    /// past them removed (they hold bytes that were never kept).
+    /// past them removed (they hold bytes that were never kept); and the chunk that holds
+    /// them when they are not in the record.
     async fn read_tail(
         &self,
         session: &SessionRecord,
         next: u64,
         kept_in_next: usize,
-    ) -> StorageResult<Vec<u8>> {
+    ) -> StorageResult<(Vec<u8>, Option<u64>)> {
         metrics::counter!(crate::meters::UPLOAD_TAIL_READS).increment(1);
         let chunks = self.chunks(Bucket::Videos);
+        let record = self
+            .sessions
+            .clone_with_type::<Document>()
+            .find_one(doc! { "_id": session.id })
+            .projection(doc! { TAIL_FIELD: 1 })
+            .await?
+            .ok_or(StorageError::NotFound("upload session"))?;
+        if let Ok(kept) = record.get_binary_generic(TAIL_FIELD) {
+            if kept.len() != kept_in_next {
+                return Err(StorageError::Internal(format!(
+                    "upload session {} keeps {} bytes of chunk {next}, not {kept_in_next}",
+                    session.id,
+                    kept.len()
+                )));
+            }
+            let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
+            pending.extend_from_slice(kept);
+            chunks
+                .delete_many(doc! { "files_id": session.id, "n": { "$gte": next as i64 } })
+                .await?;
+            return Ok((pending, None));
+        }
         let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
         if kept_in_next > 0 {
             let stored = chunks
@@ -673,19 +726,18 @@ impl MongoBackend {
         chunks
             .delete_many(doc! { "files_id": session.id, "n": { "$gte": first_unkept as i64 } })
             .await?;
-        Ok(pending)
+        Ok((pending, (kept_in_next > 0).then_some(next)))
     }
 
     /// Remembers where `writer` left the session's chunks, for the next append through this
     /// replica: `session` is the record as the append that wrote them ended, every byte it
     /// wrote kept.
     pub(super) fn remember_tail(&self, writer: MongoSessionWriter, session: &SessionRecord) {
-        let written = writer.next * SESSION_CHUNK_BYTES + writer.pending.len() as u64;
-        let stored = writer.pending.is_empty() || writer.stored_in_place == Some(writer.next);
-        if written == session.offset && stored && session.offset < session.length {
+        if writer.written() == session.offset && session.offset < session.length {
             let tail = KnownTail {
                 revision: session.revision,
                 offset: session.offset,
+                stored_in_place: writer.stored_in_place.filter(|&n| n == writer.next),
                 bytes: writer.pending,
             };
             self.tails.put(session.id, tail);
@@ -765,28 +817,34 @@ struct KnownTail {
     /// The session's revision when the append ended.
     revision: i64,
     offset: u64,
+    /// The chunk that holds `bytes`, when the record does not (see [`TAIL_FIELD`]).
+    stored_in_place: Option<u64>,
     bytes: Vec<u8>,
 }
 
 impl KnownTail {
-    /// The last chunk's bytes for `leased` (the session as an append just leased it), if
-    /// nothing changed the session between the append that left them and this lease.
-    fn bytes_for(self, leased: &SessionRecord) -> Option<Vec<u8>> {
+    /// Itself, for `leased` (the session as an append just leased it), if nothing changed
+    /// the session between the append that left it and this lease.
+    fn for_lease(self, leased: &SessionRecord) -> Option<Self> {
         // Taking the lease is one change from exactly the revision the append left, or none
         // when the append starts on the lease this replica kept.
         let next_append = matches!(leased.revision - self.revision, 0 | 1);
-        (next_append && self.offset == leased.offset).then_some(self.bytes)
+        (next_append && self.offset == leased.offset).then_some(self)
     }
 }
 
-/// Appends to a session's chunks: full chunks are stored as they fill, and the last, partly
-/// filled one only when the bytes so far must be kept. Each write is one round trip to the
-/// server, the durable point included: a partly filled chunk stored at one durable point is
-/// replaced, once it fills, by the same command that stores the chunks after it.
+/// Appends to a session's chunks: full chunks are stored as they fill, each write one round
+/// trip to the server, the durable point's included. The last, partly filled chunk goes to
+/// the session's record ([`KeptTail`]), written at the durable point anyway, except when it
+/// is the file's last chunk. A session whose record does not keep it has it stored as a chunk
+/// already: that chunk is stored again at every durable point, and replaced, once it fills, by
+/// the same command that stores the chunks after it.
 pub struct MongoSessionWriter {
     database: Database,
     chunks: Collection<Document>,
     files_id: ObjectId,
+    /// The length the session's file will have.
+    file_length: u64,
     /// The number of the chunk `pending` fills.
     next: u64,
     /// The bytes of chunk `next` so far.
@@ -812,19 +870,27 @@ impl MongoSessionWriter {
         self.store(filled).await
     }
 
-    /// Stores the chunks `batch` fills and, with them, the partly filled last one, so every
-    /// byte written so far is kept.
-    pub(super) async fn sync(&mut self, batch: &Batch) -> StorageResult<()> {
+    /// Stores the chunks `batch` fills; the partly filled last one, for the session's record to
+    /// keep, or stored with them when it is the file's last or stored as a chunk already.
+    pub(super) async fn sync(&mut self, batch: &Batch) -> StorageResult<KeptTail> {
         let mut chunks = self.fill(batch);
-        let partly_filled = !self.pending.is_empty();
-        if partly_filled {
+        let in_a_chunk = !self.pending.is_empty()
+            && (self.written() == self.file_length || self.stored_in_place == Some(self.next));
+        if in_a_chunk {
             chunks.push((self.next, self.pending.clone()));
         }
         self.store(chunks).await?;
-        if partly_filled {
+        if in_a_chunk {
             self.stored_in_place = Some(self.next);
+            Ok(KeptTail::default())
+        } else {
+            Ok(KeptTail::in_record(self.pending.clone()))
         }
-        Ok(())
+    }
+
+    /// Where the session's bytes end, counting those still pending.
+    fn written(&self) -> u64 {
+        self.next * SESSION_CHUNK_BYTES + self.pending.len() as u64
     }
 
     /// Takes `batch`'s bytes into the pending chunk; the chunks they filled, numbered.
@@ -905,12 +971,17 @@ impl MongoSessionWriter {
         doc! {
             "files_id": self.files_id,
             "n": n as i64,
-            "data": Bson::Binary(mongodb::bson::Binary {
-                subtype: mongodb::bson::spec::BinarySubtype::Generic,
-                bytes: data,
-            }),
+            "data": binary(data),
         }
     }
+}
+
+/// `bytes` as BSON's generic binary.
+fn binary(bytes: Vec<u8>) -> Bson {
+    Bson::Binary(mongodb::bson::Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes,
+    })
 }
 
 /// [`IDEMPOTENCY_WINDOW`] in milliseconds.

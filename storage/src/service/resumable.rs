@@ -6,7 +6,7 @@
 //! the sweeper that removes sessions nobody finished.
 
 use super::{ActiveStream, IdempotencyKey, StorageApi, WRITE_BATCH_BYTES, WRITE_QUEUE_DEPTH};
-use crate::backend::SessionWriter;
+use crate::backend::{KeptTail, SessionWriter};
 use crate::batch::{Batch, GATHERED_BYTES, next_gathered};
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::{LEASE_RENEWAL, NewSession, SessionRecord};
@@ -240,7 +240,7 @@ impl StorageApi {
                     session.released_by(self.replica).leased_to(holder, now)
                     && self
                         .backend
-                        .replace_session(&leased, session.revision)
+                        .replace_session(&leased, session.revision, None)
                         .await?
                 {
                     return Ok((leased, holder));
@@ -261,7 +261,7 @@ impl StorageApi {
                     };
                     if self
                         .backend
-                        .replace_session(&leased, session.revision)
+                        .replace_session(&leased, session.revision, None)
                         .await?
                     {
                         return Ok((leased, holder));
@@ -314,7 +314,7 @@ impl StorageApi {
         let released = if !session.is_leased_to(holder) || session.is_kept_by(self.replica) {
             Ok(session)
         } else {
-            self.change_session(session, |current, now| {
+            self.change_session(session, None, |current, now| {
                 Ok(if current.is_leased_to(holder) {
                     current.appended(current.offset, now, self.upload_expiry)
                 } else {
@@ -420,15 +420,18 @@ impl StorageApi {
                 _ = renewal.tick() => {
                     // Renewing the lease is also a durable point for an append without a
                     // checksum: what arrived so far is kept even if storage dies next.
-                    let kept = if checksum.is_some() {
-                        session.offset
+                    let (kept, tail) = if checksum.is_some() {
+                        (session.offset, None)
                     } else {
-                        if let Err(error) = writer.sync(&mut batch).await {
-                            break Err(error);
+                        match writer.sync(&mut batch).await {
+                            Ok(tail) => (written, Some(tail)),
+                            Err(error) => break Err(error),
                         }
-                        written
                     };
-                    match self.change_session(session.clone(), record(kept, false)).await {
+                    let renewed = self
+                        .change_session(session.clone(), tail.as_ref(), record(kept, false))
+                        .await;
+                    match renewed {
                         Ok(renewed) => session = renewed,
                         Err(error) => break Err(error),
                     }
@@ -491,11 +494,12 @@ impl StorageApi {
         if !keep {
             return (session, outcome);
         }
-        if let Err(error) = writer.sync(&mut batch).await {
-            return (session, Err(error));
-        }
+        let tail = match writer.sync(&mut batch).await {
+            Ok(tail) => tail,
+            Err(error) => return (session, Err(error)),
+        };
         match self
-            .change_session(session.clone(), record(written, true))
+            .change_session(session.clone(), Some(&tail), record(written, true))
             .await
         {
             Ok(kept) => (kept, outcome),
@@ -504,17 +508,19 @@ impl StorageApi {
     }
 
     /// Applies `change` to the session as a compare-and-set, recomputing it from the stored
-    /// record if another writer got there first.
+    /// record if another writer got there first; with `tail` when it moves the offset to a
+    /// durable point that left one.
     async fn change_session(
         &self,
         mut current: SessionRecord,
+        tail: Option<&KeptTail>,
         change: impl Fn(&SessionRecord, DateTime) -> StorageResult<SessionRecord>,
     ) -> StorageResult<SessionRecord> {
         for _ in 0..MAX_CHANGE_ATTEMPTS {
             let next = change(&current, DateTime::now())?;
             if self
                 .backend
-                .replace_session(&next, current.revision)
+                .replace_session(&next, current.revision, tail)
                 .await?
             {
                 return Ok(next);
@@ -578,7 +584,9 @@ impl StorageApi {
             let file = self.backend.complete_session(&session, sha256).await?;
             let expiry = self.upload_expiry;
             session = self
-                .change_session(session, |current, now| Ok(current.completed(now, expiry)))
+                .change_session(session, None, |current, now| {
+                    Ok(current.completed(now, expiry))
+                })
                 .await?;
             metrics::counter!(crate::meters::UPLOADS, "bucket" => "videos", "outcome" => "stored")
                 .increment(1);
@@ -588,7 +596,7 @@ impl StorageApi {
         if !job_id.is_empty() {
             let job_id = parse_id(job_id, "job")?;
             session = self
-                .change_session(session, |current, _| {
+                .change_session(session, None, |current, _| {
                     if current.job_id.is_empty() {
                         Ok(current.with_job(job_id))
                     } else if current.job_id == job_id.to_hex() {
@@ -785,8 +793,9 @@ struct ClosedWriter {
 /// Bytes for a [`QueuedWriter`] to write.
 struct WriterCommand {
     batch: Batch,
-    /// For the last bytes before a durable point: where to say whether it was reached.
-    durable: Option<oneshot::Sender<StorageResult<()>>>,
+    /// For the last bytes before a durable point: where to say whether it was reached, and
+    /// with what for the record to keep.
+    durable: Option<oneshot::Sender<StorageResult<KeptTail>>>,
 }
 
 impl WriterCommand {
@@ -845,8 +854,8 @@ impl QueuedWriter {
     }
 
     /// Queues the gathered bytes, and waits until they and every byte queued before them are
-    /// durable.
-    async fn sync(&mut self, batch: &mut Batch) -> StorageResult<()> {
+    /// durable once the record keeps the tail this returns.
+    async fn sync(&mut self, batch: &mut Batch) -> StorageResult<KeptTail> {
         let (done, synced) = oneshot::channel();
         self.send(WriterCommand {
             batch: batch.take(),
@@ -899,7 +908,7 @@ mod tests {
 
     fn command(
         bytes: &'static [u8],
-        durable: Option<oneshot::Sender<StorageResult<()>>>,
+        durable: Option<oneshot::Sender<StorageResult<KeptTail>>>,
     ) -> WriterCommand {
         let batch = Batch::from(Bytes::from_static(bytes));
         WriterCommand { batch, durable }
@@ -919,7 +928,7 @@ mod tests {
         first
             .durable
             .expect("the durable point's answer goes with its write")
-            .send(Ok(()))
+            .send(Ok(KeptTail::default()))
             .unwrap();
         assert!(synced.await.unwrap().is_ok());
         let second = next_gathered(&mut queued, WriterCommand::is_full, WriterCommand::absorb)

@@ -3,7 +3,7 @@
 //! abandoned.
 
 use super::{ALICE, BOB, Backend, GRIDFS_CHUNK, RunningStorage, sha256_hex};
-use mongodb::bson::doc;
+use mongodb::bson::{Binary, Document, doc, oid::ObjectId, spec::BinarySubtype};
 use proto::storage::v1 as pb;
 use proto::storage::v1::storage_service_client::StorageServiceClient;
 use sha1::Sha1;
@@ -109,14 +109,122 @@ async fn another_replica_waits_once_for_a_lease_kept_between_appends_and_then_no
 }
 
 #[tokio::test]
+async fn a_partly_filled_chunk_is_kept_in_the_sessions_record_until_it_is_the_files_last() {
+    let mut storage = RunningStorage::start(Backend::Mongo).await;
+    let database = storage.mongo.as_ref().unwrap().database();
+    let data = pseudo_random_bytes((2 * GRIDFS_CHUNK + 1000) as usize, 18);
+    let id = storage.create_session(ALICE, data.len() as u64).await.id;
+    let cuts = [0, 100_000, GRIDFS_CHUNK as usize + 5000, data.len()];
+    storage.keep(&id, &data, cuts[0]..cuts[1]).await;
+    assert_eq!(
+        stored_layout(&database, &id).await,
+        (vec![], Some(data[..cuts[1]].to_vec())),
+        "no chunk is stored twice: the record keeps what is in the first"
+    );
+    storage.keep(&id, &data, cuts[1]..cuts[2]).await;
+    let second_chunk = GRIDFS_CHUNK as usize..cuts[2];
+    assert_eq!(
+        stored_layout(&database, &id).await,
+        (vec![0], Some(data[second_chunk].to_vec()))
+    );
+    storage.keep(&id, &data, cuts[2]..cuts[3]).await;
+    assert_eq!(
+        stored_layout(&database, &id).await,
+        (vec![0, 1, 2], None),
+        "the file's last chunk is stored as a chunk"
+    );
+    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
+    assert!(storage.alices_video(&file.id).await == data);
+    assert_eq!(file.sha256, sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn a_session_whose_partly_filled_chunk_an_earlier_version_stored_goes_on_from_it() {
+    let mut storage = RunningStorage::start(Backend::Mongo).await;
+    let database = storage.mongo.as_ref().unwrap().database();
+    let data = pseudo_random_bytes((3 * GRIDFS_CHUNK + 1000) as usize, 19);
+    let id = storage.create_session(ALICE, data.len() as u64).await.id;
+    let cuts = [
+        0,
+        100_000,
+        200_000,
+        2 * GRIDFS_CHUNK as usize + 500,
+        data.len(),
+    ];
+    storage.keep(&id, &data, cuts[0]..cuts[1]).await;
+    // As a version before the record kept them left it: the bytes in a chunk of their own.
+    let files_id = ObjectId::parse_str(&id).unwrap();
+    database
+        .collection::<Document>("videos.chunks")
+        .insert_one(doc! { "files_id": files_id, "n": 0_i64, "data": generic(&data[..cuts[1]]) })
+        .await
+        .unwrap();
+    database
+        .collection::<Document>("upload_sessions")
+        .update_one(doc! { "_id": files_id }, doc! { "$unset": { "tail": "" } })
+        .await
+        .unwrap();
+    // Restarted, it knows nothing of the chunk but what is stored.
+    let mut storage = storage.restart().await;
+    storage.keep(&id, &data, cuts[1]..cuts[2]).await;
+    assert_eq!(
+        stored_layout(&database, &id).await,
+        (vec![0], None),
+        "the chunk stored partly filled is stored again, in place"
+    );
+    storage.keep(&id, &data, cuts[2]..cuts[3]).await;
+    assert_eq!(
+        stored_layout(&database, &id).await,
+        (
+            vec![0, 1],
+            Some(data[2 * GRIDFS_CHUNK as usize..cuts[3]].to_vec())
+        ),
+        "once it fills, the record keeps the next one's"
+    );
+    storage.keep(&id, &data, cuts[3]..cuts[4]).await;
+    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
+    assert!(storage.alices_video(&file.id).await == data);
+    assert_eq!(file.sha256, sha256_hex(&data));
+}
+
+/// The chunks stored of session `id`, and the bytes its record keeps of the last one.
+async fn stored_layout(database: &mongodb::Database, id: &str) -> (Vec<i64>, Option<Vec<u8>>) {
+    let files_id = ObjectId::parse_str(id).unwrap();
+    let mut chunks: Vec<i64> = database
+        .collection::<Document>("videos.chunks")
+        .distinct("n", doc! { "files_id": files_id })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.as_i64().unwrap())
+        .collect();
+    let record = database
+        .collection::<Document>("upload_sessions")
+        .find_one(doc! { "_id": files_id })
+        .await
+        .unwrap()
+        .unwrap();
+    let tail = record.get_binary_generic("tail").ok().cloned();
+    chunks.sort_unstable();
+    (chunks, tail)
+}
+
+fn generic(bytes: &[u8]) -> Binary {
+    Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    }
+}
+
+#[tokio::test]
 async fn a_chunk_the_server_refuses_fails_the_append_and_nothing_of_it_is_kept() {
     let mut storage = RunningStorage::start(Backend::Mongo).await;
     let database = storage.mongo.as_ref().unwrap().database();
     let data = pseudo_random_bytes((6 * GRIDFS_CHUNK) as usize, 16);
     let session = storage.create_session(ALICE, data.len() as u64).await;
     let id = session.id.clone();
-    // The first append leaves chunk 0 partly filled: the next one's first command replaces
-    // it and adds the chunks after it, all as one `update`.
+    // The first append leaves chunk 0 partly filled, its bytes in the session's record: the
+    // next one stores it with the chunks after it.
     let cut = 100_000;
     storage.keep(&id, &data, 0..cut).await;
     // The server refuses chunk 1 alone (as a schema validator may), answering `ok` with the
