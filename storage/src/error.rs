@@ -50,6 +50,14 @@ pub enum StorageError {
     /// An append's bytes do not match the checksum it came with; none of them were kept.
     #[error("the bytes do not match their checksum; they were not kept")]
     ChecksumMismatch,
+    /// An upload session's bytes past `whole_to` are gone: a replica of an earlier version,
+    /// running beside this one, stored the session's record without them. The session goes
+    /// back to `whole_to`; this never reaches a client.
+    #[error("the upload session's bytes past offset {whole_to} are gone")]
+    TailLost {
+        /// Where the session's bytes are whole.
+        whole_to: u64,
+    },
     /// The client broke its upload stream off; nothing was kept.
     #[error("upload stream ended with an error: {0}")]
     UploadAborted(String),
@@ -122,6 +130,7 @@ impl From<StorageError> for Status {
             | StorageError::Io(_)
             | StorageError::Record { .. }
             | StorageError::Task(_)
+            | StorageError::TailLost { .. }
             | StorageError::Internal(_) => {
                 tracing::error!(error = %service_kit::error::chain(&error), "request failed");
                 Status::internal("internal error")

@@ -697,15 +697,15 @@ impl MongoBackend {
         }
         let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
         if kept_in_next > 0 {
+            // Neither the record nor a chunk has them when a replica of the version before
+            // the record kept them stored the record (it knows no tail, so drops it).
+            let lost = StorageError::TailLost {
+                whole_to: next * SESSION_CHUNK_BYTES,
+            };
             let stored = chunks
                 .find_one(doc! { "files_id": session.id, "n": next as i64 })
                 .await?
-                .ok_or_else(|| {
-                    StorageError::Internal(format!(
-                        "upload session {} is missing chunk {next}",
-                        session.id
-                    ))
-                })?;
+                .ok_or(lost)?;
             let data = stored.get_binary("data").map_err(|_| {
                 StorageError::Internal(format!(
                     "upload session {} chunk {next} has no data",

@@ -322,6 +322,16 @@ impl SessionRecord {
         }
     }
 
+    /// The session with only its bytes before `offset` kept, after those past it were found
+    /// gone.
+    pub fn rolled_back_to(&self, offset: u64) -> Self {
+        Self {
+            revision: self.revision + 1,
+            offset: offset.min(self.offset),
+            ..self.clone()
+        }
+    }
+
     /// The session with bytes up to `offset` kept so far and the lease renewed, while its
     /// append goes on.
     pub fn progressed(&self, offset: u64, now: DateTime, expiry: Duration) -> Self {

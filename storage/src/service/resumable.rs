@@ -351,6 +351,9 @@ impl StorageApi {
     ) -> (SessionRecord, StorageResult<()>) {
         let writer = match self.backend.open_session_writer(&leased).await {
             Ok(writer) => writer,
+            Err(StorageError::TailLost { whole_to }) => {
+                return self.roll_back(leased, whole_to).await;
+            }
             Err(error) => return (leased, Err(error)),
         };
         // A session's first append starts its digest; later ones carry it on when this
@@ -380,6 +383,37 @@ impl StorageApi {
             self.backend.writer_done(writer, &session);
         }
         (session, outcome)
+    }
+
+    /// Sends a leased session whose bytes past `whole_to` are gone back there, and refuses the
+    /// append the way a wrong offset is: the client asks for the offset and sends the rest
+    /// again from it.
+    async fn roll_back(
+        &self,
+        leased: SessionRecord,
+        whole_to: u64,
+    ) -> (SessionRecord, StorageResult<()>) {
+        tracing::warn!(
+            upload_id = %leased.id,
+            offset = leased.offset,
+            whole_to,
+            "an upload session's last bytes are gone; it goes back to where they are whole"
+        );
+        let rolled_back = self
+            .change_session(leased.clone(), Some(&KeptTail::default()), |current, _| {
+                Ok(current.rolled_back_to(whole_to))
+            })
+            .await;
+        match rolled_back {
+            Ok(session) => {
+                let refused = StorageError::FailedPrecondition(format!(
+                    "the upload is at offset {}, not {}",
+                    session.offset, leased.offset
+                ));
+                (session, Err(refused))
+            }
+            Err(error) => (leased, Err(error)),
+        }
     }
 
     /// Takes the append's bytes from `stream` into `writer`, keeping them (as `progress`

@@ -187,6 +187,47 @@ async fn a_session_whose_partly_filled_chunk_an_earlier_version_stored_goes_on_f
     assert_eq!(file.sha256, sha256_hex(&data));
 }
 
+#[tokio::test]
+async fn bytes_a_replica_of_an_earlier_version_dropped_are_asked_for_again() {
+    let mut storage = RunningStorage::start(Backend::Mongo).await;
+    let database = storage.mongo.as_ref().unwrap().database();
+    let data = pseudo_random_bytes((2 * GRIDFS_CHUNK + 1000) as usize, 20);
+    let id = storage.create_session(ALICE, data.len() as u64).await.id;
+    let cut = GRIDFS_CHUNK as usize + 100_000;
+    storage.keep(&id, &data, 0..cut).await;
+    // An earlier version's replica stores the record as it knows it: without the tail.
+    let files_id = ObjectId::parse_str(&id).unwrap();
+    database
+        .collection::<Document>("upload_sessions")
+        .update_one(doc! { "_id": files_id }, doc! { "$unset": { "tail": "" } })
+        .await
+        .unwrap();
+    // Restarted, this one knows nothing of those bytes either.
+    let mut storage = storage.restart().await;
+    let refused = storage
+        .append(append_header(&id, ALICE, cut as u64), &data[cut..], true)
+        .await;
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("at offset {GRIDFS_CHUNK}")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        storage.session(&id, ALICE).await.unwrap().offset,
+        GRIDFS_CHUNK,
+        "the session went back to where its bytes are whole"
+    );
+    storage
+        .keep(&id, &data, GRIDFS_CHUNK as usize..data.len())
+        .await;
+    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
+    assert!(storage.alices_video(&file.id).await == data);
+    assert_eq!(file.sha256, sha256_hex(&data));
+}
+
 /// The chunks stored of session `id`, and the bytes its record keeps of the last one.
 async fn stored_layout(database: &mongodb::Database, id: &str) -> (Vec<i64>, Option<Vec<u8>>) {
     let files_id = ObjectId::parse_str(id).unwrap();
