@@ -16,7 +16,7 @@ service_kit::metrics_catalog! {
     /// Completed resumable uploads hashed again from their stored bytes.
     counter UPLOAD_REHASHES = "storage_upload_rehashes_total": Count, "Resumable uploads whose SHA-256 was computed again from their stored bytes at completion, because the digest carried along their appends was lost (a restart, or appends taken by another replica)";
     /// Appends to resumable uploads on GridFS that read the partly filled last chunk back.
-    counter UPLOAD_TAIL_READS = "storage_upload_tail_reads_total": Count, "Appends to resumable uploads on GridFS that read their partly filled last chunk back from the server (and removed unkept chunks past it), because this replica did not leave it as it is (the first append after a restart, or another replica's or a refused append in between)";
+    counter UPLOAD_TAIL_READS = "storage_upload_tail_reads_total": Count, "Appends to resumable uploads on GridFS that read their partly filled last chunk back from the server (from the upload's record, or from the chunk an earlier version stored) and removed unkept chunks past it, because this replica did not leave it as it is (the first append after a restart, or another replica's or a refused append in between)";
     /// Appends to resumable uploads that started on the lease this replica kept.
     counter UPLOAD_APPENDS_ON_KEPT_LEASE = "storage_upload_appends_on_kept_lease_total": Count, "Appends to resumable uploads that started on the lease this replica kept since the upload's last append through it, without writing the upload's record first";
     /// Jobs recorded.
