@@ -103,9 +103,7 @@ async fn another_replica_waits_once_for_a_lease_kept_between_appends_and_then_no
     second.keep(&id, &data, cuts[5]..cuts[6]).await;
     assert_eq!(first.counted(ON_KEPT_LEASE).await, 1.0);
 
-    let (_, file) = second.complete(&id, ALICE, "").await.unwrap();
-    assert!(first.alices_video(&file.id).await == data);
-    assert_eq!(file.sha256, sha256_hex(&data));
+    second.completes_holding(&id, &data).await;
 }
 
 #[tokio::test]
@@ -133,9 +131,7 @@ async fn a_partly_filled_chunk_is_kept_in_the_sessions_record_until_it_is_the_fi
         (vec![0, 1, 2], None),
         "the file's last chunk is stored as a chunk"
     );
-    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
-    assert!(storage.alices_video(&file.id).await == data);
-    assert_eq!(file.sha256, sha256_hex(&data));
+    storage.completes_holding(&id, &data).await;
 }
 
 #[tokio::test]
@@ -159,11 +155,7 @@ async fn a_session_whose_partly_filled_chunk_an_earlier_version_stored_goes_on_f
         .insert_one(doc! { "files_id": files_id, "n": 0_i64, "data": generic(&data[..cuts[1]]) })
         .await
         .unwrap();
-    database
-        .collection::<Document>("upload_sessions")
-        .update_one(doc! { "_id": files_id }, doc! { "$unset": { "tail": "" } })
-        .await
-        .unwrap();
+    drop_the_records_tail(&database, files_id).await;
     // Restarted, it knows nothing of the chunk but what is stored.
     let mut storage = storage.restart().await;
     storage.keep(&id, &data, cuts[1]..cuts[2]).await;
@@ -182,9 +174,7 @@ async fn a_session_whose_partly_filled_chunk_an_earlier_version_stored_goes_on_f
         "once it fills, the record keeps the next one's"
     );
     storage.keep(&id, &data, cuts[3]..cuts[4]).await;
-    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
-    assert!(storage.alices_video(&file.id).await == data);
-    assert_eq!(file.sha256, sha256_hex(&data));
+    storage.completes_holding(&id, &data).await;
 }
 
 #[tokio::test]
@@ -197,11 +187,7 @@ async fn bytes_a_replica_of_an_earlier_version_dropped_are_asked_for_again() {
     storage.keep(&id, &data, 0..cut).await;
     // An earlier version's replica stores the record as it knows it: without the tail.
     let files_id = ObjectId::parse_str(&id).unwrap();
-    database
-        .collection::<Document>("upload_sessions")
-        .update_one(doc! { "_id": files_id }, doc! { "$unset": { "tail": "" } })
-        .await
-        .unwrap();
+    drop_the_records_tail(&database, files_id).await;
     // Restarted, this one knows nothing of those bytes either.
     let mut storage = storage.restart().await;
     let refused = storage
@@ -223,9 +209,16 @@ async fn bytes_a_replica_of_an_earlier_version_dropped_are_asked_for_again() {
     storage
         .keep(&id, &data, GRIDFS_CHUNK as usize..data.len())
         .await;
-    let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
-    assert!(storage.alices_video(&file.id).await == data);
-    assert_eq!(file.sha256, sha256_hex(&data));
+    storage.completes_holding(&id, &data).await;
+}
+
+/// Stores session `files_id`'s record as a version before it kept a tail would: without one.
+async fn drop_the_records_tail(database: &mongodb::Database, files_id: ObjectId) {
+    database
+        .collection::<Document>("upload_sessions")
+        .update_one(doc! { "_id": files_id }, doc! { "$unset": { "tail": "" } })
+        .await
+        .unwrap();
 }
 
 /// The chunks stored of session `id`, and the bytes its record keeps of the last one.
@@ -412,6 +405,17 @@ impl RunningStorage {
 
     /// Waits until no append holds session `id` (a broken append lets go just after its
     /// caller sees the break) and returns it.
+    /// Completes Alice's session `id`, whose file must hold exactly `data`.
+    async fn completes_holding(&mut self, id: &str, data: &[u8]) -> pb::FileInfo {
+        let (_, file) = self.complete(id, ALICE, "").await.unwrap();
+        assert!(
+            self.alices_video(&file.id).await == data,
+            "the file holds exactly the kept bytes"
+        );
+        assert_eq!(file.sha256, sha256_hex(data));
+        file
+    }
+
     async fn settled_session(&mut self, id: &str, offset: u64) -> pb::UploadSession {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
