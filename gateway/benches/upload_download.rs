@@ -518,6 +518,8 @@ async fn run() -> anyhow::Result<()> {
                     .any(|wanted| name.contains(wanted.trim()))
         })
         .collect();
+    // The sides run, in the order a round goes through them.
+    let chosen: Vec<usize> = (0..sides.len()).filter(|&side| measured[side]).collect();
     let mut speeds = vec![Vec::new(); sides.len()];
     // CPU seconds per GiB uploaded, each round: the server that answers the client (the
     // gateway, or the reference server), storage, auth, and the client (this process).
@@ -538,12 +540,11 @@ async fn run() -> anyhow::Result<()> {
     // Round 0 is not measured: it warms every server up (Node compiles `@tus/server`'s code
     // during its first upload, which ran at two thirds of its later speed).
     for round in (0..=rounds).filter(|_| part("tus")) {
-        // Each round starts with another side, so a slow spell lands on every side in turn.
-        for turn in 0..sides.len() {
-            let side = (turn + round) % sides.len();
-            if !measured[side] {
-                continue;
-            }
+        // Each round starts with another of the chosen sides, so a slow spell lands on every
+        // side in turn; two chosen sides swap places every round (rotating over all eight ran
+        // them in the same order in most rounds).
+        for turn in 0..chosen.len() {
+            let side = chosen[(turn + round) % chosen.len()];
             let seed = 40 + round as u64;
             let cpu_before = cpu_now(side);
             let elapsed = match side {
