@@ -680,7 +680,8 @@ impl MongoBackend {
             .projection(doc! { TAIL_FIELD: 1 })
             .await?
             .ok_or(StorageError::NotFound("upload session"))?;
-        if let Ok(kept) = record.get_binary_generic(TAIL_FIELD) {
+        let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
+        let stored_in_place = if let Ok(kept) = record.get_binary_generic(TAIL_FIELD) {
             if kept.len() != kept_in_next {
                 return Err(StorageError::Internal(format!(
                     "upload session {} keeps {} bytes of chunk {next}, not {kept_in_next}",
@@ -688,15 +689,9 @@ impl MongoBackend {
                     kept.len()
                 )));
             }
-            let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
             pending.extend_from_slice(kept);
-            chunks
-                .delete_many(doc! { "files_id": session.id, "n": { "$gte": next as i64 } })
-                .await?;
-            return Ok((pending, None));
-        }
-        let mut pending = Vec::with_capacity(SESSION_CHUNK_BYTES as usize);
-        if kept_in_next > 0 {
+            None
+        } else if kept_in_next > 0 {
             // Neither the record nor a chunk has them when a replica of the version before
             // the record kept them stored the record (it knows no tail, so drops it).
             let lost = StorageError::TailLost {
@@ -719,14 +714,16 @@ impl MongoBackend {
                 ))
             })?;
             pending.extend_from_slice(kept);
-        }
-        // The partly kept chunk is rewritten in place, so a crash before that leaves it as it
-        // was.
-        let first_unkept = if kept_in_next > 0 { next + 1 } else { next };
+            // Rewritten in place, so a crash before that leaves it as it was.
+            Some(next)
+        } else {
+            None
+        };
+        let first_unkept = stored_in_place.map_or(next, |n| n + 1);
         chunks
             .delete_many(doc! { "files_id": session.id, "n": { "$gte": first_unkept as i64 } })
             .await?;
-        Ok((pending, (kept_in_next > 0).then_some(next)))
+        Ok((pending, stored_in_place))
     }
 
     /// Remembers where `writer` left the session's chunks, for the next append through this
