@@ -71,7 +71,12 @@ impl Container {
     /// The name podman 4.3 gives the container: `<deployment>-pod-0-<container>` (one pod per
     /// Deployment, whatever its replicas).
     pub fn podman_name(&self) -> String {
-        format!("{}-pod-0-{}", self.deployment, self.name)
+        format!("{}-{}", self.pod_name(), self.name)
+    }
+
+    /// The name podman 4.3 gives the container's pod: `<deployment>-pod-0`.
+    pub fn pod_name(&self) -> String {
+        format!("{}-pod-0", self.deployment)
     }
 
     /// The container port of its readiness probe, where the service answers.
@@ -298,23 +303,31 @@ impl Deployment {
     /// run every 100 ms rather than every `periodSeconds`, so the figure is the service's own
     /// start-up, without the kubelet's polling delay on top.
     pub async fn wait_until_ready(&self, container: &Container) -> anyhow::Result<Duration> {
+        self.ready_after(container, || Ok(())).await
+    }
+
+    /// [`Self::wait_until_ready`], calling `before_each_try` before each round of probes; an
+    /// error from it counts as a failed round.
+    async fn ready_after(
+        &self,
+        container: &Container,
+        mut before_each_try: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let probes = [
-            &container.startup,
-            &container.liveness,
-            &container.readiness,
-        ];
-        for probe in probes.into_iter().flatten() {
-            loop {
-                match self.probe(probe).await {
-                    Ok(()) => break,
-                    Err(error) if Instant::now() >= deadline => bail!(
-                        "{} never passed {probe:?}: {error:#}\n{}",
-                        container.podman_name(),
-                        self.logs(container)
-                    ),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
+        loop {
+            let attempt = match before_each_try() {
+                Ok(()) => self.passes_its_probes(container).await,
+                Err(error) => Err(error),
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(error) if Instant::now() >= deadline => bail!(
+                    "{} never became ready: {error:#}\n{}\n{}",
+                    container.podman_name(),
+                    self.state(container),
+                    self.logs(container)
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
         let started_ns: u128 = self
@@ -325,6 +338,43 @@ impl Deployment {
         Ok(Duration::from_nanos(
             now_ns.saturating_sub(started_ns).try_into()?,
         ))
+    }
+
+    /// Runs `container`'s startup, liveness and readiness probes once, in that order, up to
+    /// the first that fails.
+    async fn passes_its_probes(&self, container: &Container) -> anyhow::Result<()> {
+        let probes = [
+            &container.startup,
+            &container.liveness,
+            &container.readiness,
+        ];
+        for probe in probes.into_iter().flatten() {
+            self.probe(probe)
+                .await
+                .with_context(|| format!("{probe:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// What podman records of `container` and its pod, for a failure's message.
+    fn state(&self, container: &Container) -> String {
+        let container_state = self
+            .inspect(
+                container,
+                "container {{.State.Status}}, exit code {{.State.ExitCode}}, \
+                 restarts {{.RestartCount}}, error {{.State.Error}}",
+            )
+            .unwrap_or_else(|error| format!("{error:#}"));
+        let pod_state = podman(&[
+            "pod",
+            "inspect",
+            "--format",
+            "{{.State}}",
+            &container.pod_name(),
+        ])
+        .map(|state| state.trim().to_owned())
+        .unwrap_or_else(|error| format!("{error:#}"));
+        format!("{container_state}; pod {pod_state}")
     }
 
     /// `podman inspect --format FORMAT` of `container`.
@@ -399,7 +449,11 @@ impl Deployment {
 
     /// Everything `container` logged (across restarts).
     pub fn logs(&self, container: &Container) -> String {
-        podman(&["logs", &container.podman_name()]).unwrap_or_else(|error| format!("{error:#}"))
+        // `podman logs` replays the container's stderr on its own stderr, and the services log
+        // there.
+        podman_output(&["logs", &container.podman_name()])
+            .map(|printed| printed.stdout + &printed.stderr)
+            .unwrap_or_else(|error| format!("{error:#}"))
     }
 
     /// SIGKILL to `container`'s process, like an OOM kill or a node lost; returns once podman
@@ -412,15 +466,24 @@ impl Deployment {
     /// Starts `container` again, as a kubelet restarts a pod's failed container (podman does it
     /// itself when its restart policy beats us to it), and waits until it is ready.
     pub async fn restart(&self, container: &Container) -> anyhow::Result<Duration> {
-        if self.inspect(container, "{{.State.Running}}")? != "true" {
-            // The pod, not the container: podman 4.3 plays each pod with the exit policy
-            // "stop", so when its only container dies the pod's infra container (its network
-            // namespace) stops a moment later, and `podman start` of the container then fails
-            // ("cannot get namespace path unless container … is running"; seen once in CI). A
-            // kubelet keeps the sandbox; `pod start` brings back the infra and the container.
-            podman(&["pod", "start", &format!("{}-pod-0", container.deployment)])?;
-        }
-        self.wait_until_ready(container).await
+        // The pod, not the container: podman 4.3 plays each pod with the exit policy "stop", so
+        // when its only container dies the pod's infra container (its network namespace) stops
+        // a moment later, and `podman start` of the container alone then fails ("cannot get
+        // namespace path unless container … is running"; seen in CI). A kubelet keeps the
+        // sandbox; `pod start` brings back the infra and the container.
+        //
+        // Checked before every round of probes, not once: that stop comes from the dead
+        // container's clean-up, and when it comes after our `pod start` it stops the pod again,
+        // the container just started with it (seen here: `kill` then at once `pod start` left
+        // the container stopped, in 4 tries of 4; in CI the converter then never answered its
+        // probe).
+        self.ready_after(container, || {
+            if self.inspect(container, "{{.State.Running}}")? != "true" {
+                podman(&["pod", "start", &container.pod_name()])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The table of each container: its image's size, start to ready, peak memory against its
@@ -462,11 +525,7 @@ impl Deployment {
     /// Removes the pods the render plays (`podman kube down` misses a pod whose play failed
     /// half-way); what is not there is skipped.
     fn tear_down(&self) {
-        let pods: Vec<String> = self
-            .containers
-            .iter()
-            .map(|c| format!("{}-pod-0", c.deployment))
-            .collect();
+        let pods: Vec<String> = self.containers.iter().map(Container::pod_name).collect();
         let mut remove_pods = vec!["pod", "rm", "--force", "--ignore", "--time", "5"];
         remove_pods.extend(pods.iter().map(String::as_str));
         if let Err(error) = podman(&remove_pods) {
@@ -492,11 +551,11 @@ fn repository_root() -> PathBuf {
 /// Runs podman with the project's settings file (`scripts/lib/podman.sh` writes it); its
 /// stdout.
 fn podman(args: &[&str]) -> anyhow::Result<String> {
-    podman_with_input(args, "")
+    Ok(podman_output(args)?.stdout)
 }
 
-/// [`podman`] with `input` on its stdin.
-fn podman_with_input(args: &[&str], input: &str) -> anyhow::Result<String> {
+/// [`podman`], keeping what it printed on its stderr too.
+fn podman_output(args: &[&str]) -> anyhow::Result<Printed> {
     let mut command = std::process::Command::new("podman");
     if std::env::var_os("CONTAINERS_CONF").is_none() {
         command.env(
@@ -504,10 +563,22 @@ fn podman_with_input(args: &[&str], input: &str) -> anyhow::Result<String> {
             repository_root().join(".cache/podman/containers.conf"),
         );
     }
-    run_with_input(command.args(args), input).with_context(|| format!("podman {}", args.join(" ")))
+    run_printing(command.args(args), "").with_context(|| format!("podman {}", args.join(" ")))
 }
 
+/// What a program that succeeded printed.
+struct Printed {
+    stdout: String,
+    stderr: String,
+}
+
+/// `command`'s stdout, given `input` on its stdin; an error when it fails.
 fn run_with_input(command: &mut std::process::Command, input: &str) -> anyhow::Result<String> {
+    Ok(run_printing(command, input)?.stdout)
+}
+
+/// [`run_with_input`], keeping what it printed on its stderr too.
+fn run_printing(command: &mut std::process::Command, input: &str) -> anyhow::Result<Printed> {
     use std::io::Write;
     let mut child = command
         .stdin(std::process::Stdio::piped())
@@ -528,7 +599,10 @@ fn run_with_input(command: &mut std::process::Command, input: &str) -> anyhow::R
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(String::from_utf8(output.stdout)?)
+    Ok(Printed {
+        stdout: String::from_utf8(output.stdout)?,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }
 
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
