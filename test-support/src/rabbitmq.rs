@@ -134,21 +134,31 @@ impl Drop for TestBroker {
         let url = self.url.clone();
         crate::cleanup_blocking("test queues", async move {
             let connection = connect(&url).await?;
-            // A channel per deletion: deleting what was never declared closes the channel it
-            // was asked on, and is not an error worth reporting.
-            for name in names {
+            let mut failed = Vec::new();
+            // A channel per deletion, so that one refused (which closes its channel) leaves the
+            // others to go on. Each is closed here, not when dropped: a close still on its way
+            // when the connection closes fails that ("invalid channel state: Closing").
+            let queues = names.into_iter().map(|name| (true, name));
+            let exchanges = exchanges.into_iter().map(|name| (false, name));
+            for (is_queue, name) in queues.chain(exchanges) {
                 let channel = connection.create_channel().await?;
-                let _ = channel
-                    .queue_delete(name.into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for name in exchanges {
-                let channel = connection.create_channel().await?;
-                let _ = channel
-                    .exchange_delete(name.into(), ExchangeDeleteOptions::default())
-                    .await;
+                let deleted = if is_queue {
+                    let options = QueueDeleteOptions::default();
+                    channel
+                        .queue_delete(name.as_str().into(), options)
+                        .await
+                        .map(drop)
+                } else {
+                    let options = ExchangeDeleteOptions::default();
+                    channel.exchange_delete(name.as_str().into(), options).await
+                };
+                match deleted {
+                    Ok(()) => channel.close(200, "ok".into()).await?,
+                    Err(error) => failed.push(format!("{name}: {error}")),
+                }
             }
             connection.close(200, "ok".into()).await?;
+            anyhow::ensure!(failed.is_empty(), "not deleted: {}", failed.join("; "));
             Ok(())
         });
     }
