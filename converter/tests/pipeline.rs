@@ -672,8 +672,9 @@ impl Pipeline {
             })
             .await;
         let schedule = schedule.expect("configured");
-        let retries = RetryConfig::on_schedule(schedule.retry_delays(), schedule.jitter_percent());
-        for (_, name) in retries.retry_queues(&self.mesh.broker_config().queues.webhook_queue) {
+        for (_, name) in notifier::webhook::retry_on(&schedule)
+            .retry_queues(&self.mesh.broker_config().queues.webhook_queue)
+        {
             self.mesh.broker.remember(name);
         }
         notifier
@@ -1035,6 +1036,12 @@ async fn a_receiver_that_asks_for_a_pause_is_not_tried_again_sooner() {
             config.webhook_slow_down = Duration::from_secs(1);
         })
         .await;
+    // The pause makes the notifier declare a hold queue of its own.
+    let retry = notifier::webhook::retry_on(&schedule.parse().unwrap());
+    let webhook_queue = &mesh.broker_config().queues.webhook_queue;
+    let (hold_queue, _, _) =
+        messaging::amqp::delay_queue_for(webhook_queue, &retry, Duration::from_secs(4));
+    mesh.broker.remember(hold_queue);
     let user = mesh.user("paused@example.com").await;
     let port = free_port();
     let url = test_support::webhook_receiver::url_on(port);

@@ -180,8 +180,14 @@ async fn declare_delay_queue(
 /// within that queue's band (its step with its jitter), so it waits beside messages that expire
 /// about when it does; otherwise (a receiver asked for a longer pause) a queue that holds
 /// messages for the next power of two seconds, declared when first needed, in which no message
-/// waits behind another for more than twice its own delay.
-fn delay_queue_for(queue: &str, retry: &RetryConfig, delay: Duration) -> (String, Duration, bool) {
+/// waits behind another for more than twice its own delay. Returns the queue, how long it
+/// holds a message, and whether it is such a hold (which a test that causes one names, to
+/// delete it).
+pub fn delay_queue_for(
+    queue: &str,
+    retry: &RetryConfig,
+    delay: Duration,
+) -> (String, Duration, bool) {
     let jitter = f64::from(retry.jitter_percent) / 100.0;
     // The queue holds a step with all its jitter; the shortest wait of that step is this share
     // of it.

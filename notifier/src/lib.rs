@@ -26,7 +26,7 @@ pub use config::Config;
 use anyhow::Context;
 use clients::StorageClient;
 use mailer::Mailer;
-use messaging::{ConsumerSettings, RetryConfig, WorkerApp};
+use messaging::{ConsumerSettings, WorkerApp};
 use notify::Notifier;
 use service_kit::Shutdown;
 use std::net::SocketAddr;
@@ -89,9 +89,7 @@ impl App {
             config.webhook_concurrency,
             Duration::from_secs(config.shutdown_grace_seconds),
         );
-        let schedule = &config.webhook_retry_schedule;
-        webhook_settings.retry =
-            RetryConfig::on_schedule(schedule.retry_delays(), schedule.jitter_percent());
+        webhook_settings.retry = webhook::retry_on(&config.webhook_retry_schedule);
         let notifier = Notifier::new(
             storage,
             mailer,

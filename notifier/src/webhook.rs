@@ -12,13 +12,20 @@
 
 use clients::{Owner, StorageClient};
 use messaging::events::{self, Event, Payload, WebhookDue, WebhookEndpointDisabled};
-use messaging::{Handler, Outcome, Received};
+use messaging::{Handler, Outcome, Received, RetryConfig};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};
 use tonic::Code;
 use tracing::Instrument;
 use webhooks::{Attempt, AttemptOutcome, Deliverer, Message, SigningSecret, Verdict};
+
+/// How the webhook queue tries a failed delivery again on `schedule`: the queue holds the
+/// message between attempts, in delay queues named after the delays (which a test names too,
+/// to delete them).
+pub fn retry_on(schedule: &webhooks::RetrySchedule) -> RetryConfig {
+    RetryConfig::on_schedule(schedule.retry_delays(), schedule.jitter_percent())
+}
 
 /// The notifier's handler of the webhook queue.
 #[derive(Debug, Clone)]

@@ -146,6 +146,16 @@ impl Cluster {
                 broker.remember(name);
             }
         }
+        let webhook_schedule = overrides
+            .iter()
+            .find(|(name, _)| *name == "WEBHOOK_RETRY_SCHEDULE")
+            .map(|(_, schedule)| schedule.parse().expect("a valid WEBHOOK_RETRY_SCHEDULE"));
+        if let Some(schedule) = webhook_schedule {
+            let retry = notifier::webhook::retry_on(&schedule);
+            for (_, name) in retry.retry_queues(&queue_names.webhook_queue) {
+                broker.remember(name);
+            }
+        }
         let (broker_proxy, amqp_url) = broker.proxy().await.unwrap();
         let smtp = SmtpCapture::start().unwrap();
         let smtp_proxy = TcpProxy::start(smtp.addr()).await.unwrap();

@@ -58,12 +58,18 @@ impl TestBroker {
     }
 
     /// Every queue and the outcome exchange of a deployment, behind this test's prefix, each
-    /// remembered for deletion.
+    /// remembered for deletion, with the delay queues of webhook retries on the default
+    /// schedule (a notifier declares them when it starts; a test on another schedule remembers
+    /// its own).
     pub fn queues(&self) -> messaging::QueueConfig {
         let queues = messaging::QueueConfig::with_prefix(&self.prefix);
         for queue in queues.queues() {
             let unprefixed = queue.strip_prefix(&self.prefix).expect("prefixed");
             self.queue(unprefixed);
+        }
+        let webhook_retry = notifier::webhook::retry_on(&webhooks::RetrySchedule::default());
+        for (_, name) in webhook_retry.retry_queues(&queues.webhook_queue) {
+            self.remember(name);
         }
         self.exchanges
             .lock()
