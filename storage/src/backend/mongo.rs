@@ -879,10 +879,12 @@ impl MongoSessionWriter {
         self.store(chunks).await?;
         if in_a_chunk {
             self.stored_in_place = Some(self.next);
-            Ok(KeptTail::default())
-        } else {
-            Ok(KeptTail::in_record(self.pending.clone()))
         }
+        Ok(if in_a_chunk || self.pending.is_empty() {
+            KeptTail::default()
+        } else {
+            KeptTail::in_record(self.pending.clone())
+        })
     }
 
     /// Where the session's bytes end, counting those still pending.

@@ -112,7 +112,13 @@ async fn a_partly_filled_chunk_is_kept_in_the_sessions_record_until_it_is_the_fi
     let database = storage.mongo.as_ref().unwrap().database();
     let data = pseudo_random_bytes((2 * GRIDFS_CHUNK + 1000) as usize, 18);
     let id = storage.create_session(ALICE, data.len() as u64).await.id;
-    let cuts = [0, 100_000, GRIDFS_CHUNK as usize + 5000, data.len()];
+    let cuts = [
+        0,
+        100_000,
+        GRIDFS_CHUNK as usize + 5000,
+        2 * GRIDFS_CHUNK as usize,
+        data.len(),
+    ];
     storage.keep(&id, &data, cuts[0]..cuts[1]).await;
     assert_eq!(
         stored_layout(&database, &id).await,
@@ -126,6 +132,12 @@ async fn a_partly_filled_chunk_is_kept_in_the_sessions_record_until_it_is_the_fi
         (vec![0], Some(data[second_chunk].to_vec()))
     );
     storage.keep(&id, &data, cuts[2]..cuts[3]).await;
+    assert_eq!(
+        stored_layout(&database, &id).await,
+        (vec![0, 1], None),
+        "an append that ends where a chunk does leaves the record nothing to keep"
+    );
+    storage.keep(&id, &data, cuts[3]..cuts[4]).await;
     assert_eq!(
         stored_layout(&database, &id).await,
         (vec![0, 1, 2], None),
