@@ -32,6 +32,13 @@ pub struct Config {
     #[arg(long, env = "MONGODB_DATABASE", default_value = "mp3converter")]
     pub mongodb_database: String,
 
+    /// Whether a durable point of a resumable upload on GridFS stores its last chunks and the
+    /// session's record with one `bulkWrite` command (`auto`: when the server says it is
+    /// MongoDB 8.0 or later, which has that command) or with two (`off`: for a server that says
+    /// 8.0 but has no `bulkWrite`).
+    #[arg(long, env = "MONGODB_BULK_WRITE", value_enum, default_value_t = BulkWrite::Auto)]
+    pub mongodb_bulk_write: BulkWrite,
+
     /// Largest file accepted, in bytes; enforced while the bytes stream in.
     #[arg(long, env = "MAX_FILE_BYTES", default_value_t = DEFAULT_MAX_FILE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_bytes: u64,
@@ -64,6 +71,15 @@ impl ServiceConfig for Config {
         }
         Ok(())
     }
+}
+
+/// Whether the GridFS backend uses MongoDB 8's `bulkWrite` command ([`Config::mongodb_bulk_write`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BulkWrite {
+    /// When the server says it has it (MongoDB 8.0 or later).
+    Auto,
+    /// Never.
+    Off,
 }
 
 /// A duration of at least a second.

@@ -78,10 +78,13 @@ impl App {
 async fn build(config: &Config) -> anyhow::Result<StorageApi> {
     let backend = match &config.mongodb_uri {
         Some(uri) => {
-            let mongo =
-                backend::mongo::MongoBackend::connect(uri.expose(), &config.mongodb_database)
-                    .await
-                    .context("connecting to MongoDB (MONGODB_URI)")?;
+            let mongo = backend::mongo::MongoBackend::connect(
+                uri.expose(),
+                &config.mongodb_database,
+                config.mongodb_bulk_write,
+            )
+            .await
+            .context("connecting to MongoDB (MONGODB_URI)")?;
             tracing::info!(database = %config.mongodb_database, "storing in MongoDB GridFS");
             Backend::Mongo(mongo)
         }

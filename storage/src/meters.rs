@@ -19,6 +19,8 @@ service_kit::metrics_catalog! {
     counter UPLOAD_TAIL_READS = "storage_upload_tail_reads_total": Count, "Appends to resumable uploads on GridFS that read their partly filled last chunk back from the server (from the upload's record, or from the chunk an earlier version stored) and removed unkept chunks past it, because this replica did not leave it as it is (the first append after a restart, or another replica's or a refused append in between)";
     /// Appends to resumable uploads that started on the lease this replica kept.
     counter UPLOAD_APPENDS_ON_KEPT_LEASE = "storage_upload_appends_on_kept_lease_total": Count, "Appends to resumable uploads that started on the lease this replica kept since the upload's last append through it, without writing the upload's record first";
+    /// Durable points of appends to resumable uploads, labelled `record` (with_bytes, after_bytes).
+    counter UPLOAD_DURABLE_POINTS = "storage_upload_durable_points_total": Count, "Durable points of appends to resumable uploads, by how the upload's record was written: with_bytes (with the same command as the last bytes: GridFS on a server with bulkWrite) or after_bytes (a command of its own)";
     /// Jobs recorded.
     counter JOBS_CREATED = "storage_jobs_created_total": Count, "Conversion jobs recorded";
 }

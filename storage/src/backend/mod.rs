@@ -388,17 +388,40 @@ impl SessionWriter {
 
     /// Appends `batch` and makes every byte written so far durable (together, because GridFS
     /// then stores the last bytes with the same command as the ones before them), but for
-    /// what the session's record must keep: the bytes are kept once the record is stored with
-    /// the tail this returns.
-    pub async fn sync(&mut self, batch: Batch) -> StorageResult<KeptTail> {
+    /// what the session's record must keep; and makes `change` to the record with them where
+    /// the backend can (GridFS on a server with `bulkWrite`, in the same command). The bytes
+    /// are kept once the record is stored with the tail: [`Synced`] says whether it is.
+    pub async fn sync(
+        &mut self,
+        batch: Batch,
+        change: Option<RecordChange>,
+    ) -> StorageResult<Synced> {
         match self {
-            SessionWriter::Mongo(writer) => writer.sync(&batch).await,
+            SessionWriter::Mongo(writer) => writer.sync(&batch, change).await,
             SessionWriter::Local(writer) => {
                 writer.sync(batch).await?;
-                Ok(KeptTail::default())
+                Ok(Synced::Unrecorded(KeptTail::default()))
             }
         }
     }
+}
+
+/// A change to a session's record that a durable point makes with its bytes: the record as
+/// it is to be, if it still has `expected_revision` (a compare-and-set).
+#[derive(Debug, Clone)]
+pub struct RecordChange {
+    pub session: SessionRecord,
+    pub expected_revision: i64,
+}
+
+/// How a durable point ([`SessionWriter::sync`]) left the session's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Synced {
+    /// Changed as asked, with the bytes: they are kept, and this is the record as stored.
+    Recorded(SessionRecord),
+    /// Not changed (the backend writes the record on its own, or the record had moved on):
+    /// the bytes are kept once it is stored with this tail.
+    Unrecorded(KeptTail),
 }
 
 /// What a session's record keeps of its bytes, as a durable point left them: on GridFS, the

@@ -9,8 +9,9 @@
 //! Downloads read the chunks collection directly: the driver's download stream always starts at
 //! byte 0, and a ranged request must not read through everything before its range.
 
-use super::{ByteStream, KeptTail};
+use super::{ByteStream, KeptTail, RecordChange, Synced};
 use crate::batch::Batch;
+use crate::config::BulkWrite;
 use crate::error::{StorageError, StorageResult};
 use crate::model::{
     AttemptRecord, Bucket, DateTime, EndpointRecord, FileRecord, IDEMPOTENCY_WINDOW, JobRecord,
@@ -22,8 +23,11 @@ use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, GridFsErrorKind, WriteFailure};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket, GridFsUploadStream};
-use mongodb::options::{ClientOptions, GridFsBucketOptions, IndexOptions, ReturnDocument};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::{
+    ClientOptions, GridFsBucketOptions, IndexOptions, InsertOneModel, ReplaceOneModel,
+    ReturnDocument, UpdateOneModel, WriteModel,
+};
+use mongodb::{Client, Collection, Database, IndexModel, Namespace};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +42,8 @@ const SESSION_CHUNK_BYTES: u64 = 255 * 1024;
 /// costs up to a chunk of memory. Past that, one is forgotten and its next append reads the
 /// chunk's bytes back from the session's record.
 const REMEMBERED_TAILS: usize = 32;
+/// The wire version of MongoDB 8.0, the first with the `bulkWrite` command.
+const BULK_WRITE_WIRE_VERSION: i64 = 25;
 /// Filter matching only files whose upload finished (the checksum is written last).
 fn complete() -> Document {
     doc! { "metadata.sha256": { "$exists": true } }
@@ -76,15 +82,27 @@ pub struct MongoBackend {
     attempts: Collection<AttemptRecord>,
     sessions: Collection<SessionRecord>,
     tails: Arc<Remembered<KnownTail>>,
+    /// Whether a session's durable point stores its chunks and its record with one command.
+    bulk_write: bool,
 }
 
 impl MongoBackend {
-    /// Connects to `uri`, uses `database`, and makes sure the indexes exist.
-    pub async fn connect(uri: &str, database: &str) -> StorageResult<Self> {
+    /// Connects to `uri`, uses `database`, and makes sure the indexes exist; `bulk_write` says
+    /// whether to use the `bulkWrite` command where the server has it.
+    pub async fn connect(uri: &str, database: &str, bulk_write: BulkWrite) -> StorageResult<Self> {
         let mut options = ClientOptions::parse(uri).await?;
         options.app_name = Some("mp3converter-storage".into());
         options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         let database = Client::with_options(options)?.database(database);
+        let bulk_write = match bulk_write {
+            BulkWrite::Auto => has_bulk_write(&database).await?,
+            BulkWrite::Off => false,
+        };
+        tracing::info!(
+            bulk_write,
+            "an upload's durable point stores its chunks and its record with {}",
+            if bulk_write { "one command" } else { "two" }
+        );
         let backend = Self {
             jobs: database.collection("jobs"),
             keys: database.collection("idempotency_keys"),
@@ -92,6 +110,7 @@ impl MongoBackend {
             attempts: database.collection("webhook_attempts"),
             sessions: database.collection("upload_sessions"),
             tails: Arc::new(Remembered::with_capacity(REMEMBERED_TAILS)),
+            bulk_write,
             database,
         };
         backend.create_indexes().await?;
@@ -571,26 +590,11 @@ impl MongoBackend {
         expected_revision: i64,
         tail: Option<&KeptTail>,
     ) -> StorageResult<bool> {
-        let mut fields = mongodb::bson::to_document(session).map_err(|error| {
-            StorageError::Internal(format!("upload session {} as BSON: {error}", session.id))
-        })?;
-        fields.remove("_id");
-        let mut change = doc! {};
-        match tail.map(KeptTail::bytes) {
-            Some(Some(bytes)) => {
-                fields.insert(TAIL_FIELD, binary(bytes.to_vec()));
-            }
-            Some(None) => {
-                change.insert("$unset", doc! { TAIL_FIELD: "" });
-            }
-            None => {}
-        }
-        change.insert("$set", fields);
         let result = self
             .sessions
             .update_one(
-                doc! { "_id": session.id, "revision": expected_revision },
-                change,
+                revision_filter(session, expected_revision),
+                session_update(session, tail)?,
             )
             .await?;
         Ok(result.matched_count == 1)
@@ -651,6 +655,7 @@ impl MongoBackend {
         };
         Ok(MongoSessionWriter {
             database: self.database.clone(),
+            sessions: self.bulk_write.then(|| self.sessions.namespace()),
             chunks: self
                 .database
                 .collection(&format!("{}.chunks", Bucket::Videos.name())),
@@ -831,13 +836,17 @@ impl KnownTail {
 }
 
 /// Appends to a session's chunks: full chunks are stored as they fill, each write one round
-/// trip to the server, the durable point's included. The last, partly filled chunk goes to
-/// the session's record ([`KeptTail`]), written at the durable point anyway, except when it
-/// is the file's last chunk. A session whose record does not keep it has it stored as a chunk
+/// trip to the server, the durable point's included (with the session's record in the same
+/// command where the server has `bulkWrite`). The last, partly filled chunk goes to the
+/// session's record ([`KeptTail`]), written at the durable point anyway, except when it is
+/// the file's last chunk. A session whose record does not keep it has it stored as a chunk
 /// already: that chunk is stored again at every durable point, and replaced, once it fills, by
 /// the same command that stores the chunks after it.
 pub struct MongoSessionWriter {
     database: Database,
+    /// Where the session records are, when a durable point stores the chunks and the record
+    /// with one command (the server has `bulkWrite`).
+    sessions: Option<Namespace>,
     chunks: Collection<Document>,
     files_id: ObjectId,
     /// The length the session's file will have.
@@ -868,23 +877,45 @@ impl MongoSessionWriter {
     }
 
     /// Stores the chunks `batch` fills; the partly filled last one, for the session's record to
-    /// keep, or stored with them when it is the file's last or stored as a chunk already.
-    pub(super) async fn sync(&mut self, batch: &Batch) -> StorageResult<KeptTail> {
+    /// keep, or stored with them when it is the file's last or stored as a chunk already. With
+    /// them, in the same command when the server has `bulkWrite`, `change` is made to the
+    /// session's record, the tail in it.
+    pub(super) async fn sync(
+        &mut self,
+        batch: &Batch,
+        change: Option<RecordChange>,
+    ) -> StorageResult<Synced> {
         let mut chunks = self.fill(batch);
         let in_a_chunk = !self.pending.is_empty()
             && (self.written() == self.file_length || self.stored_in_place == Some(self.next));
         if in_a_chunk {
             chunks.push((self.next, self.pending.clone()));
         }
-        self.store(chunks).await?;
-        if in_a_chunk {
-            self.stored_in_place = Some(self.next);
-        }
-        Ok(if in_a_chunk || self.pending.is_empty() {
+        let tail = if in_a_chunk || self.pending.is_empty() {
             KeptTail::default()
         } else {
             KeptTail::in_record(self.pending.clone())
-        })
+        };
+        let synced = match (change, self.sessions.clone()) {
+            (Some(change), Some(sessions)) => {
+                if self
+                    .store_recording(chunks, sessions, &change, &tail)
+                    .await?
+                {
+                    Synced::Recorded(change.session)
+                } else {
+                    Synced::Unrecorded(tail)
+                }
+            }
+            _ => {
+                self.store(chunks).await?;
+                Synced::Unrecorded(tail)
+            }
+        };
+        if in_a_chunk {
+            self.stored_in_place = Some(self.next);
+        }
+        Ok(synced)
     }
 
     /// Where the session's bytes end, counting those still pending.
@@ -935,6 +966,68 @@ impl MongoSessionWriter {
         Ok(())
     }
 
+    /// Stores `chunks` as [`Self::store`] does and then makes `change` to the session's record
+    /// (in `sessions`), with `tail`, all with one ordered `bulkWrite` command: a chunk the server
+    /// refuses stops it before the record, which so never counts bytes that are not stored.
+    /// Whether the record had the revision `change` expects (if not, the chunks are stored and
+    /// the record is left as it was).
+    async fn store_recording(
+        &mut self,
+        chunks: Vec<(u64, Vec<u8>)>,
+        sessions: Namespace,
+        change: &RecordChange,
+        tail: &KeptTail,
+    ) -> StorageResult<bool> {
+        let replacing = chunks
+            .first()
+            .is_some_and(|&(first, _)| self.stored_in_place == Some(first));
+        let namespace = self.chunks.namespace();
+        let mut writes: Vec<WriteModel> = chunks
+            .into_iter()
+            .map(|(n, data)| {
+                let chunk = self.chunk(n, data);
+                if replacing {
+                    ReplaceOneModel::builder()
+                        .namespace(namespace.clone())
+                        .filter(doc! { "files_id": self.files_id, "n": n as i64 })
+                        .replacement(chunk)
+                        .upsert(true)
+                        .build()
+                        .into()
+                } else {
+                    InsertOneModel::builder()
+                        .namespace(namespace.clone())
+                        .document(chunk)
+                        .build()
+                        .into()
+                }
+            })
+            .collect();
+        let record = writes.len();
+        writes.push(
+            UpdateOneModel::builder()
+                .namespace(sessions)
+                .filter(revision_filter(&change.session, change.expected_revision))
+                .update(session_update(&change.session, Some(tail))?)
+                .build()
+                .into(),
+        );
+        let result = self
+            .database
+            .client()
+            .bulk_write(writes)
+            .ordered(true)
+            .verbose_results()
+            .await?;
+        if replacing {
+            self.stored_in_place = None;
+        }
+        Ok(result
+            .update_results
+            .get(&record)
+            .is_some_and(|updated| updated.matched_count == 1))
+    }
+
     /// Runs the `update` command with `updates`, in order, under the collection's write
     /// concern. The driver has no command for several upserts but the server-wide
     /// `bulkWrite`, which needs MongoDB 8.
@@ -973,6 +1066,42 @@ impl MongoSessionWriter {
             "data": binary(data),
         }
     }
+}
+
+/// A session's record, if it has `expected_revision`.
+fn revision_filter(session: &SessionRecord, expected_revision: i64) -> Document {
+    doc! { "_id": session.id, "revision": expected_revision }
+}
+
+/// Sets every field of `session`'s record but the tail, which changes only with `tail`.
+fn session_update(session: &SessionRecord, tail: Option<&KeptTail>) -> StorageResult<Document> {
+    let mut fields = mongodb::bson::to_document(session).map_err(|error| {
+        StorageError::Internal(format!("upload session {} as BSON: {error}", session.id))
+    })?;
+    fields.remove("_id");
+    let mut update = doc! {};
+    match tail.map(KeptTail::bytes) {
+        Some(Some(bytes)) => {
+            fields.insert(TAIL_FIELD, binary(bytes.to_vec()));
+        }
+        Some(None) => {
+            update.insert("$unset", doc! { TAIL_FIELD: "" });
+        }
+        None => {}
+    }
+    update.insert("$set", fields);
+    Ok(update)
+}
+
+/// Whether the server has the `bulkWrite` command: it says it is MongoDB 8.0 or later.
+async fn has_bulk_write(database: &Database) -> StorageResult<bool> {
+    let hello = database.run_command(doc! { "hello": 1 }).await?;
+    let wire_version = match hello.get("maxWireVersion") {
+        Some(Bson::Int32(version)) => i64::from(*version),
+        Some(Bson::Int64(version)) => *version,
+        _ => 0,
+    };
+    Ok(wire_version >= BULK_WRITE_WIRE_VERSION)
 }
 
 /// `bytes` as BSON's generic binary.

@@ -6,7 +6,7 @@
 //! the sweeper that removes sessions nobody finished.
 
 use super::{ActiveStream, IdempotencyKey, StorageApi, WRITE_BATCH_BYTES, WRITE_QUEUE_DEPTH};
-use crate::backend::{KeptTail, SessionWriter};
+use crate::backend::{KeptTail, RecordChange, SessionWriter, Synced};
 use crate::batch::{Batch, GATHERED_BYTES, next_gathered};
 use crate::error::{StorageError, StorageResult};
 use crate::model::session::{LEASE_RENEWAL, NewSession, SessionRecord};
@@ -454,17 +454,13 @@ impl StorageApi {
                 _ = renewal.tick() => {
                     // Renewing the lease is also a durable point for an append without a
                     // checksum: what arrived so far is kept even if storage dies next.
-                    let (kept, tail) = if checksum.is_some() {
-                        (session.offset, None)
+                    let renewed = if checksum.is_some() {
+                        self.change_session(session.clone(), None, record(session.offset, false))
+                            .await
                     } else {
-                        match writer.sync(&mut batch).await {
-                            Ok(tail) => (written, Some(tail)),
-                            Err(error) => break Err(error),
-                        }
+                        self.keep_written(writer, &mut batch, &session, record(written, false))
+                            .await
                     };
-                    let renewed = self
-                        .change_session(session.clone(), tail.as_ref(), record(kept, false))
-                        .await;
                     match renewed {
                         Ok(renewed) => session = renewed,
                         Err(error) => break Err(error),
@@ -528,16 +524,44 @@ impl StorageApi {
         if !keep {
             return (session, outcome);
         }
-        let tail = match writer.sync(&mut batch).await {
-            Ok(tail) => tail,
-            Err(error) => return (session, Err(error)),
-        };
         match self
-            .change_session(session.clone(), Some(&tail), record(written, true))
+            .keep_written(writer, &mut batch, &session, record(written, true))
             .await
         {
             Ok(kept) => (kept, outcome),
             Err(error) => (session, Err(error)),
+        }
+    }
+
+    /// Makes every byte given to `writer`, and `batch`, durable, and records that: `change`
+    /// applied to `session` (the record as last stored), with the same command as the last
+    /// bytes where the backend can, otherwise after them.
+    async fn keep_written(
+        &self,
+        writer: &mut QueuedWriter,
+        batch: &mut Batch,
+        session: &SessionRecord,
+        change: impl Fn(&SessionRecord, DateTime) -> StorageResult<SessionRecord>,
+    ) -> StorageResult<SessionRecord> {
+        // A change that cannot be made is left to `change_session`, which says why.
+        let proposed = change(session, DateTime::now())
+            .ok()
+            .map(|next| RecordChange {
+                session: next,
+                expected_revision: session.revision,
+            });
+        let synced = writer.sync(batch, proposed).await?;
+        let record = match synced {
+            Synced::Recorded(_) => "with_bytes",
+            Synced::Unrecorded(_) => "after_bytes",
+        };
+        metrics::counter!(crate::meters::UPLOAD_DURABLE_POINTS, "record" => record).increment(1);
+        match synced {
+            Synced::Recorded(stored) => Ok(stored),
+            Synced::Unrecorded(tail) => {
+                self.change_session(session.clone(), Some(&tail), change)
+                    .await
+            }
         }
     }
 
@@ -827,9 +851,16 @@ struct ClosedWriter {
 /// Bytes for a [`QueuedWriter`] to write.
 struct WriterCommand {
     batch: Batch,
-    /// For the last bytes before a durable point: where to say whether it was reached, and
-    /// with what for the record to keep.
-    durable: Option<oneshot::Sender<StorageResult<KeptTail>>>,
+    /// For the last bytes before a durable point.
+    durable: Option<DurablePoint>,
+}
+
+/// What a durable point asks of a [`QueuedWriter`] besides its bytes.
+struct DurablePoint {
+    /// The change to the session's record to make with them, where the backend can.
+    change: Option<RecordChange>,
+    /// Where to say whether the point was reached, and how it left the record.
+    done: oneshot::Sender<StorageResult<Synced>>,
 }
 
 impl WriterCommand {
@@ -859,8 +890,8 @@ impl QueuedWriter {
                 }
                 match durable {
                     None => writer.write(batch).await?,
-                    Some(done) => {
-                        let _ = done.send(writer.sync(batch).await);
+                    Some(DurablePoint { change, done }) => {
+                        let _ = done.send(writer.sync(batch, change).await);
                     }
                 }
             }
@@ -888,12 +919,17 @@ impl QueuedWriter {
     }
 
     /// Queues the gathered bytes, and waits until they and every byte queued before them are
-    /// durable once the record keeps the tail this returns.
-    async fn sync(&mut self, batch: &mut Batch) -> StorageResult<KeptTail> {
+    /// durable, with `change` made to the session's record where the backend can
+    /// ([`SessionWriter::sync`]).
+    async fn sync(
+        &mut self,
+        batch: &mut Batch,
+        change: Option<RecordChange>,
+    ) -> StorageResult<Synced> {
         let (done, synced) = oneshot::channel();
         self.send(WriterCommand {
             batch: batch.take(),
-            durable: Some(done),
+            durable: Some(DurablePoint { change, done }),
         })
         .await?;
         match synced.await {
@@ -942,9 +978,10 @@ mod tests {
 
     fn command(
         bytes: &'static [u8],
-        durable: Option<oneshot::Sender<StorageResult<KeptTail>>>,
+        done: Option<oneshot::Sender<StorageResult<Synced>>>,
     ) -> WriterCommand {
         let batch = Batch::from(Bytes::from_static(bytes));
+        let durable = done.map(|done| DurablePoint { change: None, done });
         WriterCommand { batch, durable }
     }
 
@@ -962,7 +999,8 @@ mod tests {
         first
             .durable
             .expect("the durable point's answer goes with its write")
-            .send(Ok(KeptTail::default()))
+            .done
+            .send(Ok(Synced::Unrecorded(KeptTail::default())))
             .unwrap();
         assert!(synced.await.unwrap().is_ok());
         let second = next_gathered(&mut queued, WriterCommand::is_full, WriterCommand::absorb)

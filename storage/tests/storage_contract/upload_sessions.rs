@@ -10,6 +10,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::time::{Duration, Instant};
+use storage::config::BulkWrite;
 use test_support::pseudo_random_bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -307,6 +308,76 @@ async fn a_chunk_the_server_refuses_fails_the_append_and_nothing_of_it_is_kept()
     );
 }
 
+#[tokio::test]
+async fn with_bulk_write_a_durable_point_records_with_its_bytes_and_a_refused_chunk_stops_it() {
+    a_chunk_refused_at_a_durable_point_leaves_the_record_as_it_was(BulkWrite::Auto, "with_bytes")
+        .await;
+}
+
+#[tokio::test]
+async fn without_bulk_write_a_durable_point_records_after_its_bytes_and_a_refused_chunk_stops_it() {
+    a_chunk_refused_at_a_durable_point_leaves_the_record_as_it_was(BulkWrite::Off, "after_bytes")
+        .await;
+}
+
+/// On GridFS with `bulk_write`: the durable points are counted as written `recorded`, and one
+/// whose chunk the server refuses leaves the session's record as it was, though the record's
+/// change may go in the same command as that chunk.
+async fn a_chunk_refused_at_a_durable_point_leaves_the_record_as_it_was(
+    bulk_write: BulkWrite,
+    recorded: &str,
+) {
+    let mut storage = RunningStorage::start_with(Backend::Mongo, |config| {
+        config.mongodb_bulk_write = bulk_write;
+    })
+    .await;
+    let database = storage.mongo.as_ref().unwrap().database();
+    let data = pseudo_random_bytes((3 * GRIDFS_CHUNK) as usize, 18);
+    let id = storage.create_session(ALICE, data.len() as u64).await.id;
+    // Less than a chunk: its bytes wait in the session's record.
+    let cut = 100_000;
+    storage.keep(&id, &data, 0..cut).await;
+    assert_eq!(
+        storage.durable_points().await,
+        [(recorded.to_owned(), 1.0)],
+        "the append's one durable point"
+    );
+
+    // The next append fills chunk 0, which the server refuses. It brings less than storage
+    // gathers before a write, so its durable point's command is its only one.
+    let refuse_chunk_zero = doc! {
+        "collMod": "videos.chunks",
+        "validator": { "n": { "$ne": 0_i64 } },
+        "validationLevel": "strict",
+        "validationAction": "error",
+    };
+    database.run_command(refuse_chunk_zero).await.unwrap();
+    let second_cut = cut + 200_000;
+    let refused = storage
+        .append(
+            append_header(&id, ALICE, cut as u64),
+            &data[cut..second_cut],
+            true,
+        )
+        .await;
+    assert_eq!(refused.unwrap_err().code(), Code::Internal);
+    assert_eq!(
+        storage.settled_session(&id, cut as u64).await.offset,
+        cut as u64,
+        "the record counts no byte of a chunk that was not stored"
+    );
+
+    let accept_all = doc! { "collMod": "videos.chunks", "validator": {} };
+    database.run_command(accept_all).await.unwrap();
+    storage.keep(&id, &data, cut..data.len()).await;
+    storage.completes_holding(&id, &data).await;
+    assert_eq!(
+        storage.durable_points().await,
+        [(recorded.to_owned(), 2.0)],
+        "the durable points of the two appends kept (the refused one reached none)"
+    );
+}
+
 fn create_request(owner: &str, length: u64) -> pb::CreateUploadSessionRequest {
     pb::CreateUploadSessionRequest {
         owner_id: owner.into(),
@@ -352,6 +423,13 @@ fn append_messages(
 }
 
 impl RunningStorage {
+    /// This process's durable points of appends, by how the record was written (the
+    /// `record` label of `storage_upload_durable_points_total`).
+    async fn durable_points(&self) -> Vec<(String, f64)> {
+        let metrics = test_support::scrape(&format!("{}/metrics", self.service.ops_url())).await;
+        test_support::series_by_label(&metrics, "storage_upload_durable_points_total")
+    }
+
     /// Appends `data[range]` to Alice's session `id` at `range.start`; it must be kept.
     async fn keep(&mut self, id: &str, data: &[u8], range: Range<usize>) -> pb::UploadSession {
         let header = append_header(id, ALICE, range.start as u64);
@@ -415,8 +493,6 @@ impl RunningStorage {
         Ok(())
     }
 
-    /// Waits until no append holds session `id` (a broken append lets go just after its
-    /// caller sees the break) and returns it.
     /// Completes Alice's session `id`, whose file must hold exactly `data`.
     async fn completes_holding(&mut self, id: &str, data: &[u8]) -> pb::FileInfo {
         let (_, file) = self.complete(id, ALICE, "").await.unwrap();
@@ -428,6 +504,8 @@ impl RunningStorage {
         file
     }
 
+    /// Waits until session `id` is at `offset` (a broken append lets go just after its caller
+    /// sees the break), for a while, and returns it.
     async fn settled_session(&mut self, id: &str, offset: u64) -> pb::UploadSession {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
