@@ -946,15 +946,14 @@ impl MongoSessionWriter {
     /// stored partly filled, when every chunk is an upsert of one `update` command (an insert
     /// cannot replace, and a replacement on its own would cost a round trip of its own).
     async fn store(&mut self, chunks: Vec<(u64, Vec<u8>)>) -> StorageResult<()> {
-        let Some(&(first, _)) = chunks.first() else {
+        if chunks.is_empty() {
             return Ok(());
-        };
-        if self.stored_in_place == Some(first) {
+        }
+        if self.replaces_stored(&chunks) {
             let updates: Vec<Document> = chunks
                 .into_iter()
                 .map(|(n, data)| {
-                    let filter = doc! { "files_id": self.files_id, "n": n as i64 };
-                    doc! { "q": filter, "u": self.chunk(n, data), "upsert": true }
+                    doc! { "q": self.chunk_filter(n), "u": self.chunk(n, data), "upsert": true }
                 })
                 .collect();
             self.update(updates).await?;
@@ -978,9 +977,7 @@ impl MongoSessionWriter {
         change: &RecordChange,
         tail: &KeptTail,
     ) -> StorageResult<bool> {
-        let replacing = chunks
-            .first()
-            .is_some_and(|&(first, _)| self.stored_in_place == Some(first));
+        let replacing = self.replaces_stored(&chunks);
         let namespace = self.chunks.namespace();
         let mut writes: Vec<WriteModel> = chunks
             .into_iter()
@@ -989,7 +986,7 @@ impl MongoSessionWriter {
                 if replacing {
                     ReplaceOneModel::builder()
                         .namespace(namespace.clone())
-                        .filter(doc! { "files_id": self.files_id, "n": n as i64 })
+                        .filter(self.chunk_filter(n))
                         .replacement(chunk)
                         .upsert(true)
                         .build()
@@ -1057,6 +1054,19 @@ impl MongoSessionWriter {
                 self.files_id
             ))),
         }
+    }
+
+    /// Whether `chunks` start with the one stored partly filled, so that they must replace
+    /// what is stored rather than be added to it.
+    fn replaces_stored(&self, chunks: &[(u64, Vec<u8>)]) -> bool {
+        chunks
+            .first()
+            .is_some_and(|&(first, _)| self.stored_in_place == Some(first))
+    }
+
+    /// Chunk `n` of the session's file.
+    fn chunk_filter(&self, n: u64) -> Document {
+        doc! { "files_id": self.files_id, "n": n as i64 }
     }
 
     fn chunk(&self, n: u64, data: Vec<u8>) -> Document {

@@ -277,13 +277,7 @@ async fn a_chunk_the_server_refuses_fails_the_append_and_nothing_of_it_is_kept()
     // The server refuses chunk 1 alone (as a schema validator may), answering `ok` with the
     // refusal listed: unless that list is read, the append goes on past it and is kept with
     // the chunk missing.
-    let refuse_chunk_one = doc! {
-        "collMod": "videos.chunks",
-        "validator": { "n": { "$ne": 1_i64 } },
-        "validationLevel": "strict",
-        "validationAction": "error",
-    };
-    database.run_command(refuse_chunk_one).await.unwrap();
+    refuse_chunk(&database, 1).await;
     let other_bytes = pseudo_random_bytes(4 * GRIDFS_CHUNK as usize, 17);
     let refused = storage
         .append(append_header(&id, ALICE, cut as u64), &other_bytes, true)
@@ -298,8 +292,7 @@ async fn a_chunk_the_server_refuses_fails_the_append_and_nothing_of_it_is_kept()
         cut as u64
     );
 
-    let accept_all = doc! { "collMod": "videos.chunks", "validator": {} };
-    database.run_command(accept_all).await.unwrap();
+    accept_every_chunk(&database).await;
     storage.keep(&id, &data, cut..data.len()).await;
     let (_, file) = storage.complete(&id, ALICE, "").await.unwrap();
     assert!(
@@ -345,13 +338,7 @@ async fn a_chunk_refused_at_a_durable_point_leaves_the_record_as_it_was(
 
     // The next append fills chunk 0, which the server refuses. It brings less than storage
     // gathers before a write, so its durable point's command is its only one.
-    let refuse_chunk_zero = doc! {
-        "collMod": "videos.chunks",
-        "validator": { "n": { "$ne": 0_i64 } },
-        "validationLevel": "strict",
-        "validationAction": "error",
-    };
-    database.run_command(refuse_chunk_zero).await.unwrap();
+    refuse_chunk(&database, 0).await;
     let second_cut = cut + 200_000;
     let refused = storage
         .append(
@@ -367,8 +354,7 @@ async fn a_chunk_refused_at_a_durable_point_leaves_the_record_as_it_was(
         "the record counts no byte of a chunk that was not stored"
     );
 
-    let accept_all = doc! { "collMod": "videos.chunks", "validator": {} };
-    database.run_command(accept_all).await.unwrap();
+    accept_every_chunk(&database).await;
     storage.keep(&id, &data, cut..data.len()).await;
     storage.completes_holding(&id, &data).await;
     assert_eq!(
@@ -376,6 +362,24 @@ async fn a_chunk_refused_at_a_durable_point_leaves_the_record_as_it_was(
         [(recorded.to_owned(), 2.0)],
         "the durable points of the two appends kept (the refused one reached none)"
     );
+}
+
+/// Has the server refuse to store chunk `n` of any file in the videos bucket (as a schema
+/// validator may).
+async fn refuse_chunk(database: &mongodb::Database, n: i64) {
+    let refuse = doc! {
+        "collMod": "videos.chunks",
+        "validator": { "n": { "$ne": n } },
+        "validationLevel": "strict",
+        "validationAction": "error",
+    };
+    database.run_command(refuse).await.unwrap();
+}
+
+/// Takes back [`refuse_chunk`].
+async fn accept_every_chunk(database: &mongodb::Database) {
+    let accept_all = doc! { "collMod": "videos.chunks", "validator": {} };
+    database.run_command(accept_all).await.unwrap();
 }
 
 fn create_request(owner: &str, length: u64) -> pb::CreateUploadSessionRequest {
