@@ -42,9 +42,7 @@ impl Pipeline {
     async fn start_with(options: MeshOptions) -> Self {
         let mesh = Mesh::start(options).await;
         for queue in mesh.broker_config().queues.queues() {
-            for (_, name) in RETRY.retry_queues(queue) {
-                mesh.broker.remember(name);
-            }
+            mesh.broker.remember_retry_queues(queue, &RETRY);
         }
         Self { mesh }
     }
@@ -672,11 +670,10 @@ impl Pipeline {
             })
             .await;
         let schedule = schedule.expect("configured");
-        for (_, name) in notifier::webhook::retry_on(&schedule)
-            .retry_queues(&self.mesh.broker_config().queues.webhook_queue)
-        {
-            self.mesh.broker.remember(name);
-        }
+        let webhook_queue = &self.mesh.broker_config().queues.webhook_queue;
+        self.mesh
+            .broker
+            .remember_retry_queues(webhook_queue, &notifier::webhook::retry_on(&schedule));
         notifier
     }
 }

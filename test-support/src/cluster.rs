@@ -142,9 +142,7 @@ impl Cluster {
         let broker = TestBroker::create().await.unwrap();
         let queue_names = broker.queues();
         for queue in queue_names.queues() {
-            for (_, name) in RETRY.retry_queues(queue) {
-                broker.remember(name);
-            }
+            broker.remember_retry_queues(queue, &RETRY);
         }
         let webhook_schedule = overrides
             .iter()
@@ -152,9 +150,7 @@ impl Cluster {
             .map(|(_, schedule)| schedule.parse().expect("a valid WEBHOOK_RETRY_SCHEDULE"));
         if let Some(schedule) = webhook_schedule {
             let retry = notifier::webhook::retry_on(&schedule);
-            for (_, name) in retry.retry_queues(&queue_names.webhook_queue) {
-                broker.remember(name);
-            }
+            broker.remember_retry_queues(&queue_names.webhook_queue, &retry);
         }
         let (broker_proxy, amqp_url) = broker.proxy().await.unwrap();
         let smtp = SmtpCapture::start().unwrap();

@@ -49,11 +49,9 @@ impl TestBroker {
     /// [`TestBroker::remember`] for others).
     pub fn queue(&self, queue: &str) -> String {
         let name = format!("{}{queue}", self.prefix);
-        let mut named = self.named.lock().expect("queue list lock");
-        named.push(name.clone());
-        named.push(messaging::QueueConfig::dead_letter_queue(&name));
-        let retry_queues = messaging::RetryConfig::default().retry_queues(&name);
-        named.extend(retry_queues.into_iter().map(|(_, retry_queue)| retry_queue));
+        self.remember(name.clone());
+        self.remember(messaging::QueueConfig::dead_letter_queue(&name));
+        self.remember_retry_queues(&name, &messaging::RetryConfig::default());
         name
     }
 
@@ -68,9 +66,7 @@ impl TestBroker {
             self.queue(unprefixed);
         }
         let webhook_retry = notifier::webhook::retry_on(&webhooks::RetrySchedule::default());
-        for (_, name) in webhook_retry.retry_queues(&queues.webhook_queue) {
-            self.remember(name);
-        }
+        self.remember_retry_queues(&queues.webhook_queue, &webhook_retry);
         self.exchanges
             .lock()
             .expect("exchange list lock")
@@ -84,6 +80,13 @@ impl TestBroker {
             .lock()
             .expect("queue list lock")
             .push(name.into());
+    }
+
+    /// Remembers for deletion the delay queues `retry` declares for `queue`.
+    pub fn remember_retry_queues(&self, queue: &str, retry: &messaging::RetryConfig) {
+        for (_, name) in retry.retry_queues(queue) {
+            self.remember(name);
+        }
     }
 
     /// A new connection to the broker.
