@@ -42,12 +42,18 @@ impl RunningStorage {
     }
 
     async fn start_with(backend: Backend, change: impl FnOnce(&mut storage::Config)) -> Self {
-        test_support::init_tracing();
-        let dir = temp_dir();
         let mongo = match backend {
             Backend::Mongo => Some(TestMongo::create().await.unwrap()),
             Backend::Local => None,
         };
+        Self::start_on(mongo, change).await
+    }
+
+    /// On GridFS in `mongo` (a database on a server of the test's own, say), or on the local
+    /// directory when there is none.
+    async fn start_on(mongo: Option<TestMongo>, change: impl FnOnce(&mut storage::Config)) -> Self {
+        test_support::init_tracing();
+        let dir = temp_dir();
         let mut config = configs::storage(dir.path(), mongo.as_ref());
         change(&mut config);
         let service = Running::<storage::App>::start(config).await.unwrap();

@@ -165,6 +165,9 @@ impl MongoServer {
         let child = command
             .env("SECANTUS_CHECKPOINT_SECONDS", "5")
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            // `configureFailPoint`, so that a test can have its own server fail a command
+            // (the shared server has none: a failure set there would reach every test).
+            .arg("--enable-test-commands")
             .arg("--storage-path")
             .arg(self.storage.path())
             .args([

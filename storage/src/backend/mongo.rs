@@ -29,6 +29,7 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database, IndexModel, Namespace};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long an operation waits for a reachable server before failing as unavailable.
@@ -82,8 +83,10 @@ pub struct MongoBackend {
     attempts: Collection<AttemptRecord>,
     sessions: Collection<SessionRecord>,
     tails: Arc<Remembered<KnownTail>>,
-    /// Whether a session's durable point stores its chunks and its record with one command.
-    bulk_write: bool,
+    /// Whether a session's durable point stores its chunks and its record with one command;
+    /// shared with the session writers, the first of which to find the command missing turns
+    /// it off ([`MongoSessionWriter::sync`]).
+    bulk_write: Arc<AtomicBool>,
 }
 
 impl MongoBackend {
@@ -110,7 +113,7 @@ impl MongoBackend {
             attempts: database.collection("webhook_attempts"),
             sessions: database.collection("upload_sessions"),
             tails: Arc::new(Remembered::with_capacity(REMEMBERED_TAILS)),
-            bulk_write,
+            bulk_write: Arc::new(AtomicBool::new(bulk_write)),
             database,
         };
         backend.create_indexes().await?;
@@ -655,7 +658,8 @@ impl MongoBackend {
         };
         Ok(MongoSessionWriter {
             database: self.database.clone(),
-            sessions: self.bulk_write.then(|| self.sessions.namespace()),
+            sessions: self.sessions.namespace(),
+            bulk_write: Arc::clone(&self.bulk_write),
             chunks: self
                 .database
                 .collection(&format!("{}.chunks", Bucket::Videos.name())),
@@ -844,9 +848,11 @@ impl KnownTail {
 /// the same command that stores the chunks after it.
 pub struct MongoSessionWriter {
     database: Database,
-    /// Where the session records are, when a durable point stores the chunks and the record
-    /// with one command (the server has `bulkWrite`).
-    sessions: Option<Namespace>,
+    /// Where the session records are, for a durable point that stores the chunks and the
+    /// record with one command.
+    sessions: Namespace,
+    /// Whether a durable point does that (the server has `bulkWrite`): the backend's.
+    bulk_write: Arc<AtomicBool>,
     chunks: Collection<Document>,
     files_id: ObjectId,
     /// The length the session's file will have.
@@ -896,21 +902,38 @@ impl MongoSessionWriter {
         } else {
             KeptTail::in_record(self.pending.clone())
         };
-        let synced = match (change, self.sessions.clone()) {
-            (Some(change), Some(sessions)) => {
-                if self
-                    .store_recording(chunks, sessions, &change, &tail)
-                    .await?
-                {
-                    Synced::Recorded(change.session)
-                } else {
-                    Synced::Unrecorded(tail)
+        let recorded = match change {
+            Some(change) if self.bulk_write.load(Ordering::Relaxed) => {
+                let update = session_update(&change.session, Some(&tail))?;
+                match self.store_recording(chunks, &change, update).await {
+                    Ok(true) => Some(change.session),
+                    Ok(false) => None,
+                    // A server that said it was MongoDB 8 when storage connected may not be
+                    // now (one downgraded under a running replica), or may never have had the
+                    // command. Nothing of it ran, and its chunks went with it (copying them
+                    // for this, a MiB or more at every durable point, would cost more than it
+                    // saves): the append ends at the durable point before, the client sends
+                    // the rest again, and this one and every later one are two commands.
+                    Err(error) if lacks_bulk_write(&error) => {
+                        tracing::warn!(
+                            %error,
+                            "the MongoDB server has no bulkWrite: durable points store their \
+                             chunks and their record with two commands from now on"
+                        );
+                        self.bulk_write.store(false, Ordering::Relaxed);
+                        return Err(StorageError::DatabaseUnavailable(error));
+                    }
+                    Err(error) => return Err(error.into()),
                 }
             }
             _ => {
                 self.store(chunks).await?;
-                Synced::Unrecorded(tail)
+                None
             }
+        };
+        let synced = match recorded {
+            Some(session) => Synced::Recorded(session),
+            None => Synced::Unrecorded(tail),
         };
         if in_a_chunk {
             self.stored_in_place = Some(self.next);
@@ -966,17 +989,16 @@ impl MongoSessionWriter {
     }
 
     /// Stores `chunks` as [`Self::store`] does and then makes `change` to the session's record
-    /// (in `sessions`), with `tail`, all with one ordered `bulkWrite` command: a chunk the server
-    /// refuses stops it before the record, which so never counts bytes that are not stored.
-    /// Whether the record had the revision `change` expects (if not, the chunks are stored and
-    /// the record is left as it was).
+    /// (`update`, which carries the tail), all with one ordered `bulkWrite` command: a chunk
+    /// the server refuses stops it before the record, which so never counts bytes that are not
+    /// stored. Whether the record had the revision `change` expects (if not, the chunks are
+    /// stored and the record is left as it was).
     async fn store_recording(
         &mut self,
         chunks: Vec<(u64, Vec<u8>)>,
-        sessions: Namespace,
         change: &RecordChange,
-        tail: &KeptTail,
-    ) -> StorageResult<bool> {
+        update: Document,
+    ) -> mongodb::error::Result<bool> {
         let replacing = self.replaces_stored(&chunks);
         let namespace = self.chunks.namespace();
         let mut writes: Vec<WriteModel> = chunks
@@ -1003,9 +1025,9 @@ impl MongoSessionWriter {
         let record = writes.len();
         writes.push(
             UpdateOneModel::builder()
-                .namespace(sessions)
+                .namespace(self.sessions.clone())
                 .filter(revision_filter(&change.session, change.expected_revision))
-                .update(session_update(&change.session, Some(tail))?)
+                .update(update)
                 .build()
                 .into(),
         );
@@ -1101,6 +1123,17 @@ fn session_update(session: &SessionRecord, tail: Option<&KeptTail>) -> StorageRe
     }
     update.insert("$set", fields);
     Ok(update)
+}
+
+/// Whether `error` says the server has no `bulkWrite` command: the driver's own refusal of a
+/// server older than 8.0, or the server's answer that it knows no such command.
+fn lacks_bulk_write(error: &mongodb::error::Error) -> bool {
+    const COMMAND_NOT_FOUND: i32 = 59;
+    match &*error.kind {
+        ErrorKind::IncompatibleServer { .. } => true,
+        ErrorKind::Command(command) => command.code == COMMAND_NOT_FOUND,
+        _ => false,
+    }
 }
 
 /// Whether the server has the `bulkWrite` command: it says it is MongoDB 8.0 or later.

@@ -313,6 +313,60 @@ async fn without_bulk_write_a_durable_point_records_after_its_bytes_and_a_refuse
         .await;
 }
 
+#[tokio::test]
+async fn a_server_found_to_lack_bulk_write_at_a_durable_point_gets_two_commands_from_then_on() {
+    // A server of its own: the failure below is set server-wide.
+    let server = test_support::MongoServer::start().await.unwrap();
+    let mongo = test_support::TestMongo::on(server.uri()).await.unwrap();
+    let admin = mongo.database().client().database("admin");
+    let mut storage = RunningStorage::start_on(Some(mongo), |_| {}).await;
+    let data = pseudo_random_bytes((3 * GRIDFS_CHUNK) as usize, 19);
+    let id = storage.create_session(ALICE, data.len() as u64).await.id;
+    let (cut, second_cut) = (100_000, 300_000);
+    storage.keep(&id, &data, 0..cut).await;
+    assert_eq!(
+        storage.durable_points().await,
+        [("with_bytes".to_owned(), 1.0)],
+        "the server said it has bulkWrite when storage connected"
+    );
+
+    // Now it answers bulkWrite as a server without the command does (one downgraded under
+    // storage, or one that says it is 8.0 but is not). The append that finds out is refused as
+    // storage being unavailable, with nothing of it kept; sent again, it is kept.
+    let lacking = doc! {
+        "configureFailPoint": "failCommand",
+        "mode": "alwaysOn",
+        "data": { "failCommands": ["bulkWrite"], "errorCode": 59 },
+    };
+    admin.run_command(lacking).await.unwrap();
+    let header = append_header(&id, ALICE, cut as u64);
+    let refused = storage.append(header, &data[cut..second_cut], true).await;
+    assert_eq!(refused.unwrap_err().code(), Code::Unavailable);
+    assert_eq!(
+        storage.settled_session(&id, cut as u64).await.offset,
+        cut as u64
+    );
+    let kept = storage.keep(&id, &data, cut..second_cut).await;
+    assert_eq!(kept.offset, second_cut as u64);
+
+    // The command is back, but storage does not try it again until it restarts: the next
+    // durable point is two commands too.
+    let back = doc! { "configureFailPoint": "failCommand", "mode": "off" };
+    admin.run_command(back).await.unwrap();
+    storage.keep(&id, &data, second_cut..data.len()).await;
+    storage.completes_holding(&id, &data).await;
+    let mut durable_points = storage.durable_points().await;
+    durable_points.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        durable_points,
+        [
+            ("after_bytes".to_owned(), 2.0),
+            ("with_bytes".to_owned(), 1.0)
+        ],
+        "the first append's durable point in one command, the two kept after the refusal in two"
+    );
+}
+
 /// On GridFS with `bulk_write`: the durable points are counted as written `recorded`, and one
 /// whose chunk the server refuses leaves the session's record as it was, though the record's
 /// change may go in the same command as that chunk.
