@@ -902,12 +902,12 @@ impl MongoSessionWriter {
         } else {
             KeptTail::in_record(self.pending.clone())
         };
-        let recorded = match change {
+        let synced = match change {
             Some(change) if self.bulk_write.load(Ordering::Relaxed) => {
                 let update = session_update(&change.session, Some(&tail))?;
                 match self.store_recording(chunks, &change, update).await {
-                    Ok(true) => Some(change.session),
-                    Ok(false) => None,
+                    Ok(true) => Synced::Recorded(change.session),
+                    Ok(false) => Synced::Unrecorded(tail),
                     // A server that said it was MongoDB 8 when storage connected may not be
                     // now (one downgraded under a running replica), or may never have had the
                     // command. Nothing of it ran, and its chunks went with it (copying them
@@ -928,12 +928,8 @@ impl MongoSessionWriter {
             }
             _ => {
                 self.store(chunks).await?;
-                None
+                Synced::Unrecorded(tail)
             }
-        };
-        let synced = match recorded {
-            Some(session) => Synced::Recorded(session),
-            None => Synced::Unrecorded(tail),
         };
         if in_a_chunk {
             self.stored_in_place = Some(self.next);
