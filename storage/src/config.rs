@@ -34,8 +34,8 @@ pub struct Config {
 
     /// Whether a durable point of a resumable upload on GridFS stores its last chunks and the
     /// session's record with one `bulkWrite` command (`auto`: when the server says it is
-    /// MongoDB 8.0 or later, which has that command) or with two (`off`: for a server that says
-    /// 8.0 but has no `bulkWrite`).
+    /// MongoDB 8.0 or later, which has that command, until one is found without it) or with
+    /// two (`off`: for a server that says 8.0 but has no `bulkWrite`).
     #[arg(long, env = "MONGODB_BULK_WRITE", value_enum, default_value_t = BulkWrite::Auto)]
     pub mongodb_bulk_write: BulkWrite,
 
