@@ -15,8 +15,10 @@
 //! Needs RabbitMQ (`scripts/test --services-only` starts it), `secantusd-py` on `PATH` and Node
 //! with `node_modules` (`scripts/install` installs both).
 //! `BENCH_MB` sets the throughput file size (default 256), `BENCH_ROUNDS` how many interleaved
-//! rounds of both sides are run (default 3, after one round not measured that warms the
-//! servers up; this machine is noisy, so the table shows medians and every round's ratio);
+//! rounds of both sides are run (default 5, after one round not measured that warms the
+//! servers up; this machine is noisy, so the table shows medians, every round's ratio, and
+//! from five rounds on the range that holds a ratio's true median with a chance of 90 %,
+//! which narrows with more rounds: read a goal from the range);
 //! `BENCH_RSS_MB` the sizes for the memory column (default `64,1024`); `BENCH_PARTS` which
 //! tables are measured, a comma-separated subset of `direct`, `tus` and `rss` (default all
 //! three); `BENCH_SIDES` which sides of the `tus` table run, a comma-separated list of parts of
@@ -30,7 +32,7 @@ use mongodb::bson::Bson;
 use mongodb::gridfs::GridFsBucket;
 use proto::storage::v1 as pb;
 use std::time::{Duration, Instant};
-use test_support::bench::{env_number, median};
+use test_support::bench::{env_number, median, median_interval};
 use test_support::free_port;
 use test_support::process::{ServiceProcess, cpu_times, wait_for_port};
 
@@ -41,12 +43,17 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
 }
 
-/// A ratio as a table shows it: blank where its base was not measured.
-fn ratio_cell(ratio: f64) -> String {
-    if ratio.is_nan() {
-        String::new()
-    } else {
-        format!("{ratio:.2}")
+/// A median ratio as a table shows it: blank where its base was not measured, and with the
+/// range that holds the true median with a chance of 90 % when the run had rounds enough (five
+/// or more), so a goal is read from the range rather than from one noisy median.
+fn ratio_cell(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return String::new();
+    }
+    let median = median(ratios);
+    match median_interval(ratios, 0.9) {
+        Some(range) => format!("{median:.2} [{:.2}, {:.2}]", range.low, range.high),
+        None => format!("{median:.2}"),
     }
 }
 
@@ -322,7 +329,7 @@ async fn run() -> anyhow::Result<()> {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
-    let rounds = env_number("BENCH_ROUNDS", 3).max(1);
+    let rounds = env_number("BENCH_ROUNDS", 5).max(1);
     let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "direct,tus,rss".into());
     let part = |name: &str| parts.split(',').any(|part| part.trim() == name);
     let size = size_mb * 1024 * 1024;
@@ -418,7 +425,8 @@ async fn run() -> anyhow::Result<()> {
     if part("direct") {
         println!();
         println!(
-            "{size_mb} MiB, {rounds} interleaved rounds: medians, and the ratio of each round (gateway / direct)"
+            "{size_mb} MiB, {rounds} interleaved rounds: medians, and the ratio of each round (gateway / direct; \
+             a [range] as in the tus table below)"
         );
         println!(
             "|               | direct GridFS (driver) | through the gateway | ratio | ratio per round |"
@@ -432,10 +440,10 @@ async fn run() -> anyhow::Result<()> {
         ] {
             let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
             println!(
-                "| {label} | {:>22.1} | {:>19.1} | {:>5.2} | {} |",
+                "| {label} | {:>22.1} | {:>19.1} | {} | {} |",
                 median(direct),
                 median(gateway),
-                median(ratios),
+                ratio_cell(ratios),
                 per_round.join(", ")
             );
         }
@@ -598,18 +606,20 @@ async fn run() -> anyhow::Result<()> {
             }));
         }
     }
-    let per_round = |values: &[f64], base: &[f64]| -> (f64, String) {
-        if base.is_empty() {
-            return (f64::NAN, String::new());
-        }
-        let ratios: Vec<f64> = values.iter().zip(base).map(|(v, b)| v / b).collect();
+    // Each round's ratio of one side's speed to another's (none where either was not run).
+    let per_round = |values: &[f64], base: &[f64]| -> Vec<f64> {
+        values.iter().zip(base).map(|(v, b)| v / b).collect()
+    };
+    let listed = |ratios: &[f64]| -> String {
         let text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        (median(&ratios), text.join(", "))
+        text.join(", ")
     };
     if part("tus") {
         println!();
         println!(
-            "{size_mb} MiB uploads, {rounds} interleaved rounds: medians, and each round's ratios"
+            "{size_mb} MiB uploads, {rounds} interleaved rounds: medians, and each round's ratios \
+             (a ratio's [range] holds its true median with a chance of at least 90 %; it needs \
+             five rounds or more)"
         );
         println!(
             "| side | MB/s | every round (MB/s) | ÷ multipart (same backend) | per round | ÷ @tus/server (same PATCH size) | per round |"
@@ -620,18 +630,20 @@ async fn run() -> anyhow::Result<()> {
             // Each side against the multipart path on the same storage backend, and a tus side
             // against the reference server with PATCHes of the same size.
             let multipart = if side >= 5 { 5 } else { 0 };
-            let (vs_multipart, vs_multipart_rounds) = per_round(&speeds[side], &speeds[multipart]);
-            let (vs_reference, vs_reference_rounds) = match side {
+            let vs_multipart = per_round(&speeds[side], &speeds[multipart]);
+            let vs_reference = match side {
                 1 | 2 => per_round(&speeds[side], &speeds[side + 2]),
                 6 | 7 => per_round(&speeds[side], &speeds[side - 3]),
-                _ => (f64::NAN, String::new()),
+                _ => Vec::new(),
             };
             println!(
-                "| {name} | {:.1} | {} | {} | {vs_multipart_rounds} | {} | {vs_reference_rounds} |",
+                "| {name} | {:.1} | {} | {} | {} | {} | {} |",
                 median(&speeds[side]),
                 every.join(", "),
-                ratio_cell(vs_multipart),
-                ratio_cell(vs_reference),
+                ratio_cell(&vs_multipart),
+                listed(&vs_multipart),
+                ratio_cell(&vs_reference),
+                listed(&vs_reference),
             );
         }
     }
