@@ -28,7 +28,7 @@
 
 use clients::{Owner, StorageClient};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use mongodb::bson::Bson;
+use mongodb::bson::{Bson, doc};
 use mongodb::gridfs::GridFsBucket;
 use proto::storage::v1 as pb;
 use std::time::{Duration, Instant};
@@ -55,6 +55,23 @@ fn ratio_cell(ratios: &[f64]) -> String {
         Some(range) => format!("{median:.2} [{:.2}, {:.2}]", range.low, range.high),
         None => format!("{median:.2}"),
     }
+}
+
+/// Leaves the machine as a side found it, so that no side pays for the one before: the
+/// MongoDB-wire server checkpoints what the side wrote (its own checkpoint, every few seconds,
+/// would otherwise write it out during the next side and bill that side's CPU; the sides of a
+/// round always go in the same cyclic order, so the side after multipart on GridFS paid for
+/// multipart's 256 MiB in every round), and the kernel writes back the page cache the side
+/// dirtied (`@tus/server` never flushes its file store).
+async fn settle(mongo: &mongodb::Database) -> anyhow::Result<()> {
+    mongo
+        .client()
+        .database("admin")
+        .run_command(doc! { "fsync": 1 })
+        .await?;
+    let synced = tokio::process::Command::new("sync").status().await?;
+    anyhow::ensure!(synced.success(), "`sync` failed: {synced}");
+    Ok(())
 }
 
 fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
@@ -396,6 +413,7 @@ async fn run() -> anyhow::Result<()> {
                 gateway_up = elapsed;
                 gateway_client.delete_job(&accepted).await?;
             }
+            settle(&mongo.database()).await?;
         }
         let direct_id = direct_id.expect("the direct side ran");
         let mut direct_down = Duration::ZERO;
@@ -595,6 +613,9 @@ async fn run() -> anyhow::Result<()> {
                     elapsed
                 }
             };
+            // Before the CPU is read: the server's checkpoint of this side's chunks is this
+            // side's cost (its time, MB/s, is the upload's alone, as for every side).
+            settle(&mongo.database()).await?;
             if round == 0 {
                 continue;
             }
