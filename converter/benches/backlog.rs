@@ -30,18 +30,13 @@ use converter::description::Picture;
 use proto::storage::v1 as pb;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use test_support::bench::{env_number, median};
+use test_support::bench::{env_number, median, settle_disk};
 use test_support::cluster::{Cluster, Parts, Role, User};
 use test_support::process::{CpuTimes, MachineCpu, cpu_times, release_binary};
 use test_support::{VideoSpec, free_port, generate_video};
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
-}
-
-/// Writes what the page cache holds dirty, so one phase's writes are not paid in the next.
-fn settle_disk() {
-    let _ = std::process::Command::new("sync").status();
 }
 
 /// One timed phase: its wall time, the CPU it cost per job, and how the machine was used.
@@ -74,7 +69,7 @@ async fn raw_ffmpeg(
     parallel: usize,
     cover_of: Option<Duration>,
 ) -> Phase {
-    settle_disk();
+    settle_disk().expect("`sync` writes back the page cache");
     let (machine, own) = (MachineCpu::now(), cpu_times(std::process::id()));
     let started = Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -213,7 +208,7 @@ impl System {
     ) -> Phase {
         let ids = self.queue_batch(video, jobs, options).await;
         let mails_before = self.mails();
-        settle_disk();
+        settle_disk().expect("`sync` writes back the page cache");
         let others = self.pids();
         let before: Vec<CpuTimes> = others.iter().map(|(_, pid)| cpu_times(*pid)).collect();
         let machine = MachineCpu::now();

@@ -32,7 +32,7 @@ use mongodb::bson::{Bson, doc};
 use mongodb::gridfs::GridFsBucket;
 use proto::storage::v1 as pb;
 use std::time::{Duration, Instant};
-use test_support::bench::{env_number, median, median_interval};
+use test_support::bench::{env_number, median, median_interval, settle_disk};
 use test_support::free_port;
 use test_support::process::{ServiceProcess, cpu_times, wait_for_port};
 
@@ -69,8 +69,7 @@ async fn settle(mongo: &mongodb::Database) -> anyhow::Result<()> {
         .database("admin")
         .run_command(doc! { "fsync": 1 })
         .await?;
-    let synced = tokio::process::Command::new("sync").status().await?;
-    anyhow::ensure!(synced.success(), "`sync` failed: {synced}");
+    tokio::task::spawn_blocking(settle_disk).await??;
     Ok(())
 }
 

@@ -17,6 +17,17 @@ pub fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
+/// Writes back what the page cache holds dirty (`sync`), so that one phase or side of a
+/// benchmark does not pay for the writes of the one before.
+pub fn settle_disk() -> std::io::Result<()> {
+    let status = std::process::Command::new("sync").status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("`sync` failed: {status}")))
+    }
+}
+
 /// The most values [`median_interval`] takes, a little under where ½ⁿ stops being a normal
 /// `f64` (n = 1023) and the chances it adds up would come out wrong; benchmarks run tens of
 /// rounds.
