@@ -355,10 +355,8 @@ async fn a_server_found_to_lack_bulk_write_at_a_durable_point_gets_two_commands_
     admin.run_command(back).await.unwrap();
     storage.keep(&id, &data, second_cut..data.len()).await;
     storage.completes_holding(&id, &data).await;
-    let mut durable_points = storage.durable_points().await;
-    durable_points.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
-        durable_points,
+        storage.durable_points().await,
         [
             ("after_bytes".to_owned(), 2.0),
             ("with_bytes".to_owned(), 1.0)
@@ -482,10 +480,14 @@ fn append_messages(
 
 impl RunningStorage {
     /// This process's durable points of appends, by how the record was written (the
-    /// `record` label of `storage_upload_durable_points_total`).
+    /// `record` label of `storage_upload_durable_points_total`), in the label's order.
     async fn durable_points(&self) -> Vec<(String, f64)> {
         let metrics = test_support::scrape(&format!("{}/metrics", self.service.ops_url())).await;
-        test_support::series_by_label(&metrics, "storage_upload_durable_points_total")
+        let mut points =
+            test_support::series_by_label(&metrics, "storage_upload_durable_points_total");
+        // The exposition's order of a metric's series is not stable between runs.
+        points.sort_by(|a, b| a.0.cmp(&b.0));
+        points
     }
 
     /// Appends `data[range]` to Alice's session `id` at `range.start`; it must be kept.
