@@ -978,7 +978,7 @@ impl MongoSessionWriter {
             self.update(updates).await?;
             self.stored_in_place = None;
         } else {
-            let documents = chunks.into_iter().map(|(n, data)| self.chunk(n, data));
+            let documents = chunks.into_iter().map(|(n, data)| self.new_chunk(n, data));
             self.chunks.insert_many(documents).await?;
         }
         Ok(())
@@ -1000,19 +1000,18 @@ impl MongoSessionWriter {
         let mut writes: Vec<WriteModel> = chunks
             .into_iter()
             .map(|(n, data)| {
-                let chunk = self.chunk(n, data);
                 if replacing {
                     ReplaceOneModel::builder()
                         .namespace(namespace.clone())
                         .filter(self.chunk_filter(n))
-                        .replacement(chunk)
+                        .replacement(self.chunk(n, data))
                         .upsert(true)
                         .build()
                         .into()
                 } else {
                     InsertOneModel::builder()
                         .namespace(namespace.clone())
-                        .document(chunk)
+                        .document(self.new_chunk(n, data))
                         .build()
                         .into()
                 }
@@ -1087,12 +1086,30 @@ impl MongoSessionWriter {
         doc! { "files_id": self.files_id, "n": n as i64 }
     }
 
+    /// Chunk `n` as it replaces the one stored (whose `_id` it keeps).
     fn chunk(&self, n: u64, data: Vec<u8>) -> Document {
         doc! {
             "files_id": self.files_id,
             "n": n as i64,
             "data": binary(data),
         }
+    }
+
+    fn new_chunk(&self, n: u64, data: Vec<u8>) -> Document {
+        new_chunk(self.files_id, n, data)
+    }
+}
+
+/// Chunk `n` of file `files_id`, to be inserted: with an `_id` of its own, as the driver's
+/// GridFS chunks have. Without one the driver gives it one by copying the serialized document
+/// (the chunk's bytes) once more before sending it, while the server waits: a seventh of the
+/// copying storage does for an append, counted by callgrind.
+fn new_chunk(files_id: ObjectId, n: u64, data: Vec<u8>) -> Document {
+    doc! {
+        "_id": ObjectId::new(),
+        "files_id": files_id,
+        "n": n as i64,
+        "data": binary(data),
     }
 }
 
@@ -1247,4 +1264,18 @@ fn record(bucket: Bucket, file: FilesCollectionDocument) -> StorageResult<FileRe
         sha256: text("sha256"),
         uploaded_at: file.upload_date,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inserted_chunk_brings_its_own_id_so_the_driver_need_not_copy_it_to_add_one() {
+        let chunk = new_chunk(ObjectId::new(), 3, vec![7; 16]);
+        assert!(
+            matches!(chunk.get("_id"), Some(Bson::ObjectId(_))),
+            "{chunk:?}"
+        );
+    }
 }
