@@ -57,6 +57,12 @@ fn ratio_cell(ratios: &[f64]) -> String {
     }
 }
 
+/// Every round's ratio, as a table lists them.
+fn listed(ratios: &[f64]) -> String {
+    let text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    text.join(", ")
+}
+
 /// Leaves the machine as a side found it, so that no side pays for the one before: the
 /// MongoDB-wire server checkpoints what the side wrote (its own checkpoint, every few seconds,
 /// would otherwise write it out during the next side and bill that side's CPU; the sides of a
@@ -455,13 +461,12 @@ async fn run() -> anyhow::Result<()> {
             ("upload MB/s  ", &direct_up, &gateway_up, &up_ratios),
             ("download MB/s", &direct_down, &gateway_down, &down_ratios),
         ] {
-            let per_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
             println!(
                 "| {label} | {:>22.1} | {:>19.1} | {} | {} |",
                 median(direct),
                 median(gateway),
                 ratio_cell(ratios),
-                per_round.join(", ")
+                listed(ratios)
             );
         }
     }
@@ -629,10 +634,6 @@ async fn run() -> anyhow::Result<()> {
     // Each round's ratio of one side's speed to another's (none where either was not run).
     let per_round = |values: &[f64], base: &[f64]| -> Vec<f64> {
         values.iter().zip(base).map(|(v, b)| v / b).collect()
-    };
-    let listed = |ratios: &[f64]| -> String {
-        let text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        text.join(", ")
     };
     if part("tus") {
         println!();
