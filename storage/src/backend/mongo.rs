@@ -972,7 +972,11 @@ impl MongoSessionWriter {
             let updates: Vec<Document> = chunks
                 .into_iter()
                 .map(|(n, data)| {
-                    doc! { "q": self.chunk_filter(n), "u": self.chunk(n, data), "upsert": true }
+                    doc! {
+                        "q": self.chunk_filter(n),
+                        "u": chunk_fields(self.files_id, n, data),
+                        "upsert": true,
+                    }
                 })
                 .collect();
             self.update(updates).await?;
@@ -1006,7 +1010,7 @@ impl MongoSessionWriter {
                     ReplaceOneModel::builder()
                         .namespace(namespace.clone())
                         .filter(self.chunk_filter(n))
-                        .replacement(self.chunk(n, data))
+                        .replacement(chunk_fields(self.files_id, n, data))
                         .upsert(true)
                         .build()
                         .into()
@@ -1087,15 +1091,6 @@ impl MongoSessionWriter {
     fn chunk_filter(&self, n: u64) -> Document {
         doc! { "files_id": self.files_id, "n": n as i64 }
     }
-
-    /// Chunk `n` as it replaces the one stored (whose `_id` it keeps).
-    fn chunk(&self, n: u64, data: Vec<u8>) -> Document {
-        doc! {
-            "files_id": self.files_id,
-            "n": n as i64,
-            "data": binary(data),
-        }
-    }
 }
 
 /// Chunk `n` of file `files_id`, to be inserted: with an `_id` of its own, as the driver's
@@ -1103,8 +1098,15 @@ impl MongoSessionWriter {
 /// (the chunk's bytes) once more before sending it, while the server waits: 15 % of the
 /// copying storage did for an append, counted by callgrind.
 fn new_chunk(files_id: ObjectId, n: u64, data: Vec<u8>) -> Document {
+    let mut chunk = doc! { "_id": ObjectId::new() };
+    chunk.extend(chunk_fields(files_id, n, data));
+    chunk
+}
+
+/// Chunk `n` of file `files_id` without an `_id`: as it replaces the one stored (whose `_id` it
+/// keeps), and the rest of a new one.
+fn chunk_fields(files_id: ObjectId, n: u64, data: Vec<u8>) -> Document {
     doc! {
-        "_id": ObjectId::new(),
         "files_id": files_id,
         "n": n as i64,
         "data": binary(data),
